@@ -1,0 +1,1 @@
+"""fluxmail: send email from Python and the command line."""

@@ -1,0 +1,161 @@
+"""Configuration values: EmailObject, EmailInstance, SmtpConfig and FLUXMAIL_* parsing."""
+
+from __future__ import annotations
+
+import enum
+import socket
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from .errors import ConfigurationError, HeaderInjectionError
+
+_UNSAFE_CHARS = ("\r", "\n", "\0")
+
+
+class EmailObject(str, enum.Enum):
+    """Which transport a FluxMail uses. A string enum: ``EmailObject("smtp")`` works."""
+
+    SMTP = "smtp"
+    OUTLOOK = "outlook"
+
+    @classmethod
+    def parse(cls, value: object) -> EmailObject:
+        if isinstance(value, EmailObject):
+            return value
+        if isinstance(value, str):
+            try:
+                return cls(value.strip().lower())
+            except ValueError:
+                pass
+        raise ConfigurationError(
+            f"object_type must be 'smtp' or 'outlook' (or EmailObject), got {value!r}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class EmailInstance:
+    """A named relay. ``domain`` names the domain used for Message-IDs and the EHLO name;
+    it never invents a sender address."""
+
+    relay: str
+    domain: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.relay, str):
+            raise ConfigurationError("EmailInstance.relay must be a string")
+        if self.domain is not None and not isinstance(self.domain, str):
+            raise ConfigurationError("EmailInstance.domain must be a string or None")
+        for name, value in (("relay", self.relay), ("domain", self.domain or "")):
+            if any(ch in value for ch in _UNSAFE_CHARS):
+                raise HeaderInjectionError(f"EmailInstance.{name} contains CR, LF or NUL")
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    """Everything the SMTP engine needs to open a session. The password never shows in
+    ``repr``."""
+
+    host: str
+    port: int = 25
+    use_tls: bool = False
+    use_ssl: bool = False
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    timeout: float = 30.0
+    local_hostname: str | None = None
+    ssl_context: ssl.SSLContext | None = field(default=None, repr=False)
+    allow_insecure_auth: bool = False
+
+    def __post_init__(self) -> None:
+        if self.use_tls and self.use_ssl:
+            raise ConfigurationError(
+                "use_tls (STARTTLS) and use_ssl (implicit TLS) cannot both be True; "
+                "use use_ssl=True for port 465, use_tls=True for port 587"
+            )
+        if not isinstance(self.host, str) or not self.host.strip():
+            raise ConfigurationError("host is required for SMTP (a hostname or EmailInstance)")
+        if any(ch in self.host for ch in _UNSAFE_CHARS) or any(c.isspace() for c in self.host):
+            raise HeaderInjectionError("host contains whitespace, CR, LF or NUL")
+        if isinstance(self.port, bool) or not isinstance(self.port, int):
+            raise ConfigurationError(f"port must be an integer, got {self.port!r}")
+        if not 0 < self.port < 65536:
+            raise ConfigurationError(f"port must be between 1 and 65535, got {self.port}")
+        if isinstance(self.timeout, bool) or not isinstance(self.timeout, (int, float)):
+            raise ConfigurationError(f"timeout must be a number of seconds, got {self.timeout!r}")
+        if not self.timeout > 0:
+            raise ConfigurationError(f"timeout must be positive, got {self.timeout!r}")
+        if self.password is not None and not self.username:
+            raise ConfigurationError("password was given without username")
+        for name in ("username", "password", "local_hostname"):
+            value = getattr(self, name)
+            if value is not None and any(ch in value for ch in _UNSAFE_CHARS):
+                raise HeaderInjectionError(f"{name} contains CR, LF or NUL")
+        if self.local_hostname is not None and (
+            not self.local_hostname or any(c.isspace() for c in self.local_hostname)
+        ):
+            raise ConfigurationError("local_hostname must be a non-empty name without spaces")
+
+    @property
+    def ehlo_name(self) -> str:
+        return self.local_hostname or default_ehlo_name()
+
+    @property
+    def wants_auth(self) -> bool:
+        return bool(self.username) and self.password is not None
+
+
+def default_ehlo_name() -> str:
+    """The machine's name if it looks like a FQDN, else ``localhost``.
+
+    ``socket.getfqdn()`` can block on DNS for seconds, so it is not used.
+    """
+    name = socket.gethostname()
+    if "." in name and name.isascii() and not any(c.isspace() for c in name):
+        return name
+    return "localhost"
+
+
+# --- FLUXMAIL_* environment variables -------------------------------------------------
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off", ""}
+
+
+def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigurationError(f"{name} must be true/false (also 1/0, yes/no, on/off)")
+
+
+def env_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        return int(raw.strip())
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a whole number") from None
+
+
+def env_float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        return float(raw.strip())
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number of seconds") from None
+
+
+def env_str(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return None
+    return raw.strip()

@@ -1,0 +1,261 @@
+"""The fluxmail exception tree.
+
+Every error fluxmail detects is a :class:`FluxMailException` with a stable snake_case
+``.code``. Subclasses mix in the builtin exception that fits, so ``except ValueError`` or
+``except ConnectionError`` keep working::
+
+    FluxMailException                                   code
+    ├── ConfigurationError (ValueError)                 invalid_option
+    ├── MissingDependencyError (ImportError)            missing_dependency
+    ├── NoMessageError                                  no_message
+    ├── UnsupportedOperationError                       unsupported_operation
+    ├── OutlookUnavailableError                         outlook_unavailable
+    ├── TemplateError                                   template_error
+    ├── InvalidMessageError (ValueError)                invalid_message
+    │   ├── InvalidAddressError                         invalid_address
+    │   ├── HeaderInjectionError                        header_injection
+    │   └── AttachmentNotFoundError (FileNotFoundError) attachment_not_found
+    ├── ConnectError (ConnectionError)                  connection_failed
+    │   ├── SendTimeoutError (TimeoutError)             timeout
+    │   ├── TLSRequiredError                            tls_required
+    │   ├── TLSVerifyError                              tls_verify_failed
+    │   └── ProtocolError                               protocol_error
+    ├── AuthenticationError                             authentication_failed
+    ├── OutcomeUnknownError                             outcome_unknown
+    └── SMTPResponseError                               smtp_error
+        ├── SenderRefusedError                          sender_refused
+        ├── RecipientsRefusedError                      recipients_refused
+        ├── MessageRefusedError                         message_refused
+        ├── MessageTooLargeError                        message_too_large
+        └── SMTPUTF8UnsupportedError                    smtputf8_unsupported
+
+Low-level errors (``OSError``, ``ssl.SSLError``, timeouts) are translated once, at the
+transport edge, and chained as ``__cause__``. Messages never contain secrets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+__all__ = [
+    "AttachmentNotFoundError",
+    "AuthenticationError",
+    "ConfigurationError",
+    "ConnectError",
+    "FluxMailException",
+    "HeaderInjectionError",
+    "InvalidAddressError",
+    "InvalidMessageError",
+    "MessageRefusedError",
+    "MessageTooLargeError",
+    "MissingDependencyError",
+    "NoMessageError",
+    "OutcomeUnknownError",
+    "OutlookUnavailableError",
+    "ProtocolError",
+    "RecipientsRefusedError",
+    "SMTPResponseError",
+    "SMTPUTF8UnsupportedError",
+    "SendTimeoutError",
+    "SenderRefusedError",
+    "TLSRequiredError",
+    "TLSVerifyError",
+    "TemplateError",
+    "UnsupportedOperationError",
+]
+
+
+class FluxMailException(Exception):
+    """Base class of every error fluxmail raises.
+
+    ``code`` is stable API (snake_case); ``transient`` says whether trying again later
+    may succeed (4xx replies, dropped connections before the end of DATA).
+    """
+
+    code: str = "fluxmail_error"
+    transient: bool = False
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class ConfigurationError(FluxMailException, ValueError):
+    """A contradictory or invalid constructor / environment setting."""
+
+    code = "invalid_option"
+
+
+class MissingDependencyError(FluxMailException, ImportError):
+    """An optional extra is not installed; the message names the pip command."""
+
+    code = "missing_dependency"
+
+    def __init__(self, feature: str, extra: str, module: str) -> None:
+        super().__init__(
+            f"{feature} needs the '{module}' package: pip install \"fluxmail[{extra}]\""
+        )
+        self.extra = extra
+
+
+class NoMessageError(FluxMailException):
+    """send()/display() was called without a preceding create()."""
+
+    code = "no_message"
+
+
+class UnsupportedOperationError(FluxMailException):
+    """The transport cannot do this (for example send() or sender= with Outlook)."""
+
+    code = "unsupported_operation"
+
+
+class OutlookUnavailableError(FluxMailException):
+    """Outlook automation needs Windows, the desktop app and pywin32."""
+
+    code = "outlook_unavailable"
+
+
+class TemplateError(FluxMailException):
+    """A template could not be loaded or rendered."""
+
+    code = "template_error"
+
+
+class InvalidMessageError(FluxMailException, ValueError):
+    """create() was given something that cannot become a valid email."""
+
+    code = "invalid_message"
+
+
+class InvalidAddressError(InvalidMessageError):
+    code = "invalid_address"
+
+
+class HeaderInjectionError(InvalidMessageError):
+    """CR, LF or NUL where a single header line is expected. Never stripped, always refused."""
+
+    code = "header_injection"
+
+
+class AttachmentNotFoundError(InvalidMessageError, FileNotFoundError):
+    code = "attachment_not_found"
+
+
+class ConnectError(FluxMailException, ConnectionError):
+    """The server could not be reached, or the connection broke before the end of DATA."""
+
+    code = "connection_failed"
+    transient = True
+
+
+class SendTimeoutError(ConnectError, TimeoutError):
+    code = "timeout"
+
+
+class TLSRequiredError(ConnectError):
+    """TLS was asked for (or AUTH needs it) but cannot happen. fluxmail never falls back
+    to plaintext."""
+
+    code = "tls_required"
+    transient = False
+
+
+class TLSVerifyError(ConnectError):
+    """The server's certificate or hostname did not verify."""
+
+    code = "tls_verify_failed"
+    transient = False
+
+
+class ProtocolError(ConnectError):
+    """The server sent something that is not SMTP (garbage, an oversized reply)."""
+
+    code = "protocol_error"
+    transient = False
+
+
+class AuthenticationError(FluxMailException):
+    """The server refused the credentials (or offers no usable AUTH mechanism)."""
+
+    code = "authentication_failed"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        smtp_code: int | None = None,
+        enhanced_code: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message, code=code)
+        self.smtp_code = smtp_code
+        self.enhanced_code = enhanced_code
+        self.transient = smtp_code is not None and 400 <= smtp_code < 500
+
+
+class OutcomeUnknownError(FluxMailException):
+    """The connection was lost after the final '.' of DATA and before the server's reply.
+
+    The server may or may not have accepted the message, so fluxmail does not resend it.
+    """
+
+    code = "outcome_unknown"
+
+    def __init__(self, message: str, *, message_id: str | None = None) -> None:
+        super().__init__(message)
+        self.message_id = message_id
+
+
+class SMTPResponseError(FluxMailException):
+    """The server answered with an error reply."""
+
+    code = "smtp_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        smtp_code: int,
+        enhanced_code: str | None = None,
+        server_message: str = "",
+        refused: Mapping[str, tuple[int, str]] | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message, code=code)
+        self.smtp_code = smtp_code
+        self.enhanced_code = enhanced_code
+        self.server_message = server_message
+        self.refused: dict[str, tuple[int, str]] = dict(refused or {})
+        self.transient = 400 <= smtp_code < 500
+
+
+class SenderRefusedError(SMTPResponseError):
+    code = "sender_refused"
+
+
+class RecipientsRefusedError(SMTPResponseError):
+    """Every recipient was refused; ``.refused`` maps each address to (code, text)."""
+
+    code = "recipients_refused"
+
+
+class MessageRefusedError(SMTPResponseError):
+    """The server refused the message at DATA or at the final '.'."""
+
+    code = "message_refused"
+
+
+class MessageTooLargeError(SMTPResponseError):
+    code = "message_too_large"
+
+
+class SMTPUTF8UnsupportedError(SMTPResponseError):
+    """An address needs SMTPUTF8 (non-ASCII local part) and the server does not offer it."""
+
+    code = "smtputf8_unsupported"
