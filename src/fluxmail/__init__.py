@@ -1,1 +1,79 @@
-"""fluxmail: send email from Python and the command line."""
+"""fluxmail: send email from Python and the command line.
+
+>>> from fluxmail import FluxMail
+>>> FluxMail(object_type="smtp", host="smtp.example.com", port=587, use_tls=True,
+...          username="me@example.com", password="...").create(
+...     subject="Hello", recipients=["friend@example.com"], body="Hi!").send()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from ._facade import FluxMail, SendReceipt
+from .config import EmailInstance, EmailObject
+from .envelope import Composed, Envelope
+from .errors import (
+    AttachmentNotFoundError,
+    AuthenticationError,
+    ConfigurationError,
+    ConnectError,
+    FluxMailException,
+    HeaderInjectionError,
+    InvalidAddressError,
+    InvalidMessageError,
+    MessageRefusedError,
+    MessageTooLargeError,
+    MissingDependencyError,
+    NoMessageError,
+    OutcomeUnknownError,
+    OutlookUnavailableError,
+    ProtocolError,
+    RecipientsRefusedError,
+    SenderRefusedError,
+    SendTimeoutError,
+    SMTPResponseError,
+    SMTPUTF8UnsupportedError,
+    TemplateError,
+    TLSRequiredError,
+    TLSVerifyError,
+    UnsupportedOperationError,
+)
+from .message import Address, Attachment, Message
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Address",
+    "Attachment",
+    "AttachmentNotFoundError",
+    "AuthenticationError",
+    "Composed",
+    "ConfigurationError",
+    "ConnectError",
+    "EmailInstance",
+    "EmailObject",
+    "Envelope",
+    "FluxMail",
+    "FluxMailException",
+    "HeaderInjectionError",
+    "InvalidAddressError",
+    "InvalidMessageError",
+    "Message",
+    "MessageRefusedError",
+    "MessageTooLargeError",
+    "MissingDependencyError",
+    "NoMessageError",
+    "OutcomeUnknownError",
+    "OutlookUnavailableError",
+    "ProtocolError",
+    "RecipientsRefusedError",
+    "SMTPResponseError",
+    "SMTPUTF8UnsupportedError",
+    "SendReceipt",
+    "SendTimeoutError",
+    "SenderRefusedError",
+    "TLSRequiredError",
+    "TLSVerifyError",
+    "TemplateError",
+    "UnsupportedOperationError",
+    "__version__",
+]

@@ -1,0 +1,363 @@
+"""FluxMail: the object the API page describes.
+
+``create()`` validates everything and freezes a :class:`~fluxmail.message.Message`; ``send()``
+composes it and hands the bytes to a transport. The message waiting between ``create()`` and
+``send()`` is kept per thread, and ``send_async()`` takes it the moment it is called, so one
+FluxMail can be shared by threads and by concurrent asyncio tasks, as long as each does its
+``create()`` and its ``send()``/``send_async()`` call back to back.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import sys
+import threading
+import time
+from collections.abc import Coroutine, Mapping, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from ._compose import compose, preview
+from .config import (
+    EmailInstance,
+    EmailObject,
+    SmtpConfig,
+    env_bool,
+    env_float,
+    env_int,
+    env_str,
+)
+from .envelope import Composed
+from .errors import (
+    ConfigurationError,
+    InvalidAddressError,
+    NoMessageError,
+    UnsupportedOperationError,
+)
+from .message import Address, Message, build_message, parse_address
+from .transports.smtp import AsyncSMTPTransport, SMTPTransport
+
+if TYPE_CHECKING:
+    from os import PathLike
+
+    from .smtp import SendResult
+    from .transports.outlook import OutlookTransport
+
+    if sys.version_info >= (3, 11):
+        from typing import Self
+    else:
+        from typing_extensions import Self
+
+SUCCESS = "Email sent successfully via SMTP."
+
+
+class SendReceipt(str):
+    """The string ``"Email sent successfully via SMTP."``, carrying what the server said.
+
+    ``message_id``, ``accepted`` and ``refused`` (address -> (code, text)) tell which
+    recipients the server took; a partly refused message is still sent to the rest.
+    """
+
+    message_id: str
+    accepted: tuple[str, ...]
+    refused: Mapping[str, tuple[int, str]]
+    smtp_code: int
+
+    @classmethod
+    def from_result(cls, result: SendResult) -> SendReceipt:
+        receipt = cls(SUCCESS)
+        receipt.message_id = result.message_id
+        receipt.accepted = tuple(result.accepted)
+        receipt.refused = dict(result.refused)
+        receipt.smtp_code = result.smtp_code
+        return receipt
+
+
+def _check_count(name: str, value: object, *, minimum: float, integer: bool) -> None:
+    kinds: tuple[type, ...] = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or value < minimum:  # type: ignore[operator]
+        kind = "a whole number" if integer else "a number"
+        raise ConfigurationError(f"{name} must be {kind} >= {minimum}, got {value!r}")
+
+
+class FluxMail:
+    """Send email over SMTP, or open it in Outlook on Windows. See the API page."""
+
+    def __init__(
+        self,
+        object_type: str | EmailObject = EmailObject.SMTP,
+        host: str | EmailInstance | None = None,
+        port: int = 25,
+        use_tls: bool = False,
+        use_ssl: bool = False,
+        username: str | None = None,
+        password: str | None = None,
+        sender: str | None = None,
+        timeout: float = 30,
+        max_retries: int = 0,
+        retry_delay: float = 1.0,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        local_hostname: str | None = None,
+        allow_insecure_auth: bool = False,
+        outlook_application: Any = None,
+    ) -> None:
+        self.object_type = EmailObject.parse(object_type)
+        instance = host if isinstance(host, EmailInstance) else None
+        if host is not None and not isinstance(host, (str, EmailInstance)):
+            raise ConfigurationError("host must be a hostname string or an EmailInstance")
+        self.relay = instance.relay if instance else host
+        self.domain = instance.domain if instance else None
+        _check_count("max_retries", max_retries, minimum=0, integer=True)
+        _check_count("retry_delay", retry_delay, minimum=0, integer=False)
+        self.max_retries = max_retries
+        self.retry_delay = float(retry_delay)
+        self.username = username
+        self._default_sender = self._resolve_default_sender(sender, username)
+        self._pending = threading.local()
+        self._smtp: SMTPTransport | None = None
+        self._async_smtp: AsyncSMTPTransport | None = None
+        self._outlook: OutlookTransport | None = None
+        if self.object_type is EmailObject.SMTP:
+            self.config = SmtpConfig(
+                host=self.relay or "",
+                port=port,
+                use_tls=use_tls,
+                use_ssl=use_ssl,
+                username=username,
+                password=password,
+                timeout=timeout,
+                local_hostname=local_hostname or self.domain,
+                ssl_context=ssl_context,
+                allow_insecure_auth=allow_insecure_auth,
+            )
+            self._smtp = SMTPTransport(
+                self.config, max_retries=max_retries, retry_delay=self.retry_delay
+            )
+            self._async_smtp = AsyncSMTPTransport(self.config)
+        else:
+            from .transports.outlook import OutlookTransport
+
+            self._outlook = OutlookTransport(outlook_application)
+
+    def __repr__(self) -> str:
+        where = f"{self.relay}:{self.config.port}" if self._smtp else "outlook"
+        return f"FluxMail({self.object_type.value}, {where}, username={self.username!r})"
+
+    @staticmethod
+    def _resolve_default_sender(sender: str | None, username: str | None) -> Address | None:
+        if sender is not None:
+            return parse_address(sender, field="sender")
+        if username and "@" in username:
+            try:
+                return parse_address(username, field="username")
+            except InvalidAddressError:
+                return None
+        return None
+
+    # --- building a message ---------------------------------------------------------
+
+    def create(
+        self,
+        subject: str,
+        recipients: str | Sequence[str],
+        body: str,
+        sender: str | None = None,
+        cc: str | Sequence[str] | None = None,
+        bcc: str | Sequence[str] | None = None,
+        reply_to: str | Sequence[str] | None = None,
+        attachments: Sequence[Any] | None = None,
+        html_body: bool = False,
+        plain_body: str | None = None,
+        in_reply_to: str | None = None,
+        references: str | Sequence[str] | None = None,
+        priority: str | None = None,
+        unsubscribe_url: str | None = None,
+        inline_images: Mapping[str, str | PathLike[str]] | None = None,
+        inline_css: bool = False,
+        headers: Mapping[str, str] | None = None,
+    ) -> Self:
+        """Validate and hold one message for the next ``send()``; returns ``self``."""
+        if self._outlook is not None:
+            self._outlook.check_options(
+                sender=sender,
+                reply_to=reply_to,
+                in_reply_to=in_reply_to,
+                references=references,
+                unsubscribe_url=unsubscribe_url,
+                headers=headers,
+            )
+        self._pending.message = build_message(
+            subject=subject,
+            recipients=recipients,
+            body=body,
+            sender=self._sender_for(sender),
+            cc=cc,
+            bcc=bcc,
+            reply_to=reply_to,
+            attachments=attachments,
+            html_body=html_body,
+            plain_body=plain_body,
+            in_reply_to=in_reply_to,
+            references=references,
+            priority=priority,
+            unsubscribe_url=unsubscribe_url,
+            inline_images=inline_images,
+            inline_css=inline_css,
+            headers=headers,
+        )
+        return self
+
+    def _sender_for(self, sender: str | None) -> str | Address:
+        if sender is not None:
+            return sender
+        if self._default_sender is not None:
+            return self._default_sender
+        if self._outlook is not None:
+            from .transports.outlook import OUTLOOK_SENDER
+
+            return OUTLOOK_SENDER
+        raise InvalidAddressError(
+            "no sender: pass sender= to create() or FluxMail(), "
+            "or use an email address as username"
+        )
+
+    @property
+    def message(self) -> Message | None:
+        """The message waiting for ``send()`` in this thread, if any."""
+        return getattr(self._pending, "message", None)
+
+    def _take_message(self) -> Message:
+        message = self.message
+        if message is None:
+            raise NoMessageError("nothing to send: call create() first")
+        return message
+
+    def compose(self, message: Message | None = None) -> Composed:
+        """The exact bytes and envelope ``send()`` would hand to the server."""
+        return compose(message or self._take_message(), domain=self.domain)
+
+    # --- sending --------------------------------------------------------------------
+
+    def send(self, dry_run: bool = False) -> str:
+        """Send the message from ``create()``; with ``dry_run`` print and return a preview."""
+        message = self._take_message()
+        if dry_run:
+            return self._print_preview(message)
+        if self._smtp is None:
+            raise UnsupportedOperationError(
+                "Outlook cannot send programmatically: call display() and click Send"
+            )
+        result = self._smtp.send(self.compose(message))
+        self._pending.message = None
+        return SendReceipt.from_result(result)
+
+    def send_async(self, dry_run: bool = False) -> Coroutine[Any, Any, str]:
+        """Async ``send()``. The message is taken now, so concurrent tasks can share one
+        FluxMail. No automatic retry (as the API page says)."""
+        message = self._take_message()
+        self._pending.message = None
+        return self._send_async(message, dry_run)
+
+    async def _send_async(self, message: Message, dry_run: bool) -> str:
+        if dry_run:
+            return self._print_preview(message)
+        if self._async_smtp is None:
+            raise UnsupportedOperationError(
+                "Outlook cannot send programmatically: call display() and click Send"
+            )
+        result = await self._async_smtp.send(self.compose(message))
+        return SendReceipt.from_result(result)
+
+    def display(self) -> None:
+        """Outlook: open the compose window. SMTP: print the preview."""
+        message = self._take_message()
+        if self._outlook is not None:
+            self._outlook.display(message)
+        else:
+            self._print_preview(message)
+
+    def _print_preview(self, message: Message) -> str:
+        text = preview(message, self.compose(message))
+        print(text)
+        return text
+
+    # --- connection management --------------------------------------------------------
+
+    def __enter__(self) -> Self:
+        if self._smtp is not None:
+            self._smtp.hold()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._smtp is not None:
+            self._smtp.release()
+
+    async def __aenter__(self) -> Self:
+        if self._async_smtp is not None:
+            self._async_smtp.hold()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._async_smtp is not None:
+            await self._async_smtp.release()
+
+    def test_connection(self) -> dict[str, Any]:
+        """Connect, do TLS and AUTH, send nothing; return diagnostics or raise."""
+        if self._smtp is None:
+            raise UnsupportedOperationError("test_connection() is for SMTP mailers")
+        started = time.perf_counter()
+        info = self._smtp.probe()
+        latency_ms = round((time.perf_counter() - started) * 1000, 1)
+        return {
+            "ok": True,
+            "relay": self.relay,
+            "port": self.config.port,
+            "latency_ms": latency_ms,
+            "tls": info.tls_version,
+            "authenticated": info.authenticated,
+            "auth_mechanism": info.auth_mechanism,
+            "esmtp": info.esmtp,
+            "max_size": info.max_size,
+            "pipelining": info.pipelining,
+            "smtputf8": info.smtputf8,
+            "greeting": info.greeting,
+        }
+
+    # --- configuration from the environment -------------------------------------------
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> FluxMail:
+        """Build a FluxMail from FLUXMAIL_* variables; keyword arguments override them."""
+        env = os.environ if environ is None else environ
+        object_type = EmailObject.parse(env_str(env, "FLUXMAIL_TYPE") or "smtp")
+        host = env_str(env, "FLUXMAIL_HOST")
+        if object_type is EmailObject.SMTP and not host and "host" not in overrides:
+            raise ConfigurationError("FLUXMAIL_HOST is not set (required for SMTP)")
+        domain = env_str(env, "FLUXMAIL_DOMAIN")
+        settings: dict[str, Any] = {
+            "object_type": object_type,
+            "host": EmailInstance(host or "", domain) if domain else host,
+            "port": env_int(env, "FLUXMAIL_PORT", 25),
+            "use_tls": env_bool(env, "FLUXMAIL_TLS", False),
+            "use_ssl": env_bool(env, "FLUXMAIL_SSL", False),
+            "username": env_str(env, "FLUXMAIL_USERNAME"),
+            "password": env.get("FLUXMAIL_PASSWORD") or None,
+            "sender": env_str(env, "FLUXMAIL_SENDER"),
+            "timeout": env_float(env, "FLUXMAIL_TIMEOUT", 30.0),
+            "max_retries": env_int(env, "FLUXMAIL_MAX_RETRIES", 0),
+            "retry_delay": env_float(env, "FLUXMAIL_RETRY_DELAY", 1.0),
+        }
+        settings.update(overrides)
+        return cls(**settings)

@@ -1,0 +1,175 @@
+"""A local SMTP server that catches mail: for ``fluxmail demo``, ``fluxmail serve`` and tests.
+
+It runs aiosmtpd on 127.0.0.1 in a background thread, optionally with STARTTLS (a
+throwaway certificate from a private CA made by trustme) and AUTH, and keeps every message
+it receives. Needs the ``[server]`` extra: ``pip install "fluxmail[server]"``.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from .errors import MissingDependencyError
+
+
+@dataclass
+class ReceivedMessage:
+    """One message as the server received it."""
+
+    mail_from: str
+    rcpt_tos: list[str]
+    data: bytes = field(repr=False)
+    tls: bool
+    auth_user: str | None
+    received_at: float
+
+    @property
+    def message(self) -> EmailMessage:
+        parsed = email.message_from_bytes(self.data, policy=email.policy.default)
+        assert isinstance(parsed, EmailMessage)
+        return parsed
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class _Handler:
+    def __init__(self, server: LocalSMTPServer) -> None:
+        self._server = server
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        auth = session.auth_data
+        user = auth.login.decode() if auth is not None and hasattr(auth, "login") else None
+        received = ReceivedMessage(
+            mail_from=envelope.mail_from,
+            rcpt_tos=list(envelope.rcpt_tos),
+            data=bytes(envelope.original_content or envelope.content),
+            tls=session.ssl is not None,
+            auth_user=user,
+            received_at=time.monotonic(),
+        )
+        self._server.record(received)
+        return "250 2.0.0 OK: queued"
+
+
+class LocalSMTPServer:
+    """``with LocalSMTPServer(starttls=True, auth=("me@x.test", "pw")) as server: ...``
+
+    ``server.port`` is the port; ``server.client_ssl_context()`` trusts its certificate;
+    ``server.messages`` holds what arrived; ``on_message`` is called for each one.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        starttls: bool = False,
+        auth: tuple[str, str] | None = None,
+        on_message: Callable[[ReceivedMessage], None] | None = None,
+        save_dir: str | Path | None = None,
+    ) -> None:
+        try:
+            from aiosmtpd.controller import Controller  # noqa: F401
+        except ImportError:
+            raise MissingDependencyError("The local SMTP server", "server", "aiosmtpd") from None
+        self.host = host
+        self.port = port or free_port(host)
+        self.starttls = starttls
+        self.auth = auth
+        self.messages: list[ReceivedMessage] = []
+        self._on_message = on_message
+        self._save_dir = Path(save_dir) if save_dir else None
+        self._lock = threading.Lock()
+        self._ca: Any = None
+        self._controller: Any = None
+
+    def record(self, received: ReceivedMessage) -> None:
+        with self._lock:
+            self.messages.append(received)
+            count = len(self.messages)
+        if self._save_dir is not None:
+            self._save_dir.mkdir(parents=True, exist_ok=True)
+            (self._save_dir / f"{int(time.time())}-{count:05d}.eml").write_bytes(received.data)
+        if self._on_message is not None:
+            self._on_message(received)
+
+    def client_ssl_context(self) -> ssl.SSLContext:
+        """A verifying client context that trusts this server's private CA."""
+        if self._ca is None:
+            raise RuntimeError("the server runs without TLS")
+        context = ssl.create_default_context()
+        self._ca.configure_trust(context)
+        return context
+
+    def _server_ssl_context(self) -> ssl.SSLContext:
+        try:
+            import trustme
+        except ImportError:
+            raise MissingDependencyError("STARTTLS on the local server", "server", "trustme") from None
+        self._ca = trustme.CA()
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self._ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
+        return context
+
+    def _authenticate(
+        self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
+    ) -> Any:
+        from aiosmtpd.smtp import AuthResult
+
+        assert self.auth is not None
+        user, password = self.auth
+        login = getattr(auth_data, "login", b"") or b""
+        secret = getattr(auth_data, "password", b"") or b""
+        ok = login.decode(errors="replace") == user and secret.decode(errors="replace") == password
+        return AuthResult(success=ok, handled=False)
+
+    def start(self) -> LocalSMTPServer:
+        from aiosmtpd.controller import Controller
+
+        options: dict[str, Any] = {"enable_SMTPUTF8": True, "ident": "fluxmail local server"}
+        if self.starttls:
+            options.update(tls_context=self._server_ssl_context(), require_starttls=True)
+        if self.auth is not None:
+            options.update(
+                authenticator=self._authenticate,
+                auth_required=True,
+                auth_require_tls=self.starttls,
+            )
+        self._controller = Controller(
+            _Handler(self), hostname=self.host, port=self.port, server_hostname="localhost",
+            **options,
+        )
+        self._controller.start()
+        return self
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+    def __enter__(self) -> LocalSMTPServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
