@@ -9,6 +9,8 @@ FluxMail can be shared by threads and by concurrent asyncio tasks, as long as ea
 
 from __future__ import annotations
 
+import inspect
+import logging
 import os
 import ssl
 import sys
@@ -32,6 +34,7 @@ from .envelope import Composed
 from .errors import (
     ConfigurationError,
     InvalidAddressError,
+    InvalidMessageError,
     NoMessageError,
     UnsupportedOperationError,
 )
@@ -50,6 +53,8 @@ if TYPE_CHECKING:
         from typing_extensions import Self
 
 SUCCESS = "Email sent successfully via SMTP."
+logger = logging.getLogger("fluxmail")
+_CREATE_OPTIONS = frozenset(inspect.signature(build_message).parameters)
 
 
 class SendReceipt(str):
@@ -72,6 +77,13 @@ class SendReceipt(str):
         receipt.refused = dict(result.refused)
         receipt.smtp_code = result.smtp_code
         return receipt
+
+
+def _receipt(result: SendResult) -> SendReceipt:
+    if result.refused:
+        refused = ", ".join(f"{addr} ({code})" for addr, (code, _) in result.refused.items())
+        logger.warning("message %s: some recipients refused: %s", result.message_id, refused)
+    return SendReceipt.from_result(result)
 
 
 def _check_count(name: str, value: object, *, minimum: float, integer: bool) -> None:
@@ -179,20 +191,11 @@ class FluxMail:
         headers: Mapping[str, str] | None = None,
     ) -> Self:
         """Validate and hold one message for the next ``send()``; returns ``self``."""
-        if self._outlook is not None:
-            self._outlook.check_options(
-                sender=sender,
-                reply_to=reply_to,
-                in_reply_to=in_reply_to,
-                references=references,
-                unsubscribe_url=unsubscribe_url,
-                headers=headers,
-            )
-        self._pending.message = build_message(
+        self._pending.message = self.build_message(
             subject=subject,
             recipients=recipients,
             body=body,
-            sender=self._sender_for(sender),
+            sender=sender,
             cc=cc,
             bcc=bcc,
             reply_to=reply_to,
@@ -208,6 +211,17 @@ class FluxMail:
             headers=headers,
         )
         return self
+
+    def build_message(self, **options: Any) -> Message:
+        """Validate ``create()`` arguments into a Message without keeping it (BulkSender
+        uses this). Applies the default sender."""
+        if self._outlook is not None:
+            self._outlook.check_options(**options)
+        unknown = set(options) - _CREATE_OPTIONS
+        if unknown:
+            raise InvalidMessageError(f"unknown create() option(s): {', '.join(sorted(unknown))}")
+        options["sender"] = self._sender_for(options.get("sender"))
+        return build_message(**options)
 
     def _sender_for(self, sender: str | None) -> str | Address:
         if sender is not None:
@@ -251,7 +265,7 @@ class FluxMail:
             )
         result = self._smtp.send(self.compose(message))
         self._pending.message = None
-        return SendReceipt.from_result(result)
+        return _receipt(result)
 
     def send_async(self, dry_run: bool = False) -> Coroutine[Any, Any, str]:
         """Async ``send()``. The message is taken now, so concurrent tasks can share one
@@ -268,7 +282,7 @@ class FluxMail:
                 "Outlook cannot send programmatically: call display() and click Send"
             )
         result = await self._async_smtp.send(self.compose(message))
-        return SendReceipt.from_result(result)
+        return _receipt(result)
 
     def display(self) -> None:
         """Outlook: open the compose window. SMTP: print the preview."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ OUTLOOK_SENDER = Address("outlook", "sender.invalid")
 
 OL_MAIL_ITEM = 0
 OL_IMPORTANCE = {"low": 0, "normal": 1, "high": 2}
+_SMTP_ONLY = ("reply_to", "in_reply_to", "references", "unsubscribe_url", "headers")
 PR_ATTACH_CONTENT_ID = "http://schemas.microsoft.com/mapi/proptag/0x3712001F"
 
 
@@ -48,28 +48,13 @@ class OutlookTransport:
         self._app = application if application is not None else _dispatch_outlook()
 
     @staticmethod
-    def check_options(
-        *,
-        sender: str | None,
-        reply_to: str | Sequence[str] | None,
-        in_reply_to: str | None,
-        references: str | Sequence[str] | None,
-        unsubscribe_url: str | None,
-        headers: Mapping[str, str] | None,
-    ) -> None:
+    def check_options(**options: Any) -> None:
         """Refuse what Outlook cannot carry, rather than dropping it silently."""
-        if sender is not None:
+        if options.get("sender") is not None:
             raise UnsupportedOperationError(
                 "Outlook controls the sender address: remove sender= (or use SMTP)"
             )
-        unsupported = {
-            "reply_to": reply_to,
-            "in_reply_to": in_reply_to,
-            "references": references,
-            "unsubscribe_url": unsubscribe_url,
-            "headers": headers,
-        }
-        given = [name for name, value in unsupported.items() if value]
+        given = [name for name in _SMTP_ONLY if options.get(name)]
         if given:
             raise UnsupportedOperationError(
                 f"Outlook's COM interface cannot set {', '.join(given)}: SMTP only"
