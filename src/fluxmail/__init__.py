@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from ._facade import FluxMail, SendReceipt
+from .bulk import BulkResult, BulkSender
 from .config import EmailInstance, EmailObject
 from .envelope import Composed, Envelope
 from .errors import (
@@ -38,6 +39,7 @@ from .errors import (
     UnsupportedOperationError,
 )
 from .message import Address, Attachment, Message
+from .templates import EmailTemplate
 
 __version__ = "0.1.0"
 
@@ -46,11 +48,14 @@ __all__ = [
     "Attachment",
     "AttachmentNotFoundError",
     "AuthenticationError",
+    "BulkResult",
+    "BulkSender",
     "Composed",
     "ConfigurationError",
     "ConnectError",
     "EmailInstance",
     "EmailObject",
+    "EmailTemplate",
     "Envelope",
     "FluxMail",
     "FluxMailException",

@@ -36,6 +36,7 @@ transport edge, and chained as ``__cause__``. Messages never contain secrets.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 __all__ = [
     "AttachmentNotFoundError",
@@ -74,6 +75,8 @@ class FluxMailException(Exception):
 
     code: str = "fluxmail_error"
     transient: bool = False
+    #: Set by BulkSender when this error stopped a batch: the counts up to that point.
+    batch_result: Any = None
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)

@@ -1,0 +1,317 @@
+"""BulkSender: many messages over one (or a few) held SMTP connections.
+
+Each message is a dict of ``create()`` arguments. Messages are validated and composed one
+at a time, so a generator of 100,000 messages runs in constant memory. The rules:
+
+- a bad message (invalid address, missing attachment) fails alone; the batch goes on;
+- a 5xx reply fails that message only; a 4xx reply or a dropped connection before the end
+  of DATA is retried (reconnecting if needed) up to the mailer's ``max_retries``;
+- a connection lost after the final '.' leaves that message's outcome unknown: it is
+  reported with code ``outcome_unknown`` and *not* resent; the batch reconnects and goes on;
+- a configuration problem (bad credentials, TLS refused or unverifiable, the server
+  unreachable) stops the batch: the error is raised with ``.batch_result`` holding the
+  counts so far, instead of failing every remaining message one by one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, TypedDict
+
+from ._progress import Progress, make_progress
+from ._ratelimit import RateLimiter
+from ._retry import is_retryable, retry_delays
+from .envelope import Composed
+from .errors import (
+    AuthenticationError,
+    ConfigurationError,
+    ConnectError,
+    FluxMailException,
+    MissingDependencyError,
+    SMTPResponseError,
+    TLSRequiredError,
+    TLSVerifyError,
+    UnsupportedOperationError,
+)
+from .smtp import AsyncSMTPConnection, SMTPConnection
+
+if TYPE_CHECKING:
+    from ._facade import FluxMail, SendReceipt
+    from .config import SmtpConfig
+    from .smtp import SendResult
+
+OnSuccess = Callable[[int, str], None]
+OnError = Callable[[int, FluxMailException], None]
+MessageSpec = Mapping[str, Any]
+_Conn = Any  # SMTPConnection or AsyncSMTPConnection
+
+
+class BulkResult(TypedDict):
+    sent: int
+    failed: int
+    total: int
+    errors: list[tuple[int, FluxMailException]]
+
+
+_FATAL = (
+    AuthenticationError,
+    TLSRequiredError,
+    TLSVerifyError,
+    ConfigurationError,
+    MissingDependencyError,
+)
+
+
+def _is_fatal(exc: FluxMailException) -> bool:
+    """Errors that would fail every message the same way."""
+    return isinstance(exc, _FATAL) and not exc.transient
+
+
+class _Tally:
+    """Counts, errors and callbacks: the bookkeeping shared by the sync and async loops."""
+
+    def __init__(
+        self, on_success: OnSuccess | None, on_error: OnError | None, progress: Progress
+    ) -> None:
+        self.result: BulkResult = {"sent": 0, "failed": 0, "total": 0, "errors": []}
+        self._on_success = on_success
+        self._on_error = on_error
+        self._progress = progress
+
+    def success(self, index: int, result: SendResult) -> None:
+        from ._facade import _receipt
+
+        receipt: SendReceipt = _receipt(result)
+        self.result["sent"] += 1
+        self._progress.advance(self.result["sent"], self.result["failed"])
+        if self._on_success is not None:
+            self._on_success(index, receipt)
+
+    def failure(self, index: int, exc: FluxMailException) -> None:
+        self.result["failed"] += 1
+        self.result["errors"].append((index, exc))
+        self._progress.advance(self.result["sent"], self.result["failed"])
+        if self._on_error is not None:
+            self._on_error(index, exc)
+
+    def abort(self, exc: FluxMailException) -> FluxMailException:
+        exc.batch_result = self.result
+        return exc
+
+
+class _Attempts:
+    """When to try one message again (pure). A reused connection that the server closed
+    (idle timeout, 421) gets one immediate retry on a fresh connection, free of
+    ``max_retries``: it failed before the final '.', so nothing can be sent twice."""
+
+    def __init__(self, max_retries: int, retry_delay: float) -> None:
+        self._delays = retry_delays(max_retries, retry_delay)
+        self._free_retry = True
+
+    def after(self, error: FluxMailException, *, reused: bool, still_open: bool) -> float | None:
+        """Seconds to wait before the next try, or None to stop trying."""
+        if reused and not still_open and self._free_retry and _server_closed(error):
+            self._free_retry = False
+            return 0.0
+        return next(self._delays, None) if is_retryable(error) else None
+
+
+def _server_closed(error: FluxMailException) -> bool:
+    if isinstance(error, SMTPResponseError):
+        return error.smtp_code == 421
+    return isinstance(error, ConnectError) and error.transient
+
+
+def _total(messages: object) -> int | None:
+    try:
+        return len(messages)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+class BulkSender:
+    """``BulkSender(mailer).send_batch(messages)`` -> ``{"sent", "failed", "total", "errors"}``.
+
+    ``connections`` (async only) opens a pool of that many connections; the default is
+    one persistent connection, as the API page describes.
+    """
+
+    def __init__(self, mailer: FluxMail, *, connections: int = 1) -> None:
+        if mailer.object_type.value != "smtp":
+            raise UnsupportedOperationError("BulkSender needs an SMTP mailer")
+        if isinstance(connections, bool) or not isinstance(connections, int) or connections < 1:
+            raise ConfigurationError("connections must be a whole number >= 1")
+        self.mailer = mailer
+        self.connections = connections
+        self.config: SmtpConfig = mailer.config
+
+    def _compose(self, spec: MessageSpec) -> Composed:
+        if not isinstance(spec, Mapping):
+            raise ConfigurationError("each message must be a dict of create() arguments")
+        return self.mailer.compose(self.mailer.build_message(**spec))
+
+    def _prepare(self, index: int, spec: MessageSpec, tally: _Tally) -> Composed | None:
+        tally.result["total"] += 1
+        try:
+            return self._compose(spec)
+        except FluxMailException as exc:
+            if isinstance(exc, MissingDependencyError):
+                raise tally.abort(exc) from None
+            tally.failure(index, exc)
+            return None
+
+    # --- sync -------------------------------------------------------------------------
+
+    def send_batch(
+        self,
+        messages: Iterable[MessageSpec],
+        on_success: OnSuccess | None = None,
+        on_error: OnError | None = None,
+        progress: bool | None = None,
+        *,
+        max_per_second: float = 0,
+    ) -> BulkResult:
+        """Send every message over one held connection; see the module docstring."""
+        limiter = RateLimiter(max_per_second)
+        with make_progress(progress, _total(messages)) as bar:
+            tally = _Tally(on_success, on_error, bar)
+            conn = SMTPConnection(self.config)
+            try:
+                for index, spec in enumerate(messages):
+                    composed = self._prepare(index, spec, tally)
+                    if composed is not None:
+                        limiter.acquire_sync()
+                        conn = self._deliver(conn, index, composed, tally)
+            finally:
+                conn.close()
+        return tally.result
+
+    def _deliver(
+        self, conn: SMTPConnection, index: int, composed: Composed, tally: _Tally
+    ) -> SMTPConnection:
+        attempts = _Attempts(self.mailer.max_retries, self.mailer.retry_delay)
+        while True:
+            reused = conn.is_open
+            opened = reused
+            try:
+                if not reused:
+                    conn = SMTPConnection(self.config)
+                    conn.open()
+                    opened = True
+                tally.success(index, conn.send(composed))
+                return conn
+            except FluxMailException as exc:
+                error = exc
+            wait = attempts.after(error, reused=reused, still_open=conn.is_open)
+            if wait is None:
+                return self._give_up(conn, index, error, tally, opened)
+            time.sleep(wait)
+
+    @staticmethod
+    def _give_up(
+        conn: _Conn, index: int, error: FluxMailException, tally: _Tally, opened: bool
+    ) -> _Conn:
+        if _is_fatal(error) or not opened:
+            raise tally.abort(error)
+        tally.failure(index, error)
+        return conn
+
+    # --- async ------------------------------------------------------------------------
+
+    async def send_batch_async(
+        self,
+        messages: Iterable[MessageSpec] | AsyncIterable[MessageSpec],
+        max_per_second: float = 0,
+        progress: bool | None = None,
+        on_success: OnSuccess | None = None,
+        on_error: OnError | None = None,
+        *,
+        connections: int | None = None,
+    ) -> BulkResult:
+        """The asyncio twin of :meth:`send_batch`, with an optional pool of connections.
+
+        ``max_per_second`` holds across all connections of the pool."""
+        pool = connections or self.connections
+        limiter = RateLimiter(max_per_second)
+        queue: asyncio.Queue[tuple[int, Composed] | None] = asyncio.Queue(maxsize=2 * pool)
+        with make_progress(progress, _total(messages)) as bar:
+            tally = _Tally(on_success, on_error, bar)
+            workers = [
+                asyncio.create_task(self._worker(queue, limiter, tally)) for _ in range(pool)
+            ]
+            try:
+                await self._produce(messages, queue, tally, workers)
+                for _ in workers:
+                    await queue.put(None)
+                await asyncio.gather(*workers)
+            finally:
+                for task in workers:
+                    task.cancel()
+                await asyncio.gather(*workers, return_exceptions=True)
+        return tally.result
+
+    async def _produce(
+        self,
+        messages: Iterable[MessageSpec] | AsyncIterable[MessageSpec],
+        queue: asyncio.Queue[tuple[int, Composed] | None],
+        tally: _Tally,
+        workers: list[asyncio.Task[None]],
+    ) -> None:
+        async def put(index: int, spec: MessageSpec) -> None:
+            composed = self._prepare(index, spec, tally)
+            if composed is None:
+                return
+            put_task = asyncio.ensure_future(queue.put((index, composed)))
+            await asyncio.wait([put_task, *workers], return_when=asyncio.FIRST_COMPLETED)
+            if not put_task.done():
+                put_task.cancel()
+            for task in workers:
+                if task.done() and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+
+        if isinstance(messages, AsyncIterable):
+            index = 0
+            async for spec in messages:
+                await put(index, spec)
+                index += 1
+        else:
+            for index, spec in enumerate(messages):
+                await put(index, spec)
+
+    async def _worker(
+        self,
+        queue: asyncio.Queue[tuple[int, Composed] | None],
+        limiter: RateLimiter,
+        tally: _Tally,
+    ) -> None:
+        conn = AsyncSMTPConnection(self.config)
+        try:
+            while (item := await queue.get()) is not None:
+                index, composed = item
+                await limiter.acquire()
+                conn = await self._deliver_async(conn, index, composed, tally)
+        finally:
+            await conn.close()
+
+    async def _deliver_async(
+        self, conn: AsyncSMTPConnection, index: int, composed: Composed, tally: _Tally
+    ) -> AsyncSMTPConnection:
+        attempts = _Attempts(self.mailer.max_retries, self.mailer.retry_delay)
+        while True:
+            reused = conn.is_open
+            opened = reused
+            try:
+                if not reused:
+                    conn = AsyncSMTPConnection(self.config)
+                    await conn.open()
+                    opened = True
+                tally.success(index, await conn.send(composed))
+                return conn
+            except FluxMailException as exc:
+                error = exc
+            wait = attempts.after(error, reused=reused, still_open=conn.is_open)
+            if wait is None:
+                return self._give_up(conn, index, error, tally, opened)
+            await asyncio.sleep(wait)
