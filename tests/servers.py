@@ -212,8 +212,9 @@ class SMTPTestServer:
             "enable_SMTPUTF8": smtputf8,
             "server_hostname": "mx.test.invalid",
             "ident": ident or "fluxmail test server",
-            "auth_required": auth,
-            "auth_require_tls": tls == "starttls",  # implicit TLS: aiosmtpd cannot tell
+            # AUTH is advertised after STARTTLS; on implicit TLS (aiosmtpd cannot tell)
+            # and on plain servers with auth=True (the allow_insecure_auth tests) always.
+            "auth_require_tls": tls == "starttls" or not auth,
             "authenticator": self._authenticate,
             "timeout": 30,
         }
@@ -315,6 +316,8 @@ class SMTPTestServer:
         self, server: SMTP, session: Any, envelope: Any, address: str, options: list[str]
     ) -> str:
         self._event(f"MAIL {address}")
+        if self.username is not None and not session.authenticated:
+            return "530 5.7.0 Authentication required"
         if self.reject_mail is not None:
             return _reply_for(self.reject_mail, "5.7.1 Sender refused")
         envelope.mail_from = address

@@ -1,0 +1,63 @@
+"""What both drivers share besides the pure protocol: TLS contexts and the transcript."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+
+from ..config import SmtpConfig
+from ._actions import Exchange
+from ._replies import Reply
+
+log = logging.getLogger("fluxmail.smtp")
+
+READ_SIZE = 65536
+WRITE_CHUNK = 1 << 20  # large payloads are written in slices, each with its own timeout
+QUIT_TIMEOUT = 1.0  # close() waits at most this long for the reply to QUIT
+
+_default_context: ssl.SSLContext | None = None
+_lock = threading.Lock()
+
+
+def tls_context(config: SmtpConfig) -> ssl.SSLContext:
+    """The user's context, or a verifying default one with TLS >= 1.2 (built once)."""
+    global _default_context
+    if config.ssl_context is not None:
+        if config.ssl_context.verify_mode == ssl.CERT_NONE:
+            log.warning(
+                "ssl_context does not verify certificates (CERT_NONE): the connection to "
+                "%s is encrypted but not authenticated",
+                config.host,
+            )
+        return config.ssl_context
+    with _lock:
+        if _default_context is None:
+            ctx = ssl.create_default_context()
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+            _default_context = ctx
+        return _default_context
+
+
+def tls_details(obj: ssl.SSLObject | ssl.SSLSocket | None) -> tuple[str, str] | None:
+    if obj is None:
+        return None
+    cipher = obj.cipher()
+    return (obj.version() or "", cipher[0] if cipher else "")
+
+
+def log_exchange(exchange: Exchange) -> None:
+    if not exchange.data or not log.isEnabledFor(logging.DEBUG):
+        return
+    text = exchange.log if exchange.log is not None else exchange.data.decode("utf-8", "replace")
+    for line in text.splitlines():
+        log.debug("C: %s", line)
+
+
+def log_replies(replies: list[Reply]) -> None:
+    if not log.isEnabledFor(logging.DEBUG):
+        return
+    for reply in replies:
+        last = len(reply.lines) - 1
+        for i, line in enumerate(reply.lines):
+            log.debug("S: %d%s%s", reply.code, " " if i == last else "-", line)

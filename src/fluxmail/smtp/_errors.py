@@ -1,0 +1,149 @@
+"""Pure translation tables: a server reply at a stage -> exception; an I/O error -> exception.
+
+Drivers call :func:`io_error` once, at the edge, and chain the original with ``from``.
+Messages carry the host, the stage and the server's reply, never credentials.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Mapping
+
+from ..errors import (
+    AuthenticationError,
+    ConnectError,
+    FluxMailException,
+    MessageRefusedError,
+    MessageTooLargeError,
+    OutcomeUnknownError,
+    RecipientsRefusedError,
+    SenderRefusedError,
+    SendTimeoutError,
+    SMTPResponseError,
+    TLSRequiredError,
+    TLSVerifyError,
+)
+from ._replies import Reply
+
+STAGES: Mapping[str, str] = {
+    "connect": "while connecting",
+    "tls": "during the TLS handshake",
+    "greeting": "waiting for the greeting",
+    "ehlo": "at EHLO",
+    "helo": "at HELO",
+    "starttls": "at STARTTLS",
+    "auth": "during AUTH",
+    "mail": "at MAIL FROM",
+    "rcpt": "at RCPT TO",
+    "data": "at DATA",
+    "body": "while sending the message data",
+    "dot": "at the end of DATA",
+    "rset": "at RSET",
+    "noop": "at NOOP",
+    "quit": "at QUIT",
+}
+
+
+class ServerClosedError(ConnectionError):
+    """The server closed the connection (EOF) while a reply was expected."""
+
+    def __init__(self) -> None:
+        super().__init__("the server closed the connection")
+
+
+def describe(reply: Reply, limit: int = 300) -> str:
+    text = f"{reply.code} {' '.join(line.strip() for line in reply.lines)}".strip()
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def reply_error(
+    stage: str,
+    reply: Reply,
+    *,
+    host: str,
+    refused: Mapping[str, tuple[int, str]] | None = None,
+) -> FluxMailException:
+    """The exception for an unexpected ``reply`` at ``stage`` (see :data:`STAGES`)."""
+    where = STAGES.get(stage, stage)
+    said = describe(reply)
+    if stage in ("greeting", "ehlo", "helo", "rset", "noop"):
+        exc = ConnectError(f"SMTP server {host} refused the session {where}: {said}")
+        exc.transient = 400 <= reply.code < 500
+        return exc
+    if stage == "starttls":
+        return TLSRequiredError(
+            f"SMTP server {host} refused STARTTLS ({said}); fluxmail never falls back to plaintext"
+        )
+    if stage == "auth":
+        return AuthenticationError(
+            f"SMTP server {host} refused authentication: {said}",
+            smtp_code=reply.code,
+            enhanced_code=reply.enhanced_code,
+        )
+    cls: type[SMTPResponseError]
+    if reply.code == 552 and stage in ("mail", "data", "dot"):
+        cls = MessageTooLargeError
+    elif stage == "mail":
+        cls = SenderRefusedError
+    elif stage == "rcpt":
+        cls = RecipientsRefusedError
+    else:
+        cls = MessageRefusedError
+    what = {
+        "mail": "refused the sender",
+        "rcpt": "refused every recipient",
+    }.get(stage, "refused the message")
+    return cls(
+        f"SMTP server {host} {what} {where}: {said}",
+        smtp_code=reply.code,
+        enhanced_code=reply.enhanced_code,
+        server_message=reply.text,
+        refused=refused,
+    )
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
+        return str(exc.verify_message)
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+def is_timeout(exc: BaseException) -> bool:
+    return isinstance(exc, (TimeoutError, asyncio.TimeoutError))
+
+
+def io_error(
+    stage: str,
+    exc: BaseException,
+    *,
+    host: str,
+    port: int,
+    timeout: float,
+    message_id: str | None = None,
+) -> FluxMailException:
+    """Translate a low-level failure ``exc`` that happened at ``stage``.
+
+    ``message_id`` is given when the final '.' of a message was fully written and its
+    reply had not arrived: the outcome of that message is then unknown.
+    """
+    where = f"{host}:{port}"
+    reason = _reason(exc)
+    if message_id is not None:
+        what = f"no reply within {timeout:g} s" if is_timeout(exc) else reason
+        return OutcomeUnknownError(
+            f"lost the connection to {where} after the end of DATA and before the "
+            f"server's reply ({what}); the message may or may not have been accepted "
+            "and is not resent",
+            message_id=message_id,
+        )
+    at = STAGES.get(stage, stage)
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return TLSVerifyError(f"TLS certificate of {where} did not verify: {reason}")
+    if is_timeout(exc):
+        return SendTimeoutError(f"no answer from SMTP server {where} within {timeout:g} s {at}")
+    if isinstance(exc, ssl.SSLError):
+        return ConnectError(f"TLS with SMTP server {where} failed {at}: {reason}")
+    return ConnectError(f"connection to SMTP server {where} failed {at}: {reason}")

@@ -1,0 +1,419 @@
+"""The SMTP client conversation, sans-IO (in the spirit of h11).
+
+The conversation is written as generators that yield I/O actions (see ``_actions``)
+and receive the parsed replies back; drivers (``_sync``, ``_async``) execute them.
+Everything here is pure and unit-testable without sockets.
+
+A message goes through :func:`plan_message` (checks and bytes) and a transaction. The
+envelope commands of a plan are plain bytes, so a bulk sender can later write the next
+message's MAIL/RCPT/DATA right behind the previous message's final dot in one write.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..config import SmtpConfig
+from ..envelope import Composed
+from ..errors import (
+    AuthenticationError,
+    ConnectError,
+    FluxMailException,
+    HeaderInjectionError,
+    InvalidAddressError,
+    InvalidMessageError,
+    MessageTooLargeError,
+    SMTPResponseError,
+    SMTPUTF8UnsupportedError,
+    TLSRequiredError,
+)
+from ._actions import CRLF, Conversation, Exchange, StartTLS
+from ._auth import AUTH_PREFERENCE, AUTHENTICATORS, scrub, secrets_of
+from ._errors import reply_error
+from ._replies import Capabilities, Reply
+from ._results import SendResult, SessionInfo
+
+_UNSAFE = ("\r", "\n", "\0")
+
+
+# --- commands and data ----------------------------------------------------------------
+
+
+def check_argument(value: str, what: str = "SMTP command argument") -> str:
+    """Refuse CR, LF and NUL: they would end the command and start another one."""
+    if any(ch in value for ch in _UNSAFE):
+        raise HeaderInjectionError(f"{what} contains CR, LF or NUL")
+    return value
+
+
+def command(verb: str, *args: str) -> bytes:
+    """``verb arg ...`` + CRLF, UTF-8 encoded; every argument is checked."""
+    for arg in args:
+        check_argument(arg)
+    return " ".join((verb, *args)).encode("utf-8") + CRLF
+
+
+def _path(address: str) -> str:
+    check_argument(address, "envelope address")
+    if "<" in address or ">" in address or address != address.strip():
+        raise InvalidAddressError(f"envelope address {address!r} is not a bare addr-spec")
+    return f"<{address}>"
+
+
+def prepare_data(data: bytes) -> bytes:
+    """DATA payload: every line end CRLF, dot-stuffed, ending with CRLF and ``.`` CRLF.
+
+    A bare CR or LF anywhere becomes CRLF, so ``\\n.\\n`` inside a body can never end
+    the message early (SMTP smuggling).
+    """
+    crlf = data.count(b"\r\n")
+    if data.count(b"\r") != crlf or data.count(b"\n") != crlf:
+        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+    if data.startswith(b"."):
+        data = b"." + data
+    data = data.replace(b"\r\n.", b"\r\n..")
+    if data and not data.endswith(CRLF):
+        data += CRLF
+    return data + b".\r\n"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One message, checked and turned into bytes, ready for a transaction."""
+
+    message_id: str
+    mail: bytes
+    rcpts: tuple[tuple[str, bytes], ...]
+    payload: bytes = field(repr=False)
+
+    @property
+    def size(self) -> int:
+        return len(self.payload) - 3  # without the terminating ".\r\n"
+
+    def envelope(self, rcpts: tuple[tuple[str, bytes], ...]) -> bytes:
+        """MAIL + RCPTs + DATA in one piece (a pipelined envelope)."""
+        return self.mail + b"".join(cmd for _, cmd in rcpts) + b"DATA\r\n"
+
+
+def plan_message(caps: Capabilities, composed: Composed, *, host: str) -> Plan:
+    """Check ``composed`` against the server's capabilities and build its bytes.
+
+    Raises before anything is sent: SMTPUTF8 needed but not offered, SIZE exceeded,
+    CR/LF/NUL in an address, no recipients.
+    """
+    env = composed.envelope
+    if not env.rcpt_to:
+        raise InvalidMessageError("the envelope has no recipients")
+    addresses = (env.mail_from, *env.rcpt_to)
+    paths = [_path(a) if a else "<>" for a in addresses]
+    utf8 = env.smtputf8 or not all(a.isascii() for a in addresses)
+    if utf8 and not caps.smtputf8:
+        raise SMTPUTF8UnsupportedError(
+            f"an address needs SMTPUTF8 (non-ASCII local part) and {host} does not offer "
+            "it; nothing was sent",
+            smtp_code=553,
+            enhanced_code="5.6.7",
+        )
+    payload = prepare_data(composed.data)
+    params = []
+    if caps.size:
+        params.append(f"SIZE={len(payload) - 3}")
+        limit = caps.max_size
+        if limit is not None and len(payload) - 3 > limit:
+            raise MessageTooLargeError(
+                f"the message is {len(payload) - 3} bytes and {host} accepts at most "
+                f"{limit}; nothing was sent",
+                smtp_code=552,
+                enhanced_code="5.3.4",
+            )
+    if caps.eightbitmime and not payload.isascii():
+        params.append("BODY=8BITMIME")
+    if utf8:
+        params.append("SMTPUTF8")
+    return Plan(
+        message_id=composed.message_id,
+        mail=command(f"MAIL FROM:{paths[0]}", *params),
+        rcpts=tuple(
+            (addr, command(f"RCPT TO:{path}"))
+            for addr, path in zip(env.rcpt_to, paths[1:], strict=True)
+        ),
+        payload=payload,
+    )
+
+
+# --- transactions ---------------------------------------------------------------------
+
+
+@dataclass
+class _Outcome:
+    accepted: list[str] = field(default_factory=list)
+    refused: dict[str, tuple[int, str]] = field(default_factory=dict)
+    deferred: list[tuple[str, bytes]] = field(default_factory=list)  # 452: try again
+    final: Reply | None = None
+
+    def judge(self, rcpt: tuple[str, bytes], reply: Reply) -> None:
+        if reply.code in (250, 251):
+            self.accepted.append(rcpt[0])
+        elif reply.code == 452:
+            self.deferred.append(rcpt)
+        else:
+            self.refused[rcpt[0]] = (reply.code, reply.text)
+
+    def all_refused(self) -> dict[str, tuple[int, str]]:
+        refused = dict(self.refused)
+        refused.update({addr: (452, "too many recipients") for addr, _ in self.deferred})
+        return refused
+
+
+def _closing(replies: list[Reply]) -> Reply | None:
+    return replies[-1] if replies and replies[-1].code == 421 else None
+
+
+def _rcpt_failure(outcome: _Outcome, host: str) -> FluxMailException:
+    refused = outcome.all_refused()
+    codes = [code for code, _ in refused.values()]
+    code = next((c for c in codes if 400 <= c < 500), codes[0])
+    text = next(t for c, t in refused.values() if c == code)
+    return reply_error("rcpt", Reply(code, (text,)), host=host, refused=refused)
+
+
+# --- the session ----------------------------------------------------------------------
+
+
+class Session:
+    """The pure state and conversations of one SMTP client session.
+
+    ``closing`` turns true when the server said ``421`` or a clean reset failed: the
+    driver must then drop the connection.
+    """
+
+    def __init__(self, config: SmtpConfig) -> None:
+        self.config = config
+        self.host = config.host
+        self.greeting: Reply | None = None
+        self.caps = Capabilities()
+        self.tls = False
+        self.authenticated = False
+        self.auth_mechanism: str | None = None
+        self.closing = False
+
+    def ask(self, exchange: Exchange) -> Conversation[list[Reply]]:
+        """Yield one exchange; note a ``421`` (the server is closing)."""
+        replies = yield exchange
+        if _closing(replies) is not None:
+            self.closing = True
+        return replies
+
+    def _one(self, exchange: Exchange) -> Conversation[Reply]:
+        replies = yield from self.ask(exchange)
+        return replies[0]
+
+    # opening
+    def handshake(self) -> Conversation[None]:
+        """Greeting, EHLO (HELO fallback), STARTTLS and AUTH as configured."""
+        greeting = yield from self._one(Exchange(b"", 1, "greeting"))
+        if greeting.code != 220:
+            raise reply_error("greeting", greeting, host=self.host)
+        self.greeting = greeting
+        yield from self._hello()
+        if self.config.use_tls:
+            yield from self._starttls()
+        if self.config.wants_auth:
+            yield from self._authenticate()
+
+    def _hello(self) -> Conversation[None]:
+        name = self.config.ehlo_name
+        reply = yield from self._one(Exchange(command("EHLO", name), 1, "ehlo"))
+        if reply.code == 250:
+            self.caps = Capabilities.from_ehlo(reply)
+            return
+        if not 500 <= reply.code < 600:
+            raise reply_error("ehlo", reply, host=self.host)
+        reply = yield from self._one(Exchange(command("HELO", name), 1, "helo"))
+        if reply.code != 250:
+            raise reply_error("helo", reply, host=self.host)
+        self.caps = Capabilities()
+
+    def _starttls(self) -> Conversation[None]:
+        if not self.caps.starttls:
+            raise TLSRequiredError(
+                f"use_tls=True but SMTP server {self.host} does not offer STARTTLS; "
+                "fluxmail never continues in plaintext (use use_ssl=True for a server "
+                "that speaks implicit TLS, usually port 465)"
+            )
+        reply = yield from self._one(Exchange(b"STARTTLS\r\n", 1, "starttls"))
+        if reply.code != 220:
+            raise reply_error("starttls", reply, host=self.host)
+        yield StartTLS()
+        self.tls = True
+        self.caps = Capabilities()  # forget what was said in plaintext
+        yield from self._hello()
+
+    def _authenticate(self) -> Conversation[None]:
+        config = self.config
+        if not self.tls and not config.allow_insecure_auth:
+            raise TLSRequiredError(
+                "refusing to send credentials over a connection without TLS: set "
+                "use_tls=True (STARTTLS, port 587) or use_ssl=True (implicit TLS, port 465)"
+                " (allow_insecure_auth=True only for a trusted local relay)"
+            )
+        offered = self.caps.auth
+        if not offered:
+            raise AuthenticationError(f"SMTP server {self.host} does not offer AUTH")
+        mechanism = next((m for m in AUTH_PREFERENCE if m in offered), None)
+        if mechanism is None:
+            raise AuthenticationError(
+                f"SMTP server {self.host} offers AUTH {' '.join(sorted(offered))}; fluxmail "
+                f"supports {', '.join(AUTH_PREFERENCE)}"
+            )
+        username, password = config.username or "", config.password or ""
+        reply = yield from AUTHENTICATORS[mechanism](self.ask, username, password)
+        if reply.code == 334:  # the server wants more: cancel the exchange (RFC 4954)
+            reply = yield from self._one(Exchange(b"*\r\n", 1, "auth"))
+            reply = reply if reply.code != 235 else Reply(535, ("authentication cancelled",))
+        if reply.code != 235:
+            secrets = secrets_of(username, password)
+            safe = Reply(reply.code, tuple(scrub(line, secrets) for line in reply.lines))
+            raise reply_error("auth", safe, host=self.host)
+        self.authenticated = True
+        self.auth_mechanism = mechanism
+
+    def info(self, *, port: int, connect_ms: float, tls: tuple[str, str] | None) -> SessionInfo:
+        caps = self.caps
+        return SessionInfo(
+            host=self.host,
+            port=port,
+            greeting=self.greeting.text if self.greeting else "",
+            esmtp=caps.esmtp,
+            tls_version=tls[0] if tls else None,
+            cipher=tls[1] if tls else None,
+            authenticated=self.authenticated,
+            auth_mechanism=self.auth_mechanism,
+            max_size=caps.max_size,
+            pipelining=caps.pipelining,
+            smtputf8=caps.smtputf8,
+            eightbitmime=caps.eightbitmime,
+            capabilities=caps.keywords,
+            connect_ms=connect_ms,
+        )
+
+    # sending
+    def send_message(self, composed: Composed) -> Conversation[SendResult]:
+        """One message: a transaction, then more for recipients deferred with 452."""
+        plan = plan_message(self.caps, composed, host=self.host)
+        first = yield from self.transaction(plan, plan.rcpts)
+        assert first.final is not None
+        accepted, refused = list(first.accepted), dict(first.refused)
+        pending = first.deferred
+        while pending:  # each round accepts at least one recipient, or stops
+            try:
+                more = yield from self.transaction(plan, tuple(pending))
+            except SMTPResponseError as exc:
+                lost = {a: (exc.smtp_code, exc.server_message) for a, _ in pending}
+                refused.update(exc.refused or lost)
+                break
+            except ConnectError as exc:  # before the dot: not delivered to these
+                refused.update({a: (421, f"not delivered: {exc.message}") for a, _ in pending})
+                break
+            accepted += more.accepted
+            refused.update(more.refused)
+            pending = more.deferred
+        return SendResult(
+            message_id=plan.message_id,
+            accepted=tuple(accepted),
+            refused=refused,
+            smtp_code=first.final.code,
+            server_message=first.final.text,
+        )
+
+    def transaction(
+        self, plan: Plan, rcpts: tuple[tuple[str, bytes], ...]
+    ) -> Conversation[_Outcome]:
+        """MAIL, RCPTs, DATA (pipelined when offered), the payload, the final reply."""
+        if self.caps.pipelining:
+            outcome = yield from self._pipelined_envelope(plan, rcpts)
+        else:
+            outcome = yield from self._stepwise_envelope(plan, rcpts)
+        final = yield from self._one(
+            Exchange(
+                plan.payload,
+                1,
+                "dot",
+                log=f"<message data: {plan.size} bytes> .",
+                message_id=plan.message_id,
+            )
+        )
+        if not 200 <= final.code < 300:
+            yield from self._reset(final.code == 421)
+            raise reply_error("dot", final, host=self.host, refused=outcome.refused)
+        outcome.final = final
+        return outcome
+
+    def _pipelined_envelope(
+        self, plan: Plan, rcpts: tuple[tuple[str, bytes], ...]
+    ) -> Conversation[_Outcome]:
+        replies = yield from self.ask(Exchange(plan.envelope(rcpts), len(rcpts) + 2, "mail"))
+        outcome = _Outcome()
+        mail = replies[0]
+        for rcpt, reply in zip(rcpts, replies[1:], strict=False):
+            outcome.judge(rcpt, reply)
+        data = replies[-1] if len(replies) == len(rcpts) + 2 else None
+        failure: FluxMailException | None = None
+        if not 200 <= mail.code < 300:
+            failure = reply_error("mail", mail, host=self.host)
+        elif len(replies) < len(rcpts) + 1:  # 421 among the RCPT replies
+            failure = reply_error("rcpt", replies[-1], host=self.host)
+        elif not outcome.accepted:
+            failure = _rcpt_failure(outcome, self.host)
+        elif data is not None and data.code != 354:
+            failure = reply_error("data", data, host=self.host, refused=outcome.refused)
+        if failure is None:
+            return outcome
+        yield from self._reset(self.closing, data_open=data is not None and data.code == 354)
+        raise failure
+
+    def _stepwise_envelope(
+        self, plan: Plan, rcpts: tuple[tuple[str, bytes], ...]
+    ) -> Conversation[_Outcome]:
+        mail = yield from self._one(Exchange(plan.mail, 1, "mail"))
+        if not 200 <= mail.code < 300:
+            yield from self._reset(self.closing)
+            raise reply_error("mail", mail, host=self.host)
+        outcome = _Outcome()
+        for rcpt in rcpts:
+            if outcome.deferred:  # the server said "too many": keep the rest for later
+                outcome.deferred.append(rcpt)
+                continue
+            reply = yield from self._one(Exchange(rcpt[1], 1, "rcpt"))
+            if reply.code == 421:
+                raise reply_error("rcpt", reply, host=self.host, refused=outcome.refused)
+            outcome.judge(rcpt, reply)
+        if not outcome.accepted:
+            yield from self._reset(False)
+            raise _rcpt_failure(outcome, self.host)
+        data = yield from self._one(Exchange(b"DATA\r\n", 1, "data"))
+        if data.code != 354:
+            yield from self._reset(self.closing)
+            raise reply_error("data", data, host=self.host, refused=outcome.refused)
+        return outcome
+
+    def _reset(self, closing: bool, *, data_open: bool = False) -> Conversation[None]:
+        """Best effort RSET after a failed transaction so the connection can be reused.
+
+        ``data_open``: the server answered 354 although the transaction failed (possible
+        with pipelining), so an empty message is ended with a lone dot first.
+        """
+        if closing or self.closing:
+            self.closing = True
+            return
+        data = b".\r\nRSET\r\n" if data_open else b"RSET\r\n"
+        try:
+            replies = yield from self.ask(Exchange(data, 2 if data_open else 1, "rset"))
+        except ConnectError:
+            self.closing = True
+            return
+        if not replies or replies[-1].code != 250 or len(replies) < (2 if data_open else 1):
+            self.closing = True
+
+    def quit(self) -> Conversation[None]:
+        yield from self.ask(Exchange(b"QUIT\r\n", 1, "quit"))

@@ -1,0 +1,217 @@
+"""SMTP replies and EHLO capabilities: pure parsing, no I/O.
+
+:class:`ReplyParser` is fed raw bytes and hands out complete :class:`Reply` values. It
+enforces hard caps (line length, lines per reply, bytes per reply) so a hostile server
+cannot make the client buffer without bound, and it refuses anything that is not an SMTP
+reply line with :class:`~fluxmail.errors.ProtocolError`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from ..errors import ProtocolError
+
+MAX_LINE = 4096
+MAX_LINES = 200
+MAX_REPLY = 65536
+
+_ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?=\s|$)")
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One complete (possibly multi-line) server reply."""
+
+    code: int
+    lines: tuple[str, ...]
+
+    @property
+    def text(self) -> str:
+        """The reply text, lines joined with newlines (no codes)."""
+        return "\n".join(self.lines)
+
+    @property
+    def enhanced_code(self) -> str | None:
+        """The RFC 3463 enhanced status code (``5.1.1``) of the first line, if any."""
+        match = _ENHANCED.match(self.lines[0]) if self.lines else None
+        if match is None or match.group(1) != str(self.code)[0]:
+            return None
+        return match.group(0)
+
+    @property
+    def positive(self) -> bool:
+        return 200 <= self.code < 400
+
+    def __str__(self) -> str:
+        return f"{self.code} {' '.join(self.lines)}".strip()
+
+
+class ReplyParser:
+    """Incremental reply parser: ``feed(bytes)`` then ``next_reply()`` until ``None``.
+
+    Lines end with CRLF (a bare LF is tolerated). A line is ``NNN`` optionally followed by
+    ``-`` (more lines follow) or a space and text; every line of a reply carries the same
+    code. Raises :class:`ProtocolError` on garbage or when a cap is exceeded.
+    """
+
+    __slots__ = ("_buf", "_code", "_lines", "_max_line", "_max_lines", "_max_reply", "_size")
+
+    def __init__(
+        self, *, max_line: int = MAX_LINE, max_lines: int = MAX_LINES, max_reply: int = MAX_REPLY
+    ) -> None:
+        self._max_line = max_line
+        self._max_lines = max_lines
+        self._max_reply = max_reply
+        self._buf = bytearray()
+        self._lines: list[str] = []
+        self._code = 0
+        self._size = 0
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet part of a returned reply."""
+        return len(self._buf) + self._size
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+        if len(self._buf) - self._buf.rfind(b"\n") - 1 > self._max_line:
+            raise ProtocolError(f"server sent a reply line longer than {self._max_line} bytes")
+
+    def discard(self) -> None:
+        """Forget everything buffered (after ``220`` to STARTTLS: response injection)."""
+        self._buf.clear()
+        self._lines = []
+        self._code = 0
+        self._size = 0
+
+    def next_reply(self) -> Reply | None:
+        """The next complete reply, or ``None`` if more bytes are needed."""
+        while True:
+            end = self._buf.find(b"\n")
+            if end < 0:
+                return None
+            raw = bytes(self._buf[:end])
+            del self._buf[: end + 1]
+            reply = self._take_line(raw)
+            if reply is not None:
+                return reply
+
+    def _take_line(self, raw: bytes) -> Reply | None:
+        if len(raw) > self._max_line:
+            raise ProtocolError(f"server sent a reply line longer than {self._max_line} bytes")
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        head = raw[:3]
+        sep = raw[3:4]
+        if len(head) != 3 or not head.isdigit() or head[:1] not in b"2345" or sep not in b" -":
+            raise ProtocolError(f"server sent something that is not an SMTP reply: {_show(raw)}")
+        code = int(head)
+        if self._lines and code != self._code:
+            raise ProtocolError("server changed the reply code inside a multi-line reply")
+        self._code = code
+        self._size += len(raw) + 2
+        self._lines.append(raw[4:].decode("utf-8", "replace"))
+        if len(self._lines) > self._max_lines or self._size > self._max_reply:
+            raise ProtocolError(
+                f"server reply exceeds {self._max_lines} lines or {self._max_reply} bytes"
+            )
+        if sep == b"-":
+            return None
+        reply = Reply(code, tuple(self._lines))
+        self._lines = []
+        self._size = 0
+        return reply
+
+
+def _show(raw: bytes) -> str:
+    return repr(raw[:60]) + ("..." if len(raw) > 60 else "")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What the server advertised in its EHLO reply (all false after HELO)."""
+
+    esmtp: bool = False
+    keywords: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    auth: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_ehlo(cls, reply: Reply) -> Capabilities:
+        """Parse an EHLO reply; the first line is the server's name, not a keyword."""
+        keywords: dict[str, str] = {}
+        auth: set[str] = set()
+        for line in reply.lines[1:]:
+            keyword, _, params = line.strip().partition(" ")
+            keyword = keyword.upper()
+            if keyword.startswith("AUTH="):  # pre-RFC 4954 form: AUTH=LOGIN PLAIN
+                params = f"{keyword[5:]} {params}"
+                keyword = "AUTH"
+            if not keyword:
+                continue
+            if keyword == "AUTH":
+                auth.update(p.upper() for p in params.split())
+                params = " ".join(sorted(auth))
+            keywords[keyword] = params.strip()
+        return cls(esmtp=True, keywords=MappingProxyType(keywords), auth=frozenset(auth))
+
+    def has(self, keyword: str) -> bool:
+        return keyword.upper() in self.keywords
+
+    @property
+    def pipelining(self) -> bool:
+        return self.has("PIPELINING")
+
+    @property
+    def starttls(self) -> bool:
+        return self.has("STARTTLS")
+
+    @property
+    def smtputf8(self) -> bool:
+        return self.has("SMTPUTF8")
+
+    @property
+    def eightbitmime(self) -> bool:
+        return self.has("8BITMIME")
+
+    @property
+    def enhanced_status_codes(self) -> bool:
+        return self.has("ENHANCEDSTATUSCODES")
+
+    @property
+    def max_size(self) -> int | None:
+        """The SIZE limit in bytes; ``None`` when not advertised or unlimited (0)."""
+        if not self.has("SIZE"):
+            return None
+        value = self.keywords["SIZE"].split(" ", 1)[0]
+        return int(value) if value.isdigit() and int(value) > 0 else None
+
+    @property
+    def size(self) -> bool:
+        """SIZE was advertised (with or without a limit): MAIL may carry ``SIZE=``."""
+        return self.has("SIZE")
+
+
+def collect(
+    parser: ReplyParser, wanted: int, into: list[Reply], *, surplus_ok: bool = False
+) -> bool:
+    """Move complete replies from ``parser`` into ``into``; True when the read is over.
+
+    Over means ``wanted`` replies arrived, or a ``421``: the server is closing and will
+    not answer the rest. Bytes beyond the replies asked for are a protocol violation
+    (a server only answers commands): they are refused rather than taken as the answer
+    to the next command. ``surplus_ok`` is for STARTTLS, whose caller discards them.
+    """
+    while len(into) < wanted:
+        reply = parser.next_reply()
+        if reply is None:
+            return False
+        into.append(reply)
+        if reply.code == 421:
+            return True
+    if parser.buffered and not surplus_ok:
+        raise ProtocolError("server sent more replies than commands were given")
+    return True

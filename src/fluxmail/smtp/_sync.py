@@ -1,0 +1,221 @@
+"""The blocking driver: a small loop running the sans-IO conversation over a socket."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+import time
+from types import TracebackType
+from typing import NoReturn, TypeVar
+
+from ..config import SmtpConfig
+from ..envelope import Composed
+from ..errors import FluxMailException, ProtocolError
+from ._actions import Conversation, Exchange, StartTLS
+from ._common import (
+    QUIT_TIMEOUT,
+    READ_SIZE,
+    WRITE_CHUNK,
+    log,
+    log_exchange,
+    log_replies,
+    tls_context,
+    tls_details,
+)
+from ._errors import ServerClosedError, io_error
+from ._protocol import Session
+from ._replies import Reply, ReplyParser, collect
+from ._results import SendResult, SessionInfo
+
+T = TypeVar("T")
+
+
+class SMTPConnection:
+    """One blocking SMTP client connection.
+
+    ``open()`` connects, reads the greeting, says EHLO, upgrades with STARTTLS and
+    authenticates as configured; ``send()`` delivers one message (opening first if
+    needed) and can be called again on the same connection; ``close()`` says QUIT.
+    Every step has its own deadline of ``config.timeout`` seconds.
+    """
+
+    def __init__(self, config: SmtpConfig) -> None:
+        self.config = config
+        self._sock: socket.socket | None = None
+        self._parser = ReplyParser()
+        self._session: Session | None = None
+        self._info: SessionInfo | None = None
+
+    def __repr__(self) -> str:
+        state = "open" if self.is_open else "closed"
+        return f"<SMTPConnection {self.config.host}:{self.config.port} {state}>"
+
+    @property
+    def is_open(self) -> bool:
+        session = self._session
+        return self._sock is not None and session is not None and not session.closing
+
+    @property
+    def info(self) -> SessionInfo | None:
+        """The session opened last (kept after close for diagnostics)."""
+        return self._info
+
+    def __enter__(self) -> SMTPConnection:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # public operations
+    def open(self) -> SessionInfo:
+        if self.is_open and self._info is not None:
+            return self._info
+        self._drop()
+        started = time.monotonic()
+        session = self._session = Session(self.config)
+        self._parser = ReplyParser()
+        try:
+            self._connect(session)
+            self._run(session.handshake())
+        except BaseException:
+            self.close()
+            raise
+        sock = self._sock
+        details = tls_details(sock) if isinstance(sock, ssl.SSLSocket) else None
+        elapsed = (time.monotonic() - started) * 1000
+        self._info = session.info(port=self.config.port, connect_ms=elapsed, tls=details)
+        return self._info
+
+    def send(self, composed: Composed) -> SendResult:
+        self.open()
+        assert self._session is not None
+        try:
+            return self._run(self._session.send_message(composed))
+        finally:
+            if self._session is not None and self._session.closing:
+                self._drop()
+
+    def close(self) -> None:
+        """Say QUIT (best effort, short wait) and close the socket. Idempotent."""
+        session = self._session
+        if self._sock is not None and session is not None and not session.closing:
+            with contextlib.suppress(OSError, FluxMailException):
+                self._exchange(Exchange(b"QUIT\r\n", 1, "quit"), QUIT_TIMEOUT)
+        self._drop()
+
+    # the driver loop
+    def _run(self, conversation: Conversation[T]) -> T:
+        """Execute actions until the conversation returns; failures are thrown into it."""
+        try:
+            action = next(conversation)
+            while True:
+                try:
+                    if isinstance(action, StartTLS):
+                        result: list[Reply] = []
+                        self._starttls()
+                    else:
+                        result = self._exchange(action, self.config.timeout)
+                except FluxMailException as exc:
+                    action = conversation.throw(exc)
+                else:
+                    action = conversation.send(result)
+        except StopIteration as stop:
+            value: T = stop.value
+            return value
+
+    def _fail(self, stage: str, exc: BaseException, message_id: str | None = None) -> NoReturn:
+        self._drop()
+        config = self.config
+        error = io_error(
+            stage,
+            exc,
+            host=config.host,
+            port=config.port,
+            timeout=config.timeout,
+            message_id=message_id,
+        )
+        raise error from exc
+
+    def _connect(self, session: Session) -> None:
+        config = self.config
+        try:
+            sock = socket.create_connection((config.host, config.port), config.timeout)
+        except OSError as exc:
+            self._fail("connect", exc)
+        self._sock = sock
+        if config.use_ssl:
+            self._wrap()
+            session.tls = True
+
+    def _wrap(self) -> None:
+        assert self._sock is not None
+        context = tls_context(self.config)
+        self._sock.settimeout(self.config.timeout)
+        try:
+            self._sock = context.wrap_socket(self._sock, server_hostname=self.config.host)
+        except OSError as exc:
+            self._fail("tls", exc)
+
+    def _starttls(self) -> None:
+        self._parser.discard()  # never trust bytes that came before the handshake
+        self._wrap()
+
+    def _exchange(self, exchange: Exchange, timeout: float) -> list[Reply]:
+        sock = self._sock
+        if sock is None:
+            raise ProtocolError("the connection is closed")
+        written = False
+        try:
+            if exchange.data:
+                log_exchange(exchange)
+                self._write(sock, exchange.data, timeout)
+            written = True
+            return self._read(sock, exchange, timeout)
+        except ProtocolError:
+            self._drop()
+            raise
+        except OSError as exc:
+            self._fail(exchange.stage, exc, exchange.message_id if written else None)
+
+    @staticmethod
+    def _write(sock: socket.socket, data: bytes, timeout: float) -> None:
+        sock.settimeout(timeout)
+        if len(data) <= WRITE_CHUNK:
+            sock.sendall(data)
+            return
+        view = memoryview(data)
+        for start in range(0, len(data), WRITE_CHUNK):
+            sock.sendall(view[start : start + WRITE_CHUNK])
+
+    def _read(self, sock: socket.socket, exchange: Exchange, timeout: float) -> list[Reply]:
+        """Read the replies with one deadline: a trickling server cannot extend it."""
+        deadline = time.monotonic() + timeout
+        replies: list[Reply] = []
+        surplus_ok = exchange.stage == "starttls"
+        while not collect(self._parser, exchange.replies, replies, surplus_ok=surplus_ok):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("timed out")
+            sock.settimeout(remaining)
+            data = sock.recv(READ_SIZE)
+            if not data:
+                raise ServerClosedError()
+            self._parser.feed(data)
+        log_replies(replies)
+        return replies
+
+    def _drop(self) -> None:
+        """Close the socket without a word (after failures, or after QUIT)."""
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:  # pragma: no cover - close() on a dead socket
+                log.debug("error closing the socket", exc_info=True)
+        self._parser.discard()
