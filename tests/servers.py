@@ -163,7 +163,10 @@ class SMTPTestServer:
     ``reject_mail`` (code or full reply), ``reject_rcpt`` ({address: code or reply}),
     ``max_recipients`` (452 4.5.3 after that many accepted RCPTs in one transaction),
     ``data_reply`` (code or reply for the final dot), ``size_limit`` (advertised SIZE,
-    ``None`` or 0 for none), ``smtputf8``, ``pipelining``, ``ident`` (greeting banner).
+    ``None`` or 0 for none), ``smtputf8``, ``pipelining``, ``ident`` (greeting banner),
+    ``exclude_auth`` (AUTH mechanisms not to offer, e.g. ``("PLAIN",)``).
+    Recorded: ``messages`` (accepted), ``refused_data`` (refused at the final dot),
+    ``events`` (EHLO/HELO/AUTH/MAIL/RCPT/DATA/RSET as seen), ``connections``.
     """
 
     def __init__(
@@ -182,6 +185,7 @@ class SMTPTestServer:
         smtputf8: bool = True,
         pipelining: bool = True,
         ident: str | None = None,
+        exclude_auth: tuple[str, ...] = (),
     ) -> None:
         if tls not in ("none", "starttls", "ssl"):
             raise ValueError("tls must be 'none', 'starttls' or 'ssl'")
@@ -216,6 +220,7 @@ class SMTPTestServer:
             # and on plain servers with auth=True (the allow_insecure_auth tests) always.
             "auth_require_tls": tls == "starttls" or not auth,
             "authenticator": self._authenticate,
+            "auth_exclude_mechanism": exclude_auth,
             "timeout": 30,
         }
         if tls == "starttls":

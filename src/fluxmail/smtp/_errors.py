@@ -104,8 +104,9 @@ def reply_error(
 
 
 def _reason(exc: BaseException) -> str:
-    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
-        return str(exc.verify_message)
+    verify_message = getattr(exc, "verify_message", None)
+    if isinstance(exc, ssl.SSLCertVerificationError) and verify_message:
+        return str(verify_message)
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc) or type(exc).__name__

@@ -358,11 +358,13 @@ class Session:
         for rcpt, reply in zip(rcpts, replies[1:], strict=False):
             outcome.judge(rcpt, reply)
         data = replies[-1] if len(replies) == len(rcpts) + 2 else None
+        closing = _closing(replies)
         failure: FluxMailException | None = None
+        if closing is not None:  # 421: the server is going away, no RSET
+            stage = "mail" if len(replies) == 1 else "data" if data is not None else "rcpt"
+            raise reply_error(stage, closing, host=self.host, refused=outcome.refused)
         if not 200 <= mail.code < 300:
             failure = reply_error("mail", mail, host=self.host)
-        elif len(replies) < len(rcpts) + 1:  # 421 among the RCPT replies
-            failure = reply_error("rcpt", replies[-1], host=self.host)
         elif not outcome.accepted:
             failure = _rcpt_failure(outcome, self.host)
         elif data is not None and data.code != 354:
