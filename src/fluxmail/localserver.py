@@ -137,7 +137,8 @@ class LocalSMTPServer:
         login = getattr(auth_data, "login", b"") or b""
         secret = getattr(auth_data, "password", b"") or b""
         ok = login.decode(errors="replace") == user and secret.decode(errors="replace") == password
-        return AuthResult(success=ok, handled=False)
+        # auth_data becomes session.auth_data, which is how _Handler knows who logged in.
+        return AuthResult(success=ok, handled=False, auth_data=auth_data if ok else None)
 
     def start(self) -> LocalSMTPServer:
         from aiosmtpd.controller import Controller
