@@ -12,6 +12,7 @@ import secrets
 import struct
 import tempfile
 import zlib
+from email.message import MIMEPart
 from pathlib import Path
 
 from ._facade import FluxMail
@@ -82,12 +83,12 @@ def describe(received: ReceivedMessage) -> str:
     return "\n".join(lines)
 
 
-def _depth(root: object, part: object) -> int:
-    def walk(node: object, level: int) -> int | None:
+def _depth(root: MIMEPart, part: MIMEPart) -> int:
+    def walk(node: MIMEPart, level: int) -> int | None:
         if node is part:
             return level
-        if hasattr(node, "is_multipart") and node.is_multipart():
-            for child in node.get_payload():
+        if node.is_multipart():
+            for child in node.iter_parts():
                 found = walk(child, level + 1)
                 if found is not None:
                     return found

@@ -116,11 +116,10 @@ class FluxMail:
         outlook_application: Any = None,
     ) -> None:
         self.object_type = EmailObject.parse(object_type)
-        instance = host if isinstance(host, EmailInstance) else None
         if host is not None and not isinstance(host, (str, EmailInstance)):
             raise ConfigurationError("host must be a hostname string or an EmailInstance")
-        self.relay = instance.relay if instance else host
-        self.domain = instance.domain if instance else None
+        self.relay: str | None = host.relay if isinstance(host, EmailInstance) else host
+        self.domain: str | None = host.domain if isinstance(host, EmailInstance) else None
         _check_count("max_retries", max_retries, minimum=0, integer=True)
         _check_count("retry_delay", retry_delay, minimum=0, integer=False)
         self.max_retries = max_retries

@@ -116,17 +116,30 @@ _ENV = "FLUXMAIL_"
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 @click.version_option(__version__, "--version", prog_name="fluxmail")
-@click.option("--type", "type", type=click.Choice(["smtp", "outlook"]), envvar=_ENV + "TYPE",
-              help="Transport.")
+@click.option(
+    "--type",
+    "type",
+    type=click.Choice(["smtp", "outlook"]),
+    envvar=_ENV + "TYPE",
+    help="Transport.",
+)
 @click.option("--host", envvar=_ENV + "HOST", help="Relay host, or HOST:DOMAIN.")
 @click.option("--port", type=int, default=25, envvar=_ENV + "PORT", show_default=True)
 @click.option("--tls/--no-tls", default=False, envvar=_ENV + "TLS", help="STARTTLS.")
-@click.option("--ssl/--no-ssl", default=False, envvar=_ENV + "SSL",
-              help="Implicit TLS (port 465).")
-@click.option("--username", envvar=_ENV + "USERNAME",
-              help="Default $FLUXMAIL_USERNAME; an address doubles as the sender.")
-@click.option("--password", envvar=_ENV + "PASSWORD", show_default=False,
-              help="Default $FLUXMAIL_PASSWORD (prefer the variable).")
+@click.option(
+    "--ssl/--no-ssl", default=False, envvar=_ENV + "SSL", help="Implicit TLS (port 465)."
+)
+@click.option(
+    "--username",
+    envvar=_ENV + "USERNAME",
+    help="Default $FLUXMAIL_USERNAME; an address doubles as the sender.",
+)
+@click.option(
+    "--password",
+    envvar=_ENV + "PASSWORD",
+    show_default=False,
+    help="Default $FLUXMAIL_PASSWORD (prefer the variable).",
+)
 @click.option("--subject")
 @click.option("--recipients", multiple=True, help="Repeat for several.")
 @click.option("--cc", multiple=True)
@@ -139,12 +152,12 @@ _ENV = "FLUXMAIL_"
 @click.option("--attachments", multiple=True, help="Repeat for several.")
 @click.option("--dry-run", is_flag=True, help="Print the message, send nothing.")
 @click.option("--timeout", type=float, default=30.0, envvar=_ENV + "TIMEOUT", show_default=True)
-@click.option("--max-retries", type=int, default=0, envvar=_ENV + "MAX_RETRIES",
-              show_default=True)
-@click.option("--retry-delay", type=float, default=1.0, envvar=_ENV + "RETRY_DELAY",
-              show_default=True)
+@click.option("--max-retries", type=int, default=0, envvar=_ENV + "MAX_RETRIES", show_default=True)
+@click.option(
+    "--retry-delay", type=float, default=1.0, envvar=_ENV + "RETRY_DELAY", show_default=True
+)
 @click.pass_context
-def cli(ctx: click.Context, **options: Any) -> None:
+def cli(ctx: click.Context, /, **options: Any) -> None:
     """Send one email.
 
     \b
@@ -193,4 +206,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
-

@@ -52,7 +52,7 @@ class _Handler:
     def __init__(self, server: LocalSMTPServer) -> None:
         self._server = server
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         auth = session.auth_data
         user = auth.login.decode() if auth is not None and hasattr(auth, "login") else None
         received = ReceivedMessage(
@@ -121,7 +121,9 @@ class LocalSMTPServer:
         try:
             import trustme
         except ImportError:
-            raise MissingDependencyError("STARTTLS on the local server", "server", "trustme") from None
+            raise MissingDependencyError(
+                "STARTTLS on the local server", "server", "trustme"
+            ) from None
         self._ca = trustme.CA()
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self._ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
@@ -153,7 +155,10 @@ class LocalSMTPServer:
                 auth_require_tls=self.starttls,
             )
         self._controller = Controller(
-            _Handler(self), hostname=self.host, port=self.port, server_hostname="localhost",
+            _Handler(self),
+            hostname=self.host,
+            port=self.port,
+            server_hostname="localhost",
             **options,
         )
         self._controller.start()
