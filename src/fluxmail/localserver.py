@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import logging
 import socket
 import ssl
 import threading
@@ -46,6 +47,18 @@ def free_port(host: str = "127.0.0.1") -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+class _QuietLoginDataDeprecation(logging.Filter):
+    """aiosmtpd logs "Session.login_data is deprecated" at WARNING on every successful AUTH,
+    from its own code (we never touch login_data); with no logging configured that lands
+    on stderr in ``fluxmail demo``. Drop that one message, nothing else."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "login_data is deprecated" not in record.getMessage()
+
+
+_AIOSMTPD_FILTER = _QuietLoginDataDeprecation()
 
 
 class _Handler:
@@ -153,6 +166,10 @@ class LocalSMTPServer:
 
     def start(self) -> LocalSMTPServer:
         from aiosmtpd.controller import Controller
+
+        aiosmtpd_log = logging.getLogger("mail.log")
+        if _AIOSMTPD_FILTER not in aiosmtpd_log.filters:
+            aiosmtpd_log.addFilter(_AIOSMTPD_FILTER)
 
         options: dict[str, Any] = {"enable_SMTPUTF8": True, "ident": "fluxmail local server"}
         if self.starttls:
