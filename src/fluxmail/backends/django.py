@@ -1,0 +1,374 @@
+"""A Django email backend that sends through fluxmail's SMTP engine.
+
+``EMAIL_BACKEND = "fluxmail.backends.django.FluxMailBackend"`` in your settings; see
+``docs/django.md``. Django builds the MIME message (attachments, alternatives, encodings
+stay Django's); this backend computes the SMTP envelope, then hands the bytes to
+:class:`~fluxmail.transports.smtp.SMTPTransport`, which verifies TLS, authenticates,
+pipelines, retries transient failures and reconnects a connection the server dropped.
+
+Compatibility with Django's own SMTP backend (``django.core.mail.backends.smtp``):
+
+* the same settings and constructor arguments, constructor arguments winning;
+* ``open()`` returns True when it opened the connection, False when one was already
+  open, None when opening failed and ``fail_silently`` is set;
+* ``send_messages()`` returns how many messages the server accepted, uses one connection
+  for the whole call (or the one ``open()`` / the ``with`` block opened), skips messages
+  without recipients, and never puts Bcc in the message bytes.
+"""
+
+from __future__ import annotations
+
+import email.policy
+import inspect
+import logging
+import ssl
+import threading
+from collections.abc import Iterable, Sequence
+from email.utils import make_msgid
+from typing import Any
+
+try:
+    from django.conf import settings
+    from django.core.mail.backends.base import BaseEmailBackend
+except ImportError as exc:  # pragma: no cover - only without the extra
+    from ..errors import MissingDependencyError
+
+    raise MissingDependencyError("The Django email backend", "django", "django") from exc
+
+from .._retry import is_retryable, retry_delays
+from ..config import SmtpConfig
+from ..envelope import Composed, Envelope
+from ..errors import ConfigurationError, FluxMailException
+from ..message import parse_address
+from ..smtp import SMTPConnection
+from ..transports.smtp import SMTPTransport
+
+__all__ = ["FluxMailBackend", "compose_django_message", "django_envelope"]
+
+logger = logging.getLogger("fluxmail.django")
+
+DEFAULT_TIMEOUT = 30.0
+
+
+# --- composition (pure: no network) ------------------------------------------------------
+
+
+def _envelope_address(value: object, field: str) -> tuple[str, bool]:
+    """The bare addr-spec of one Django address, and whether it needs SMTPUTF8.
+
+    Django accepts ``"Name <a@b>"`` strings (and, in older versions, ``(name, addr)``
+    pairs). fluxmail's strict mailbox rules apply: the domain is lowercased and
+    IDNA-encoded, a non-ASCII local part is kept and needs SMTPUTF8, and quoted local
+    parts or comments raise :class:`~fluxmail.errors.InvalidAddressError`.
+    """
+    if isinstance(value, tuple) and len(value) == 2:
+        value = value[1]
+    text = value if isinstance(value, str) else str(value)  # lazy translation strings
+    address = parse_address(text, field=field)
+    return address.addr_spec, address.needs_smtputf8
+
+
+def django_envelope(from_email: object, recipients: Iterable[object]) -> Envelope:
+    """The SMTP envelope of a Django message: ``from_email`` and To + Cc + Bcc.
+
+    A recipient listed twice gets one RCPT TO.
+    """
+    mail_from, utf8 = _envelope_address(from_email, "from_email")
+    rcpt_to: dict[str, None] = {}
+    for recipient in recipients:
+        address, needs_utf8 = _envelope_address(recipient, "recipient")
+        rcpt_to[address] = None
+        utf8 = utf8 or needs_utf8
+    return Envelope(mail_from=mail_from, rcpt_to=tuple(rcpt_to), smtputf8=utf8)
+
+
+def _accepts_policy(method: Any) -> bool:
+    try:
+        return "policy" in inspect.signature(method).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+        return False
+
+
+def _mime_bytes(message: Any) -> tuple[bytes, str]:
+    """Let Django build the MIME message; return its CRLF bytes and its Message-ID.
+
+    Django <= 5.2: ``message()`` returns a compat32 message, serialised with
+    ``as_bytes(linesep="\\r\\n")`` as Django's SMTP backend does. Django >= 6.0:
+    ``message(policy=email.policy.SMTP)``, whose ``as_bytes()`` already uses CRLF.
+    """
+    modern = _accepts_policy(message.message)
+    mime = message.message(policy=email.policy.SMTP) if modern else message.message()
+    message_id = str(mime.get("Message-ID") or "").strip()
+    if not message_id:
+        # Django always sets one; a custom EmailMessage subclass might not.
+        message_id = make_msgid()
+        mime["Message-ID"] = message_id
+    data: bytes = mime.as_bytes() if modern else mime.as_bytes(linesep="\r\n")
+    return data, message_id
+
+
+def compose_django_message(message: Any) -> Composed:
+    """Turn a Django ``EmailMessage`` into what a fluxmail transport sends.
+
+    Django's own errors (``BadHeaderError`` for CR/LF in a header, ``ValueError`` for an
+    address it cannot parse) propagate unchanged; envelope addresses that fluxmail refuses
+    raise :class:`~fluxmail.errors.InvalidAddressError`.
+    """
+    envelope = django_envelope(message.from_email, message.recipients())
+    data, message_id = _mime_bytes(message)
+    return Composed(envelope=envelope, data=data, message_id=message_id)
+
+
+# --- settings ------------------------------------------------------------------------------
+
+
+def _setting(name: str, default: Any = None) -> Any:
+    return getattr(settings, name, default)
+
+
+def _check_number(name: str, value: object, *, integer: bool) -> None:
+    kinds: tuple[type, ...] = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or value < 0:  # type: ignore[operator]
+        kind = "a whole number" if integer else "a number"
+        raise ConfigurationError(f"{name} must be {kind} >= 0, got {value!r}")
+
+
+def _client_ssl_context(
+    context: object, certfile: str | None, keyfile: str | None
+) -> ssl.SSLContext | None:
+    """The context for TLS: the user's own, or a default one with a client certificate.
+
+    ``None`` lets the engine use ``ssl.create_default_context()``.
+    """
+    if context is not None and not isinstance(context, ssl.SSLContext):
+        raise ConfigurationError(
+            f"EMAIL_FLUXMAIL_SSL_CONTEXT must be an ssl.SSLContext, got {type(context).__name__}"
+        )
+    if not certfile and not keyfile:
+        return context
+    if context is not None:
+        raise ConfigurationError(
+            "EMAIL_SSL_CERTFILE/EMAIL_SSL_KEYFILE cannot be combined with "
+            "EMAIL_FLUXMAIL_SSL_CONTEXT: load the client certificate into your context "
+            "with load_cert_chain()"
+        )
+    if not certfile:
+        raise ConfigurationError("EMAIL_SSL_KEYFILE needs EMAIL_SSL_CERTFILE")
+    made = ssl.create_default_context()
+    try:
+        # An encrypted key would make OpenSSL prompt on the terminal; refuse it instead.
+        made.load_cert_chain(str(certfile), str(keyfile) if keyfile else None, password="")
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigurationError(
+            f"cannot load the client certificate {certfile!r}"
+            f"{f' / key {keyfile!r}' if keyfile else ''}: {exc} (encrypted keys are not "
+            "supported here; pass your own context in EMAIL_FLUXMAIL_SSL_CONTEXT)"
+        ) from exc
+    return made
+
+
+# --- the backend ---------------------------------------------------------------------------
+
+
+class _DjangoTransport(SMTPTransport):
+    """SMTPTransport plus an eager ``connect()`` for Django's ``open()``.
+
+    Django expects ``open()`` to connect and log in, so that a wrong password or an
+    unreachable server shows there, once, rather than at every message. Opening retries
+    transient failures (refused connection, 421 greeting) with the transport's policy.
+    """
+
+    def connect(self) -> None:
+        """Open the held connection now (connect, STARTTLS, AUTH) unless it is open."""
+        delays = retry_delays(self.max_retries, self.retry_delay)
+        while True:
+            try:
+                self._connect_once()
+                return
+            except FluxMailException as exc:
+                delay = next(delays, None) if is_retryable(exc) else None
+                if delay is None:
+                    raise
+            self._sleep(delay)
+
+    def _connect_once(self) -> None:
+        with self._lock:
+            if self._held is not None and self._held.is_open:
+                return
+            connection = SMTPConnection(self.config)
+            connection.open()
+            self._held = connection
+
+
+class FluxMailBackend(BaseEmailBackend):  # type: ignore[misc]
+    """Django email backend using fluxmail's SMTP engine. One instance is one connection.
+
+    Not meant to be shared by concurrent threads (Django hands each caller its own
+    backend); a lock still serialises ``open()``, ``close()`` and ``send_messages()``.
+    """
+
+    def __init__(
+        self,
+        host: str | None = None,
+        port: int | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        use_tls: bool | None = None,
+        fail_silently: bool = False,
+        use_ssl: bool | None = None,
+        timeout: float | None = None,
+        ssl_keyfile: str | None = None,
+        ssl_certfile: str | None = None,
+        *,
+        max_retries: int | None = None,
+        retry_delay: float | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        local_hostname: str | None = None,
+        allow_insecure_auth: bool | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(fail_silently=fail_silently, **kwargs)
+        self.host: str = host or _setting("EMAIL_HOST", "localhost")
+        self.port: int = port or _setting("EMAIL_PORT", 25)
+        self.username: str = _setting("EMAIL_HOST_USER", "") if username is None else username
+        self.password: str = _setting("EMAIL_HOST_PASSWORD", "") if password is None else password
+        self.use_tls = bool(_setting("EMAIL_USE_TLS", False) if use_tls is None else use_tls)
+        self.use_ssl = bool(_setting("EMAIL_USE_SSL", False) if use_ssl is None else use_ssl)
+        self.timeout: float | None = _setting("EMAIL_TIMEOUT") if timeout is None else timeout
+        self.ssl_keyfile = _setting("EMAIL_SSL_KEYFILE") if ssl_keyfile is None else ssl_keyfile
+        self.ssl_certfile = (
+            _setting("EMAIL_SSL_CERTFILE") if ssl_certfile is None else ssl_certfile
+        )
+        self.max_retries: int = (
+            _setting("EMAIL_FLUXMAIL_MAX_RETRIES", 0) if max_retries is None else max_retries
+        )
+        self.retry_delay: float = (
+            _setting("EMAIL_FLUXMAIL_RETRY_DELAY", 1.0) if retry_delay is None else retry_delay
+        )
+        _check_number("EMAIL_FLUXMAIL_MAX_RETRIES", self.max_retries, integer=True)
+        _check_number("EMAIL_FLUXMAIL_RETRY_DELAY", self.retry_delay, integer=False)
+        if self.use_tls and self.use_ssl:
+            raise ConfigurationError(
+                "EMAIL_USE_TLS/EMAIL_USE_SSL are mutually exclusive, so only set one of "
+                "those settings to True (EMAIL_USE_TLS for STARTTLS on port 587, "
+                "EMAIL_USE_SSL for implicit TLS on port 465)"
+            )
+        context = _setting("EMAIL_FLUXMAIL_SSL_CONTEXT") if ssl_context is None else ssl_context
+        insecure = (
+            _setting("EMAIL_FLUXMAIL_ALLOW_INSECURE_AUTH", False)
+            if allow_insecure_auth is None
+            else allow_insecure_auth
+        )
+        # Like Django: log in only when both the user name and the password are set.
+        login = bool(self.username) and bool(self.password)
+        self.config = SmtpConfig(
+            host=self.host,
+            port=self.port,
+            use_tls=self.use_tls,
+            use_ssl=self.use_ssl,
+            username=self.username if login else None,
+            password=self.password if login else None,
+            timeout=DEFAULT_TIMEOUT if self.timeout is None else self.timeout,
+            local_hostname=local_hostname or _setting("EMAIL_FLUXMAIL_LOCAL_HOSTNAME"),
+            ssl_context=_client_ssl_context(context, self.ssl_certfile, self.ssl_keyfile),
+            allow_insecure_auth=bool(insecure),
+        )
+        self._transport = _DjangoTransport(
+            self.config, max_retries=self.max_retries, retry_delay=float(self.retry_delay)
+        )
+        self._lock = threading.RLock()
+        self._is_open = False
+
+    @property
+    def is_open(self) -> bool:
+        """True between a successful ``open()`` and ``close()``."""
+        return self._is_open
+
+    def open(self) -> bool | None:
+        """Make sure a connection is open. True: opened now; False: it was already open;
+        None: opening failed and ``fail_silently`` hid the error."""
+        with self._lock:
+            if self._is_open:
+                return False
+            self._transport.hold()
+            try:
+                self._transport.connect()
+            except FluxMailException as exc:
+                self._transport.release()
+                if not self.fail_silently:
+                    raise
+                logger.debug("could not open the SMTP connection: %s", exc)
+                return None
+            self._is_open = True
+            return True
+
+    def close(self) -> None:
+        """Close the connection (QUIT). Safe to call when nothing is open."""
+        with self._lock:
+            if not self._is_open:
+                return
+            self._is_open = False
+            try:
+                self._transport.release()
+            except FluxMailException:
+                if not self.fail_silently:
+                    raise
+
+    def send_messages(self, email_messages: Sequence[Any]) -> int:
+        """Send Django ``EmailMessage`` objects; return how many the server accepted.
+
+        The connection is opened once, for the first message that has recipients, so a
+        message Django refuses to build fails before anything is sent. It is closed at
+        the end unless it was already open.
+        """
+        if not email_messages:
+            return 0
+        with self._lock:
+            opened_here = False
+            sent = 0
+            try:
+                for message in email_messages:
+                    composed = self._compose(message)
+                    if composed is None:
+                        continue
+                    if not self._is_open:
+                        if self.open() is None:
+                            return sent
+                        opened_here = True
+                    if self._deliver(composed):
+                        sent += 1
+            finally:
+                if opened_here:
+                    self.close()
+        return sent
+
+    def _compose(self, message: Any) -> Composed | None:
+        """None for a message without recipients or, with fail_silently, one fluxmail
+        refuses (for example an envelope address with a quoted local part)."""
+        if not message.recipients():
+            return None
+        try:
+            return compose_django_message(message)
+        except FluxMailException as exc:
+            if not self.fail_silently:
+                raise
+            logger.debug("message skipped: %s", exc)
+            return None
+
+    def _deliver(self, composed: Composed) -> bool:
+        try:
+            result = self._transport.send(composed)
+        except FluxMailException as exc:
+            if not self.fail_silently:
+                raise
+            logger.debug("message %s not sent: %s", composed.message_id, exc)
+            return False
+        if result.refused:
+            # The server took the message for the other recipients: it counts as sent.
+            logger.warning(
+                "message %s: %d recipient(s) refused: %s",
+                composed.message_id,
+                len(result.refused),
+                ", ".join(sorted(result.refused)),
+            )
+        return True
