@@ -21,15 +21,22 @@ from ..errors import (
     ConnectError,
     FluxMailException,
     ProtocolError,
+    SMTPResponseError,
     TLSRequiredError,
     TLSVerifyError,
 )
 from ..smtp import AsyncSMTPConnection, SendResult, SessionInfo, SMTPConnection
 
 
-def _stale_connection_failure(exc: ConnectError) -> bool:
-    """A plain connection failure on a reused connection: the server closed it while idle."""
-    return not isinstance(exc, (TLSRequiredError, TLSVerifyError, ProtocolError))
+def _stale_connection_failure(exc: FluxMailException) -> bool:
+    """How a reused connection fails when the server closed it while it sat idle: a plain
+    connection failure, or a 421 reply ("service not available, closing"). Either comes
+    before the server accepted the message, so sending it on a new connection is safe."""
+    if isinstance(exc, SMTPResponseError):
+        return exc.smtp_code == 421
+    return isinstance(exc, ConnectError) and not isinstance(
+        exc, (TLSRequiredError, TLSVerifyError, ProtocolError)
+    )
 
 
 class SMTPTransport:
@@ -84,9 +91,10 @@ class SMTPTransport:
                 self._held = SMTPConnection(self.config)
             try:
                 return self._held.send(composed)
-            except ConnectError as exc:
+            except FluxMailException as exc:
                 if not (reused and _stale_connection_failure(exc)):
                     raise
+            self._held.close()
             self._held = SMTPConnection(self.config)
             return self._held.send(composed)
 
@@ -129,8 +137,9 @@ class AsyncSMTPTransport:
                 self._held = AsyncSMTPConnection(self.config)
             try:
                 return await self._held.send(composed)
-            except ConnectError as exc:
+            except FluxMailException as exc:
                 if not (reused and _stale_connection_failure(exc)):
                     raise
+            await self._held.close()
             self._held = AsyncSMTPConnection(self.config)
             return await self._held.send(composed)
