@@ -150,6 +150,8 @@ class FluxMail:
         else:
             from .transports.outlook import OutlookTransport
 
+            if sender is not None:  # refused like create(sender=...), not silently dropped
+                OutlookTransport.check_options(sender=sender)
             self._outlook = OutlookTransport(outlook_application)
 
     def __repr__(self) -> str:
