@@ -371,10 +371,12 @@ class SMTPTestServer:
 
 @dataclass
 class Reply:
-    """Send ``data`` (a str without a line end gets CRLF), then optionally close."""
+    """Send ``data`` (a str without a line end gets CRLF), then optionally close or stall
+    (read and ignore everything until the client goes away)."""
 
     data: bytes | str
     close: bool = False
+    stall: bool = False
 
     def raw(self) -> bytes:
         if isinstance(self.data, bytes):
@@ -436,6 +438,7 @@ class FaultSession:
     commands: list[str] = field(default_factory=list)
     chunks: list[int] = field(default_factory=list)  # read index each command arrived in
     tls: bool = False
+    closed: bool = False  # the connection has ended
     messages: int = 0  # messages accepted in this session
     mail_from: str | None = None
     mail_options: list[str] = field(default_factory=list)
@@ -616,6 +619,7 @@ class FaultServer:
         except (_Closed, OSError, asyncio.IncompleteReadError, ssl.SSLError):
             pass
         finally:
+            session.closed = True
             if not writer.is_closing():
                 writer.close()
             self._tasks.discard(task)
@@ -651,8 +655,9 @@ class FaultServer:
         """Carry out a scripted action; False ends the session."""
         if isinstance(action, Reply):
             await conn.write(action.raw())
-            return not action.close
-        if isinstance(action, Stall):
+            if not action.stall:
+                return not action.close
+        if isinstance(action, (Stall, Reply)):
             while await conn.reader.read(65536):
                 pass
             return False
