@@ -363,6 +363,22 @@ def test_open_retries_a_busy_greeting(make_fault_server: Callable[..., FaultServ
     assert len(server.messages) == 1
 
 
+def test_open_connection_dropped_by_the_server_is_reopened(
+    make_fault_server: Callable[..., FaultServer],
+) -> None:
+    def idle_timeout(session: FaultSession) -> Reply | None:
+        if session.number == 1 and session.messages >= 1:
+            return Reply("421 4.4.2 Idle timeout, closing", close=True)
+        return None
+
+    server = make_fault_server({"MAIL": idle_timeout})
+    with email_settings(server), get_connection() as connection:
+        assert connection.send_messages([message(1)]) == 1
+        assert connection.send_messages([message(2)]) == 1  # transparent reconnect
+    assert [m.rcpt_tos for m in server.messages] == [["to1@example.com"], ["to2@example.com"]]
+    assert len(server.sessions) == 2
+
+
 def test_non_ascii_local_part_needs_an_smtputf8_server(make_server: Callable[..., Any]) -> None:
     server: SMTPTestServer = make_server(smtputf8=False)
     with email_settings(server), pytest.raises(SMTPUTF8UnsupportedError):
