@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterable, Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 from ._progress import Progress, make_progress
 from ._ratelimit import RateLimiter
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 OnSuccess = Callable[[int, str], None]
 OnError = Callable[[int, FluxMailException], None]
 MessageSpec = Mapping[str, Any]
-_Conn = Any  # SMTPConnection or AsyncSMTPConnection
+_Conn = TypeVar("_Conn", SMTPConnection, AsyncSMTPConnection)
 
 
 class BulkResult(TypedDict):

@@ -35,12 +35,10 @@ except ImportError as exc:  # pragma: no cover - only without the extra
 
     raise MissingDependencyError("The Django email backend", "django", "django") from exc
 
-from .._retry import is_retryable, retry_delays
 from ..config import SmtpConfig
 from ..envelope import Composed, Envelope
 from ..errors import ConfigurationError, FluxMailException
 from ..message import parse_address
-from ..smtp import SMTPConnection
 from ..transports.smtp import SMTPTransport
 
 __all__ = ["FluxMailBackend", "compose_django_message", "django_envelope"]
@@ -170,36 +168,6 @@ def _client_ssl_context(
 # --- the backend ---------------------------------------------------------------------------
 
 
-class _DjangoTransport(SMTPTransport):
-    """SMTPTransport plus an eager ``connect()`` for Django's ``open()``.
-
-    Django expects ``open()`` to connect and log in, so that a wrong password or an
-    unreachable server shows there, once, rather than at every message. Opening retries
-    transient failures (refused connection, 421 greeting) with the transport's policy.
-    """
-
-    def connect(self) -> None:
-        """Open the held connection now (connect, STARTTLS, AUTH) unless it is open."""
-        delays = retry_delays(self.max_retries, self.retry_delay)
-        while True:
-            try:
-                self._connect_once()
-                return
-            except FluxMailException as exc:
-                delay = next(delays, None) if is_retryable(exc) else None
-                if delay is None:
-                    raise
-            self._sleep(delay)
-
-    def _connect_once(self) -> None:
-        with self._lock:
-            if self._held is not None and self._held.is_open:
-                return
-            connection = SMTPConnection(self.config)
-            connection.open()
-            self._held = connection
-
-
 class FluxMailBackend(BaseEmailBackend):  # type: ignore[misc]
     """Django email backend using fluxmail's SMTP engine. One instance is one connection.
 
@@ -273,7 +241,7 @@ class FluxMailBackend(BaseEmailBackend):  # type: ignore[misc]
             ssl_context=_client_ssl_context(context, self.ssl_certfile, self.ssl_keyfile),
             allow_insecure_auth=bool(insecure),
         )
-        self._transport = _DjangoTransport(
+        self._transport = SMTPTransport(
             self.config, max_retries=self.max_retries, retry_delay=float(self.retry_delay)
         )
         self._lock = threading.RLock()

@@ -13,6 +13,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 from .._retry import is_retryable, retry_delays
 from ..config import SmtpConfig
@@ -26,6 +27,8 @@ from ..errors import (
     TLSVerifyError,
 )
 from ..smtp import AsyncSMTPConnection, SendResult, SessionInfo, SMTPConnection
+
+T = TypeVar("T")
 
 
 def _stale_connection_failure(exc: FluxMailException) -> bool:
@@ -71,15 +74,31 @@ class SMTPTransport:
                 held.close()
 
     def send(self, composed: Composed) -> SendResult:
+        return self._retrying(lambda: self._send_once(composed))
+
+    def connect(self) -> SessionInfo:
+        """Open the held connection now (connect, TLS, AUTH), retrying transient failures,
+        so that a wrong password or a dead server shows up here rather than at the first
+        message. Returns the session of the already open connection if there is one."""
+        return self._retrying(self._connect_once)
+
+    def _retrying(self, attempt: Callable[[], T]) -> T:
         delays = retry_delays(self.max_retries, self.retry_delay)
         while True:
             try:
-                return self._send_once(composed)
+                return attempt()
             except FluxMailException as exc:
                 delay = next(delays, None) if is_retryable(exc) else None
                 if delay is None:
                     raise
             self._sleep(delay)
+
+    def _connect_once(self) -> SessionInfo:
+        with self._lock:
+            if self._held is None or not self._held.is_open or self._held.info is None:
+                self._held = SMTPConnection(self.config)
+                return self._held.open()
+            return self._held.info
 
     def _send_once(self, composed: Composed) -> SendResult:
         with self._lock:
