@@ -3,7 +3,7 @@
 ``max_per_second`` is a promise about every one-second window, not an average: at most
 ``rate`` sends start in any window of ``WINDOW`` seconds, and sends are spaced at least
 ``1 / rate`` apart so the limit holds from the first message (no burst at the start).
-The window is 2 % longer than a second so that jitter on the way to the server cannot
+The window is 5 % longer than a second so that jitter on the way to the server cannot
 squeeze one extra message into a second as the server measures it.
 """
 
@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-WINDOW = 1.02
+WINDOW = 1.05
 
 
 class RateLimiter:
