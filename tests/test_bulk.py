@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -147,7 +148,7 @@ def test_drop_after_final_dot_is_unknown_and_not_resent(
     server = make_fault_server({"DOT": drop_after_dot})
     result = run_batch(FluxMail(**server.fluxmail_kwargs(max_retries=3)), batch(10), mode)
     assert (result["sent"], result["failed"]) == (9, 1)
-    index, exc = result["errors"][0]
+    _, exc = result["errors"][0]
     assert isinstance(exc, OutcomeUnknownError)
     assert exc.code == "outcome_unknown"
     # the server has all ten bodies, each exactly once: the unknown one was not resent
@@ -258,9 +259,9 @@ def test_rate_limit_holds_in_every_second_on_the_server(smtp_server: SMTPTestSer
 def test_rate_limiter_arithmetic() -> None:
     limiter = RateLimiter(10)
     waits = [limiter.reserve(0.0) for _ in range(30)]
-    starts = [w for w in waits]
+    starts = list(waits)
     assert starts[0] == 0.0
-    assert all(b - a == pytest.approx(WINDOW / 10) for a, b in zip(starts, starts[1:]))
+    assert all(b - a == pytest.approx(WINDOW / 10) for a, b in itertools.pairwise(starts))
     assert max_in_any_window(starts) <= 10
     assert RateLimiter(0).reserve(5.0) == 0.0
     with pytest.raises(ValueError, match="max_per_second"):
