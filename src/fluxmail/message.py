@@ -2,15 +2,51 @@
 
 Validation is strict and happens before any connection: a value that cannot be sent
 exactly as given raises a FluxMailException subclass; nothing is silently stripped.
+:func:`build_message` is the one entry point; :func:`parse_address` and
+:func:`parse_addresses` check mailboxes (rules in :mod:`fluxmail._address`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+import stat
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from os import PathLike
 from pathlib import Path
-from typing import Literal
+from typing import IO, Any, Literal, Union
+
+from ._address import check_mailbox, check_text, split_mailbox
+from ._fields import (
+    check_body,
+    check_cid,
+    check_extra_headers,
+    check_msg_id,
+    check_priority,
+    check_references,
+    check_subject,
+    check_unsubscribe_url,
+)
+from ._fields import inline_css as _inline_css
+from .errors import AttachmentNotFoundError, InvalidAddressError, InvalidMessageError
+
+__all__ = [
+    "Address",
+    "Attachment",
+    "AttachmentSource",
+    "Message",
+    "Priority",
+    "build_message",
+    "parse_address",
+    "parse_addresses",
+]
 
 Priority = Literal["high", "normal", "low"]
+#: What ``attachments=`` takes per entry: a path, ``(filename, data[, mime_type])`` or an
+#: open binary file object (read at create() time).
+AttachmentSource = Union[
+    str, "PathLike[str]", tuple[str, bytes], tuple[str, bytes, "str | None"], IO[bytes]
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,3 +125,264 @@ class Message:
                 seen.add(key)
                 out.append(address)
         return tuple(out)
+
+    @property
+    def needs_smtputf8(self) -> bool:
+        """True when an address has a non-ASCII local part (RFC 6531/6532)."""
+        return any(
+            address.needs_smtputf8
+            for address in (self.sender, *self.recipients, *self.cc, *self.bcc, *self.reply_to)
+        )
+
+
+# --- validation ---------------------------------------------------------------------------
+
+
+def parse_address(value: str | Address, *, field: str) -> Address:
+    """Validate one mailbox (``a@b.c``, ``Name <a@b.c>``, ``"Doe, J" <a@b.c>``).
+
+    The rules (one mailbox per string, no quoted local parts, no comments, no groups,
+    no domain literals, IDNA domains) are described in :mod:`fluxmail._address`.
+    An :class:`Address` is re-checked the same way. Raises InvalidAddressError,
+    HeaderInjectionError (CR/LF/NUL) or InvalidMessageError (wrong type).
+    """
+    if isinstance(value, Address):
+        display, local, domain = check_mailbox(
+            value.display_name, value.local, value.domain, field
+        )
+    else:
+        display, local, domain = split_mailbox(value, field)
+    return Address(local, domain, display)
+
+
+def parse_addresses(
+    value: str | Address | Iterable[str | Address] | None, *, field: str
+) -> tuple[Address, ...]:
+    """A list of mailboxes; a bare string is exactly one mailbox (never split on commas).
+
+    Errors name the entry: ``recipients[1]: ...``.
+    """
+    if value is None:
+        return ()
+    if isinstance(value, (str, Address)):
+        return (parse_address(value, field=field),)
+    if isinstance(value, (bytes, bytearray, Mapping)) or not isinstance(value, Iterable):
+        raise InvalidMessageError(
+            f"{field}: expected a list of email addresses, got {type(value).__name__}"
+        )
+    return tuple(
+        parse_address(item, field=f"{field}[{index}]") for index, item in enumerate(value)
+    )
+
+
+def build_message(
+    *,
+    subject: str,
+    recipients: str | Sequence[str] | None,
+    body: str,
+    sender: str | Address,
+    cc: str | Sequence[str] | None = None,
+    bcc: str | Sequence[str] | None = None,
+    reply_to: str | Sequence[str] | None = None,
+    attachments: AttachmentSource | Iterable[AttachmentSource] | None = None,
+    html_body: bool = False,
+    plain_body: str | None = None,
+    in_reply_to: str | None = None,
+    references: str | Sequence[str] | None = None,
+    priority: str | None = None,
+    unsubscribe_url: str | None = None,
+    inline_images: Mapping[str, str | PathLike[str]] | None = None,
+    inline_css: bool = False,
+    headers: Mapping[str, str] | None = None,
+) -> Message:
+    """Validate everything ``create()`` receives and freeze it into a :class:`Message`.
+
+    Nothing touches the network. Attachment files are checked now (they exist, are
+    regular files and are readable) and read at compose time; file objects are read now.
+    ``plain_body`` needs ``html_body=True``; ``inline_css`` is ignored without it. Every
+    error is a FluxMailException subclass whose message starts with the field name.
+    """
+    sender_address = parse_address(sender, field="sender")
+    to = parse_addresses(recipients, field="recipients")
+    copy = parse_addresses(cc, field="cc")
+    blind = parse_addresses(bcc, field="bcc")
+    if not (to or copy or blind):
+        raise InvalidAddressError("recipients: at least one recipient is needed (to, cc or bcc)")
+    html = _check_flag(html_body, "html_body")
+    text = check_body(body, "body")
+    plain = None if plain_body is None else check_body(plain_body, "plain_body")
+    if plain is not None and not html:
+        raise InvalidMessageError("plain_body: only used together with html_body=True")
+    if html and _check_flag(inline_css, "inline_css"):
+        text = _inline_css(text)
+    return Message(
+        subject=check_subject(subject),
+        sender=sender_address,
+        recipients=to,
+        body=text,
+        cc=copy,
+        bcc=blind,
+        reply_to=parse_addresses(reply_to, field="reply_to"),
+        html=html,
+        plain_body=plain,
+        attachments=load_attachments(attachments),
+        inline_images=load_inline_images(inline_images, html=html),
+        in_reply_to=None if in_reply_to is None else check_msg_id(in_reply_to, "in_reply_to"),
+        references=check_references(references),
+        priority=check_priority(priority),
+        unsubscribe_url=check_unsubscribe_url(unsubscribe_url),
+        extra_headers=check_extra_headers(headers),
+    )
+
+
+def _check_flag(value: object, field: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidMessageError(f"{field}: expected True or False, got {value!r}")
+    return value
+
+
+# --- attachments --------------------------------------------------------------------------
+
+_COMPRESSED_TYPES = {
+    "gzip": "application/gzip",
+    "bzip2": "application/x-bzip2",
+    "xz": "application/x-xz",
+    "compress": "application/x-compress",
+    "br": "application/x-brotli",
+}
+_TOKEN = frozenset("abcdefghijklmnopqrstuvwxyz0123456789!#$&^_.+-")
+
+
+def load_attachments(value: object) -> tuple[Attachment, ...]:
+    """``attachments=``: one path, or a list of paths / (filename, data, type) / files."""
+    if value is None:
+        return ()
+    if isinstance(value, (str, PathLike)):
+        return (_load_one(value, "attachments[0]"),)
+    if isinstance(value, (bytes, bytearray, Mapping)) or not isinstance(value, Iterable):
+        raise InvalidMessageError(
+            f"attachments: expected a list of file paths, got {type(value).__name__}"
+        )
+    return tuple(_load_one(item, f"attachments[{i}]") for i, item in enumerate(value))
+
+
+def load_inline_images(value: object, *, html: bool) -> tuple[Attachment, ...]:
+    """``inline_images=``: ``{cid_name: path}``; needs an HTML body."""
+    if value is None:
+        return ()
+    if not isinstance(value, Mapping):
+        raise InvalidMessageError(
+            f"inline_images: expected a mapping of CID name to file path, "
+            f"got {type(value).__name__}"
+        )
+    if value and not html:
+        raise InvalidMessageError("inline_images: requires html_body=True")
+    images = []
+    for name, source in value.items():
+        field = f"inline_images[{name!r}]"
+        cid = check_cid(name, field)
+        images.append(replace(_load_one(source, field), content_id=cid))
+    return tuple(images)
+
+
+def _load_one(item: object, field: str) -> Attachment:
+    if isinstance(item, (str, PathLike)):
+        return _from_path(item, field)
+    if isinstance(item, (tuple, list)) and len(item) in (2, 3):
+        return _from_data(item, field)
+    if hasattr(item, "read"):
+        return _from_file_object(item, field)
+    raise InvalidMessageError(
+        f"{field}: expected a file path, (filename, bytes, mime_type) or a binary file "
+        f"object, got {type(item).__name__}"
+    )
+
+
+def _from_path(item: str | PathLike[Any], field: str) -> Attachment:
+    text = os.fsdecode(item)
+    if not text or "\x00" in text:
+        raise InvalidMessageError(f"{field}: invalid file path {text!r}")
+    filename = _check_filename(os.path.basename(text), field)
+    try:
+        info = os.stat(text)
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        raise AttachmentNotFoundError(f"{field}: no such file: {text!r}") from exc
+    except OSError as exc:
+        raise InvalidMessageError(f"{field}: cannot read {text!r}: {exc.strerror}") from exc
+    if not stat.S_ISREG(info.st_mode):
+        raise InvalidMessageError(
+            f"{field}: {text!r} is not a regular file (a directory, device or pipe)"
+        )
+    if not os.access(text, os.R_OK):
+        raise InvalidMessageError(f"{field}: {text!r} is not readable (permission denied)")
+    return Attachment(
+        filename=filename,
+        content_type=_guess_type(filename),
+        size=info.st_size,
+        path=Path(os.path.abspath(text)),
+    )
+
+
+def _from_data(item: tuple[Any, ...] | list[Any], field: str) -> Attachment:
+    filename, data = item[0], item[1]
+    mime_type = item[2] if len(item) == 3 else None
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise InvalidMessageError(f"{field}: the data must be bytes, got {type(data).__name__}")
+    name = _check_filename(filename, field)
+    return Attachment(
+        filename=name,
+        content_type=_guess_type(name) if mime_type is None else _check_type(mime_type, field),
+        size=len(data),
+        data=bytes(data),
+    )
+
+
+def _from_file_object(item: Any, field: str) -> Attachment:
+    raw_name = getattr(item, "name", None)
+    if not isinstance(raw_name, (str, bytes)) or not os.path.basename(os.fsdecode(raw_name)):
+        raise InvalidMessageError(
+            f"{field}: this file object has no file name; pass (filename, data, mime_type)"
+        )
+    name = _check_filename(os.path.basename(os.fsdecode(raw_name)), field)
+    try:
+        data = item.read()
+    except (OSError, ValueError) as exc:
+        raise InvalidMessageError(f"{field}: cannot read the file object: {exc}") from exc
+    if not isinstance(data, bytes):
+        raise InvalidMessageError(f"{field}: open the file in binary mode ('rb')")
+    return Attachment(filename=name, content_type=_guess_type(name), size=len(data), data=data)
+
+
+def _check_filename(name: object, field: str) -> str:
+    if not isinstance(name, str):
+        raise InvalidMessageError(f"{field}: the file name must be a string")
+    check_text(name, f"{field} (file name)")
+    if not name.strip() or name in (".", "..") or "/" in name or "\\" in name:
+        raise InvalidMessageError(
+            f"{field}: {name!r} is not a file name (no directories, not empty)"
+        )
+    if name != name.strip():
+        raise InvalidMessageError(
+            f"{field}: the file name {name!r} starts or ends with whitespace, which mail "
+            f"clients drop; rename it or pass (filename, data, mime_type)"
+        )
+    return name
+
+
+def _check_type(mime_type: object, field: str) -> str:
+    text = mime_type.strip().lower() if isinstance(mime_type, str) else ""
+    main, _, sub = text.partition("/")
+    if not (main and sub and _TOKEN.issuperset(main) and _TOKEN.issuperset(sub)):
+        raise InvalidMessageError(
+            f"{field}: expected a MIME type like 'application/pdf', got {mime_type!r}"
+        )
+    return text
+
+
+def _guess_type(filename: str) -> str:
+    import mimetypes  # first use reads the system tables; keep it out of import time
+
+    guessed, encoding = mimetypes.guess_type(filename, strict=False)
+    if encoding is not None:
+        return _COMPRESSED_TYPES.get(encoding, "application/octet-stream")
+    return guessed or "application/octet-stream"

@@ -1,0 +1,247 @@
+"""Mailbox syntax: the strict subset of RFC 5322 / RFC 6531 that fluxmail accepts.
+
+One string is exactly one mailbox, in one of these forms::
+
+    local@example.com
+    <local@example.com>
+    Display Name <local@example.com>
+    "Doe, John" <local@example.com>
+
+Refused on purpose, although RFC 5322 allows them: quoted local parts (``"a b"@x``),
+comments (``(...)``), group syntax (``team: a@x, b@y;``), domain literals
+(``[192.0.2.1]``), source routes, and several mailboxes in one string. Programs disagree
+about how to read them: ``"a@x.test y"@internal.test`` or ``a@x.test (comment)@y`` is a
+mailbox at one domain for one parser and at another domain for the next. Refusing them
+means the domain you read is the domain the message is delivered to.
+
+Domains are kept in their ASCII form: lowercased, and IDNA-encoded (UTS-46) when they
+contain non-ASCII text. Local parts are kept exactly as given; non-ASCII local parts are
+allowed (RFC 6531) and make the message need SMTPUTF8.
+
+The functions here return plain strings so that :mod:`fluxmail.message` can build its
+values without an import cycle.
+"""
+
+from __future__ import annotations
+
+from .errors import HeaderInjectionError, InvalidAddressError, InvalidMessageError
+
+__all__ = ["check_mailbox", "check_text", "normalize_domain", "split_mailbox"]
+
+_ATEXT = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-/=?^_`{|}~"
+)
+_LDH = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
+_PHRASE_SPECIALS = frozenset('<>@,;:"[]\\()')
+_INJECTION = ("\r", "\n", "\x00")
+# Unicode categories refused inside a non-ASCII local part: controls, format characters
+# (zero-width joiners and direction marks), surrogates, private use, unassigned, spaces.
+_BAD_LOCAL_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"})
+
+MAX_LOCAL_OCTETS = 64
+MAX_ADDRESS_OCTETS = 254
+MAX_DOMAIN_OCTETS = 253
+
+
+def check_text(
+    value: str,
+    field: str,
+    *,
+    allow_tab: bool = True,
+    error: type[InvalidMessageError] = InvalidMessageError,
+) -> None:
+    """Refuse text that cannot sit on one header line.
+
+    CR, LF and NUL raise :class:`HeaderInjectionError` (never stripped). Other C0 controls
+    and DEL raise ``error``, as does a lone surrogate (it cannot be encoded as UTF-8).
+    TAB is allowed unless ``allow_tab`` is false.
+    """
+    if value.isprintable():
+        return
+    for bad in _INJECTION:
+        if bad in value:
+            raise HeaderInjectionError(f"{field}: contains {bad!r} (CR, LF and NUL are refused)")
+    for char in value:
+        code = ord(char)
+        if (code < 0x20 and not (allow_tab and char == "\t")) or code == 0x7F:
+            raise error(f"{field}: contains the control character {char!r}")
+        if 0xD800 <= code <= 0xDFFF:
+            raise error(f"{field}: contains a lone surrogate {char!r}, which is not valid text")
+
+
+def split_mailbox(value: object, field: str) -> tuple[str, str, str]:
+    """Parse one mailbox string into ``(display_name, local, ascii_domain)``."""
+    if not isinstance(value, str):
+        raise InvalidMessageError(
+            f"{field}: expected an email address string, got {type(value).__name__}"
+        )
+    check_text(value, field, error=InvalidAddressError)
+    text = value.strip()
+    if not text:
+        raise InvalidAddressError(f"{field}: empty address")
+    display = ""
+    spec = text
+    if text.endswith(">"):
+        display, spec = _split_angle_addr(text, field)
+    elif text.startswith("<"):
+        raise InvalidAddressError(f"{field}: {text!r} has '<' without a closing '>'")
+    local, domain = split_addr_spec(spec, field)
+    return display, local, domain
+
+
+def check_mailbox(display: str, local: str, domain: str, field: str) -> tuple[str, str, str]:
+    """Validate the parts of an already built Address; returns them with the domain
+    in ASCII form."""
+    for part in (display, local, domain):
+        if not isinstance(part, str):
+            raise InvalidMessageError(f"{field}: address parts must be strings")
+    check_text(display, field, allow_tab=False, error=InvalidAddressError)
+    spec = f"{local}@{domain}"
+    check_text(spec, field, error=InvalidAddressError)
+    if spec.count("@") != 1:
+        raise InvalidAddressError(f"{field}: {spec!r} has several '@'")
+    local, domain = split_addr_spec(spec, field)
+    return display, local, domain
+
+
+def _split_angle_addr(text: str, field: str) -> tuple[str, str]:
+    """``Name <spec>`` -> ``(name, spec)``; the name is unquoted when it was quoted."""
+    start = text.rfind("<")
+    if start < 0:
+        raise InvalidAddressError(f"{field}: {text!r} has '>' without '<'")
+    spec = text[start + 1 : -1]
+    head = text[:start].strip()
+    if head.startswith('"'):
+        display = _unquote(head, field)
+    else:
+        bad = sorted(set(head) & _PHRASE_SPECIALS)
+        if bad:
+            raise InvalidAddressError(
+                f"{field}: {text!r} is not one mailbox: the display name contains "
+                f"{''.join(bad)!r}; put a single address per entry and quote names that "
+                f'need these characters, as in "Doe, John" <john@example.com>'
+            )
+        display = head
+    if "\t" in display:
+        raise InvalidAddressError(f"{field}: the display name contains a TAB")
+    return display, spec
+
+
+def _unquote(head: str, field: str) -> str:
+    """The content of a quoted-string that must fill ``head`` exactly."""
+    out: list[str] = []
+    index = 1
+    while index < len(head):
+        char = head[index]
+        if char == "\\" and index + 1 < len(head):
+            out.append(head[index + 1])
+            index += 2
+            continue
+        if char == '"':
+            if index != len(head) - 1:
+                raise InvalidAddressError(
+                    f"{field}: unexpected text after the quoted display name in {head!r}"
+                )
+            return "".join(out)
+        out.append(char)
+        index += 1
+    raise InvalidAddressError(f"{field}: unterminated quoted display name {head!r}")
+
+
+def split_addr_spec(spec: str, field: str) -> tuple[str, str]:
+    """Validate ``local@domain`` and return ``(local, ascii_domain)``."""
+    if not spec:
+        raise InvalidAddressError(f"{field}: empty address")
+    if any(char.isspace() for char in spec):
+        raise InvalidAddressError(f"{field}: whitespace inside the address {spec!r}")
+    if '"' in spec or "(" in spec or ")" in spec:
+        raise InvalidAddressError(
+            f"{field}: quoted local parts and comments are not accepted ({spec!r})"
+        )
+    count = spec.count("@")
+    if count == 0:
+        raise InvalidAddressError(f"{field}: {spec!r} has no '@'")
+    if count > 1:
+        raise InvalidAddressError(f"{field}: {spec!r} has several '@'")
+    local, domain = spec.split("@")
+    _check_local(local, spec, field)
+    domain = normalize_domain(domain, field)
+    if len(local.encode("utf-8")) + 1 + len(domain) > MAX_ADDRESS_OCTETS:
+        raise InvalidAddressError(f"{field}: {spec!r} is longer than {MAX_ADDRESS_OCTETS} octets")
+    return local, domain
+
+
+def _check_local(local: str, spec: str, field: str) -> None:
+    if not local:
+        raise InvalidAddressError(f"{field}: {spec!r} has an empty local part")
+    if len(local.encode("utf-8", "surrogatepass")) > MAX_LOCAL_OCTETS:
+        raise InvalidAddressError(
+            f"{field}: the local part of {spec!r} is longer than {MAX_LOCAL_OCTETS} octets"
+        )
+    if local.startswith(".") or local.endswith(".") or ".." in local:
+        raise InvalidAddressError(f"{field}: misplaced '.' in the local part of {spec!r}")
+    if local.isascii():
+        bad = set(local) - _ATEXT - {"."}
+        if bad:
+            raise InvalidAddressError(
+                f"{field}: {''.join(sorted(bad))!r} is not allowed in the local part of {spec!r}"
+            )
+        return
+    import unicodedata
+
+    for char in local:
+        if char.isascii():
+            if char not in _ATEXT and char != ".":
+                raise InvalidAddressError(
+                    f"{field}: {char!r} is not allowed in the local part of {spec!r}"
+                )
+        elif unicodedata.category(char) in _BAD_LOCAL_CATEGORIES:
+            raise InvalidAddressError(
+                f"{field}: the invisible or control character {char!r} is not allowed "
+                f"in the local part of {spec!r}"
+            )
+
+
+def normalize_domain(domain: str, field: str) -> str:
+    """Return the lowercase ASCII form of ``domain`` (IDNA 2008 with UTS-46 mapping)."""
+    if not domain:
+        raise InvalidAddressError(f"{field}: empty domain")
+    if domain.startswith("["):
+        raise InvalidAddressError(
+            f"{field}: domain literals such as {domain!r} are not accepted; use a host name"
+        )
+    ascii_domain = domain.lower() if domain.isascii() else _idna_encode(domain, field)
+    _check_labels(ascii_domain, domain, field)
+    return ascii_domain
+
+
+def _idna_encode(domain: str, field: str) -> str:
+    import idna  # only for non-ASCII domains: keeps ``import fluxmail`` light
+
+    try:
+        return idna.encode(domain, uts46=True).decode("ascii")
+    except (idna.IDNAError, UnicodeError, ValueError) as exc:
+        raise InvalidAddressError(
+            f"{field}: invalid international domain {domain!r}: {exc}"
+        ) from exc
+
+
+def _check_labels(ascii_domain: str, original: str, field: str) -> None:
+    if len(ascii_domain) > MAX_DOMAIN_OCTETS:
+        raise InvalidAddressError(f"{field}: the domain {original!r} is too long")
+    labels = ascii_domain.split(".")
+    for label in labels:
+        if not label:
+            raise InvalidAddressError(f"{field}: empty label in the domain {original!r}")
+        if len(label) > 63:
+            raise InvalidAddressError(
+                f"{field}: a label of the domain {original!r} is longer than 63 octets"
+            )
+        if not _LDH.issuperset(label) or label[0] == "-" or label[-1] == "-":
+            raise InvalidAddressError(
+                f"{field}: invalid domain {original!r} (letters, digits and inner '-' only)"
+            )
+    if len(labels) > 1 and labels[-1].isdigit():
+        raise InvalidAddressError(
+            f"{field}: {original!r} looks like an IP address; use a host name"
+        )
