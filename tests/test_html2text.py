@@ -69,7 +69,10 @@ def test_scripts_styles_and_comments_are_dropped() -> None:
 
 
 def test_links_whose_text_is_the_url_are_not_repeated() -> None:
-    html = '<p><a href="https://x.test/">https://x.test/</a> <a href="mailto:a@x.test">a@x.test</a></p>'
+    html = (
+        '<p><a href="https://x.test/">https://x.test/</a> '
+        '<a href="mailto:a@x.test">a@x.test</a></p>'
+    )
     assert html_to_text(html) == "https://x.test/ a@x.test\n"
 
 

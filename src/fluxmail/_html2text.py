@@ -16,9 +16,44 @@ from html.parser import HTMLParser
 WIDTH = 78
 
 _BLOCK = frozenset(
-    "address article aside blockquote body center dd div dl dt fieldset figcaption figure "
-    "footer form h1 h2 h3 h4 h5 h6 header html li main nav ol p pre section table tbody "
-    "tfoot thead tr ul".split()
+    [
+        "address",
+        "article",
+        "aside",
+        "blockquote",
+        "body",
+        "center",
+        "dd",
+        "div",
+        "dl",
+        "dt",
+        "fieldset",
+        "figcaption",
+        "figure",
+        "footer",
+        "form",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "header",
+        "html",
+        "li",
+        "main",
+        "nav",
+        "ol",
+        "p",
+        "pre",
+        "section",
+        "table",
+        "tbody",
+        "tfoot",
+        "thead",
+        "tr",
+        "ul",
+    ]
 )
 _HIDDEN = frozenset({"script", "style", "head", "title", "template", "noscript"})
 _VOID_BREAKS = frozenset({"br", "hr"})
