@@ -1,0 +1,114 @@
+"""A human-readable dry run of a message: decoded headers, bodies, files.
+
+The preview is built from the validated :class:`~fluxmail.message.Message` (plus the
+Date and Message-ID of a :class:`~fluxmail.envelope.Composed` when given), so it shows
+what a person reads, not the encoded wire form. A message holds no credentials, so none
+can appear here. Control characters in bodies are shown escaped so that a dry run cannot
+drive the terminal.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .envelope import Composed
+    from .message import Address, Attachment, Message
+
+__all__ = ["human_size", "preview"]
+
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_NEEDS_QUOTES = re.compile(r'[()<>\[\]:;@\\,."]')
+
+
+def preview(message: Message, composed: Composed | None = None) -> str:
+    """Headers as a person reads them, then the bodies, then attachments and images.
+
+    Bcc is listed with a note: it is envelope-only and never in the sent bytes.
+    """
+    lines = _header_lines(message, composed)
+    lines.append("")
+    if message.plain_body is not None:
+        lines += ["--- text/plain ---", _show_body(message.plain_body)]
+    subtype = "html" if message.html else "plain"
+    lines += [f"--- text/{subtype} ---", _show_body(message.body)]
+    if message.attachments:
+        lines.append("Attachments:")
+        lines += [f"  {_describe(item)}" for item in message.attachments]
+    if message.inline_images:
+        lines.append("Inline images:")
+        lines += [f"  cid:{item.content_id} {_describe(item)}" for item in message.inline_images]
+    return "\n".join(lines) + "\n"
+
+
+def _header_lines(message: Message, composed: Composed | None) -> list[str]:
+    lines: list[str] = []
+    date = _wire_header(composed.data, b"Date") if composed is not None else None
+    if date:
+        lines.append(f"Date: {date}")
+    lines.append(f"From: {_mailbox(message.sender)}")
+    for name, group in (("Reply-To", message.reply_to), ("To", message.recipients)):
+        if group:
+            lines.append(f"{name}: {_mailboxes(group)}")
+    if message.cc:
+        lines.append(f"Cc: {_mailboxes(message.cc)}")
+    if message.bcc:
+        lines.append(f"Bcc: {_mailboxes(message.bcc)}  (envelope only, not in the message)")
+    lines.append(f"Subject: {message.subject}")
+    if composed is not None:
+        lines.append(f"Message-ID: {composed.message_id}")
+    if message.in_reply_to:
+        lines.append(f"In-Reply-To: {message.in_reply_to}")
+    if message.references:
+        lines.append(f"References: {' '.join(message.references)}")
+    if message.priority:
+        lines.append(f"Priority: {message.priority}")
+    if message.unsubscribe_url:
+        lines.append(f"List-Unsubscribe: <{message.unsubscribe_url}> (one-click)")
+    lines += [f"{name}: {value}" for name, value in message.extra_headers]
+    if message.needs_smtputf8:
+        lines.append("(needs a server with SMTPUTF8: an address has a non-ASCII local part)")
+    return lines
+
+
+def _wire_header(data: bytes, name: bytes) -> str | None:
+    head = data.split(b"\r\n\r\n", 1)[0]
+    for line in head.split(b"\r\n"):
+        if line[: len(name) + 1].lower() == name.lower() + b":":
+            return line[len(name) + 1 :].strip().decode("ascii", "replace")
+    return None
+
+
+def _mailbox(address: Address) -> str:
+    name = address.display_name
+    if not name:
+        return address.addr_spec
+    if _NEEDS_QUOTES.search(name):
+        name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return f"{name} <{address.addr_spec}>"
+
+
+def _mailboxes(addresses: tuple[Address, ...]) -> str:
+    return ", ".join(_mailbox(address) for address in addresses)
+
+
+def _show_body(text: str) -> str:
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return _CONTROLS.sub(lambda match: repr(match.group())[1:-1], text)
+
+
+def _describe(item: Attachment) -> str:
+    return f"{item.filename} ({item.content_type}, {human_size(item.size)})"
+
+
+def human_size(size: int) -> str:
+    """``512 B``, ``12.3 KiB``, ``4.0 MiB``..."""
+    if size < 1024:
+        return f"{size} B"
+    value = size / 1024
+    units = ["KiB", "MiB", "GiB"]
+    while value >= 1024 and len(units) > 1:
+        value /= 1024
+        units.pop(0)
+    return f"{value:.1f} {units[0]}"
