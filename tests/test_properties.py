@@ -1,0 +1,130 @@
+"""Hypothesis properties: whatever goes in either raises a FluxMailException subclass, or
+comes back out of Python's email parser exactly.
+
+"Exactly" means: headers decoded equal the input; bodies equal the input after the body
+normalisation rule (each CRLF, lone CR and lone LF becomes CRLF, and a non-empty body
+that does not end with a line break gets a final CRLF; see ``crlf`` in test_compose).
+Every output has CRLF line ends only and no line over 998 octets (checked by ``parse``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fluxmail._compose import compose
+from fluxmail.errors import FluxMailException
+from fluxmail.message import Address, Message, build_message, parse_address
+from test_compose import crlf, filename_param, parse
+
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+# Text that exercises encoders: ASCII specials, whitespace and controls, Latin, RTL,
+# CJK, emoji and combining marks, plus anything Unicode offers.
+TRICKY = st.sampled_from(
+    [*' \t\r\n\x00\x01\x7f"\\()<>,;:@=?_.%*\'-/', "é", "ß", "ש", "ع", "日", "😀", "👍🏽",
+     "\u0301", "\u200b", "\u2028", "\x85", "\ufeff", "=?", "?=", "=?utf-8?q?x?="]
+)  # fmt: skip
+TEXT = st.lists(st.characters() | TRICKY, max_size=80).map("".join) | st.text(max_size=300)
+
+
+def message(**overrides: Any) -> Message:
+    options: dict[str, Any] = {
+        "subject": "s",
+        "recipients": ["to@example.com"],
+        "body": "b",
+        "sender": "me@example.com",
+    }
+    options.update(overrides)
+    return build_message(**options)
+
+
+@SETTINGS
+@given(TEXT)
+def test_subject_round_trips(subject: str) -> None:
+    try:
+        built = message(subject=subject)
+    except FluxMailException:
+        return
+    assert parse(compose(built))["Subject"] == subject
+
+
+@SETTINGS
+@given(TEXT)
+def test_display_name_round_trips(name: str) -> None:
+    try:
+        built = message(recipients=[Address("to", "example.com", name)])
+    except FluxMailException:
+        return
+    (parsed,) = parse(compose(built))["To"].addresses
+    assert parsed.display_name == name
+    assert parsed.addr_spec == "to@example.com"
+
+
+@SETTINGS
+@given(TEXT)
+def test_quoted_display_name_parses_back(name: str) -> None:
+    quoted = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    try:
+        address = parse_address(f"{quoted} <to@example.com>", field="to")
+    except FluxMailException:
+        return
+    assert address.display_name == name
+
+
+@SETTINGS
+@given(TEXT, st.booleans())
+def test_body_round_trips(body: str, html: bool) -> None:
+    try:
+        built = message(body=body, html_body=html)
+    except FluxMailException:
+        return
+    assert parse(compose(built)).get_content() == crlf(body)
+
+
+@SETTINGS
+@given(TEXT, TEXT)
+def test_alternative_bodies_round_trip(html: str, plain: str) -> None:
+    try:
+        built = message(body=html, html_body=True, plain_body=plain)
+    except FluxMailException:
+        return
+    plain_part, html_part = parse(compose(built)).iter_parts()
+    assert plain_part.get_content() == crlf(plain)
+    assert html_part.get_content() == crlf(html)
+
+
+@SETTINGS
+@given(TEXT, st.binary(max_size=300))
+def test_attachment_filename_and_data_round_trip(filename: str, data: bytes) -> None:
+    try:
+        built = message(attachments=[(filename, data, "application/octet-stream")])
+    except FluxMailException:
+        return
+    _, attachment = parse(compose(built)).iter_parts()
+    assert filename_param(attachment) == filename
+    assert attachment.get_content() == data
+
+
+ADDRESS_PIECES = st.sampled_from(
+    ["a", "b.c", "x+y", "é", "用户", "@", "@", ".", "..", '"', "(", ")", "<", ">", ",", ";",
+     ":", " ", "\\", "[", "]", "example.com", "bücher.de", "xn--bcher-kva.de", "-", "EX.COM"]
+)  # fmt: skip
+
+
+@SETTINGS
+@given(st.lists(ADDRESS_PIECES, max_size=8).map("".join))
+def test_accepted_address_is_what_parsers_read(text: str) -> None:
+    """No string gets a domain past validation that a header parser reads differently."""
+    try:
+        built = message(recipients=[text])
+    except FluxMailException:
+        return
+    composed = compose(built)
+    (parsed,) = parse(composed)["To"].addresses
+    (rcpt,) = composed.envelope.rcpt_to
+    assert rcpt.count("@") == 1
+    assert parsed.addr_spec == rcpt
+    assert parsed.domain == built.recipients[0].domain
