@@ -396,15 +396,18 @@ def rss_mb() -> float:
         return float(psutil.Process().memory_info().rss / 2**20)
 
 
-def run(name: str, port: int, kind: str, count: int, runs: int, warmup: int, conns: int) -> dict:
+def run(name: str, port: int, kind: str, count: int, runs: int, warmup: int, probe: int) -> dict:
+    """Probe (one message to the recording sink), warm up, then ``runs`` timed runs."""
     func = RUNNERS[name]
+    if probe:
+        func(probe, kind, 1, 1)
     if warmup:
-        func(port, kind, warmup, conns)
+        func(port, kind, warmup, 1)
     times = []
     for _ in range(runs):
         gc.collect()
         started = time.perf_counter()
-        sent = func(port, kind, count, conns)
+        sent = func(port, kind, count, 1)
         times.append(time.perf_counter() - started)
         if sent != count:
             raise RuntimeError(f"{name}: the server took {sent} of {count} messages")
@@ -507,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=100)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=0)
-    parser.add_argument("--connections", type=int, default=1)
+    parser.add_argument("--probe-port", type=int, default=0, help="first send 1 message here")
     args = parser.parse_args(argv)
     if args.mode == "list":
         print(json.dumps(REUSE))
@@ -519,15 +522,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         if args.mode == "run":
-            out = run(
-                args.name,
-                args.port,
-                args.kind,
-                args.count,
-                args.runs,
-                args.warmup,
-                args.connections,
-            )
+            a = args
+            out = run(a.name, a.port, a.kind, a.count, a.runs, a.warmup, a.probe_port)
         else:
             out = memory(args.name, args.port, args.kind, args.count, args.warmup)
     except ImportError as exc:

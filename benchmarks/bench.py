@@ -22,10 +22,12 @@ Set-up (Debian/Ubuntu; ``--install-postfix`` runs the first line for you)::
     /work/benchvenv/bin/python benchmarks/bench.py            # full run, ~10 minutes
     /work/benchvenv/bin/python benchmarks/bench.py --quick    # < 1 minute
 
-Every contender runs in a fresh interpreter: it is warmed up, then timed end to end
-(connect, build every message with its own API, send, quit) ``--runs`` times over one
-connection where its API allows it; the median is reported. Every loop is bounded in count
-and time; smtp-sink and smtp-source output goes to /dev/null.
+Every contender runs in a fresh interpreter: it sends one probe message to a second sink that
+records it (the bytes/msg column, and a check that it works), is warmed up, then timed end to
+end (connect, build every message with its own API, send, quit) ``--runs`` times over one
+connection where its API allows it; the median is reported. smtp-source is timed before and
+after the contenders of a scenario, so a drift of the machine shows in its range. Every loop
+is bounded in count and time; smtp-sink and smtp-source output goes to /dev/null.
 """
 
 from __future__ import annotations
@@ -59,13 +61,17 @@ FLUX_NAMES = ["fluxmail-bulk", "fluxmail-with", "fluxmail-async"]
 LOOPBACK = PEER_NAMES + FLUX_NAMES
 POOL = ["aiosmtplib-16", "fluxmail-async-16"]
 LATENCY = ["smtplib", "aiosmtplib", "fluxmail-bulk", "fluxmail-with", "fluxmail-async"]
-MEMORY = ["fluxmail-bulk", "smtplib"]
+MEMORY = [("fluxmail-bulk", "small"), ("fluxmail-bulk", "rich"), ("smtplib", "small")]
 SCENARIOS = ["small", "rich", "pool", "latency", "memory"]
 POOL_SIZE = 16
+QUIET_LIMIT = 0.10  # other processes' CPU share above which a scenario is flagged as noisy
 
-# smtp-source -l: payload bytes, after its own ~150 bytes of headers, so that its messages
-# are as large as the contenders' (the sizes column shows what each contender really sent).
+# smtp-source -l: payload bytes, after its own ~130 bytes of headers, so that its messages
+# are as large as the contenders' (the bytes/msg column shows what each one really sent).
 SOURCE_PAYLOAD = {"small": 1250, "rich": 73000}
+
+# The issue's targets for fluxmail.
+TARGET_SMALL, TARGET_RICH, TARGET_POOL, TARGET_LATENCY, TARGET_MEMORY_MB = 3.5, 1.5, 0.85, 3.5, 20
 
 
 @dataclass
@@ -84,7 +90,7 @@ class Plan:
 
     @classmethod
     def quick(cls) -> Plan:
-        return cls(small=400, rich=100, pool=3000, latency=20, memory=2000, runs=3, timeout=120.0)
+        return cls(small=300, rich=60, pool=3000, latency=15, memory=1000, timeout=120.0)
 
     def warmup(self, count: int) -> int:
         return max(5, int(count * self.warmup_fraction))
@@ -96,7 +102,6 @@ class Row:
     count: int = 0
     times: list[float] = field(default_factory=list)
     connections: int = 1
-    reuse: str = ""
     size: int | None = None
     error: str | None = None
 
@@ -111,12 +116,15 @@ class Row:
         rates = sorted(self.count / t for t in self.times)
         return f"{rates[0]:,.0f}-{rates[-1]:,.0f}"
 
+    def as_dict(self) -> dict[str, Any]:
+        return vars(self) | {"rate": self.rate}
+
 
 def say(text: str = "") -> None:
     print(text, flush=True)
 
 
-# --- Postfix tools -------------------------------------------------------------------------------
+# --- Postfix tools, the sinks, the proxy -------------------------------------------------
 
 
 def postfix_tool(name: str) -> str | None:
@@ -167,11 +175,13 @@ def _stop(proc: subprocess.Popen[Any]) -> None:
 
 @contextlib.contextmanager
 def smtp_sink(tool: str, dump_dir: Path | None = None) -> Iterator[int]:
-    """``smtp-sink -u nobody 127.0.0.1:PORT 1000`` on a free port, output to /dev/null."""
+    """``smtp-sink -u nobody 127.0.0.1:PORT 1000`` on a free port, output to /dev/null.
+
+    With ``dump_dir`` every transaction is also written to a file there (``-d``)."""
     port = free_port()
     cmd = [tool]
     if os.geteuid() == 0:
-        cmd += ["-u", "nobody"]
+        cmd += ["-u", "nobody"]  # required when smtp-sink starts as root
     if dump_dir is not None:
         cmd += ["-d", f"{dump_dir}/%H%M%S."]
     cmd += [f"{HOST}:{port}", "1000"]
@@ -185,6 +195,49 @@ def smtp_sink(tool: str, dump_dir: Path | None = None) -> Iterator[int]:
         _stop(proc)
 
 
+class Recorder:
+    """A second smtp-sink that keeps each message in a file: one probe message per contender
+    tells how many bytes it really sends, and that it works at all."""
+
+    def __init__(self, folder: Path, port: int) -> None:
+        self.folder = folder
+        self.port = port
+
+    def files(self) -> set[str]:
+        return set(os.listdir(self.folder))
+
+    def size_since(self, before: set[str]) -> int | None:
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:  # the sink closes the file as the dot is answered
+            new = sorted(self.files() - before)
+            if new:
+                time.sleep(0.02)
+                return _dump_size(self.folder / new[-1])
+            time.sleep(0.02)
+        return None
+
+
+def _dump_size(path: Path) -> int | None:
+    """Bytes on the wire of the message in one dump file (after smtp-sink's 3-line Received:
+    header; line ends counted as CRLF; the terminating dot not counted)."""
+    lines = path.read_bytes().split(b"\n")
+    marks = [i for i, line in enumerate(lines) if line.startswith(b"Received: ")]
+    if not marks:
+        return None
+    body = lines[marks[0] + 3 :]
+    while body and body[-1] == b"":
+        body.pop()
+    return sum(len(line.rstrip(b"\r")) + 2 for line in body)
+
+
+@contextlib.contextmanager
+def recorder(tool: str) -> Iterator[Recorder]:
+    with tempfile.TemporaryDirectory(prefix="fluxmail-bench-") as tmp:
+        os.chmod(tmp, 0o777)  # smtp-sink writes as nobody
+        with smtp_sink(tool, Path(tmp)) as port:
+            yield Recorder(Path(tmp), port)
+
+
 @contextlib.contextmanager
 def delay_proxy(port: int, rtt_ms: float, max_seconds: float) -> Iterator[int]:
     """The latency proxy of ``_proxy.py``, in its own process, in front of ``port``."""
@@ -195,7 +248,7 @@ def delay_proxy(port: int, rtt_ms: float, max_seconds: float) -> Iterator[int]:
     )
     try:
         assert proc.stdout is not None
-        line = proc.stdout.readline().decode()  # the proxy prints this line at once
+        line = proc.stdout.readline().decode()  # printed at once, or EOF if it died
         if not line.startswith("listening on "):
             raise RuntimeError("the latency proxy did not start")
         proxy_port = int(line.split()[-1])
@@ -205,10 +258,37 @@ def delay_proxy(port: int, rtt_ms: float, max_seconds: float) -> Iterator[int]:
         _stop(proc)
 
 
+def cpu_busy(interval: float = 1.0) -> float | None:
+    """Share of the machine's CPU time that was not idle over ``interval`` (from /proc/stat):
+    run between scenarios, when the benchmark itself is idle, it measures everything else."""
+
+    def snap() -> tuple[int, int]:
+        with open("/proc/stat") as fh:
+            values = [int(v) for v in fh.readline().split()[1:]]
+        return values[3] + values[4], sum(values)  # idle + iowait, total
+
+    try:
+        idle0, total0 = snap()
+        time.sleep(interval)
+        idle1, total1 = snap()
+    except (OSError, ValueError, IndexError):
+        return None
+    return 1 - (idle1 - idle0) / max(1, total1 - total0)
+
+
+def wait_quiet(limit: float, max_wait: float) -> float | None:
+    """Wait (at most ``max_wait`` seconds) until other processes use < ``limit`` of the CPU."""
+    deadline = time.monotonic() + max_wait
+    busy = cpu_busy()
+    while busy is not None and busy >= limit and time.monotonic() < deadline:
+        busy = cpu_busy(2.0)
+    return busy
+
+
 def smtp_source(
     tool: str, port: int, *, sessions: int, count: int, size: int, timeout: float
 ) -> float:
-    """Seconds for ``smtp-source -d -s SESSIONS -m COUNT -l SIZE`` (stdout to /dev/null)."""
+    """Seconds for ``smtp-source -d -s SESSIONS -m COUNT -l SIZE`` (output to /dev/null)."""
     cmd = [tool, "-d", "-s", str(sessions), "-m", str(count), "-l", str(size)]
     cmd += ["-f", "from@example.com", "-t", "to@example.com", f"{HOST}:{port}"]
     started = time.perf_counter()
@@ -218,25 +298,7 @@ def smtp_source(
     return time.perf_counter() - started
 
 
-def source_row(
-    tool: str, port: int, *, sessions: int, count: int, kind: str, runs: int, plan: Plan
-) -> Row:
-    name = "smtp-source" if sessions == 1 else f"smtp-source-{sessions}"
-    row = Row(name, count, connections=sessions, reuse="C, -d: one session per -s, no pipelining")
-    size = SOURCE_PAYLOAD[kind]
-
-    def once(n: int) -> float:
-        return smtp_source(tool, port, sessions=sessions, count=n, size=size, timeout=plan.timeout)
-
-    try:
-        once(plan.warmup(count))
-        row.times = [once(count) for _ in range(runs)]
-    except (subprocess.SubprocessError, OSError) as exc:
-        row.error = f"{type(exc).__name__}: {exc}"
-    return row
-
-
-# --- the contenders (each in its own interpreter) -------------------------------------------
+# --- the contenders, each in its own interpreter -----------------------------------------
 
 
 def worker(
@@ -249,10 +311,12 @@ def worker(
     count: int = 1,
     runs: int = 1,
     warmup: int = 0,
+    probe_port: int = 0,
 ) -> dict[str, Any]:
     """Run ``_peers.py MODE NAME`` in a fresh interpreter; return its JSON answer."""
     cmd = [sys.executable, str(PEERS), mode, name, "--port", str(port), "--kind", kind]
     cmd += ["--count", str(count), "--runs", str(runs), "--warmup", str(warmup)]
+    cmd += ["--probe-port", str(probe_port)]
     try:
         done = subprocess.run(
             cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, check=False
@@ -266,62 +330,7 @@ def worker(
     return dict(json.loads(lines[-1]))
 
 
-def contender_row(
-    name: str, port: int, *, kind: str, count: int, runs: int, plan: Plan, reuse: dict[str, str]
-) -> Row:
-    warmup = plan.warmup(count)
-    out = worker(
-        "run",
-        name,
-        port=port,
-        kind=kind,
-        count=count,
-        runs=runs,
-        warmup=warmup,
-        timeout=plan.timeout,
-    )
-    row = Row(name, count, reuse=reuse.get(name, ""), error=out.get("error"))
-    row.connections = POOL_SIZE if name.endswith(f"-{POOL_SIZE}") else 1
-    row.times = list(out.get("times", []))
-    return row
-
-
-def measure_sizes(bench: Bench, names: list[str], kind: str) -> dict[str, Any]:
-    """Send one message per contender to a sink that dumps what it receives: checks that each
-    contender works and tells how many bytes of DATA it sent (CRLF line ends counted)."""
-    sizes: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="fluxmail-bench-") as tmp:
-        os.chmod(tmp, 0o777)  # smtp-sink writes as nobody
-        with smtp_sink(bench.sink_tool, Path(tmp)) as port:
-            before = set(os.listdir(tmp))
-            with contextlib.suppress(subprocess.SubprocessError, OSError):
-                size = SOURCE_PAYLOAD[kind]
-                smtp_source(bench.source_tool, port, sessions=1, count=1, size=size, timeout=60)
-            new = sorted(set(os.listdir(tmp)) - before)
-            sizes["smtp-source"] = _dump_size(Path(tmp, new[-1])) if new else None
-            for name in names:
-                before = set(os.listdir(tmp))
-                out = worker("run", name, port=port, kind=kind, timeout=bench.plan.timeout)
-                if "error" in out:
-                    sizes[name] = out["error"]
-                    continue
-                new = sorted(set(os.listdir(tmp)) - before)
-                sizes[name] = _dump_size(Path(tmp, new[-1])) if new else None
-    return sizes
-
-
-def _dump_size(path: Path) -> int:
-    """Bytes of the message inside one smtp-sink dump file (after its 3-line Received:)."""
-    time.sleep(0.05)  # the sink writes the file as the transaction ends
-    lines = path.read_bytes().split(b"\n")
-    start = next(i for i, line in enumerate(lines) if line.startswith(b"Received: ")) + 3
-    body = lines[start:]
-    while body and body[-1] == b"":
-        body.pop()
-    return sum(len(line.rstrip(b"\r")) + 2 for line in body)
-
-
-# --- output -------------------------------------------------------------------------------------
+# --- output ------------------------------------------------------------------------------
 
 
 def fmt_ratio(value: float | None) -> str:
@@ -338,29 +347,16 @@ def print_table(title: str, rows: list[Row], ref: float, extra: tuple[str, float
     say(head)
     say(sep)
     for row in rows:
-        if row.error:
-            cells = [row.name, str(row.connections), "-", "error", "-", "-"]
-            if extra:
-                cells.append("-")
-            cells[3] = f"error: {row.error}"
-            say("| " + " | ".join(cells) + " |")
-            continue
         size = f"{row.size:,}" if isinstance(row.size, int) else "-"
-        cells = [row.name, str(row.connections), size, f"{row.rate:,.1f}", row.spread or "-"]
-        cells.append(fmt_ratio(row.rate / ref if ref else None))
-        if extra:
-            cells.append(fmt_ratio(row.rate / extra[1] if extra[1] else None))
+        if row.error:
+            cells = [row.name, str(row.connections), size, f"error: {row.error}", "-", "-"]
+            cells += ["-"] if extra else []
+        else:
+            cells = [row.name, str(row.connections), size, f"{row.rate:,.1f}", row.spread or "-"]
+            cells.append(fmt_ratio(row.rate / ref if ref else None))
+            if extra:
+                cells.append(fmt_ratio(row.rate / extra[1] if extra[1] else None))
         say("| " + " | ".join(cells) + " |")
-
-
-def check(label: str, value: float | None, target: float, unit: str = "x") -> dict[str, Any]:
-    met = value is not None and value >= target
-    shown = "n/a" if value is None else f"{value:.2f}{unit}"
-    verdict = "MET" if met else "MISSED"
-    if value is not None and not met:
-        verdict += f" (by {target - value:.2f}{unit}, {value / target:.0%} of target)"
-    say(f"- target {label}: >= {target}{unit}; measured {shown}: {verdict}")
-    return {"target": label, "goal": target, "value": value, "met": met}
 
 
 def rate_of(rows: list[Row], name: str) -> float | None:
@@ -370,7 +366,7 @@ def rate_of(rows: list[Row], name: str) -> float | None:
     return None
 
 
-# --- scenarios ----------------------------------------------------------------------------------
+# --- scenarios ---------------------------------------------------------------------------
 
 
 @dataclass
@@ -382,143 +378,193 @@ class Bench:
     reuse: dict[str, str]
     results: dict[str, Any] = field(default_factory=dict)
     targets: list[dict[str, Any]] = field(default_factory=list)
+    rec: Recorder | None = None
+    quiet_wait: float = 0.0
+    background: dict[str, float | None] = field(default_factory=dict)
+
+    def settle(self, scenario: str) -> None:
+        """Note (and with --wait-quiet, wait for) the CPU other processes use right now."""
+        busy = wait_quiet(QUIET_LIMIT, self.quiet_wait)
+        self.background[scenario] = busy
+        if busy is not None:
+            note = "  (noisy: expect a wide range)" if busy >= QUIET_LIMIT else ""
+            say(f"\n[{scenario}] other processes use {busy:.0%} of the CPU{note}")
 
     def wanted(self, names: list[str]) -> list[str]:
         if not self.only:
             return names
         return [n for n in names if any(n == o or n.startswith(o) for o in self.only)]
 
+    def target(self, label: str, value: float | None, goal: float, *, below: bool = False) -> None:
+        """Print and keep one verdict: ``value`` >= ``goal`` (or < ``goal`` with ``below``)."""
+        unit = " MB" if below else "x"
+        if value is None:
+            met, shown = False, "n/a"
+        else:
+            met = value < goal if below else value >= goal
+            shown = f"{value:.2f}{unit}"
+        verdict = "MET" if met else "MISSED"
+        if value is not None and not met and not below:
+            verdict += f" (by {goal - value:.2f}x: {value / goal:.0%} of the target)"
+        say(
+            f"- target {label}: {'<' if below else '>='} {goal}{unit}; measured {shown}: {verdict}"
+        )
+        self.targets.append({"target": label, "goal": goal, "value": value, "met": met})
+
     def loopback(self, port: int, kind: str) -> None:
         count = self.plan.small if kind == "small" else self.plan.rich
-        names = self.wanted(LOOPBACK)
-        say(f"\n[{kind}] sizes check ...")
-        sizes = measure_sizes(self, names, kind)
-        rows = [self._source(port, 1, count, kind)]
-        for name in names:
-            say(f"[{kind}] {name}: {count} messages x {self.plan.runs} runs ...")
-            rows.append(self._contender(name, port, kind, count, self.plan.runs))
-        for row in rows:
-            found = sizes.get(row.name)
-            if isinstance(found, int):
-                row.size = found
-            elif isinstance(found, str) and not row.error:
-                row.error = found
-        ref = rows[0].rate
-        title = f"{kind} messages, 1 connection, {count} messages, median of {self.plan.runs}"
-        print_table(title, rows, ref, None)
-        goal = 3.5 if kind == "small" else 1.5
+        runs = self.plan.runs
+        ref = self._source(port, 1, count, kind, runs)
+        rows = [ref]
+        for name in self.wanted(LOOPBACK):
+            rows.append(self._contender(name, port, kind, count, runs))
+        self._source_again(ref, port, kind, runs)
+        title = f"{kind} messages, 1 connection, {count:,} messages, median of {runs} runs"
+        print_table(title, rows, ref.rate, None)
+        goal = TARGET_SMALL if kind == "small" else TARGET_RICH
         for name in ("fluxmail-bulk", "fluxmail-with"):
-            if name in names:
+            if any(r.name == name for r in rows):
                 found = rate_of(rows, name)
-                self.targets.append(
-                    check(f"{kind}: {name} vs smtp-source-1", found and found / ref, goal)
-                )
-        self.results[kind] = [vars(r) | {"rate": r.rate} for r in rows]
+                value = found / ref.rate if found and ref.rate else None
+                self.target(f"{kind}, sync, 1 connection: {name} / smtp-source-1", value, goal)
+        self.results[kind] = [r.as_dict() for r in rows]
 
     def pool(self, port: int) -> None:
-        count = self.plan.pool
-        names = self.wanted(POOL)
-        ref1 = self._source(port, 1, self.plan.small, "small")
-        ref16 = self._source(port, POOL_SIZE, count, "small")
+        count, runs = self.plan.pool, self.plan.runs
+        ref1 = self._source(port, 1, self.plan.small, "small", runs)
+        ref16 = self._source(port, POOL_SIZE, count, "small", runs)
         rows = [ref1, ref16]
-        for name in names:
-            say(f"[pool] {name}: {count} messages x {self.plan.runs} runs ...")
-            rows.append(self._contender(name, port, "small", count, self.plan.runs))
-        title = f"small messages, {POOL_SIZE} connections, {count} messages"
+        for name in self.wanted(POOL):
+            # aiosmtplib-16 runs ~20x slower: the small-scenario count is plenty for it.
+            n = count if name.startswith("fluxmail") else self.plan.small
+            rows.append(self._contender(name, port, "small", n, runs))
+        self._source_again(ref16, port, "small", runs)
+        title = (
+            f"small messages, {POOL_SIZE} connections, up to {count:,} messages, median of {runs}"
+        )
         print_table(title, rows, ref1.rate, (f"smtp-source-{POOL_SIZE}", ref16.rate))
-        if "fluxmail-async-16" in names:
+        if any(r.name == "fluxmail-async-16" for r in rows):
             found = rate_of(rows, "fluxmail-async-16")
             value = found / ref16.rate if found and ref16.rate else None
-            self.targets.append(check("pool: fluxmail-async-16 vs smtp-source-16", value, 0.85))
-        self.results["pool"] = [vars(r) | {"rate": r.rate} for r in rows]
+            label = f"async pool of {POOL_SIZE}: fluxmail-async-16 / smtp-source-{POOL_SIZE}"
+            self.target(label, value, TARGET_POOL)
+        self.results["pool"] = [r.as_dict() for r in rows]
 
     def latency(self, port: int, rtt_ms: float) -> None:
-        count = self.plan.latency
+        count, runs = self.plan.latency, self.plan.latency_runs
         names = self.wanted(LATENCY)
         if "aiosmtplib" not in names:
             names.insert(0, "aiosmtplib")  # the yardstick of the target
-        runs = self.plan.latency_runs
-        with delay_proxy(port, rtt_ms, self.plan.timeout * 4) as proxy_port:
-            rows = [self._source(proxy_port, 1, count, "small", runs=runs)]
+        with delay_proxy(port, rtt_ms, self.plan.timeout * 4) as proxy:
+            ref = self._source(proxy, 1, count, "small", runs, label=f"+{rtt_ms:g} ms")
+            rows = [ref]
             for name in names:
-                say(f"[latency {rtt_ms:g} ms] {name}: {count} messages ...")
-                rows.append(self._contender(name, proxy_port, "small", count, runs))
+                rows.append(self._contender(name, proxy, "small", count, runs, probe=False))
         aio = rate_of(rows, "aiosmtplib")
-        title = f"small messages, 1 connection, +{rtt_ms:g} ms RTT, {count} messages"
-        print_table(title, rows, rows[0].rate, ("aiosmtplib", aio or 0.0))
+        title = f"small messages, 1 connection, +{rtt_ms:g} ms RTT, {count:,} messages"
+        print_table(title, rows, ref.rate, ("aiosmtplib", aio or 0.0))
         for name in ("fluxmail-bulk", "fluxmail-with", "fluxmail-async"):
             if name in names:
                 found = rate_of(rows, name)
                 value = found / aio if found and aio else None
-                self.targets.append(
-                    check(f"latency {rtt_ms:g} ms: {name} vs aiosmtplib", value, 3.5)
-                )
-        self.results["latency"] = {
-            "rtt_ms": rtt_ms,
-            "rows": [vars(r) | {"rate": r.rate} for r in rows],
-        }
+                label = f"+{rtt_ms:g} ms RTT, 1 connection: {name} / aiosmtplib"
+                self.target(label, value, TARGET_LATENCY)
+        self.results["latency"] = {"rtt_ms": rtt_ms, "rows": [r.as_dict() for r in rows]}
 
     def memory(self, port: int) -> None:
         count = self.plan.memory
         out = []
-        say(f"\n### memory: one batch of {count:,} messages from a generator\n")
-        say("| contender | kind | seconds | RSS before (MB) | peak growth (MB) | retained (MB) |")
+        for name, kind in MEMORY:
+            if name not in self.wanted([name]):
+                continue
+            say(f"[memory] {name}, {kind}: {count:,} messages from a generator ...")
+            timeout = self.plan.timeout
+            res = worker(
+                "memory", name, port=port, kind=kind, count=count, warmup=200, timeout=timeout
+            )
+            out.append(res | {"kind": kind})
+        say(f"\n### memory: one batch of {count:,} messages fed by a generator, 1 connection\n")
+        say("| contender | kind | msgs/s | RSS before (MB) | peak growth (MB) | retained (MB) |")
         say("|---|---|---:|---:|---:|---:|")
-        for name in self.wanted(MEMORY):
-            for kind in ("small", "rich"):
-                res = worker(
-                    "memory",
-                    name,
-                    port=port,
-                    kind=kind,
-                    count=count,
-                    warmup=200,
-                    timeout=self.plan.timeout,
-                )
-                res["kind"] = kind
-                out.append(res)
-                if "error" in res:
-                    say(f"| {name} | {kind} | error: {res['error']} | | | |")
-                    continue
-                say(
-                    f"| {name} | {kind} | {res['seconds']:.1f} | {res['rss_before_mb']:.1f} "
-                    f"| {res['peak_growth_mb']:.1f} | {res['retained_mb']:.1f} |"
-                )
-        self.results["memory"] = out
         for res in out:
-            if res["name"] == "fluxmail-bulk" and "error" not in res:
-                growth = res["peak_growth_mb"]
-                label = (
-                    f"memory: fluxmail-bulk {res['kind']} peak RSS growth (MB, lower is better)"
-                )
-                met = growth < 20
-                say(
-                    f"- target {label}: < 20 MB; measured {growth:.1f} MB: "
-                    + ("MET" if met else "MISSED")
-                )
-                self.targets.append({"target": label, "goal": 20, "value": growth, "met": met})
+            if "error" in res:
+                say(f"| {res['name']} | {res['kind']} | error: {res['error']} | | | |")
+                continue
+            say(
+                f"| {res['name']} | {res['kind']} | {res['count'] / res['seconds']:,.0f} "
+                f"| {res['rss_before_mb']:.1f} | {res['peak_growth_mb']:.1f} "
+                f"| {res['retained_mb']:.1f} |"
+            )
+        for res in out:
+            if res["name"] == "fluxmail-bulk":
+                label = f"{count:,}-message batch, {res['kind']}: peak RSS growth"
+                growth = None if "error" in res else res["peak_growth_mb"]
+                self.target(label, growth, TARGET_MEMORY_MB, below=True)
+        self.results["memory"] = out
 
-    def _source(self, port: int, sessions: int, count: int, kind: str, runs: int = 0) -> Row:
-        label = "smtp-source" if sessions == 1 else f"smtp-source -s {sessions}"
-        runs = runs or self.plan.runs
-        say(f"[{kind}] {label}: {count} messages x {runs} runs ...")
-        return source_row(
+    # helpers
+    def _source(
+        self, port: int, sessions: int, count: int, kind: str, runs: int, label: str = ""
+    ) -> Row:
+        name = "smtp-source" if sessions == 1 else f"smtp-source-{sessions}"
+        say(f"[{kind}{' ' + label if label else ''}] {name}: {count:,} messages x {runs} ...")
+        row = Row(name, count, connections=sessions)
+
+        try:
+            if self.rec is not None and not label:
+                before = self.rec.files()
+                self._run_source(self.rec.port, 1, 1, kind)
+                row.size = self.rec.size_since(before)
+            self._run_source(port, sessions, self.plan.warmup(count), kind)
+            row.times = [self._run_source(port, sessions, count, kind) for _ in range(runs)]
+        except (subprocess.SubprocessError, OSError) as exc:
+            row.error = f"{type(exc).__name__}: {exc}"
+        return row
+
+    def _run_source(self, port: int, sessions: int, count: int, kind: str) -> float:
+        return smtp_source(
             self.source_tool,
             port,
             sessions=sessions,
             count=count,
+            size=SOURCE_PAYLOAD[kind],
+            timeout=self.plan.timeout,
+        )
+
+    def _source_again(self, row: Row, port: int, kind: str, runs: int) -> None:
+        """More runs of the reference after the contenders: its median spans the scenario."""
+        if row.error:
+            return
+        say(f"[{kind}] {row.name} again: {row.count:,} messages x {runs} ...")
+        with contextlib.suppress(subprocess.SubprocessError, OSError):
+            for _ in range(runs):
+                row.times.append(self._run_source(port, row.connections, row.count, kind))
+
+    def _contender(
+        self, name: str, port: int, kind: str, count: int, runs: int, *, probe: bool = True
+    ) -> Row:
+        say(f"[{kind}] {name}: {count:,} messages x {runs} ...")
+        before = self.rec.files() if probe and self.rec else set()
+        warmup, probe_port = self.plan.warmup(count), self.rec.port if probe and self.rec else 0
+        out = worker(
+            "run",
+            name,
+            port=port,
             kind=kind,
+            count=count,
             runs=runs,
-            plan=self.plan,
+            warmup=warmup,
+            probe_port=probe_port,
+            timeout=self.plan.timeout,
         )
+        row = Row(name, count, error=out.get("error"), times=list(out.get("times", [])))
+        row.connections = POOL_SIZE if name.endswith(f"-{POOL_SIZE}") else 1
+        if probe and self.rec and not row.error:
+            row.size = self.rec.size_since(before)
+        return row
 
-    def _contender(self, name: str, port: int, kind: str, count: int, runs: int) -> Row:
-        return contender_row(
-            name, port, kind=kind, count=count, runs=runs, plan=self.plan, reuse=self.reuse
-        )
 
-
-# --- the machine -------------------------------------------------------------------------------
+# --- the machine -------------------------------------------------------------------------
 
 
 def machine() -> dict[str, Any]:
@@ -544,32 +590,48 @@ def machine() -> dict[str, Any]:
     mem = "unknown"
     with contextlib.suppress(OSError, ValueError, IndexError), open("/proc/meminfo") as fh:
         mem = f"{int(fh.readline().split()[1]) / 2**20:.1f} GiB"
+    idle = "unknown"
+    with contextlib.suppress(OSError):
+        idle = Path("/sys/devices/system/cpu/cpuidle/current_driver").read_text().strip()
+        poll = Path("/sys/module/haltpoll/parameters/guest_halt_poll_ns")
+        if poll.exists():
+            idle += f", guest_halt_poll_ns={poll.read_text().strip()}"
     return {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "nproc": os.cpu_count(),
         "cpu": cpu,
         "memory": mem,
         "kernel": platform.release(),
+        "cpuidle": idle,
         "python": platform.python_version(),
         "postfix": postfix,
         "versions": versions,
+        "commit": git_commit(),
     }
 
 
 def git_commit() -> str:
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        out = subprocess.run(
-            ["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-        return out.stdout.strip() or "unknown"
+        query = ["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"]
+        done = subprocess.run(query, capture_output=True, text=True, timeout=10, check=False)
+        return done.stdout.strip() or "unknown"
     return "unknown"
 
 
-# --- main ---------------------------------------------------------------------------------------
+# --- main --------------------------------------------------------------------------------
+
+
+LATENCY_HELP = "round trip the latency scenario adds (default 20; 0 skips the scenario)"
+ONLY_HELP = (
+    "run only these contenders (a name or a prefix such as 'fluxmail'; repeatable or "
+    "comma-separated); smtp-source always runs as the reference"
+)
+SCENARIOS_HELP = f"comma-separated subset of {','.join(SCENARIOS)} (default: all)"
+QUIET_HELP = (
+    "before each scenario wait up to SECONDS for other processes to leave the CPU idle "
+    f"(< {QUIET_LIMIT:.0%} busy); the share is printed either way"
+)
+INSTALL_HELP = "if smtp-sink is missing, run `apt-get install -y postfix` first (root)"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -578,41 +640,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         epilog="Set-up: apt-get install -y postfix; pip install -e . -r "
         "benchmarks/requirements.txt (in a separate venv). See benchmarks/README.md.",
     )
-    parser.add_argument("--quick", action="store_true", help="small counts, < 1 minute")
-    parser.add_argument(
-        "--latency-ms",
-        type=float,
-        default=20.0,
-        help="round trip the latency scenario adds (default 20; 0 skips it)",
-    )
-    parser.add_argument(
-        "--only",
-        action="append",
-        metavar="NAME",
-        help="run only these contenders (name or prefix, e.g. fluxmail; repeatable or "
-        "comma-separated); smtp-source always runs as the reference",
-    )
-    parser.add_argument(
-        "--scenarios",
-        default=",".join(SCENARIOS),
-        help=f"comma-separated subset of {','.join(SCENARIOS)}",
-    )
-    parser.add_argument("--runs", type=int, help="timed runs per contender (median reported)")
-    parser.add_argument("--json", type=Path, help="also write every number to this JSON file")
-    parser.add_argument(
-        "--profile",
-        metavar="NAME",
-        help="instead of benchmarking, run contender NAME under cProfile and print the top",
-    )
-    parser.add_argument(
-        "--kind", choices=["small", "rich"], default="small", help="message kind for --profile"
-    )
-    parser.add_argument(
-        "--install-postfix",
-        action="store_true",
-        help="run `apt-get install -y postfix` first if smtp-sink is missing",
-    )
-    parser.add_argument("--list", action="store_true", help="list the contenders and exit")
+    add = parser.add_argument
+    add("--quick", action="store_true", help="small counts: the whole run in < 1 minute")
+    add("--latency-ms", type=float, default=20.0, metavar="MS", help=LATENCY_HELP)
+    add("--only", action="append", metavar="NAME", help=ONLY_HELP)
+    add("--scenarios", default=",".join(SCENARIOS), help=SCENARIOS_HELP)
+    add("--wait-quiet", type=float, default=0.0, metavar="SECONDS", help=QUIET_HELP)
+    add("--runs", type=int, help="timed runs per contender, median reported (default 3)")
+    add("--json", type=Path, metavar="FILE", help="also write every number to FILE")
+    add("--profile", metavar="NAME", help="instead: profile contender NAME with cProfile")
+    add("--kind", choices=["small", "rich"], default="small", help="message kind for --profile")
+    add("--install-postfix", action="store_true", help=INSTALL_HELP)
+    add("--list", action="store_true", help="list the contenders and how they connect")
     args = parser.parse_args(argv)
     if args.only:
         args.only = [n.strip() for item in args.only for n in item.split(",") if n.strip()]
@@ -622,6 +661,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
     if args.runs is not None and not 1 <= args.runs <= 20:
         parser.error("--runs must be between 1 and 20")
+    if not 0 <= args.wait_quiet <= 3600:
+        parser.error("--wait-quiet must be between 0 and 3600 seconds")
+    if not 0 <= args.latency_ms <= 1000:
+        parser.error("--latency-ms must be between 0 and 1000")
     return args
 
 
@@ -645,18 +688,22 @@ def main(argv: list[str] | None = None) -> int:
         plan.runs = args.runs
     if args.profile:
         return profile(args.profile, args.kind, sink, plan)
-    bench = Bench(plan, args.only, sink, source, reuse)
     info = machine()
-    say(f"# fluxmail benchmark, {info['date']}")
+    say(f"# fluxmail benchmark, {info['date']}\n")
     say(
-        f"{info['nproc']} CPUs ({info['cpu']}), {info['memory']} RAM, Linux {info['kernel']}, "
-        f"Python {info['python']}, Postfix {info['postfix']}, fluxmail at {git_commit()}"
+        f"{info['nproc']} CPUs ({info['cpu']}), {info['memory']} RAM, Linux {info['kernel']} "
+        f"(cpuidle {info['cpuidle']}), Python {info['python']}, Postfix {info['postfix']}, "
+        f"fluxmail at {info['commit']}"
     )
     say("versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()))
     say("command: " + " ".join(["python", "benchmarks/bench.py", *(argv or sys.argv[1:])]))
     started = time.monotonic()
-    with smtp_sink(sink) as port:
+    bench = Bench(plan, args.only, sink, source, reuse, quiet_wait=args.wait_quiet)
+    with smtp_sink(sink) as port, recorder(sink) as rec:
+        bench.rec = rec
         for scenario in args.scenarios:
+            if scenario != "latency" or args.latency_ms > 0:
+                bench.settle(scenario)
             if scenario in ("small", "rich"):
                 bench.loopback(port, scenario)
             elif scenario == "pool":
@@ -665,14 +712,14 @@ def main(argv: list[str] | None = None) -> int:
                 bench.latency(port, args.latency_ms)
             elif scenario == "memory":
                 bench.memory(port)
-    say("\nconnection reuse per contender:")
+    say("\nHow each contender connects:")
     for name, how in reuse.items():
         say(f"- {name}: {how}")
     say(f"\ntotal time {time.monotonic() - started:.0f}s")
     if args.json:
         payload = {"machine": info, "plan": vars(plan), "results": bench.results}
-        payload["targets"] = bench.targets
-        payload["command"] = " ".join(sys.argv)
+        payload |= {"targets": bench.targets, "reuse": reuse, "argv": sys.argv[1:]}
+        payload["background_cpu"] = bench.background
         args.json.write_text(json.dumps(payload, indent=2, default=str) + "\n")
         say(f"wrote {args.json}")
     return 0
