@@ -106,6 +106,9 @@ def test_parse_address_accepts(text: str, display: str, local: str, domain: str)
         "a@☃.com",
         "a@x.com>",
         "a\ud800@x.com",
+        "a@x.com\x85",
+        "\u2028a@x.com",
+        "a@x.com\u3000",
     ],
 )
 def test_parse_address_refuses(text: str) -> None:
@@ -477,6 +480,7 @@ def test_data_and_file_object_attachments(tmp_path: Path) -> None:
         (("a.txt", "text not bytes", "text/plain"), InvalidMessageError),
         (("a.txt", b"x", "not a type"), InvalidMessageError),
         (("a.txt", b"x", "text/plain; charset=x"), InvalidMessageError),
+        (("a.txt", b"x", "application/" + "x" * 128), InvalidMessageError),
         (io.BytesIO(b"no name"), InvalidMessageError),
         (123, InvalidMessageError),
         (None, InvalidMessageError),

@@ -76,7 +76,7 @@ def split_mailbox(value: object, field: str) -> tuple[str, str, str]:
             f"{field}: expected an email address string, got {type(value).__name__}"
         )
     check_text(value, field, error=InvalidAddressError)
-    text = value.strip()
+    text = value.strip(" \t")
     if not text:
         raise InvalidAddressError(f"{field}: empty address")
     display = ""

@@ -34,10 +34,10 @@ def preview(message: Message, composed: Composed | None = None) -> str:
     subtype = "html" if message.html else "plain"
     lines += [f"--- text/{subtype} ---", _show_body(message.body)]
     if message.attachments:
-        lines.append("Attachments:")
+        lines += ["", "Attachments:"]
         lines += [f"  {_describe(item)}" for item in message.attachments]
     if message.inline_images:
-        lines.append("Inline images:")
+        lines += ["", "Inline images:"]
         lines += [f"  cid:{item.content_id} {_describe(item)}" for item in message.inline_images]
     return "\n".join(lines) + "\n"
 

@@ -372,7 +372,7 @@ def _check_filename(name: object, field: str) -> str:
 def _check_type(mime_type: object, field: str) -> str:
     text = mime_type.strip().lower() if isinstance(mime_type, str) else ""
     main, _, sub = text.partition("/")
-    if not (main and sub and _TOKEN.issuperset(main) and _TOKEN.issuperset(sub)):
+    if not (0 < len(main) <= 127 and 0 < len(sub) <= 127 and _TOKEN.issuperset(main + sub)):
         raise InvalidMessageError(
             f"{field}: expected a MIME type like 'application/pdf', got {mime_type!r}"
         )
