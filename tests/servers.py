@@ -542,6 +542,7 @@ class FaultServer:
         self._loop = asyncio.new_event_loop()
         self._thread: threading.Thread | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: dict[int, asyncio.StreamWriter] = {}
         self._lock = threading.Lock()
 
     # lifecycle
@@ -596,6 +597,20 @@ class FaultServer:
         kwargs.update(overrides)
         return kwargs
 
+    def close_sessions(self, farewell: bytes = b"421 4.4.2 Idle timeout\r\n") -> None:
+        """End every open session from the server side (as an idle timeout would)."""
+
+        async def close_all() -> None:
+            for writer in list(self._writers.values()):
+                if farewell:
+                    writer.write(farewell)
+                writer.close()
+
+        asyncio.run_coroutine_threadsafe(close_all(), self._loop).result(5)
+        deadline = time.monotonic() + 5
+        while any(not s.closed for s in self.sessions) and time.monotonic() < deadline:
+            time.sleep(0.005)
+
     @property
     def commands(self) -> list[str]:
         """Every command of every session, in order."""
@@ -614,11 +629,13 @@ class FaultServer:
             session = FaultSession(number=len(self.sessions) + 1)
             self.sessions.append(session)
         conn = _Conn(reader, writer, session)
+        self._writers[session.number] = writer
         try:
             await self._serve(conn)
         except (_Closed, OSError, asyncio.IncompleteReadError, ssl.SSLError):
             pass
         finally:
+            self._writers.pop(session.number, None)
             session.closed = True
             if not writer.is_closing():
                 writer.close()

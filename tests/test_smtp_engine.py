@@ -575,6 +575,31 @@ def test_garbage_is_a_protocol_error(
     assert not client.is_open
 
 
+def test_surplus_reply_after_success_retires_the_connection(
+    connect: Connect, make_fault_server: MakeFault
+) -> None:
+    server = make_fault_server({"DOT": Reply("250 2.0.0 queued\r\n421 4.4.2 idle timeout")})
+    client = connect(server.smtp_config())
+    result = client.send(msg())  # the message was accepted: report it
+    assert result.smtp_code == 250
+    assert not client.is_open  # but the out-of-step connection is not reused
+    client.send(msg())
+    assert len(server.sessions) == 2
+    assert len(server.received) == 2
+
+
+def test_server_gone_while_idle_means_a_fresh_connection(
+    connect: Connect, make_fault_server: MakeFault
+) -> None:
+    server = make_fault_server()
+    client = connect(server.smtp_config())
+    client.send(msg())
+    server.close_sessions()  # the server ends the idle session: 421, then close
+    client.send(msg())
+    assert len(server.sessions) == 2
+    assert [m.session_id for m in server.messages] == [1, 2]
+
+
 def test_greeting_554(connect: Connect, make_fault_server: MakeFault) -> None:
     server = make_fault_server({"greeting": Reply("554 5.3.2 No service for you")})
     exc, _ = timed(connect(server.smtp_config()).open, ConnectError)

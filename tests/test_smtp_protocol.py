@@ -131,7 +131,7 @@ def test_discard_forgets_everything_buffered() -> None:
     assert parser.next_reply() == Reply(250, ("real",))
 
 
-def test_collect_stops_at_421_and_refuses_surplus_replies() -> None:
+def test_collect_stops_at_421_and_leaves_surplus_in_the_parser() -> None:
     parser = ReplyParser()
     parser.feed(b"250 ok\r\n421 4.3.2 bye\r\n")
     got: list[Reply] = []
@@ -139,11 +139,10 @@ def test_collect_stops_at_421_and_refuses_surplus_replies() -> None:
     assert [x.code for x in got] == [250, 421]
     parser = ReplyParser()
     parser.feed(b"250 ok\r\n250 extra\r\n")
-    with pytest.raises(ProtocolError):
-        collect(parser, 1, [])
-    parser = ReplyParser()
-    parser.feed(b"220 ok\r\n250 injected\r\n")
-    assert collect(parser, 1, [], surplus_ok=True)
+    got = []
+    assert collect(parser, 1, got)
+    assert got == [Reply(250, ("ok",))]
+    assert parser.buffered  # the driver sees it and retires the connection
     parser = ReplyParser()
     parser.feed(b"250-partial\r\n")
     assert not collect(parser, 1, [])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import select
 import ssl
 import time
 from types import TracebackType
@@ -29,29 +30,35 @@ from ._common import (
 )
 from ._errors import ServerClosedError, io_error
 from ._protocol import Session
-from ._replies import Reply, ReplyParser, collect
+from ._replies import OUT_OF_STEP, Reply, ReplyParser, collect
 from ._results import SendResult, SessionInfo
 
 T = TypeVar("T")
+_NAP = 0.005  # while a TLS write drains, look again this often (seconds)
 
 
 class _ClientProtocol(asyncio.Protocol):
-    """Feeds the parser; wakes the reader; implements write flow control."""
+    """Feeds the parser and wakes the driver on data, flow control and connection loss.
+
+    ``raw`` is the TCP transport; ``transport`` is what the driver writes to (TLS on top
+    of ``raw`` after a handshake). A write is complete once both have empty buffers and
+    ``raw`` did not fail: only then has the kernel every byte.
+    """
 
     def __init__(self, parser: ReplyParser) -> None:
         self.parser = parser
+        self.raw: asyncio.Transport | None = None
         self.transport: asyncio.Transport | None = None
-        self.closed = False
+        self.eof = False
+        self.lost = False
         self.error: BaseException | None = None
         self._loop = asyncio.get_running_loop()
-        self._data_waiter: asyncio.Future[None] | None = None
-        self._drain_waiter: asyncio.Future[None] | None = None
-        self._paused = False
+        self._waiter: asyncio.Future[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.set_write_buffer_limits(high=0)
+        self.raw = self.transport = transport
+        transport.set_write_buffer_limits(high=0)  # resume_writing once the kernel has all
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -61,52 +68,58 @@ class _ClientProtocol(asyncio.Protocol):
         self._wake()
 
     def eof_received(self) -> bool:
-        self.closed = True
+        self.eof = True
         self._wake()
-        return False
+        return True  # stay writable: a failing write is what tells that data was lost
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
+        self.eof = self.lost = True
         if exc is not None and self.error is None:
             self.error = exc
         self._wake()
 
-    def pause_writing(self) -> None:
-        self._paused = True
-
     def resume_writing(self) -> None:
-        self._paused = False
         self._wake()
 
     def _wake(self) -> None:
-        for waiter in (self._data_waiter, self._drain_waiter):
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
-    def check(self) -> None:
+    def check_readable(self) -> None:
         if self.error is not None:
             raise self.error
-        if self.closed:
+        if self.eof:
             raise ServerClosedError()
 
-    async def wait_data(self) -> None:
-        self.check()
-        self._data_waiter = self._loop.create_future()
-        try:
-            await self._data_waiter
-        finally:
-            self._data_waiter = None
+    def flushed(self) -> bool:
+        """True once every written byte is in the kernel; raises if the connection failed."""
+        raw, transport = self.raw, self.transport
+        assert raw is not None
+        assert transport is not None
+        if self.error is not None:
+            raise self.error
+        if self.lost or raw.is_closing():
+            raise ServerClosedError()
+        return transport.get_write_buffer_size() == 0 and raw.get_write_buffer_size() == 0
 
-    async def drain(self) -> None:
-        while True:
-            self.check()
-            if not self._paused:
-                return
-            self._drain_waiter = self._loop.create_future()
-            try:
-                await self._drain_waiter
-            finally:
-                self._drain_waiter = None
+    async def wait(self, until: float, *, fail: bool) -> None:
+        """Sleep until woken or until ``until`` (loop time); then TimeoutError if ``fail``."""
+        waiter = self._waiter = self._loop.create_future()
+        timer = self._loop.call_at(until, _expire, waiter, fail)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+
+def _expire(waiter: asyncio.Future[None], fail: bool) -> None:
+    if waiter.done():
+        return
+    if fail:
+        waiter.set_exception(TimeoutError("timed out"))
+    else:
+        waiter.set_result(None)
 
 
 class AsyncSMTPConnection:
@@ -122,6 +135,7 @@ class AsyncSMTPConnection:
         self._parser = ReplyParser()
         self._session: Session | None = None
         self._info: SessionInfo | None = None
+        self._out_of_step = False
 
     def __repr__(self) -> str:
         state = "open" if self.is_open else "closed"
@@ -129,10 +143,13 @@ class AsyncSMTPConnection:
 
     @property
     def is_open(self) -> bool:
-        proto, session = self._proto, self._session
-        return (
-            proto is not None and not proto.closed and session is not None and not session.closing
-        )
+        proto = self._proto
+        return proto is not None and not proto.eof and self._usable
+
+    @property
+    def _usable(self) -> bool:
+        session = self._session
+        return session is not None and not session.closing and not self._out_of_step
 
     @property
     def info(self) -> SessionInfo | None:
@@ -155,6 +172,7 @@ class AsyncSMTPConnection:
         if self.is_open and self._info is not None:
             return self._info
         self._drop()
+        self._out_of_step = False
         started = time.monotonic()
         session = self._session = Session(self.config)
         self._parser = ReplyParser()
@@ -170,18 +188,19 @@ class AsyncSMTPConnection:
         return info
 
     async def send(self, composed: Composed) -> SendResult:
+        if self._proto is not None and not self._idle_and_quiet(self._proto):
+            self._drop()  # the server spoke or left while idle (421, timeout): start afresh
         await self.open()
         assert self._session is not None
         try:
             return await self._run(self._session.send_message(composed))
         finally:
-            if self._session is not None and self._session.closing:
+            if not self._usable:
                 self._drop()
 
     async def close(self) -> None:
         """Say QUIT (best effort, short wait) and close the transport. Idempotent."""
-        session = self._session
-        if self._proto is not None and session is not None and not session.closing:
+        if self._proto is not None and self._usable:
             with contextlib.suppress(OSError, FluxMailException):
                 await self._exchange(Exchange(b"QUIT\r\n", 1, "quit"), QUIT_TIMEOUT)
         if self._proto is not None:
@@ -225,37 +244,35 @@ class AsyncSMTPConnection:
         config = self.config
         loop = asyncio.get_running_loop()
         proto = _ClientProtocol(self._parser)
-        context = tls_context(config) if config.use_ssl else None
         try:
             await asyncio.wait_for(
-                loop.create_connection(
-                    lambda: proto,
-                    config.host,
-                    config.port,
-                    ssl=context,
-                    server_hostname=config.host if context else None,
-                ),
+                loop.create_connection(lambda: proto, config.host, config.port),
                 config.timeout,
             )
         except (OSError, asyncio.TimeoutError) as exc:
             self._fail("connect", exc)
         except BaseException:
-            if proto.transport is not None:
-                proto.transport.abort()
+            if proto.raw is not None:
+                proto.raw.abort()
             raise
         self._proto = proto
-        session.tls = context is not None
+        if config.use_ssl:
+            await self._handshake()
+            session.tls = True
 
     async def _starttls(self) -> None:
+        self._parser.discard()  # never trust bytes that came before the handshake
+        await self._handshake()
+
+    async def _handshake(self) -> None:
         proto = self._proto
         assert proto is not None
-        assert proto.transport is not None
-        self._parser.discard()  # never trust bytes that came before the handshake
+        assert proto.raw is not None
         loop = asyncio.get_running_loop()
         context = tls_context(self.config)
         try:
             transport = await asyncio.wait_for(
-                loop.start_tls(proto.transport, proto, context, server_hostname=self.config.host),
+                loop.start_tls(proto.raw, proto, context, server_hostname=self.config.host),
                 self.config.timeout,
             )
         except (OSError, asyncio.TimeoutError) as exc:
@@ -266,44 +283,57 @@ class AsyncSMTPConnection:
         if transport is None:  # pragma: no cover - only for a closing transport
             self._fail("tls", ServerClosedError())
         proto.transport = transport
-        transport.set_write_buffer_limits(high=0)
 
     async def _exchange(self, exchange: Exchange, timeout: float) -> list[Reply]:
         proto = self._proto
-        if proto is None or proto.transport is None:
-            raise ProtocolError("the connection is closed")
+        if proto is None or self._out_of_step:
+            self._drop()
+            raise ProtocolError(OUT_OF_STEP.format(host=self.config.host))
+        loop = asyncio.get_running_loop()
         written = False
         try:
             if exchange.data:
                 log_exchange(exchange)
                 await self._write(proto, exchange.data, timeout)
             written = True
-            return await asyncio.wait_for(self._read(proto, exchange), timeout)
+            return await self._read(proto, exchange, loop.time() + timeout)
         except ProtocolError:
             self._drop()
             raise
         except (OSError, asyncio.TimeoutError) as exc:
-            self._fail(exchange.stage, exc, exchange.message_id if written else None)
+            if written:
+                self._fail(exchange.stage, exc, exchange.message_id)
+            self._fail("body" if exchange.message_id else exchange.stage, exc)
         except BaseException:  # cancelled: the conversation is out of step, drop it
             self._drop()
             raise
 
     @staticmethod
     async def _write(proto: _ClientProtocol, data: bytes, timeout: float) -> None:
+        """Write in slices, each with its own deadline, until the kernel has every byte."""
+        loop = asyncio.get_running_loop()
         view = memoryview(data)
         for start in range(0, len(data), WRITE_CHUNK):
-            proto.check()
+            proto.flushed()  # raises if the connection already failed
             assert proto.transport is not None
             proto.transport.write(view[start : start + WRITE_CHUNK])
-            await asyncio.wait_for(proto.drain(), timeout)
+            deadline = loop.time() + timeout
+            while not proto.flushed():
+                if loop.time() >= deadline:
+                    raise TimeoutError("timed out")
+                await proto.wait(min(deadline, loop.time() + _NAP), fail=False)
 
-    async def _read(self, proto: _ClientProtocol, exchange: Exchange) -> list[Reply]:
-        """Collect the replies (the caller's wait_for is the deadline for all of them)."""
+    async def _read(
+        self, proto: _ClientProtocol, exchange: Exchange, deadline: float
+    ) -> list[Reply]:
+        """Collect the replies, all before one deadline: trickling cannot extend it."""
         replies: list[Reply] = []
-        surplus_ok = exchange.stage == "starttls"
-        while not collect(self._parser, exchange.replies, replies, surplus_ok=surplus_ok):
-            await proto.wait_data()
+        while not collect(self._parser, exchange.replies, replies):
+            proto.check_readable()
+            await proto.wait(deadline, fail=True)
         log_replies(replies)
+        if self._parser.buffered and exchange.stage != "starttls":
+            self._out_of_step = True  # use these replies, then never this connection again
         return replies
 
     def _tls_details(self) -> tuple[str, str] | None:
@@ -312,9 +342,25 @@ class AsyncSMTPConnection:
         obj = transport.get_extra_info("ssl_object") if transport is not None else None
         return tls_details(obj) if isinstance(obj, ssl.SSLObject) else None
 
+    def _idle_and_quiet(self, proto: _ClientProtocol) -> bool:
+        """Nothing arrived since the last reply (a live idle session stays silent).
+
+        The socket is only polled, never read: the event loop still owns it.
+        """
+        if self._parser.buffered or proto.eof or proto.raw is None:
+            return False
+        sock = proto.raw.get_extra_info("socket")
+        try:
+            readable, _, _ = select.select([sock.fileno()], [], [], 0)
+        except (OSError, ValueError, AttributeError):
+            return False
+        return not readable
+
     def _drop(self) -> None:
         """Abort the transport without a word (after failures, cancellation or QUIT)."""
         proto, self._proto = self._proto, None
         if proto is not None and proto.transport is not None:
             proto.transport.abort()
+        if proto is not None and proto.raw is not None:
+            proto.raw.abort()
         self._parser.discard()

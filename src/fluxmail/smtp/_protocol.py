@@ -145,7 +145,7 @@ def plan_message(caps: Capabilities, composed: Composed, *, host: str) -> Plan:
 
 
 @dataclass
-class _Outcome:
+class Outcome:
     accepted: list[str] = field(default_factory=list)
     refused: dict[str, tuple[int, str]] = field(default_factory=dict)
     deferred: list[tuple[str, bytes]] = field(default_factory=list)  # 452: try again
@@ -165,11 +165,40 @@ class _Outcome:
         return refused
 
 
+def judge_envelope(
+    rcpts: tuple[tuple[str, bytes], ...], replies: list[Reply], *, host: str
+) -> tuple[Outcome, FluxMailException | None, bool]:
+    """Judge the replies to a pipelined ``MAIL, RCPT..., DATA`` (see :meth:`Plan.envelope`).
+
+    Returns the recipients' outcome, the error that ends the transaction (or ``None`` when
+    the server is waiting for the data), and whether the server opened DATA (354) anyway,
+    in which case a lone dot must end the empty message before ``RSET``.
+    """
+    outcome = Outcome()
+    for rcpt, reply in zip(rcpts, replies[1:], strict=False):
+        outcome.judge(rcpt, reply)
+    data = replies[-1] if len(replies) == len(rcpts) + 2 else None
+    data_open = data is not None and data.code == 354
+    mail = replies[0]
+    closing = _closing(replies)
+    failure: FluxMailException | None = None
+    if closing is not None:  # 421: the server is going away
+        stage = "mail" if len(replies) == 1 else "data" if data is not None else "rcpt"
+        failure = reply_error(stage, closing, host=host, refused=outcome.refused)
+    elif not 200 <= mail.code < 300:
+        failure = reply_error("mail", mail, host=host)
+    elif not outcome.accepted:
+        failure = _rcpt_failure(outcome, host)
+    elif data is not None and data.code != 354:
+        failure = reply_error("data", data, host=host, refused=outcome.refused)
+    return outcome, failure, data_open
+
+
 def _closing(replies: list[Reply]) -> Reply | None:
     return replies[-1] if replies and replies[-1].code == 421 else None
 
 
-def _rcpt_failure(outcome: _Outcome, host: str) -> FluxMailException:
+def _rcpt_failure(outcome: Outcome, host: str) -> FluxMailException:
     refused = outcome.all_refused()
     codes = [code for code, _ in refused.values()]
     code = next((c for c in codes if 400 <= c < 500), codes[0])
@@ -328,7 +357,7 @@ class Session:
 
     def transaction(
         self, plan: Plan, rcpts: tuple[tuple[str, bytes], ...]
-    ) -> Conversation[_Outcome]:
+    ) -> Conversation[Outcome]:
         """MAIL, RCPTs, DATA (pipelined when offered), the payload, the final reply."""
         if self.caps.pipelining:
             outcome = yield from self._pipelined_envelope(plan, rcpts)
@@ -351,37 +380,22 @@ class Session:
 
     def _pipelined_envelope(
         self, plan: Plan, rcpts: tuple[tuple[str, bytes], ...]
-    ) -> Conversation[_Outcome]:
+    ) -> Conversation[Outcome]:
         replies = yield from self.ask(Exchange(plan.envelope(rcpts), len(rcpts) + 2, "mail"))
-        outcome = _Outcome()
-        mail = replies[0]
-        for rcpt, reply in zip(rcpts, replies[1:], strict=False):
-            outcome.judge(rcpt, reply)
-        data = replies[-1] if len(replies) == len(rcpts) + 2 else None
-        closing = _closing(replies)
-        failure: FluxMailException | None = None
-        if closing is not None:  # 421: the server is going away, no RSET
-            stage = "mail" if len(replies) == 1 else "data" if data is not None else "rcpt"
-            raise reply_error(stage, closing, host=self.host, refused=outcome.refused)
-        if not 200 <= mail.code < 300:
-            failure = reply_error("mail", mail, host=self.host)
-        elif not outcome.accepted:
-            failure = _rcpt_failure(outcome, self.host)
-        elif data is not None and data.code != 354:
-            failure = reply_error("data", data, host=self.host, refused=outcome.refused)
+        outcome, failure, data_open = judge_envelope(rcpts, replies, host=self.host)
         if failure is None:
             return outcome
-        yield from self._reset(self.closing, data_open=data is not None and data.code == 354)
+        yield from self._reset(self.closing, data_open=data_open)
         raise failure
 
     def _stepwise_envelope(
         self, plan: Plan, rcpts: tuple[tuple[str, bytes], ...]
-    ) -> Conversation[_Outcome]:
+    ) -> Conversation[Outcome]:
         mail = yield from self._one(Exchange(plan.mail, 1, "mail"))
         if not 200 <= mail.code < 300:
             yield from self._reset(self.closing)
             raise reply_error("mail", mail, host=self.host)
-        outcome = _Outcome()
+        outcome = Outcome()
         for rcpt in rcpts:
             if outcome.deferred:  # the server said "too many": keep the rest for later
                 outcome.deferred.append(rcpt)

@@ -195,15 +195,13 @@ class Capabilities:
         return self.has("SIZE")
 
 
-def collect(
-    parser: ReplyParser, wanted: int, into: list[Reply], *, surplus_ok: bool = False
-) -> bool:
+def collect(parser: ReplyParser, wanted: int, into: list[Reply]) -> bool:
     """Move complete replies from ``parser`` into ``into``; True when the read is over.
 
     Over means ``wanted`` replies arrived, or a ``421``: the server is closing and will
-    not answer the rest. Bytes beyond the replies asked for are a protocol violation
-    (a server only answers commands): they are refused rather than taken as the answer
-    to the next command. ``surplus_ok`` is for STARTTLS, whose caller discards them.
+    not answer the rest. Bytes beyond what was asked for stay in the parser; a server
+    only answers commands, so a caller that finds ``parser.buffered`` afterwards must not
+    take them as the answer to its next command (see :func:`out_of_step`).
     """
     while len(into) < wanted:
         reply = parser.next_reply()
@@ -212,6 +210,10 @@ def collect(
         into.append(reply)
         if reply.code == 421:
             return True
-    if parser.buffered and not surplus_ok:
-        raise ProtocolError("server sent more replies than commands were given")
     return True
+
+
+OUT_OF_STEP = (
+    "SMTP server {host} sent replies that no command asked for; the connection was "
+    "closed rather than trusted further"
+)

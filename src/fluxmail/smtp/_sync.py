@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
 import ssl
 import time
@@ -25,7 +26,7 @@ from ._common import (
 )
 from ._errors import ServerClosedError, io_error
 from ._protocol import Session
-from ._replies import Reply, ReplyParser, collect
+from ._replies import OUT_OF_STEP, Reply, ReplyParser, collect
 from ._results import SendResult, SessionInfo
 
 T = TypeVar("T")
@@ -46,6 +47,7 @@ class SMTPConnection:
         self._parser = ReplyParser()
         self._session: Session | None = None
         self._info: SessionInfo | None = None
+        self._out_of_step = False
 
     def __repr__(self) -> str:
         state = "open" if self.is_open else "closed"
@@ -53,8 +55,12 @@ class SMTPConnection:
 
     @property
     def is_open(self) -> bool:
+        return self._sock is not None and self._usable
+
+    @property
+    def _usable(self) -> bool:
         session = self._session
-        return self._sock is not None and session is not None and not session.closing
+        return session is not None and not session.closing and not self._out_of_step
 
     @property
     def info(self) -> SessionInfo | None:
@@ -77,6 +83,7 @@ class SMTPConnection:
         if self.is_open and self._info is not None:
             return self._info
         self._drop()
+        self._out_of_step = False
         started = time.monotonic()
         session = self._session = Session(self.config)
         self._parser = ReplyParser()
@@ -93,18 +100,19 @@ class SMTPConnection:
         return self._info
 
     def send(self, composed: Composed) -> SendResult:
+        if self._sock is not None and not self._idle_and_quiet(self._sock):
+            self._drop()  # the server spoke or left while idle (421, timeout): start afresh
         self.open()
         assert self._session is not None
         try:
             return self._run(self._session.send_message(composed))
         finally:
-            if self._session is not None and self._session.closing:
+            if not self._usable:
                 self._drop()
 
     def close(self) -> None:
         """Say QUIT (best effort, short wait) and close the socket. Idempotent."""
-        session = self._session
-        if self._sock is not None and session is not None and not session.closing:
+        if self._sock is not None and self._usable:
             with contextlib.suppress(OSError, FluxMailException):
                 self._exchange(Exchange(b"QUIT\r\n", 1, "quit"), QUIT_TIMEOUT)
         self._drop()
@@ -168,8 +176,9 @@ class SMTPConnection:
 
     def _exchange(self, exchange: Exchange, timeout: float) -> list[Reply]:
         sock = self._sock
-        if sock is None:
-            raise ProtocolError("the connection is closed")
+        if sock is None or self._out_of_step:
+            self._drop()
+            raise ProtocolError(OUT_OF_STEP.format(host=self.config.host))
         written = False
         try:
             if exchange.data:
@@ -181,7 +190,12 @@ class SMTPConnection:
             self._drop()
             raise
         except OSError as exc:
-            self._fail(exchange.stage, exc, exchange.message_id if written else None)
+            if written:
+                self._fail(exchange.stage, exc, exchange.message_id)
+            self._fail("body" if exchange.message_id else exchange.stage, exc)
+        except BaseException:  # interrupted: the conversation is out of step, drop it
+            self._drop()
+            raise
 
     @staticmethod
     def _write(sock: socket.socket, data: bytes, timeout: float) -> None:
@@ -197,8 +211,7 @@ class SMTPConnection:
         """Read the replies with one deadline: a trickling server cannot extend it."""
         deadline = time.monotonic() + timeout
         replies: list[Reply] = []
-        surplus_ok = exchange.stage == "starttls"
-        while not collect(self._parser, exchange.replies, replies, surplus_ok=surplus_ok):
+        while not collect(self._parser, exchange.replies, replies):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError("timed out")
@@ -208,7 +221,19 @@ class SMTPConnection:
                 raise ServerClosedError()
             self._parser.feed(data)
         log_replies(replies)
+        if self._parser.buffered and exchange.stage != "starttls":
+            self._out_of_step = True  # use these replies, then never this connection again
         return replies
+
+    def _idle_and_quiet(self, sock: socket.socket) -> bool:
+        """Nothing arrived since the last reply (a live idle session stays silent)."""
+        if self._parser.buffered or (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+            return False
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return not readable
 
     def _drop(self) -> None:
         """Close the socket without a word (after failures, or after QUIT)."""
