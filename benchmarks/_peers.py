@@ -6,6 +6,7 @@ so imports, garbage and settings of one library never weigh on another)::
     python benchmarks/_peers.py run NAME --port P --kind small --count N --runs 3
     python benchmarks/_peers.py memory NAME --port P --kind small --count 10000
     python benchmarks/_peers.py profile NAME --port P --kind small --count 3000
+    python benchmarks/_peers.py wakeup wakeup --port P --count 3000
 
 ``run`` warms the contender up, then times ``--runs`` runs end to end (connect, build each
 message with the library's own API, send it, quit) and prints one JSON line with the
@@ -24,6 +25,7 @@ import json
 import os
 import random
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -483,6 +485,67 @@ def memory(name: str, port: int, kind: str, count: int, warmup: int) -> dict:
     }
 
 
+def wakeup(port: int, count: int, spins: tuple[int, ...] = (0, 25, 50, 100)) -> dict:
+    """The machine, not a library: a raw-socket SMTP client that burns ``spin`` µs of CPU per
+    message (as composing one would), in 2 round trips per message (envelope, then data: what
+    fluxmail does today) and in 1 (data + the next envelope in one write). On a VM whose idle
+    vCPUs halt at once, each wake-up of the sink costs far more than the spin itself."""
+    import socket
+
+    head = b"From: a@example.com\r\nTo: b@example.com\r\nSubject: wake-up\r\n\r\n"
+    payload = head + (b"x" * 70 + b"\r\n") * 18 + b".\r\n"
+    envelope = b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n"
+
+    def session(spin_us: int, one_rtt: bool) -> float:
+        sock = socket.create_connection((HOST, port), timeout=30)
+        buf = b""
+
+        def replies(n: int) -> None:
+            nonlocal buf
+            while buf.count(b"\r\n") < n:
+                data = sock.recv(65536)
+                if not data:
+                    raise ConnectionError("the sink closed the connection")
+                buf += data
+            buf = buf.split(b"\r\n", n)[-1]
+
+        def spin() -> None:
+            until = time.perf_counter() + spin_us / 1e6
+            while time.perf_counter() < until:
+                pass
+
+        with sock:
+            replies(1)
+            sock.sendall(b"HELO bench\r\n")
+            replies(1)
+            started = time.perf_counter()
+            if one_rtt:
+                sock.sendall(envelope)
+                replies(3)
+                for i in range(count):
+                    spin()
+                    last = i == count - 1
+                    sock.sendall(payload if last else payload + envelope)
+                    replies(1 if last else 4)
+            else:
+                for _ in range(count):
+                    spin()
+                    sock.sendall(envelope)
+                    replies(3)
+                    sock.sendall(payload)
+                    replies(1)
+            seconds = time.perf_counter() - started
+            sock.sendall(b"QUIT\r\n")
+        return count / seconds
+
+    rows = []
+    for spin_us in spins:
+        two = statistics.median(session(spin_us, False) for _ in range(3))
+        one = statistics.median(session(spin_us, True) for _ in range(3))
+        rows.append({"spin_us": spin_us, "two_rtt": two, "one_rtt": one})
+    return {"name": "wakeup", "count": count, "rows": rows}
+
+
 def profile(name: str, port: int, kind: str, count: int, warmup: int, top: int = 35) -> None:
     """Run one contender under cProfile (after a warm-up) and print the top functions."""
     import cProfile
@@ -503,7 +566,7 @@ def profile(name: str, port: int, kind: str, count: int, warmup: int, top: int =
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("mode", choices=["run", "memory", "profile", "list"])
+    parser.add_argument("mode", choices=["run", "memory", "profile", "wakeup", "list"])
     parser.add_argument("name", nargs="?")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--kind", choices=["small", "rich"], default="small")
@@ -514,6 +577,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.mode == "list":
         print(json.dumps(REUSE))
+        return 0
+    if args.mode == "wakeup":
+        print(json.dumps(wakeup(args.port, args.count)))
         return 0
     if args.name not in RUNNERS:
         parser.error(f"unknown contender {args.name!r}; known: {', '.join(RUNNERS)}")

@@ -13,6 +13,8 @@ Scenarios (``--scenarios``, all by default):
     pool     16 connections (fluxmail's async pool, 16 aiosmtplib clients, smtp-source -s 16)
     latency  1 connection through a local proxy adding --latency-ms of round trip
     memory   RSS growth of a 10,000-message generator through BulkSender.send_batch
+    wakeup   (only when named) the machine: a raw-socket client spending 0-100 µs of CPU
+             per message, with 2 and with 1 round trip per message
 
 Set-up (Debian/Ubuntu; ``--install-postfix`` runs the first line for you)::
 
@@ -63,6 +65,7 @@ POOL = ["aiosmtplib-16", "fluxmail-async-16"]
 LATENCY = ["smtplib", "aiosmtplib", "fluxmail-bulk", "fluxmail-with", "fluxmail-async"]
 MEMORY = [("fluxmail-bulk", "small"), ("fluxmail-bulk", "rich"), ("smtplib", "small")]
 SCENARIOS = ["small", "rich", "pool", "latency", "memory"]
+EXTRA_SCENARIOS = ["wakeup"]  # run only when named in --scenarios
 POOL_SIZE = 16
 QUIET_LIMIT = 0.10  # other processes' CPU share above which a scenario is flagged as noisy
 
@@ -502,6 +505,20 @@ class Bench:
                 self.target(label, growth, TARGET_MEMORY_MB, below=True)
         self.results["memory"] = out
 
+    def wakeup(self, port: int) -> None:
+        count = self.plan.small
+        say(f"[wakeup] raw-socket client, {count:,} messages per cell, median of 3 ...")
+        res = worker("wakeup", "wakeup", port=port, count=count, timeout=self.plan.timeout)
+        if "error" in res:
+            say(f"wakeup: error: {res['error']}")
+            return
+        say("\n### the machine: raw-socket SMTP client, CPU spent per message vs msgs/s\n")
+        say("| CPU per message | 2 round trips/msg | 1 round trip/msg |")
+        say("|---:|---:|---:|")
+        for row in res["rows"]:
+            say(f"| {row['spin_us']} µs | {row['two_rtt']:,.0f} | {row['one_rtt']:,.0f} |")
+        self.results["wakeup"] = res["rows"]
+
     # helpers
     def _source(
         self, port: int, sessions: int, count: int, kind: str, runs: int, label: str = ""
@@ -656,7 +673,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.only:
         args.only = [n.strip() for item in args.only for n in item.split(",") if n.strip()]
     args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
-    unknown = set(args.scenarios) - set(SCENARIOS)
+    unknown = set(args.scenarios) - set(SCENARIOS) - set(EXTRA_SCENARIOS)
     if unknown:
         parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
     if args.runs is not None and not 1 <= args.runs <= 20:
@@ -712,6 +729,8 @@ def main(argv: list[str] | None = None) -> int:
                 bench.latency(port, args.latency_ms)
             elif scenario == "memory":
                 bench.memory(port)
+            elif scenario == "wakeup":
+                bench.wakeup(port)
     say("\nHow each contender connects:")
     for name, how in reuse.items():
         say(f"- {name}: {how}")
