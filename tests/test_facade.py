@@ -1070,3 +1070,18 @@ def test_errors_never_contain_the_password(
     } <= codes
     for exc in caught:
         assert_no_secret(error_texts(exc), password)
+
+
+# --- option values that cannot work --------------------------------------------------------
+
+
+@pytest.mark.parametrize("timeout", [float("inf"), 1e12, float("nan"), 0, -1, "30", True])
+def test_unusable_timeout_is_a_configuration_error(timeout: Any) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        FluxMail(object_type="smtp", host="smtp.example.com", timeout=timeout)
+    assert "timeout" in str(info.value)
+
+
+def test_large_but_sane_timeout_sends(smtp_server: SMTPTestServer) -> None:
+    mailer = FluxMail(**smtp_server.fluxmail_kwargs(sender="me@example.com", timeout=86400))
+    assert mailer.create(**message()).send() == SUCCESS

@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from .errors import ConfigurationError, HeaderInjectionError
 
 _UNSAFE_CHARS = ("\r", "\n", "\0")
+#: A day. Larger values (or infinity) overflow the socket layer's deadlines and surface
+#: as a bare OverflowError deep in a send; no SMTP stage should wait that long anyway.
+MAX_TIMEOUT = 86400.0
 
 
 class EmailObject(str, enum.Enum):
@@ -83,8 +86,11 @@ class SmtpConfig:
             raise ConfigurationError(f"port must be between 1 and 65535, got {self.port}")
         if isinstance(self.timeout, bool) or not isinstance(self.timeout, (int, float)):
             raise ConfigurationError(f"timeout must be a number of seconds, got {self.timeout!r}")
-        if not self.timeout > 0:
-            raise ConfigurationError(f"timeout must be positive, got {self.timeout!r}")
+        if not 0 < self.timeout <= MAX_TIMEOUT:  # also refuses NaN and infinity
+            raise ConfigurationError(
+                f"timeout must be a positive number of seconds up to {MAX_TIMEOUT:g}, "
+                f"got {self.timeout!r}"
+            )
         if self.password is not None and not self.username:
             raise ConfigurationError("password was given without username")
         for name in ("username", "password", "local_hostname"):
