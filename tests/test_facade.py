@@ -1085,3 +1085,21 @@ def test_unusable_timeout_is_a_configuration_error(timeout: Any) -> None:
 def test_large_but_sane_timeout_sends(smtp_server: SMTPTestServer) -> None:
     mailer = FluxMail(**smtp_server.fluxmail_kwargs(sender="me@example.com", timeout=86400))
     assert mailer.create(**message()).send() == SUCCESS
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("retry_delay", float("nan")),
+        ("retry_delay", float("inf")),
+        ("retry_delay", -1),
+        ("retry_delay", "1"),
+        ("max_retries", -1),
+        ("max_retries", 1.5),
+        ("max_retries", True),
+    ],
+)
+def test_unusable_retry_option_is_a_configuration_error(option: str, value: Any) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        FluxMail(object_type="smtp", host="smtp.example.com", **{option: value})
+    assert option in str(info.value)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import os
 import ssl
 import sys
@@ -88,7 +89,12 @@ def _receipt(result: SendResult) -> SendReceipt:
 
 def _check_count(name: str, value: object, *, minimum: float, integer: bool) -> None:
     kinds: tuple[type, ...] = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or value < minimum:  # type: ignore[operator]
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, kinds)
+        or not math.isfinite(value)  # type: ignore[arg-type]
+        or value < minimum  # type: ignore[operator]
+    ):
         kind = "a whole number" if integer else "a number"
         raise ConfigurationError(f"{name} must be {kind} >= {minimum}, got {value!r}")
 
