@@ -1103,3 +1103,22 @@ def test_unusable_retry_option_is_a_configuration_error(option: str, value: Any)
     with pytest.raises(ConfigurationError) as info:
         FluxMail(object_type="smtp", host="smtp.example.com", **{option: value})
     assert option in str(info.value)
+
+
+def test_async_dry_run_does_not_consume_the_message(
+    smtp_server: SMTPTestServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mailer = FluxMail(**smtp_server.fluxmail_kwargs(sender="me@example.com"))
+    mailer.create(**message(subject="async preview"))
+
+    async def main() -> tuple[str, str]:
+        preview = await mailer.send_async(dry_run=True)
+        return preview, await mailer.send_async()
+
+    preview, result = asyncio.run(main())
+    assert "async preview" in preview
+    assert "async preview" in capsys.readouterr().out
+    assert result == SUCCESS
+    assert [m.message["Subject"] for m in smtp_server.messages] == ["async preview"]
+    with pytest.raises(NoMessageError):
+        mailer.send_async()

@@ -276,9 +276,11 @@ class FluxMail:
 
     def send_async(self, dry_run: bool = False) -> Coroutine[Any, Any, str]:
         """Async ``send()``. The message is taken now, so concurrent tasks can share one
-        FluxMail. No automatic retry (as the API page says)."""
+        FluxMail. No automatic retry (as the API page says). A dry run, like
+        ``send(dry_run=True)``, leaves the message in place."""
         message = self._take_message()
-        self._pending.message = None
+        if not dry_run:
+            self._pending.message = None
         return self._send_async(message, dry_run)
 
     async def _send_async(self, message: Message, dry_run: bool) -> str:
