@@ -149,20 +149,24 @@ class Outcome:
     accepted: list[str] = field(default_factory=list)
     refused: dict[str, tuple[int, str]] = field(default_factory=dict)
     deferred: list[tuple[str, bytes]] = field(default_factory=list)  # 452: try again
+    why_deferred: dict[str, tuple[int, str]] = field(default_factory=dict)
     final: Reply | None = None
 
     def judge(self, rcpt: tuple[str, bytes], reply: Reply) -> None:
         if reply.code in (250, 251):
             self.accepted.append(rcpt[0])
-        elif reply.code == 452:
+        elif reply.code == 452:  # "too many recipients": in a further transaction
             self.deferred.append(rcpt)
+            self.why_deferred[rcpt[0]] = (reply.code, reply.text)
         else:
             self.refused[rcpt[0]] = (reply.code, reply.text)
 
+    def defer(self, rcpt: tuple[str, bytes], why: tuple[int, str]) -> None:
+        self.deferred.append(rcpt)
+        self.why_deferred[rcpt[0]] = why
+
     def all_refused(self) -> dict[str, tuple[int, str]]:
-        refused = dict(self.refused)
-        refused.update({addr: (452, "too many recipients") for addr, _ in self.deferred})
-        return refused
+        return {**self.refused, **self.why_deferred}
 
 
 def judge_envelope(
@@ -398,7 +402,7 @@ class Session:
         outcome = Outcome()
         for rcpt in rcpts:
             if outcome.deferred:  # the server said "too many": keep the rest for later
-                outcome.deferred.append(rcpt)
+                outcome.defer(rcpt, outcome.why_deferred[outcome.deferred[0][0]])
                 continue
             reply = yield from self._one(Exchange(rcpt[1], 1, "rcpt"))
             if reply.code == 421:

@@ -1,0 +1,455 @@
+"""A scripted, deliberately misbehaving SMTP server (asyncio, in a background thread).
+
+For what aiosmtpd cannot do: stalls, drops, garbage, endless multi-line replies, bytes
+injected after STARTTLS. Its script maps a stage name (``"greeting"``, ``"EHLO"``,
+``"MAIL"``, ``"RCPT"``, ``"DATA"``, ``"DOT"`` (after the final dot), ``"STARTTLS"``,
+``"AUTH"``, ...) to an action, or to a callable ``(FaultSession) -> action | None``
+(``None`` means "behave normally"). Import it through ``servers``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import ssl
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from fluxmail.config import SmtpConfig
+from server_base import HOST, PASSWORD, USERNAME, ReceivedMessage, tls_material
+
+
+@dataclass
+class Reply:
+    """Send ``data`` (a str without a line end gets CRLF), then optionally close or stall
+    (read and ignore everything until the client goes away)."""
+
+    data: bytes | str
+    close: bool = False
+    stall: bool = False
+
+    def raw(self) -> bytes:
+        if isinstance(self.data, bytes):
+            return self.data
+        text = self.data if self.data.endswith("\n") else self.data + "\r\n"
+        return text.encode()
+
+
+@dataclass
+class Stall:
+    """Send nothing and keep the connection open."""
+
+
+@dataclass
+class Close:
+    """Close the connection; ``reset=True`` aborts it (RST)."""
+
+    reset: bool = False
+
+
+@dataclass
+class Endless:
+    """An endless multi-line reply (``250-...`` lines until the client gives up)."""
+
+    line: bytes = b"250-" + b"x" * 60
+
+
+@dataclass
+class Trickle:
+    """Send ``data`` one byte every ``interval`` seconds."""
+
+    data: bytes
+    interval: float = 0.1
+
+
+@dataclass
+class StartTLS:
+    """Answer STARTTLS with ``220`` plus ``inject`` in the same write, then go TLS."""
+
+    inject: bytes = b""
+
+
+@dataclass
+class DropMidData:
+    """Answer DATA with 354, read ``after`` bytes of the body, then abort (RST)."""
+
+    after: int = 1024
+
+
+Action = Reply | Stall | Close | Endless | Trickle | StartTLS | DropMidData
+Script = Mapping[str, "Action | Callable[[FaultSession], Action | None]"]
+
+
+@dataclass
+class FaultSession:
+    """One client connection to a FaultServer."""
+
+    number: int
+    commands: list[str] = field(default_factory=list)
+    chunks: list[int] = field(default_factory=list)  # read index each command arrived in
+    tls: bool = False
+    closed: bool = False  # the connection has ended
+    messages: int = 0  # messages accepted in this session
+    mail_from: str | None = None
+    mail_options: list[str] = field(default_factory=list)
+    rcpt_tos: list[str] = field(default_factory=list)
+
+    def chunk_of(self, verb: str, nth: int = 0) -> int:
+        """The read index in which the ``nth`` command with this verb arrived.
+
+        Commands sent in one write (pipelined) share a read index.
+        """
+        seen = [c for cmd, c in zip(self.commands, self.chunks, strict=True) if _verb(cmd) == verb]
+        return seen[nth]
+
+    def verbs(self) -> list[str]:
+        return [_verb(cmd) for cmd in self.commands]
+
+
+def _verb(command: str) -> str:
+    return command.split(" ", 1)[0].upper()
+
+
+def _path_and_params(arg: str) -> tuple[str, list[str]]:
+    """``FROM:<a@b> SIZE=10`` -> (``a@b``, [``SIZE=10``])."""
+    _, _, rest = arg.partition(":")
+    path, _, params = rest.strip().partition(" ")
+    return path.strip("<>"), params.split()
+
+
+DEFAULT_CAPS = ("PIPELINING", "SIZE 10000000", "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8")
+
+
+class _Closed(Exception):
+    """The client went away."""
+
+
+class _Conn:
+    """One server-side connection: a line reader that remembers read boundaries."""
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, session: FaultSession
+    ) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.session = session
+        self.buf = bytearray()
+        self.reads = 0
+
+    async def readline(self) -> bytes:
+        while True:
+            end = self.buf.find(b"\n")
+            if end >= 0:
+                line = bytes(self.buf[: end + 1])
+                del self.buf[: end + 1]
+                return line
+            data = await self.reader.read(65536)
+            if not data:
+                raise _Closed
+            self.reads += 1
+            self.buf += data
+
+    async def write(self, data: bytes) -> None:
+        if self.writer.is_closing():
+            raise _Closed
+        self.writer.write(data)
+        await self.writer.drain()
+
+
+class FaultServer:
+    """A scripted, deliberately misbehaving SMTP server (see the module docstring).
+
+    By default it behaves like a small correct ESMTP server advertising ``capabilities``
+    (plus STARTTLS when ``tls=True`` and AUTH when ``auth_mechanisms``), accepting any
+    MAIL/RCPT and the AUTH credentials ``USERNAME``/``PASSWORD``.
+    ``sessions`` records every command with the read it arrived in; ``received`` every
+    complete DATA body; ``messages`` those answered with the default 250.
+    """
+
+    def __init__(
+        self,
+        script: Script | None = None,
+        *,
+        capabilities: tuple[str, ...] = DEFAULT_CAPS,
+        tls: bool = False,
+        auth_mechanisms: tuple[str, ...] = (),
+        greeting: str = "220 fault.test.invalid ESMTP ready",
+    ) -> None:
+        self.host = HOST
+        self.port = 0
+        self.script: dict[str, Any] = dict(script or {})
+        self.capabilities = capabilities
+        self.tls = tls
+        self.auth_mechanisms = auth_mechanisms
+        self.greeting = greeting
+        self.sessions: list[FaultSession] = []
+        self.received: list[ReceivedMessage] = []
+        self.messages: list[ReceivedMessage] = []
+        material = tls_material() if tls else None
+        self.ca_pem: str | None = material.ca_pem if material else None
+        self.client_ssl_context = material.client_context() if material else None
+        self._server_ctx = material.server_context() if material else None
+        self._loop = asyncio.new_event_loop()
+        self._thread: threading.Thread | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: dict[int, asyncio.StreamWriter] = {}
+        self._lock = threading.Lock()
+
+    # lifecycle
+    def start(self) -> FaultServer:
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
+        self._thread.start()
+        if not ready.wait(5):
+            raise RuntimeError("fault server did not start")
+        return self
+
+    def _run(self, ready: threading.Event) -> None:
+        loop = self._loop
+        asyncio.set_event_loop(loop)
+        server = loop.run_until_complete(asyncio.start_server(self._handle, HOST, 0))
+        self.port = server.sockets[0].getsockname()[1]
+        loop.call_soon(ready.set)
+        loop.run_forever()
+        for task in list(self._tasks):
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*self._tasks, return_exceptions=True))
+        server.close()
+        loop.run_until_complete(server.wait_closed())
+        loop.close()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5)
+            self._thread = None
+
+    def __enter__(self) -> FaultServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # helpers for tests
+    def smtp_config(self, **overrides: Any) -> SmtpConfig:
+        kwargs: dict[str, Any] = {"host": self.host, "port": self.port, "timeout": 5.0}
+        if self.tls:
+            kwargs["use_tls"] = True
+            kwargs["ssl_context"] = self.client_ssl_context
+        kwargs.update(overrides)
+        return SmtpConfig(**kwargs)
+
+    def fluxmail_kwargs(self, **overrides: Any) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"object_type": "smtp", "host": self.host, "port": self.port}
+        if self.tls:
+            kwargs["use_tls"] = True
+            kwargs["ssl_context"] = self.client_ssl_context
+        kwargs.update(overrides)
+        return kwargs
+
+    def close_sessions(self, farewell: bytes = b"421 4.4.2 Idle timeout\r\n") -> None:
+        """End every open session from the server side (as an idle timeout would)."""
+
+        async def close_all() -> None:
+            for writer in list(self._writers.values()):
+                if farewell:
+                    writer.write(farewell)
+                writer.close()
+
+        asyncio.run_coroutine_threadsafe(close_all(), self._loop).result(5)
+        deadline = time.monotonic() + 5
+        while any(not s.closed for s in self.sessions) and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    @property
+    def commands(self) -> list[str]:
+        """Every command of every session, in order."""
+        with self._lock:
+            return [cmd for s in self.sessions for cmd in s.commands]
+
+    def verbs(self) -> list[str]:
+        return [_verb(cmd) for cmd in self.commands]
+
+    # serving
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        with self._lock:
+            session = FaultSession(number=len(self.sessions) + 1)
+            self.sessions.append(session)
+        conn = _Conn(reader, writer, session)
+        self._writers[session.number] = writer
+        try:
+            await self._serve(conn)
+        except (_Closed, OSError, asyncio.IncompleteReadError, ssl.SSLError):
+            pass
+        finally:
+            self._writers.pop(session.number, None)
+            session.closed = True
+            if not writer.is_closing():
+                writer.close()
+            self._tasks.discard(task)
+
+    def _action(self, stage: str, session: FaultSession) -> Action | None:
+        entry = self.script.get(stage)
+        if callable(entry):
+            result: Action | None = entry(session)
+            return result
+        return entry  # type: ignore[no-any-return]
+
+    async def _serve(self, conn: _Conn) -> None:
+        greeting = self._action("greeting", conn.session)
+        if greeting is None:
+            await conn.write(self.greeting.encode() + b"\r\n")
+        elif not await self._perform(conn, greeting):
+            return
+        while True:
+            line = await conn.readline()
+            text = line.decode("utf-8", "surrogateescape").rstrip("\r\n")
+            verb = _verb(text)
+            with self._lock:
+                conn.session.commands.append(text)
+                conn.session.chunks.append(conn.reads)
+            action = self._action(verb, conn.session)
+            if action is not None:
+                if not await self._perform(conn, action):
+                    return
+            elif not await self._default(conn, verb, text):
+                return
+
+    async def _perform(self, conn: _Conn, action: Action) -> bool:
+        """Carry out a scripted action; False ends the session."""
+        if isinstance(action, Reply):
+            await conn.write(action.raw())
+            if not action.stall:
+                return not action.close
+        if isinstance(action, (Stall, Reply)):
+            while await conn.reader.read(65536):
+                pass
+            return False
+        if isinstance(action, Close):
+            if action.reset:
+                conn.writer.transport.abort()
+            return False
+        if isinstance(action, Endless):
+            for _ in range(200_000):  # ~12 MB, a safety net for a client that never stops
+                await conn.write(action.line + b"\r\n")
+            return False
+        if isinstance(action, Trickle):
+            for i in range(len(action.data)):
+                await conn.write(action.data[i : i + 1])
+                await asyncio.sleep(action.interval)
+            return True
+        if isinstance(action, StartTLS):
+            await self._starttls(conn, action.inject)
+            return True
+        assert isinstance(action, DropMidData)
+        await conn.write(b"354 Go ahead\r\n")
+        received = len(conn.buf)
+        while received < action.after:
+            data = await conn.reader.read(65536)
+            if not data:
+                break
+            received += len(data)
+        conn.writer.transport.abort()
+        return False
+
+    async def _starttls(self, conn: _Conn, inject: bytes = b"") -> None:
+        if self._server_ctx is None:
+            await conn.write(b"454 4.7.0 TLS not available\r\n")
+            return
+        await conn.write(b"220 2.0.0 Ready to start TLS\r\n" + inject)
+        conn.buf.clear()
+        await conn.writer.start_tls(self._server_ctx)
+        conn.session.tls = True
+
+    async def _default(self, conn: _Conn, verb: str, text: str) -> bool:
+        session = conn.session
+        arg = text[len(verb) :].strip()
+        if verb == "EHLO":
+            await conn.write(self._ehlo_reply(session))
+        elif verb == "HELO":
+            await conn.write(b"250 fault.test.invalid\r\n")
+        elif verb == "STARTTLS" and self.tls and not session.tls:
+            await self._starttls(conn)
+        elif verb == "AUTH" and self.auth_mechanisms:
+            await self._auth(conn, arg)
+        elif verb == "MAIL":
+            session.mail_from, session.mail_options = _path_and_params(arg)
+            session.rcpt_tos = []
+            await conn.write(b"250 2.1.0 OK\r\n")
+        elif verb == "RCPT":
+            session.rcpt_tos.append(_path_and_params(arg)[0])
+            await conn.write(b"250 2.1.5 OK\r\n")
+        elif verb == "DATA":
+            await conn.write(b"354 End data with <CR><LF>.<CR><LF>\r\n")
+            return await self._data(conn)
+        elif verb in ("RSET", "NOOP"):
+            session.mail_from, session.rcpt_tos = None, []
+            await conn.write(b"250 2.0.0 OK\r\n")
+        elif verb == "QUIT":
+            await conn.write(b"221 2.0.0 Bye\r\n")
+            return False
+        else:
+            await conn.write(b"502 5.5.2 Command not recognized\r\n")
+        return True
+
+    def _ehlo_reply(self, session: FaultSession) -> bytes:
+        lines = ["fault.test.invalid", *self.capabilities]
+        if self.tls and not session.tls:
+            lines.append("STARTTLS")
+        if self.auth_mechanisms:
+            lines.append("AUTH " + " ".join(self.auth_mechanisms))
+        out = [f"250-{line}" for line in lines[:-1]] + [f"250 {lines[-1]}"]
+        return ("\r\n".join(out) + "\r\n").encode()
+
+    async def _auth(self, conn: _Conn, arg: str) -> None:
+        mech, _, initial = arg.partition(" ")
+        if mech.upper() == "PLAIN":
+            if not initial:
+                await conn.write(b"334 \r\n")
+                initial = (await conn.readline()).decode().strip()
+            parts = base64.b64decode(initial).split(b"\0")
+            user, password = (parts[1], parts[2]) if len(parts) == 3 else (b"", b"")
+        else:
+            await conn.write(b"334 VXNlcm5hbWU6\r\n")
+            user = base64.b64decode((await conn.readline()).strip())
+            await conn.write(b"334 UGFzc3dvcmQ6\r\n")
+            password = base64.b64decode((await conn.readline()).strip())
+        if user == USERNAME.encode() and password == PASSWORD.encode():
+            await conn.write(b"235 2.7.0 Authentication successful\r\n")
+        else:
+            await conn.write(b"535 5.7.8 Authentication credentials invalid\r\n")
+
+    async def _data(self, conn: _Conn) -> bool:
+        lines: list[bytes] = []
+        while True:
+            line = await conn.readline()
+            if line == b".\r\n":
+                break
+            lines.append(line[1:] if line.startswith(b".") else line)
+        session = conn.session
+        received = ReceivedMessage(
+            mail_from=session.mail_from or "",
+            rcpt_tos=list(session.rcpt_tos),
+            data=b"".join(lines),
+            mail_options=list(session.mail_options),
+            tls=session.tls,
+            auth_user=None,
+            received_at=time.monotonic(),
+            session_id=session.number,
+        )
+        with self._lock:
+            self.received.append(received)
+        action = self._action("DOT", session)
+        if action is not None:
+            return await self._perform(conn, action)
+        with self._lock:
+            self.messages.append(received)
+        session.messages += 1
+        await conn.write(f"250 2.0.0 OK queued as {len(self.messages)}\r\n".encode())
+        return True

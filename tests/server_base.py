@@ -1,0 +1,80 @@
+"""What every test server shares: the address, the test credentials, trustme
+certificates and the record of a received message."""
+
+from __future__ import annotations
+
+import email
+import email.message
+import email.policy
+import os
+import ssl
+import tempfile
+import threading
+from dataclasses import dataclass
+
+import trustme
+
+HOST = "127.0.0.1"
+USERNAME = "user@example.com"
+PASSWORD = "s3cret-pa55"
+
+
+# --- certificates ----------------------------------------------------------------------
+
+
+class TLSMaterial:
+    """A trusted and an untrusted trustme CA, with server contexts for localhost."""
+
+    def __init__(self) -> None:
+        self.ca = trustme.CA()
+        self.other_ca = trustme.CA()
+        self._dir = tempfile.mkdtemp(prefix="fluxmail-tests-")
+        self.ca_pem = os.path.join(self._dir, "ca.pem")
+        self.ca.cert_pem.write_to_path(self.ca_pem)
+        self._cert = self.ca.issue_cert("localhost", "127.0.0.1")
+        self._other_cert = self.other_ca.issue_cert("localhost", "127.0.0.1")
+
+    def server_context(self, *, untrusted: bool = False) -> ssl.SSLContext:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        (self._other_cert if untrusted else self._cert).configure_cert(ctx)
+        return ctx
+
+    def client_context(self) -> ssl.SSLContext:
+        """A verifying client context that trusts the test CA (TLS >= 1.2)."""
+        ctx = ssl.create_default_context(cafile=self.ca_pem)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        return ctx
+
+
+_TLS: TLSMaterial | None = None
+_TLS_LOCK = threading.Lock()
+
+
+def tls_material() -> TLSMaterial:
+    """The process-wide test CA (created on first use; cheap afterwards)."""
+    global _TLS
+    with _TLS_LOCK:
+        if _TLS is None:
+            _TLS = TLSMaterial()
+        return _TLS
+
+
+# --- what servers record ---------------------------------------------------------------
+
+
+@dataclass
+class ReceivedMessage:
+    mail_from: str
+    rcpt_tos: list[str]
+    data: bytes  # raw bytes as received, dot-unstuffed
+    mail_options: list[str]
+    tls: bool
+    auth_user: str | None
+    received_at: float  # time.monotonic()
+    session_id: int = 0
+
+    @property
+    def message(self) -> email.message.EmailMessage:
+        msg = email.message_from_bytes(self.data, policy=email.policy.default)
+        assert isinstance(msg, email.message.EmailMessage)
+        return msg
