@@ -344,10 +344,21 @@ def files(tmp_path: Path) -> tuple[Path, Path]:
     return logo, report
 
 
-def test_html_only() -> None:
-    parsed = parse(compose(build(body="<h1>Report</h1>", html_body=True)))
+def test_html_only_without_auto_text() -> None:
+    parsed = parse(compose(build(body="<h1>Report</h1>", html_body=True, auto_text=False)))
     assert structure(parsed) == "text/html"
     assert parsed.get_content() == "<h1>Report</h1>\r\n"
+
+
+def test_html_gets_an_automatic_text_alternative() -> None:
+    html = '<h1>Report</h1><p>See <a href="https://x.test/r">the numbers</a>.</p>'
+    parsed = parse(compose(build(body=html, html_body=True)))
+    assert structure(parsed) == ("multipart/alternative", ["text/plain", "text/html"])
+    plain, rich = parsed.iter_parts()
+    assert plain.get_content() == (
+        "Report\r\n======\r\n\r\nSee the numbers (https://x.test/r).\r\n"
+    )
+    assert rich.get_content() == html + "\r\n"
 
 
 def test_html_with_plain_alternative() -> None:
@@ -366,7 +377,9 @@ def test_html_with_plain_alternative() -> None:
 def test_html_with_inline_images(tmp_path: Path) -> None:
     logo, _ = files(tmp_path)
     body = '<h1><img src="cid:logo" alt="Acme"> Welcome!</h1>'
-    parsed = parse(compose(build(body=body, html_body=True, inline_images={"logo": logo})))
+    parsed = parse(
+        compose(build(body=body, html_body=True, inline_images={"logo": logo}, auto_text=False))
+    )
     assert structure(parsed) == ("multipart/related", ["text/html", "image/png"])
     assert parsed.get_param("type") == "text/html"
     html, image = parsed.iter_parts()
@@ -412,7 +425,11 @@ def test_text_with_attachment_and_base64_lines(tmp_path: Path) -> None:
 def test_html_inline_and_attachment_without_plain(tmp_path: Path) -> None:
     logo, report = files(tmp_path)
     message = build(
-        body="<p>x</p>", html_body=True, inline_images={"logo": logo}, attachments=[report]
+        body="<p>x</p>",
+        html_body=True,
+        inline_images={"logo": logo},
+        attachments=[report],
+        auto_text=False,
     )
     assert structure(parse(compose(message))) == (
         "multipart/mixed",

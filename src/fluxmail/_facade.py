@@ -196,6 +196,7 @@ class FluxMail:
         inline_images: Mapping[str, str | PathLike[str]] | None = None,
         inline_css: bool = False,
         headers: Mapping[str, str] | None = None,
+        auto_text: bool = True,
     ) -> Self:
         """Validate and hold one message for the next ``send()``; returns ``self``."""
         self._pending.message = self.build_message(
@@ -216,6 +217,7 @@ class FluxMail:
             inline_images=inline_images,
             inline_css=inline_css,
             headers=headers,
+            auto_text=auto_text,
         )
         return self
 

@@ -28,6 +28,7 @@ from ._fields import (
     check_unsubscribe_url,
 )
 from ._fields import inline_css as _inline_css
+from ._html2text import html_to_text
 from .errors import AttachmentNotFoundError, InvalidAddressError, InvalidMessageError
 
 __all__ = [
@@ -194,13 +195,16 @@ def build_message(
     inline_images: Mapping[str, str | PathLike[str]] | None = None,
     inline_css: bool = False,
     headers: Mapping[str, str] | None = None,
+    auto_text: bool = True,
 ) -> Message:
     """Validate everything ``create()`` receives and freeze it into a :class:`Message`.
 
     Nothing touches the network. Attachment files are checked now (they exist, are
     regular files and are readable) and read at compose time; file objects are read now.
-    ``plain_body`` needs ``html_body=True``; ``inline_css`` is ignored without it. Every
-    error is a FluxMailException subclass whose message starts with the field name.
+    ``plain_body`` needs ``html_body=True``; ``inline_css`` is ignored without it. An HTML
+    message without ``plain_body`` gets a text alternative made from the HTML unless
+    ``auto_text=False``. Every error is a FluxMailException subclass whose message starts
+    with the field name.
     """
     sender_address = parse_address(sender, field="sender")
     to = parse_addresses(recipients, field="recipients")
@@ -215,6 +219,8 @@ def build_message(
         raise InvalidMessageError("plain_body: only used together with html_body=True")
     if html and _check_flag(inline_css, "inline_css"):
         text = _inline_css(text)
+    if html and plain is None and _check_flag(auto_text, "auto_text"):
+        plain = html_to_text(text) or None
     return Message(
         subject=check_subject(subject),
         sender=sender_address,
