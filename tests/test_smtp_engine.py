@@ -272,6 +272,21 @@ def test_wrong_password_is_never_shown(
     assert starttls_server.commands("MAIL") == []
 
 
+def test_server_echoing_the_credentials_is_scrubbed(
+    connect: Connect, make_fault_server: MakeFault, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="fluxmail.smtp")
+    token = base64.b64encode(f"\0{USERNAME}\0{PASSWORD}".encode()).decode()
+    echo = Reply(f"535 5.7.8 refused {token} ({PASSWORD})")
+    server = make_fault_server({"AUTH": echo}, auth_mechanisms=("PLAIN",))
+    config = server.smtp_config(username=USERNAME, password=PASSWORD, allow_insecure_auth=True)
+    exc, _ = timed(connect(config).open, AuthenticationError)
+    for text in (str(exc), caplog.text):
+        assert token not in text
+        assert PASSWORD not in text
+    assert "535 5.7.8 refused [redacted] ([redacted])" in caplog.text
+
+
 def test_auth_login_password_not_logged(
     connect: Connect, make_server: MakeServer, caplog: pytest.LogCaptureFixture
 ) -> None:

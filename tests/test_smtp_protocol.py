@@ -445,6 +445,24 @@ def test_421_marks_the_session_closing_and_skips_rset() -> None:
     assert len(script.written) == 1
 
 
+@pytest.mark.parametrize(
+    ("replies", "cls"),
+    [
+        ([r(421, "4.3.2 bye")], SenderRefusedError),
+        ([r(250), r(250), r(421, "4.3.2 bye")], MessageRefusedError),
+    ],
+)
+def test_421_anywhere_in_a_pipelined_batch(replies: list[Reply], cls: type[Exception]) -> None:
+    session = opened()
+    script = Script(replies)
+    with pytest.raises(cls) as info:
+        script.run(session.send_message(message()))
+    assert info.value.smtp_code == 421  # type: ignore[attr-defined]
+    assert info.value.transient  # type: ignore[attr-defined]
+    assert session.closing
+    assert len(script.written) == 1  # no RSET to a server that is leaving
+
+
 def test_stepwise_transaction_and_452_follow_up() -> None:
     session = opened(Reply(250, ("mx",)))
     composed = message(rcpt=("a@x", "b@x", "c@x"))

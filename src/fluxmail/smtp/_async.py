@@ -331,7 +331,7 @@ class AsyncSMTPConnection:
         while not collect(self._parser, exchange.replies, replies):
             proto.check_readable()
             await proto.wait(deadline, fail=True)
-        log_replies(replies)
+        log_replies(replies, self.config, exchange.stage)
         if self._parser.buffered and exchange.stage != "starttls":
             self._out_of_step = True  # use these replies, then never this connection again
         return replies

@@ -8,6 +8,7 @@ import threading
 
 from ..config import SmtpConfig
 from ._actions import Exchange
+from ._auth import scrub, secrets_of
 from ._replies import Reply
 
 log = logging.getLogger("fluxmail.smtp")
@@ -54,10 +55,15 @@ def log_exchange(exchange: Exchange) -> None:
         log.debug("C: %s", line)
 
 
-def log_replies(replies: list[Reply]) -> None:
+def log_replies(replies: list[Reply], config: SmtpConfig, stage: str) -> None:
+    """Log the replies; during AUTH, with any echo of the credentials scrubbed."""
     if not log.isEnabledFor(logging.DEBUG):
         return
+    secrets: tuple[str, ...] = ()
+    if stage == "auth" and config.password:
+        secrets = secrets_of(config.username or "", config.password)
     for reply in replies:
         last = len(reply.lines) - 1
         for i, line in enumerate(reply.lines):
-            log.debug("S: %d%s%s", reply.code, " " if i == last else "-", line)
+            text = scrub(line, secrets)
+            log.debug("S: %d%s%s", reply.code, " " if i == last else "-", text)

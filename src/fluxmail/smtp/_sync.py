@@ -220,7 +220,7 @@ class SMTPConnection:
             if not data:
                 raise ServerClosedError()
             self._parser.feed(data)
-        log_replies(replies)
+        log_replies(replies, self.config, exchange.stage)
         if self._parser.buffered and exchange.stage != "starttls":
             self._out_of_step = True  # use these replies, then never this connection again
         return replies
