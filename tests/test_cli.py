@@ -393,6 +393,12 @@ def test_help_is_fast_and_complete() -> None:
     assert elapsed < 5, f"fluxmail --help took {elapsed:.2f} s"
 
 
+def test_help_never_shows_the_password_from_the_environment() -> None:
+    result = run("--help", env={"FLUXMAIL_PASSWORD": "Help-leak-pa55"})
+    assert result.returncode == 0
+    assert_no_password(result, "Help-leak-pa55")
+
+
 # --- bad usage: exit 2, one line, nothing sent -------------------------------------------------
 
 

@@ -1122,3 +1122,80 @@ def test_async_dry_run_does_not_consume_the_message(
     assert [m.message["Subject"] for m in smtp_server.messages] == ["async preview"]
     with pytest.raises(NoMessageError):
         mailer.send_async()
+
+
+# --- hostile or unusual servers seen through the facade -------------------------------------
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN"])
+def test_a_server_echoing_the_credentials_does_not_leak_them(
+    make_fault_server: MakeFault, mechanism: str
+) -> None:
+    """Errors carry the server's reply; a reply that repeats what we sent must not put
+    the password (or its base64) into the error."""
+
+    def echo(session: Any) -> Reply:
+        return Reply(f"535 5.7.8 rejected: {session.commands[-1]}")
+
+    script = {"AUTH": echo} if mechanism == "PLAIN" else {}
+    server = make_fault_server(script, tls=True, auth_mechanisms=(mechanism,))
+    password = "Echo-pa55-Xq"
+    mailer = FluxMail(**server.fluxmail_kwargs(username=USERNAME, password=password))
+    with pytest.raises(AuthenticationError) as info:
+        mailer.create(**message()).send()
+    assert_no_secret(error_texts(info.value), password)
+
+
+def test_test_connection_failures(
+    starttls_server: SMTPTestServer,
+    untrusted_server: SMTPTestServer,
+    make_fault_server: MakeFault,
+) -> None:
+    codes = []
+    stalled = make_fault_server({"greeting": Stall()})
+    for kwargs in (
+        starttls_server.fluxmail_kwargs(password="not-the-pa55"),
+        untrusted_server.fluxmail_kwargs(),
+        stalled.fluxmail_kwargs(timeout=1),
+    ):
+        with pytest.raises(FluxMailException) as info:
+            FluxMail(**kwargs).test_connection()
+        codes.append(info.value.code)
+        assert_no_secret(error_texts(info.value), "not-the-pa55")
+    assert codes == ["authentication_failed", "tls_verify_failed", "timeout"]
+    assert starttls_server.commands("MAIL") == []
+
+
+def test_too_many_recipients_are_sent_in_another_transaction(make_server: MakeServer) -> None:
+    """A 452 4.5.3 for the recipients over the server's limit is not a refusal."""
+    server = make_server(max_recipients=2)
+    mailer = FluxMail(**server.fluxmail_kwargs(sender="me@example.com"))
+    rcpts = [f"r{i}@example.com" for i in range(5)]
+    receipt = mailer.create(**message(recipients=rcpts)).send()
+    assert receipt == SUCCESS
+    assert isinstance(receipt, SendReceipt)
+    assert receipt.refused == {}
+    delivered = sorted(r for m in server.messages for r in m.rcpt_tos)
+    assert delivered == rcpts
+    assert len({m.message["Message-ID"] for m in server.messages}) == 1  # one message
+
+
+def test_duplicate_recipients_get_one_copy(smtp_server: SMTPTestServer) -> None:
+    mailer = FluxMail(**smtp_server.fluxmail_kwargs(sender="me@example.com"))
+    mailer.create(
+        **message(
+            recipients=["a@example.com", "A@example.com"],
+            cc=["a@example.com"],
+            bcc=["a@example.com"],
+        )
+    ).send()
+    assert len(smtp_server.messages[0].rcpt_tos) == 1
+
+
+def test_bcc_only_message(smtp_server: SMTPTestServer) -> None:
+    mailer = FluxMail(**smtp_server.fluxmail_kwargs(sender="me@example.com"))
+    mailer.create(**message(recipients=[], bcc=["hidden@example.com"])).send()
+    received = smtp_server.messages[0]
+    assert received.rcpt_tos == ["hidden@example.com"]
+    assert b"hidden@example.com" not in received.data
+    assert "Bcc" not in received.message

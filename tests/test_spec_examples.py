@@ -42,8 +42,12 @@ def closed_port() -> int:
     return port
 
 
-def only_message(server: SMTPTestServer) -> EmailMessage:
+def only_message(server: SMTPTestServer, rcpt_tos: list[str] | None = None) -> EmailMessage:
+    """The one message the server received; never a Bcc header; the envelope if given."""
     assert len(server.messages) == 1, server.messages
+    assert_no_bcc(server)
+    if rcpt_tos is not None:
+        assert server.messages[0].rcpt_tos == rcpt_tos
     return server.messages[0].message
 
 
@@ -266,7 +270,7 @@ def test_multipart_alternative(email: FluxMail, gmail: SMTPTestServer) -> None:
     )
     email.send()
 
-    msg = only_message(gmail)
+    msg = only_message(gmail, ["user@example.com"])
     assert msg.get_content_type() == "multipart/alternative"
     kinds = [part.get_content_type() for part in msg.iter_parts()]
     assert kinds == ["text/plain", "text/html"]
@@ -284,7 +288,7 @@ def test_threading_headers(email: FluxMail, gmail: SMTPTestServer) -> None:
     )
     email.send()
 
-    msg = only_message(gmail)
+    msg = only_message(gmail, ["user@example.com"])
     assert msg["In-Reply-To"] == "<original-message-id@example.com>"
     assert msg["References"] == "<original-message-id@example.com>"
     assert msg["Subject"] == "Re: Question"
@@ -305,7 +309,7 @@ def test_priority(
     )
     email.send()
 
-    msg = only_message(gmail)
+    msg = only_message(gmail, ["user@example.com"])
     assert msg["X-Priority"].split()[0] == x_priority
     assert msg["Importance"].lower() == importance
 
@@ -322,7 +326,7 @@ def test_list_unsubscribe(email: FluxMail, gmail: SMTPTestServer) -> None:
     raw = gmail.messages[0].data
     assert b"\r\nList-Unsubscribe: <https://myapp.com/unsubscribe?token=abc123>\r\n" in raw
     assert b"\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n" in raw
-    msg = only_message(gmail)
+    msg = only_message(gmail, ["subscriber@example.com"])
     assert msg["List-Unsubscribe"] == "<https://myapp.com/unsubscribe?token=abc123>"
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
 
@@ -343,7 +347,7 @@ def test_inline_images(email: FluxMail, gmail: SMTPTestServer, tmp_path: Path) -
     )
     email.send()
 
-    msg = only_message(gmail)
+    msg = only_message(gmail, ["user@example.com"])
     related = [p for p in msg.walk() if p.get_content_type() == "multipart/related"]
     assert len(related) == 1
     parts = list(related[0].iter_parts())
@@ -372,7 +376,7 @@ def test_css_inlining(email: FluxMail, gmail: SMTPTestServer) -> None:
     )
     email.send()
 
-    html = text_of(only_message(gmail), "html")
+    html = text_of(only_message(gmail, ["user@example.com"]), "html")
     assert "<style" not in html
     assert "color: #2563eb" in html
     assert "font-size: 14px" in html
