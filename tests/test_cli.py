@@ -327,7 +327,7 @@ def test_settings_from_the_environment(smtp_server: SMTPTestServer) -> None:
 # --- dry run, version, help -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("via", ["flag", "env"])
+@pytest.mark.parametrize("via", ["flag", "env", "both"])
 def test_dry_run(starttls_server: SMTPTestServer, via: str) -> None:
     password = "Dry-run-pa55-Qx"
     args = [
@@ -351,11 +351,12 @@ def test_dry_run(starttls_server: SMTPTestServer, via: str) -> None:
         "--dry-run",
     ]
     env = {}
-    if via == "flag":
+    if via in ("flag", "both"):
         args += ["--password", password]
-    else:
-        env["FLUXMAIL_PASSWORD"] = password
+    if via in ("env", "both"):
+        env["FLUXMAIL_PASSWORD"] = password if via == "env" else "Env-pa55-Other"
     result = run(*args, env=env)
+    assert_no_password(result, "Env-pa55-Other")
     assert result.returncode == 0, result.stderr
     assert "Preview" in result.stdout
     assert "friend@example.com" in result.stdout
