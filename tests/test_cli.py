@@ -220,6 +220,9 @@ def test_html(smtp_server: SMTPTestServer) -> None:
     html = msg.get_body(preferencelist=("html",))
     assert html is not None
     assert "<h1>Hi</h1>" in html.get_content()
+    plain = msg.get_body(preferencelist=("plain",))  # the automatic text part
+    assert plain is not None
+    assert "Hi" in plain.get_content()
 
 
 def test_attachments(smtp_server: SMTPTestServer, tmp_path: Path) -> None:

@@ -1199,3 +1199,36 @@ def test_bcc_only_message(smtp_server: SMTPTestServer) -> None:
     assert received.rcpt_tos == ["hidden@example.com"]
     assert b"hidden@example.com" not in received.data
     assert "Bcc" not in received.message
+
+
+# --- the automatic text part ------------------------------------------------------------------
+
+
+def test_html_gets_an_automatic_text_alternative(smtp_server: SMTPTestServer) -> None:
+    mailer = FluxMail(**smtp_server.fluxmail_kwargs(sender="me@example.com"))
+    html = '<h1>Report</h1><p>See <a href="https://example.com/r">the report</a>.</p>'
+    mailer.create(**message(body=html, html_body=True)).send()
+    msg = smtp_server.messages[0].message
+    assert msg.get_content_type() == "multipart/alternative"
+    assert [p.get_content_type() for p in msg.iter_parts()] == ["text/plain", "text/html"]
+    plain = msg.get_body(preferencelist=("plain",))
+    assert plain is not None
+    text = plain.get_content()
+    assert "Report" in text
+    assert "https://example.com/r" in text
+    assert "<h1>" not in text
+
+
+def test_auto_text_false_sends_html_alone(smtp_server: SMTPTestServer) -> None:
+    mailer = FluxMail(**smtp_server.fluxmail_kwargs(sender="me@example.com"))
+    mailer.create(**message(body="<p>only html</p>", html_body=True, auto_text=False)).send()
+    msg = smtp_server.messages[0].message
+    assert msg.get_content_type() == "text/html"
+
+
+def test_explicit_plain_body_wins_over_auto_text(smtp_server: SMTPTestServer) -> None:
+    mailer = FluxMail(**smtp_server.fluxmail_kwargs(sender="me@example.com"))
+    mailer.create(**message(body="<p>html</p>", html_body=True, plain_body="mine")).send()
+    plain = smtp_server.messages[0].message.get_body(preferencelist=("plain",))
+    assert plain is not None
+    assert plain.get_content().strip() == "mine"
