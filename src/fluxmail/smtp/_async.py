@@ -54,6 +54,7 @@ class _ClientProtocol(asyncio.Protocol):
         self.error: BaseException | None = None
         self._loop = asyncio.get_running_loop()
         self._waiter: asyncio.Future[None] | None = None
+        self._expired = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -102,24 +103,32 @@ class _ClientProtocol(asyncio.Protocol):
             raise ServerClosedError()
         return transport.get_write_buffer_size() == 0 and raw.get_write_buffer_size() == 0
 
-    async def wait(self, until: float, *, fail: bool) -> None:
-        """Sleep until woken or until ``until`` (loop time); then TimeoutError if ``fail``."""
+    def arm(self, deadline: float) -> asyncio.TimerHandle:
+        """Start a deadline (loop time) for the waits that follow; cancel it when done."""
+        self._expired = False
+        return self._loop.call_at(deadline, self._expire)
+
+    def _expire(self) -> None:
+        self._expired = True
+        self._wake()
+
+    async def wait(self, nap: float | None = None) -> None:
+        """Sleep until woken (data, flow control, loss) or ``nap`` seconds passed.
+
+        Raises TimeoutError once the armed deadline has passed.
+        """
+        if self._expired:
+            raise TimeoutError("timed out")
         waiter = self._waiter = self._loop.create_future()
-        timer = self._loop.call_at(until, _expire, waiter, fail)
+        timer = self._loop.call_later(nap, self._wake) if nap is not None else None
         try:
             await waiter
         finally:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
             self._waiter = None
-
-
-def _expire(waiter: asyncio.Future[None], fail: bool) -> None:
-    if waiter.done():
-        return
-    if fail:
-        waiter.set_exception(TimeoutError("timed out"))
-    else:
-        waiter.set_result(None)
+        if self._expired:
+            raise TimeoutError("timed out")
 
 
 class AsyncSMTPConnection:
@@ -317,20 +326,27 @@ class AsyncSMTPConnection:
             proto.flushed()  # raises if the connection already failed
             assert proto.transport is not None
             proto.transport.write(view[start : start + WRITE_CHUNK])
-            deadline = loop.time() + timeout
-            while not proto.flushed():
-                if loop.time() >= deadline:
-                    raise TimeoutError("timed out")
-                await proto.wait(min(deadline, loop.time() + _NAP), fail=False)
+            if proto.flushed():
+                continue
+            timer = proto.arm(loop.time() + timeout)
+            try:
+                while not proto.flushed():
+                    await proto.wait(_NAP)
+            finally:
+                timer.cancel()
 
     async def _read(
         self, proto: _ClientProtocol, exchange: Exchange, deadline: float
     ) -> list[Reply]:
         """Collect the replies, all before one deadline: trickling cannot extend it."""
         replies: list[Reply] = []
-        while not collect(self._parser, exchange.replies, replies):
-            proto.check_readable()
-            await proto.wait(deadline, fail=True)
+        timer = proto.arm(deadline)
+        try:
+            while not collect(self._parser, exchange.replies, replies):
+                proto.check_readable()
+                await proto.wait()
+        finally:
+            timer.cancel()
         log_replies(replies, self.config, exchange.stage)
         if self._parser.buffered and exchange.stage != "starttls":
             self._out_of_step = True  # use these replies, then never this connection again
