@@ -24,12 +24,14 @@ Set-up (Debian/Ubuntu; ``--install-postfix`` runs the first line for you)::
     /work/benchvenv/bin/python benchmarks/bench.py            # full run, ~10 minutes
     /work/benchvenv/bin/python benchmarks/bench.py --quick    # < 1 minute
 
-Every contender runs in a fresh interpreter: it sends one probe message to a second sink that
-records it (the bytes/msg column, and a check that it works), is warmed up, then timed end to
-end (connect, build every message with its own API, send, quit) ``--runs`` times over one
-connection where its API allows it; the median is reported. smtp-source is timed before and
-after the contenders of a scenario, so a drift of the machine shows in its range. Every loop
-is bounded in count and time; smtp-sink and smtp-source output goes to /dev/null.
+A scenario runs in ``--runs`` rounds; each round times smtp-source and every contender once,
+in an order that rotates from round to round, and the median over the rounds is reported
+(with the range), so a drift of this noisy machine weighs on all alike. A contender runs in
+a fresh interpreter each round, warms up, then is timed end to end (connect, build every
+message with its own API, send, QUIT) over one connection where its API allows it. In the
+first round it also sends one probe message to a second sink that records it: the bytes/msg
+column, and a check that it works. Every loop is bounded in count and time; smtp-sink and
+smtp-source output goes to /dev/null.
 """
 
 from __future__ import annotations
@@ -93,7 +95,7 @@ class Plan:
 
     @classmethod
     def quick(cls) -> Plan:
-        return cls(small=300, rich=60, pool=3000, latency=15, memory=1000, timeout=120.0)
+        return cls(small=250, rich=50, pool=2500, latency=15, memory=1000, timeout=120.0)
 
     def warmup(self, count: int) -> int:
         return max(5, int(count * self.warmup_fraction))
@@ -105,6 +107,7 @@ class Row:
     count: int = 0
     times: list[float] = field(default_factory=list)
     connections: int = 1
+    source: bool = False  # smtp-source (a C program) rather than a Python contender
     size: int | None = None
     error: str | None = None
 
@@ -417,12 +420,10 @@ class Bench:
     def loopback(self, port: int, kind: str) -> None:
         count = self.plan.small if kind == "small" else self.plan.rich
         runs = self.plan.runs
-        ref = self._source(port, 1, count, kind, runs)
-        rows = [ref]
-        for name in self.wanted(LOOPBACK):
-            rows.append(self._contender(name, port, kind, count, runs))
-        self._source_again(ref, port, kind, runs)
-        title = f"{kind} messages, 1 connection, {count:,} messages, median of {runs} runs"
+        ref = Row("smtp-source", count, source=True)
+        rows = [ref] + [Row(name, count) for name in self.wanted(LOOPBACK)]
+        self.measure(rows, port, kind, runs)
+        title = f"{kind} messages, 1 connection, {count:,} messages, median of {runs} rounds"
         print_table(title, rows, ref.rate, None)
         goal = TARGET_SMALL if kind == "small" else TARGET_RICH
         for name in ("fluxmail-bulk", "fluxmail-with"):
@@ -434,16 +435,17 @@ class Bench:
 
     def pool(self, port: int) -> None:
         count, runs = self.plan.pool, self.plan.runs
-        ref1 = self._source(port, 1, self.plan.small, "small", runs)
-        ref16 = self._source(port, POOL_SIZE, count, "small", runs)
+        ref1 = Row("smtp-source", self.plan.small, source=True)
+        ref16 = Row(f"smtp-source-{POOL_SIZE}", count, connections=POOL_SIZE, source=True)
         rows = [ref1, ref16]
         for name in self.wanted(POOL):
             # aiosmtplib-16 runs ~20x slower: the small-scenario count is plenty for it.
             n = count if name.startswith("fluxmail") else self.plan.small
-            rows.append(self._contender(name, port, "small", n, runs))
-        self._source_again(ref16, port, "small", runs)
+            rows.append(Row(name, n, connections=POOL_SIZE))
+        self.measure(rows, port, "pool", runs)
         title = (
-            f"small messages, {POOL_SIZE} connections, up to {count:,} messages, median of {runs}"
+            f"small messages, {POOL_SIZE} connections, up to {count:,} messages, "
+            f"median of {runs} rounds"
         )
         print_table(title, rows, ref1.rate, (f"smtp-source-{POOL_SIZE}", ref16.rate))
         if any(r.name == "fluxmail-async-16" for r in rows):
@@ -458,11 +460,10 @@ class Bench:
         names = self.wanted(LATENCY)
         if "aiosmtplib" not in names:
             names.insert(0, "aiosmtplib")  # the yardstick of the target
+        ref = Row("smtp-source", count, source=True)
+        rows = [ref] + [Row(name, count) for name in names]
         with delay_proxy(port, rtt_ms, self.plan.timeout * 4) as proxy:
-            ref = self._source(proxy, 1, count, "small", runs, label=f"+{rtt_ms:g} ms")
-            rows = [ref]
-            for name in names:
-                rows.append(self._contender(name, proxy, "small", count, runs, probe=False))
+            self.measure(rows, proxy, "small", runs, probe=False, label=f"+{rtt_ms:g} ms")
         aio = rate_of(rows, "aiosmtplib")
         title = f"small messages, 1 connection, +{rtt_ms:g} ms RTT, {count:,} messages"
         print_table(title, rows, ref.rate, ("aiosmtplib", aio or 0.0))
@@ -519,24 +520,46 @@ class Bench:
             say(f"| {row['spin_us']} µs | {row['two_rtt']:,.0f} | {row['one_rtt']:,.0f} |")
         self.results["wakeup"] = res["rows"]
 
-    # helpers
-    def _source(
-        self, port: int, sessions: int, count: int, kind: str, runs: int, label: str = ""
-    ) -> Row:
-        name = "smtp-source" if sessions == 1 else f"smtp-source-{sessions}"
-        say(f"[{kind}{' ' + label if label else ''}] {name}: {count:,} messages x {runs} ...")
-        row = Row(name, count, connections=sessions)
+    # measuring
+    def measure(
+        self,
+        rows: list[Row],
+        port: int,
+        scenario: str,
+        rounds: int,
+        *,
+        probe: bool = True,
+        label: str = "",
+    ) -> None:
+        """Time every row once per round, rotating the order from round to round, so that a
+        drift of the machine weighs on all alike. A contender starts a fresh interpreter
+        and warms up every round; in the first round it also sends the probe message."""
+        kind = "rich" if scenario == "rich" else "small"
+        for index in range(rounds):
+            shift = index % len(rows)
+            order = rows[shift:] + rows[:shift]
+            names = ", ".join(row.name for row in order if not row.error)
+            say(f"[{scenario}{' ' + label if label else ''}] round {index + 1}/{rounds}: {names}")
+            for row in order:
+                if row.error:
+                    continue
+                first = probe and index == 0 and self.rec is not None
+                if row.source:
+                    self._time_source(row, port, kind, first=first)
+                else:
+                    self._time_contender(row, port, kind, first=first)
 
+    def _time_source(self, row: Row, port: int, kind: str, *, first: bool) -> None:
         try:
-            if self.rec is not None and not label:
+            if first and self.rec is not None:
                 before = self.rec.files()
                 self._run_source(self.rec.port, 1, 1, kind)
                 row.size = self.rec.size_since(before)
-            self._run_source(port, sessions, self.plan.warmup(count), kind)
-            row.times = [self._run_source(port, sessions, count, kind) for _ in range(runs)]
+            if not row.times:
+                self._run_source(port, row.connections, self.plan.warmup(row.count), kind)
+            row.times.append(self._run_source(port, row.connections, row.count, kind))
         except (subprocess.SubprocessError, OSError) as exc:
             row.error = f"{type(exc).__name__}: {exc}"
-        return row
 
     def _run_source(self, port: int, sessions: int, count: int, kind: str) -> float:
         return smtp_source(
@@ -548,37 +571,26 @@ class Bench:
             timeout=self.plan.timeout,
         )
 
-    def _source_again(self, row: Row, port: int, kind: str, runs: int) -> None:
-        """More runs of the reference after the contenders: its median spans the scenario."""
-        if row.error:
-            return
-        say(f"[{kind}] {row.name} again: {row.count:,} messages x {runs} ...")
-        with contextlib.suppress(subprocess.SubprocessError, OSError):
-            for _ in range(runs):
-                row.times.append(self._run_source(port, row.connections, row.count, kind))
-
-    def _contender(
-        self, name: str, port: int, kind: str, count: int, runs: int, *, probe: bool = True
-    ) -> Row:
-        say(f"[{kind}] {name}: {count:,} messages x {runs} ...")
-        before = self.rec.files() if probe and self.rec else set()
-        warmup, probe_port = self.plan.warmup(count), self.rec.port if probe and self.rec else 0
+    def _time_contender(self, row: Row, port: int, kind: str, *, first: bool) -> None:
+        rec = self.rec if first else None
+        before = rec.files() if rec else set()
         out = worker(
             "run",
-            name,
+            row.name,
             port=port,
             kind=kind,
-            count=count,
-            runs=runs,
-            warmup=warmup,
-            probe_port=probe_port,
+            count=row.count,
+            runs=1,
+            warmup=self.plan.warmup(row.count),
+            probe_port=rec.port if rec else 0,
             timeout=self.plan.timeout,
         )
-        row = Row(name, count, error=out.get("error"), times=list(out.get("times", [])))
-        row.connections = POOL_SIZE if name.endswith(f"-{POOL_SIZE}") else 1
-        if probe and self.rec and not row.error:
-            row.size = self.rec.size_since(before)
-        return row
+        if "error" in out:
+            row.error = str(out["error"])
+            return
+        row.times += list(out.get("times", []))
+        if rec:
+            row.size = rec.size_since(before)
 
 
 # --- the machine -------------------------------------------------------------------------
