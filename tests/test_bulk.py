@@ -258,14 +258,25 @@ def test_rate_limit_holds_in_every_second_on_the_server(smtp_server: SMTPTestSer
 
 def test_rate_limiter_arithmetic() -> None:
     limiter = RateLimiter(10)
-    waits = [limiter.reserve(0.0) for _ in range(30)]
-    starts = list(waits)
+    clock = 0.0
+    starts = []
+    for _ in range(30):
+        clock += limiter.wait(clock)
+        limiter.take(clock)
+        starts.append(clock)
     assert starts[0] == 0.0
     assert all(b - a == pytest.approx(WINDOW / 10) for a, b in itertools.pairwise(starts))
     assert max_in_any_window(starts) <= 10
-    assert RateLimiter(0).reserve(5.0) == 0.0
+    assert RateLimiter(0).wait(5.0) == 0.0
     with pytest.raises(ValueError, match="max_per_second"):
         RateLimiter(-1)
+
+
+def test_a_late_send_pushes_the_next_ones_back() -> None:
+    limiter = RateLimiter(10)
+    limiter.take(0.0)
+    limiter.take(0.5)  # planned for 0.105, but the process was busy
+    assert limiter.wait(0.5) == pytest.approx(WINDOW / 10)
 
 
 def test_messages_must_be_dicts(smtp_server: SMTPTestServer) -> None:

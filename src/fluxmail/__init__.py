@@ -8,8 +8,9 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ._facade import FluxMail, SendReceipt
-from .bulk import BulkResult, BulkSender
 from .config import EmailInstance, EmailObject
 from .envelope import Composed, Envelope
 from .errors import (
@@ -39,9 +40,27 @@ from .errors import (
     UnsupportedOperationError,
 )
 from .message import Address, Attachment, Message
-from .templates import EmailTemplate
 
 __version__ = "0.1.0"
+
+# Imported on first use, to keep `import fluxmail` fast (the engine pulls in asyncio/ssl).
+_LAZY = {"BulkSender": ".bulk", "BulkResult": ".bulk", "EmailTemplate": ".templates"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fluxmail' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+if TYPE_CHECKING:
+    from .bulk import BulkResult, BulkSender
+    from .templates import EmailTemplate
 
 __all__ = [
     "Address",

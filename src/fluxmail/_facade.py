@@ -9,11 +9,8 @@ FluxMail can be shared by threads and by concurrent asyncio tasks, as long as ea
 
 from __future__ import annotations
 
-import inspect
-import logging
 import math
 import os
-import ssl
 import sys
 import threading
 import time
@@ -21,7 +18,6 @@ from collections.abc import Coroutine, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from ._compose import compose, preview
 from .config import (
     EmailInstance,
     EmailObject,
@@ -40,13 +36,14 @@ from .errors import (
     UnsupportedOperationError,
 )
 from .message import Address, Message, build_message, parse_address
-from .transports.smtp import AsyncSMTPTransport, SMTPTransport
 
 if TYPE_CHECKING:
+    import ssl
     from os import PathLike
 
     from .smtp import SendResult
     from .transports.outlook import OutlookTransport
+    from .transports.smtp import AsyncSMTPTransport, SMTPTransport
 
     if sys.version_info >= (3, 11):
         from typing import Self
@@ -54,8 +51,9 @@ if TYPE_CHECKING:
         from typing_extensions import Self
 
 SUCCESS = "Email sent successfully via SMTP."
-logger = logging.getLogger("fluxmail")
-_CREATE_OPTIONS = frozenset(inspect.signature(build_message).parameters)
+_CREATE_OPTIONS = frozenset(
+    build_message.__code__.co_varnames[: build_message.__code__.co_kwonlyargcount]
+)
 
 
 class SendReceipt(str):
@@ -83,7 +81,11 @@ class SendReceipt(str):
 def _receipt(result: SendResult) -> SendReceipt:
     if result.refused:
         refused = ", ".join(f"{addr} ({code})" for addr, (code, _) in result.refused.items())
-        logger.warning("message %s: some recipients refused: %s", result.message_id, refused)
+        import logging
+
+        logging.getLogger("fluxmail").warning(
+            "message %s: some recipients refused: %s", result.message_id, refused
+        )
     return SendReceipt.from_result(result)
 
 
@@ -149,6 +151,8 @@ class FluxMail:
                 ssl_context=ssl_context,
                 allow_insecure_auth=allow_insecure_auth,
             )
+            from .transports.smtp import AsyncSMTPTransport, SMTPTransport
+
             self._smtp = SMTPTransport(
                 self.config, max_retries=max_retries, retry_delay=self.retry_delay
             )
@@ -259,6 +263,8 @@ class FluxMail:
 
     def compose(self, message: Message | None = None) -> Composed:
         """The exact bytes and envelope ``send()`` would hand to the server."""
+        from ._compose import compose
+
         return compose(message or self._take_message(), domain=self.domain)
 
     # --- sending --------------------------------------------------------------------
@@ -304,6 +310,8 @@ class FluxMail:
             self._print_preview(message)
 
     def _print_preview(self, message: Message) -> str:
+        from ._compose import preview
+
         text = preview(message, self.compose(message))
         print(text)
         return text

@@ -1,4 +1,4 @@
-"""A send-rate limiter (pure arithmetic; the caller does the sleeping).
+"""A send-rate limiter (pure arithmetic; ``acquire`` does the sleeping).
 
 ``max_per_second`` is a promise about every one-second window, not an average: at most
 ``rate`` sends start in any window of ``WINDOW`` seconds, and sends are spaced at least
@@ -19,37 +19,44 @@ WINDOW = 1.05
 
 
 class RateLimiter:
-    """``wait = limiter.reserve(now)`` gives how long to wait before the next send."""
+    """``limiter.wait(now)`` says how long to wait; ``limiter.take(now)`` records a send.
+
+    Sends are recorded at the moment they really start (after any sleep overshoot), so a
+    late send pushes the following ones back instead of letting them bunch up behind it.
+    """
 
     def __init__(self, max_per_second: float, clock: Callable[[], float] = time.monotonic):
         if isinstance(max_per_second, bool) or max_per_second < 0:
             raise ValueError("max_per_second must be >= 0 (0 means no limit)")
         self.rate = float(max_per_second)
         self.clock = clock
-        self._slots: deque[float] = deque(maxlen=max(1, math.ceil(self.rate)) if self.rate else 1)
-        self._last = -math.inf
+        self._sent: deque[float] = deque(maxlen=max(1, math.ceil(self.rate)) if self.rate else 1)
 
     @property
     def enabled(self) -> bool:
         return self.rate > 0
 
-    def reserve(self, now: float) -> float:
-        """Claim the next send slot at or after ``now``; return the wait until it."""
-        if not self.enabled:
+    def wait(self, now: float) -> float:
+        """Seconds until the next send may start (0 when it may start now)."""
+        if not self.enabled or not self._sent:
             return 0.0
-        start = max(now, self._last + WINDOW / self.rate)
-        if len(self._slots) == self._slots.maxlen:
-            start = max(start, self._slots[0] + WINDOW)
-        self._slots.append(start)
-        self._last = start
-        return start - now
+        start = self._sent[-1] + WINDOW / self.rate
+        if len(self._sent) == self._sent.maxlen:
+            start = max(start, self._sent[0] + WINDOW)
+        return max(0.0, start - now)
+
+    def take(self, now: float) -> None:
+        if self.enabled:
+            self._sent.append(now)
 
     async def acquire(self) -> None:
-        wait = self.reserve(self.clock())
-        if wait > 0:
-            await asyncio.sleep(wait)
+        """Wait for a slot and take it (safe with many tasks: check and take happen
+        without an await in between)."""
+        while (delay := self.wait(self.clock())) > 0:
+            await asyncio.sleep(delay)
+        self.take(self.clock())
 
     def acquire_sync(self, sleep: Callable[[float], None] = time.sleep) -> None:
-        wait = self.reserve(self.clock())
-        if wait > 0:
-            sleep(wait)
+        while (delay := self.wait(self.clock())) > 0:
+            sleep(delay)
+        self.take(self.clock())

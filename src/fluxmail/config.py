@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import enum
-import socket
-import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .errors import ConfigurationError, HeaderInjectionError
+
+if TYPE_CHECKING:
+    import ssl
 
 _UNSAFE_CHARS = ("\r", "\n", "\0")
 #: A day. Larger values (or infinity) overflow the socket layer's deadlines and surface
@@ -116,6 +118,8 @@ def default_ehlo_name() -> str:
 
     ``socket.getfqdn()`` can block on DNS for seconds, so it is not used.
     """
+    import socket
+
     name = socket.gethostname()
     if "." in name and name.isascii() and not any(c.isspace() for c in name):
         return name

@@ -28,7 +28,6 @@ from ._fields import (
     check_unsubscribe_url,
 )
 from ._fields import inline_css as _inline_css
-from ._html2text import html_to_text
 from .errors import AttachmentNotFoundError, InvalidAddressError, InvalidMessageError
 
 __all__ = [
@@ -220,6 +219,8 @@ def build_message(
     if html and _check_flag(inline_css, "inline_css"):
         text = _inline_css(text)
     if html and plain is None and _check_flag(auto_text, "auto_text"):
+        from ._html2text import html_to_text
+
         plain = html_to_text(text) or None
     return Message(
         subject=check_subject(subject),

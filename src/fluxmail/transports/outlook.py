@@ -21,7 +21,14 @@ OUTLOOK_SENDER = Address("outlook", "sender.invalid")
 
 OL_MAIL_ITEM = 0
 OL_IMPORTANCE = {"low": 0, "normal": 1, "high": 2}
-_SMTP_ONLY = ("reply_to", "in_reply_to", "references", "unsubscribe_url", "headers")
+_SMTP_ONLY = (
+    "reply_to",
+    "in_reply_to",
+    "references",
+    "unsubscribe_url",
+    "headers",
+    "plain_body",
+)
 PR_ATTACH_CONTENT_ID = "http://schemas.microsoft.com/mapi/proptag/0x3712001F"
 
 
