@@ -107,6 +107,7 @@ EXPECTED_ALL = [
     "Composed",
     "ConfigurationError",
     "ConnectError",
+    "DKIM",
     "EmailInstance",
     "EmailObject",
     "EmailTemplate",

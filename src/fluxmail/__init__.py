@@ -44,7 +44,12 @@ from .message import Address, Attachment, Message
 __version__ = "0.1.0"
 
 # Imported on first use, to keep `import fluxmail` fast (the engine pulls in asyncio/ssl).
-_LAZY = {"BulkSender": ".bulk", "BulkResult": ".bulk", "EmailTemplate": ".templates"}
+_LAZY = {
+    "BulkSender": ".bulk",
+    "BulkResult": ".bulk",
+    "DKIM": ".dkim",
+    "EmailTemplate": ".templates",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -60,9 +65,11 @@ def __getattr__(name: str) -> Any:
 
 if TYPE_CHECKING:
     from .bulk import BulkResult, BulkSender
+    from .dkim import DKIM
     from .templates import EmailTemplate
 
 __all__ = [
+    "DKIM",
     "Address",
     "Attachment",
     "AttachmentNotFoundError",

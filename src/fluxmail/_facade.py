@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     import ssl
     from os import PathLike
 
+    from .dkim import DKIM
     from .smtp import SendResult
     from .transports.outlook import OutlookTransport
     from .transports.smtp import AsyncSMTPTransport, SMTPTransport
@@ -122,8 +123,10 @@ class FluxMail:
         local_hostname: str | None = None,
         allow_insecure_auth: bool = False,
         outlook_application: Any = None,
+        dkim: DKIM | None = None,
     ) -> None:
         self.object_type = EmailObject.parse(object_type)
+        self.dkim = self._check_dkim(dkim)
         if host is not None and not isinstance(host, (str, EmailInstance)):
             raise ConfigurationError("host must be a hostname string or an EmailInstance")
         self.relay: str | None = host.relay if isinstance(host, EmailInstance) else host
@@ -167,6 +170,22 @@ class FluxMail:
     def __repr__(self) -> str:
         where = f"{self.relay}:{self.config.port}" if self._smtp else "outlook"
         return f"FluxMail({self.object_type.value}, {where}, username={self.username!r})"
+
+    def _check_dkim(self, dkim: object) -> DKIM | None:
+        """Load and check the DKIM key now, so a bad key fails here, not at a send."""
+        if dkim is None:
+            return None
+        from .dkim import DKIM
+
+        if not isinstance(dkim, DKIM):
+            raise ConfigurationError(
+                f"dkim must be a fluxmail.DKIM(domain=..., selector=..., private_key=...), "
+                f"got {type(dkim).__name__}"
+            )
+        if self.object_type is EmailObject.OUTLOOK:
+            raise UnsupportedOperationError("Outlook signs and sends messages itself: no dkim=")
+        dkim.load_key()
+        return dkim
 
     @staticmethod
     def _resolve_default_sender(sender: str | None, username: str | None) -> Address | None:
@@ -262,10 +281,16 @@ class FluxMail:
         return message
 
     def compose(self, message: Message | None = None) -> Composed:
-        """The exact bytes and envelope ``send()`` would hand to the server."""
+        """The exact bytes and envelope ``send()`` would hand to the server (DKIM-signed
+        when the mailer has ``dkim=``)."""
         from ._compose import compose
 
-        return compose(message or self._take_message(), domain=self.domain)
+        composed = compose(message or self._take_message(), domain=self.domain)
+        if self.dkim is not None:
+            from .dkim import sign
+
+            composed = sign(composed, self.dkim)
+        return composed
 
     # --- sending --------------------------------------------------------------------
 
@@ -310,9 +335,9 @@ class FluxMail:
             self._print_preview(message)
 
     def _print_preview(self, message: Message) -> str:
-        from ._compose import preview
+        from ._compose import compose, preview
 
-        text = preview(message, self.compose(message))
+        text = preview(message, compose(message, domain=self.domain))
         print(text)
         return text
 
@@ -392,5 +417,16 @@ class FluxMail:
             "max_retries": env_int(env, "FLUXMAIL_MAX_RETRIES", 0),
             "retry_delay": env_float(env, "FLUXMAIL_RETRY_DELAY", 1.0),
         }
+        if any(
+            env_str(env, f"FLUXMAIL_DKIM_{name}") for name in ("DOMAIN", "SELECTOR", "KEY_FILE")
+        ):
+            from .dkim import dkim_from_settings
+
+            settings["dkim"] = dkim_from_settings(
+                env_str(env, "FLUXMAIL_DKIM_DOMAIN"),
+                env_str(env, "FLUXMAIL_DKIM_SELECTOR"),
+                env_str(env, "FLUXMAIL_DKIM_KEY_FILE"),
+                ("FLUXMAIL_DKIM_DOMAIN", "FLUXMAIL_DKIM_SELECTOR", "FLUXMAIL_DKIM_KEY_FILE"),
+            )
         settings.update(overrides)
         return cls(**settings)

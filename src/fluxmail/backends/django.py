@@ -36,6 +36,7 @@ except ImportError as exc:  # pragma: no cover - only without the extra
     raise MissingDependencyError("The Django email backend", "django", "django") from exc
 
 from ..config import SmtpConfig
+from ..dkim import DKIM, dkim_from_settings, sign
 from ..envelope import Composed, Envelope
 from ..errors import ConfigurationError, FluxMailException
 from ..message import parse_address
@@ -165,6 +166,35 @@ def _client_ssl_context(
     return made
 
 
+def _dkim_settings(dkim: object) -> DKIM | None:
+    """The ``dkim=`` argument, else the EMAIL_FLUXMAIL_DKIM_* settings; the key is loaded
+    and checked now."""
+    if dkim is None:
+        key_file = _setting("EMAIL_FLUXMAIL_DKIM_KEY_FILE")
+        private_key = _setting("EMAIL_FLUXMAIL_DKIM_PRIVATE_KEY")
+        if key_file and private_key:
+            raise ConfigurationError(
+                "set EMAIL_FLUXMAIL_DKIM_KEY_FILE or EMAIL_FLUXMAIL_DKIM_PRIVATE_KEY, not both"
+            )
+        if isinstance(private_key, str):
+            private_key = private_key.encode("ascii", "replace")  # the key itself, not a path
+        dkim = dkim_from_settings(
+            _setting("EMAIL_FLUXMAIL_DKIM_DOMAIN"),
+            _setting("EMAIL_FLUXMAIL_DKIM_SELECTOR"),
+            key_file or private_key,
+            (
+                "EMAIL_FLUXMAIL_DKIM_DOMAIN",
+                "EMAIL_FLUXMAIL_DKIM_SELECTOR",
+                "EMAIL_FLUXMAIL_DKIM_KEY_FILE (or _PRIVATE_KEY)",
+            ),
+        )
+    if dkim is not None and not isinstance(dkim, DKIM):
+        raise ConfigurationError(f"dkim must be a fluxmail.DKIM, got {type(dkim).__name__}")
+    if dkim is not None:
+        dkim.load_key()
+    return dkim
+
+
 # --- the backend ---------------------------------------------------------------------------
 
 
@@ -193,6 +223,7 @@ class FluxMailBackend(BaseEmailBackend):  # type: ignore[misc]
         ssl_context: ssl.SSLContext | None = None,
         local_hostname: str | None = None,
         allow_insecure_auth: bool | None = None,
+        dkim: DKIM | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(fail_silently=fail_silently, **kwargs)
@@ -241,6 +272,7 @@ class FluxMailBackend(BaseEmailBackend):  # type: ignore[misc]
             ssl_context=_client_ssl_context(context, self.ssl_certfile, self.ssl_keyfile),
             allow_insecure_auth=bool(insecure),
         )
+        self.dkim = _dkim_settings(dkim)
         self._transport = SMTPTransport(
             self.config, max_retries=self.max_retries, retry_delay=float(self.retry_delay)
         )
@@ -316,7 +348,8 @@ class FluxMailBackend(BaseEmailBackend):  # type: ignore[misc]
         if not message.recipients():
             return None
         try:
-            return compose_django_message(message)
+            composed = compose_django_message(message)
+            return composed if self.dkim is None else sign(composed, self.dkim)
         except FluxMailException as exc:
             if not self.fail_silently:
                 raise
