@@ -1,16 +1,18 @@
 """A scripted, deliberately misbehaving SMTP server (asyncio, in a background thread).
 
 For what aiosmtpd cannot do: stalls, drops, garbage, endless multi-line replies, bytes
-injected after STARTTLS. Its script maps a stage name (``"greeting"``, ``"EHLO"``,
-``"MAIL"``, ``"RCPT"``, ``"DATA"``, ``"DOT"`` (after the final dot), ``"STARTTLS"``,
-``"AUTH"``, ...) to an action, or to a callable ``(FaultSession) -> action | None``
-(``None`` means "behave normally"). Import it through ``servers``.
+injected after STARTTLS, slow readers. Its script maps a stage name (``"greeting"``,
+``"EHLO"``, ``"MAIL"``, ``"RCPT"``, ``"DATA"``, ``"DOT"`` (after the final dot),
+``"STARTTLS"``, ``"AUTH"``, ...) to an action, or to a callable
+``(FaultSession) -> action | None`` (``None`` means "behave normally"). Import it through
+``servers``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import socket
 import ssl
 import threading
 import time
@@ -19,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fluxmail.config import SmtpConfig
-from server_base import HOST, PASSWORD, USERNAME, ReceivedMessage, tls_material
+from server_base import HOST, PASSWORD, USERNAME, ReceivedMessage, message_ids, tls_material
 
 
 @dataclass
@@ -79,7 +81,17 @@ class DropMidData:
     after: int = 1024
 
 
-Action = Reply | Stall | Close | Endless | Trickle | StartTLS | DropMidData
+@dataclass
+class SlowRead:
+    """Answer DATA with 354, then read the body ``chunk`` bytes at a time at ``rate`` bytes
+    per second (``rate=0``: stop reading after ``chunk`` bytes and never answer), then
+    answer the final dot normally (or with the ``DOT`` script)."""
+
+    rate: float
+    chunk: int = 4096
+
+
+Action = Reply | Stall | Close | Endless | Trickle | StartTLS | DropMidData | SlowRead
 Script = Mapping[str, "Action | Callable[[FaultSession], Action | None]"]
 
 
@@ -107,6 +119,12 @@ class FaultSession:
 
     def verbs(self) -> list[str]:
         return [_verb(cmd) for cmd in self.commands]
+
+    def message_ids(self, *, received: bool = False) -> list[str]:
+        """The Message-ID of every accepted (or, with ``received``, every complete)
+        message, in order of arrival."""
+        with self._lock:
+            return message_ids(self.received if received else self.messages)
 
 
 def _verb(command: str) -> str:
@@ -138,6 +156,8 @@ class _Conn:
         self.session = session
         self.buf = bytearray()
         self.reads = 0
+        self.read_size = 65536
+        self.pause = 0.0  # seconds to sleep after each read (a slow reader)
 
     async def readline(self) -> bytes:
         while True:
@@ -146,11 +166,13 @@ class _Conn:
                 line = bytes(self.buf[: end + 1])
                 del self.buf[: end + 1]
                 return line
-            data = await self.reader.read(65536)
+            data = await self.reader.read(self.read_size)
             if not data:
                 raise _Closed
             self.reads += 1
             self.buf += data
+            if self.pause:
+                await asyncio.sleep(self.pause)
 
     async def write(self, data: bytes) -> None:
         if self.writer.is_closing():
@@ -165,8 +187,14 @@ class FaultServer:
     By default it behaves like a small correct ESMTP server advertising ``capabilities``
     (plus STARTTLS when ``tls=True`` and AUTH when ``auth_mechanisms``), accepting any
     MAIL/RCPT and the AUTH credentials ``USERNAME``/``PASSWORD``.
+    ``close_after``: 421-and-close at the MAIL of message N+1 of each session;
+    ``strip_starttls``: TLS works but STARTTLS is not advertised (a downgrading
+    middlebox); ``max_recipients``: 452 4.5.3 to RCPTs beyond that many per transaction;
+    a ``SIZE n`` capability is enforced (552 at MAIL ``SIZE=`` or after the dot);
+    ``rcvbuf``: the receive buffer of accepted sockets (small makes slow readers bite).
     ``sessions`` records every command with the read it arrived in; ``received`` every
-    complete DATA body; ``messages`` those answered with the default 250.
+    complete DATA body (with ``raw``, the exact wire bytes); ``messages`` those answered
+    with the default 250.
     """
 
     def __init__(
@@ -177,7 +205,17 @@ class FaultServer:
         tls: bool = False,
         auth_mechanisms: tuple[str, ...] = (),
         greeting: str = "220 fault.test.invalid ESMTP ready",
+        close_after: int | None = None,
+        strip_starttls: bool = False,
+        max_recipients: int | None = None,
+        rcvbuf: int | None = None,
     ) -> None:
+        self.close_after = close_after
+        self.strip_starttls = strip_starttls
+        self.max_recipients = max_recipients
+        self.rcvbuf = rcvbuf
+        sizes = [c.split()[1] for c in capabilities if c.upper().startswith("SIZE ")]
+        self.size_limit = int(sizes[0]) if sizes and int(sizes[0]) > 0 else None
         self.host = HOST
         self.port = 0
         self.script: dict[str, Any] = dict(script or {})
@@ -210,7 +248,11 @@ class FaultServer:
     def _run(self, ready: threading.Event) -> None:
         loop = self._loop
         asyncio.set_event_loop(loop)
-        server = loop.run_until_complete(asyncio.start_server(self._handle, HOST, 0))
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if self.rcvbuf is not None:  # before listen(): accepted sockets inherit it
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
+        sock.bind((HOST, 0))
+        server = loop.run_until_complete(asyncio.start_server(self._handle, sock=sock))
         self.port = server.sockets[0].getsockname()[1]
         loop.call_soon(ready.set)
         loop.run_forever()
@@ -272,6 +314,12 @@ class FaultServer:
 
     def verbs(self) -> list[str]:
         return [_verb(cmd) for cmd in self.commands]
+
+    def message_ids(self, *, received: bool = False) -> list[str]:
+        """The Message-ID of every accepted (or, with ``received``, every complete)
+        message, in order of arrival."""
+        with self._lock:
+            return message_ids(self.received if received else self.messages)
 
     # serving
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -347,6 +395,18 @@ class FaultServer:
         if isinstance(action, StartTLS):
             await self._starttls(conn, action.inject)
             return True
+        if isinstance(action, SlowRead):
+            await conn.write(b"354 Go ahead (slowly)\r\n")
+            conn.read_size = action.chunk
+            if action.rate <= 0:  # read one chunk, then nothing more
+                await conn.reader.read(action.chunk)
+                while True:
+                    await asyncio.sleep(3600)
+            conn.pause = action.chunk / action.rate
+            try:
+                return await self._data(conn)
+            finally:
+                conn.read_size, conn.pause = 65536, 0.0
         assert isinstance(action, DropMidData)
         await conn.write(b"354 Go ahead\r\n")
         received = len(conn.buf)
@@ -379,12 +439,22 @@ class FaultServer:
         elif verb == "AUTH" and self.auth_mechanisms:
             await self._auth(conn, arg)
         elif verb == "MAIL":
+            if self.close_after is not None and session.messages >= self.close_after:
+                await conn.write(b"421 4.7.0 Too many messages in this session, closing\r\n")
+                return False
             session.mail_from, session.mail_options = _path_and_params(arg)
             session.rcpt_tos = []
-            await conn.write(b"250 2.1.0 OK\r\n")
+            if self._too_big(session.mail_options):
+                session.mail_from = None
+                await conn.write(b"552 5.3.4 Message size exceeds fixed limit\r\n")
+            else:
+                await conn.write(b"250 2.1.0 OK\r\n")
         elif verb == "RCPT":
-            session.rcpt_tos.append(_path_and_params(arg)[0])
-            await conn.write(b"250 2.1.5 OK\r\n")
+            if self.max_recipients is not None and len(session.rcpt_tos) >= self.max_recipients:
+                await conn.write(b"452 4.5.3 Too many recipients\r\n")
+            else:
+                session.rcpt_tos.append(_path_and_params(arg)[0])
+                await conn.write(b"250 2.1.5 OK\r\n")
         elif verb == "DATA":
             await conn.write(b"354 End data with <CR><LF>.<CR><LF>\r\n")
             return await self._data(conn)
@@ -400,7 +470,7 @@ class FaultServer:
 
     def _ehlo_reply(self, session: FaultSession) -> bytes:
         lines = ["fault.test.invalid", *self.capabilities]
-        if self.tls and not session.tls:
+        if self.tls and not session.tls and not self.strip_starttls:
             lines.append("STARTTLS")
         if self.auth_mechanisms:
             lines.append("AUTH " + " ".join(self.auth_mechanisms))
@@ -425,10 +495,20 @@ class FaultServer:
         else:
             await conn.write(b"535 5.7.8 Authentication credentials invalid\r\n")
 
+    def _too_big(self, options: list[str]) -> bool:
+        limit = self.size_limit
+        for option in options:
+            key, _, value = option.partition("=")
+            if limit is not None and key.upper() == "SIZE" and value.isdigit():
+                return int(value) > limit
+        return False
+
     async def _data(self, conn: _Conn) -> bool:
         lines: list[bytes] = []
+        raw: list[bytes] = []
         while True:
             line = await conn.readline()
+            raw.append(line)
             if line == b".\r\n":
                 break
             lines.append(line[1:] if line.startswith(b".") else line)
@@ -442,12 +522,17 @@ class FaultServer:
             auth_user=None,
             received_at=time.monotonic(),
             session_id=session.number,
+            raw=b"".join(raw),
         )
+        del lines, raw
         with self._lock:
             self.received.append(received)
         action = self._action("DOT", session)
         if action is not None:
             return await self._perform(conn, action)
+        if self.size_limit is not None and len(received.data) > self.size_limit:
+            await conn.write(b"552 5.3.4 Message size exceeds fixed limit\r\n")
+            return True
         with self._lock:
             self.messages.append(received)
         session.messages += 1

@@ -72,9 +72,24 @@ class ReceivedMessage:
     auth_user: str | None
     received_at: float  # time.monotonic()
     session_id: int = 0
+    raw: bytes = b""  # FaultServer only: the DATA bytes exactly as on the wire, final dot included
 
     @property
     def message(self) -> email.message.EmailMessage:
         msg = email.message_from_bytes(self.data, policy=email.policy.default)
         assert isinstance(msg, email.message.EmailMessage)
         return msg
+
+    @property
+    def message_id(self) -> str:
+        """The Message-ID header as written (empty when there is none)."""
+        head = self.data.split(b"\r\n\r\n", 1)[0]
+        for line in head.split(b"\r\n"):
+            if line[:11].lower() == b"message-id:":
+                return line[11:].strip().decode("ascii", "replace")
+        return ""
+
+
+def message_ids(messages: list[ReceivedMessage]) -> list[str]:
+    """The Message-ID of each message, in order (to count distinct deliveries)."""
+    return [m.message_id for m in messages]

@@ -20,7 +20,8 @@ import asyncio
 import ssl
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiosmtpd.controller import Controller
@@ -36,12 +37,21 @@ from fault_server import (
     FaultSession,
     Reply,
     Script,
+    SlowRead,
     Stall,
     StartTLS,
     Trickle,
 )
 from fluxmail.config import SmtpConfig
-from server_base import HOST, PASSWORD, USERNAME, ReceivedMessage, TLSMaterial, tls_material
+from server_base import (
+    HOST,
+    PASSWORD,
+    USERNAME,
+    ReceivedMessage,
+    TLSMaterial,
+    message_ids,
+    tls_material,
+)
 
 __all__ = [
     "DEFAULT_CAPS",
@@ -56,12 +66,15 @@ __all__ = [
     "FaultSession",
     "ReceivedMessage",
     "Reply",
+    "SMTPSession",
     "SMTPTestServer",
     "Script",
+    "SlowRead",
     "Stall",
     "StartTLS",
     "TLSMaterial",
     "Trickle",
+    "message_ids",
     "tls_material",
 ]
 
@@ -72,17 +85,68 @@ def _reply_for(code: int | str, default_text: str) -> str:
     return f"{code} {default_text}"
 
 
+@dataclass
+class SMTPSession:
+    """One client connection to an SMTPTestServer (it survives STARTTLS)."""
+
+    number: int
+    commands: list[str] = field(default_factory=list)  # "MAIL FROM:<a@b>", "STARTTLS", ...
+    messages: int = 0  # messages accepted in this session
+    closed: bool = False
+
+
+#: What ``fail=`` maps a stage to: a code (``451``), a full reply (``"554 5.7.1 no"``), or a
+#: callable ``(SMTPSession) -> code | reply | None`` (``None``: behave normally).
+Failure = int | str | Callable[[SMTPSession], "int | str | None"]
+_FAILURE_TEXT = {4: "4.3.0 Temporary failure (scripted)", 5: "5.7.1 Refused (scripted)"}
+_SCRIPTABLE = ("EHLO", "HELO", "STARTTLS", "AUTH", "MAIL", "RCPT", "DATA", "RSET", "NOOP", "QUIT")
+
+
 # --- aiosmtpd-based server -------------------------------------------------------------
 
 
 class _RecordingSMTP(SMTP):  # type: ignore[misc]
-    """aiosmtpd's SMTP, counting connections for the owning SMTPTestServer."""
+    """aiosmtpd's SMTP, recording sessions and commands for the owning SMTPTestServer and
+    answering the stages it was told to fail (see ``SMTPTestServer(fail=...)``)."""
 
     owner: SMTPTestServer
+    record: SMTPSession | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.owner._connection_opened(self)
+        # aiosmtpd calls connection_made again for the TLS transport after STARTTLS:
+        # that is the same session, not a new connection.
+        if self._original_transport is None:
+            self.record = self.owner._connection_opened(self)
         super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self.record is not None:
+            self.record.closed = True
+        super().connection_lost(error)
+
+
+def _scriptable(verb: str) -> Callable[..., Any]:
+    original = getattr(SMTP, "smtp_" + verb)
+
+    async def method(self: _RecordingSMTP, arg: str | None) -> None:
+        record = self.record
+        if record is not None:
+            record.commands.append(f"{verb} {arg}" if arg else verb)
+        reply = self.owner._scripted(verb, record) if record is not None else None
+        if reply is None:
+            await original(self, arg)
+            return
+        await self.push(reply)
+        if reply.startswith("421"):  # "closing transmission channel"
+            assert self.transport is not None
+            self.transport.close()
+
+    method.__name__ = "smtp_" + verb
+    return method
+
+
+for _verb in _SCRIPTABLE:
+    setattr(_RecordingSMTP, "smtp_" + _verb, _scriptable(_verb))
 
 
 class _Controller(Controller):  # type: ignore[misc]
@@ -110,9 +174,15 @@ class SMTPTestServer:
     ``max_recipients`` (452 4.5.3 after that many accepted RCPTs in one transaction),
     ``data_reply`` (code or reply for the final dot), ``size_limit`` (advertised SIZE,
     ``None`` or 0 for none), ``smtputf8``, ``pipelining``, ``ident`` (greeting banner),
-    ``exclude_auth`` (AUTH mechanisms not to offer, e.g. ``("PLAIN",)``).
+    ``exclude_auth`` (AUTH mechanisms not to offer, e.g. ``("PLAIN",)``),
+    ``fail`` ({stage: code, reply or callable}: answer that command with it instead; the
+    stages are EHLO, HELO, STARTTLS, AUTH, MAIL, RCPT, DATA (the command), DOT (the end of
+    the data), RSET, NOOP, QUIT; a ``421`` reply also closes the connection),
+    ``close_after`` (421-and-close at the MAIL of message N+1 of each session),
+    ``strip_starttls`` (do not advertise STARTTLS, as a downgrading middlebox would).
     Recorded: ``messages`` (accepted), ``refused_data`` (refused at the final dot),
-    ``events`` (EHLO/HELO/AUTH/MAIL/RCPT/DATA/RSET as seen), ``connections``.
+    ``events`` (EHLO/HELO/AUTH/MAIL/RCPT/DATA/RSET as seen), ``sessions`` (every
+    connection with its commands), ``connections`` (how many, STARTTLS not counted twice).
     """
 
     def __init__(
@@ -132,9 +202,20 @@ class SMTPTestServer:
         pipelining: bool = True,
         ident: str | None = None,
         exclude_auth: tuple[str, ...] = (),
+        fail: Mapping[str, Failure] | None = None,
+        close_after: int | None = None,
+        strip_starttls: bool = False,
     ) -> None:
         if tls not in ("none", "starttls", "ssl"):
             raise ValueError("tls must be 'none', 'starttls' or 'ssl'")
+        self.fail: dict[str, Failure] = {k.upper(): v for k, v in (fail or {}).items()}
+        unknown = set(self.fail) - {*_SCRIPTABLE, "DOT"}
+        if unknown:
+            raise ValueError(f"unknown stage(s) in fail=: {sorted(unknown)}")
+        self.close_after = close_after
+        self.strip_starttls = strip_starttls
+        self.sessions: list[SMTPSession] = []
+        self._stopped = False
         self.host = HOST
         self.port = 0
         self.tls_mode = tls
@@ -197,6 +278,10 @@ class SMTPTestServer:
         return self
 
     def stop(self) -> None:
+        """Stop the server; calling it again does nothing."""
+        if self._stopped:
+            return
+        self._stopped = True
         self._controller.stop(no_assert=True)
 
     def __enter__(self) -> SMTPTestServer:
@@ -232,10 +317,28 @@ class SMTPTestServer:
         with self._lock:
             return [e for e in self.events if e.split(" ", 1)[0] == verb]
 
+    def message_ids(self) -> list[str]:
+        """The Message-ID of every accepted message, in order of arrival."""
+        with self._lock:
+            return message_ids(self.messages)
+
     # recording internals
-    def _connection_opened(self, server: SMTP) -> None:
+    def _connection_opened(self, server: SMTP) -> SMTPSession:
         with self._lock:
             self.connections += 1
+            record = SMTPSession(number=len(self.sessions) + 1)
+            self.sessions.append(record)
+            return record
+
+    def _scripted(self, verb: str, record: SMTPSession) -> str | None:
+        """The reply that replaces the normal answer to ``verb``, if any."""
+        if verb == "MAIL" and self.close_after is not None and record.messages >= self.close_after:
+            return "421 4.7.0 Too many messages in this session, closing"
+        entry = self.fail.get(verb)
+        value = entry(record) if callable(entry) else entry
+        if value is None or isinstance(value, str):
+            return value
+        return _reply_for(value, _FAILURE_TEXT.get(value // 100, "scripted reply"))
 
     def _event(self, text: str) -> None:
         with self._lock:
@@ -265,6 +368,8 @@ class SMTPTestServer:
         session.host_name = hostname
         self._session_id(session)
         self._event(f"EHLO {hostname}")
+        if self.strip_starttls:
+            responses = [r for r in responses if r[4:].upper() != "STARTTLS"]
         if self.pipelining:
             responses.insert(-1, "250-PIPELINING")
         responses.insert(-1, "250-ENHANCEDSTATUSCODES")
@@ -315,10 +420,25 @@ class SMTPTestServer:
             received_at=time.monotonic(),
             session_id=self._session_id(session),
         )
-        if self.data_reply is not None:
+        dot = self.fail.get("DOT")
+        reply = dot(self._record_of(server)) if callable(dot) else dot
+        if reply is None:
+            reply = self.data_reply
+        if reply is not None:
             with self._lock:
                 self.refused_data.append(received)
-            return _reply_for(self.data_reply, "message refused")
+            text = _reply_for(reply, "message refused")
+            if text.startswith("421"):
+                server.loop.call_soon(server.transport.close)
+            return text
         with self._lock:
             self.messages.append(received)
+        record = self._record_of(server)
+        if record is not None:
+            record.messages += 1
         return "250 2.0.0 OK queued"
+
+    @staticmethod
+    def _record_of(server: SMTP) -> SMTPSession | None:
+        record: SMTPSession | None = getattr(server, "record", None)
+        return record
