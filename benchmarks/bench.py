@@ -635,16 +635,54 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "postfix": postfix,
         "versions": versions,
-        "commit": git_commit(),
     }
 
 
-def git_commit() -> str:
+def git(*args: str) -> str:
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        query = ["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"]
-        done = subprocess.run(query, capture_output=True, text=True, timeout=10, check=False)
-        return done.stdout.strip() or "unknown"
-    return "unknown"
+        query = ["git", "-C", str(HERE.parent), *args]
+        done = subprocess.run(query, capture_output=True, text=True, timeout=30, check=False)
+        return done.stdout.strip()
+    return ""
+
+
+def fluxmail_under_test(snapshot: str | None) -> str:
+    """Which fluxmail the workers import: a committed snapshot, or the working tree."""
+    if snapshot:
+        return f"{snapshot} (commit {git('rev-parse', '--short', snapshot) or '?'}, snapshot)"
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--", "src")
+    changed = len(dirty.splitlines()) if dirty else 0
+    return f"working tree at {head}" + (
+        f" + {changed} uncommitted file(s) in src/" if changed else ""
+    )
+
+
+@contextlib.contextmanager
+def source_snapshot(rev: str | None) -> Iterator[None]:
+    """With ``rev``, extract ``git archive REV src`` to a temporary folder and put it first
+    on the workers' PYTHONPATH: the run measures that commit, whatever the working tree holds
+    (other people may be editing it). Without ``rev``, nothing changes."""
+    if not rev:
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="fluxmail-src-") as tmp:
+        archive = subprocess.run(
+            ["git", "-C", str(HERE.parent), "archive", rev, "src"],
+            capture_output=True,
+            check=True,
+            timeout=120,
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True, timeout=120)
+        old = os.environ.get("PYTHONPATH")
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [f"{tmp}/src", old]))
+        try:
+            yield
+        finally:
+            if old is None:
+                os.environ.pop("PYTHONPATH", None)
+            else:
+                os.environ["PYTHONPATH"] = old
 
 
 # --- main --------------------------------------------------------------------------------
@@ -659,6 +697,10 @@ SCENARIOS_HELP = f"comma-separated subset of {','.join(SCENARIOS)} (default: all
 QUIET_HELP = (
     "before each scenario wait up to SECONDS for other processes to leave the CPU idle "
     f"(< {QUIET_LIMIT:.0%} busy); the share is printed either way"
+)
+SNAPSHOT_HELP = (
+    "measure the fluxmail of commit REV (default HEAD, via git archive) instead of the "
+    "working tree that the venv imports"
 )
 INSTALL_HELP = "if smtp-sink is missing, run `apt-get install -y postfix` first (root)"
 
@@ -676,6 +718,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--scenarios", default=",".join(SCENARIOS), help=SCENARIOS_HELP)
     add("--wait-quiet", type=float, default=0.0, metavar="SECONDS", help=QUIET_HELP)
     add("--runs", type=int, help="timed runs per contender, median reported (default 3)")
+    add("--snapshot", nargs="?", const="HEAD", metavar="REV", help=SNAPSHOT_HELP)
     add("--json", type=Path, metavar="FILE", help="also write every number to FILE")
     add("--profile", metavar="NAME", help="instead: profile contender NAME with cProfile")
     add("--kind", choices=["small", "rich"], default="small", help="message kind for --profile")
@@ -716,19 +759,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs:
         plan.runs = args.runs
     if args.profile:
-        return profile(args.profile, args.kind, sink, plan)
-    info = machine()
+        with source_snapshot(args.snapshot):
+            return profile(args.profile, args.kind, sink, plan)
+    info = machine() | {"fluxmail": fluxmail_under_test(args.snapshot)}
     say(f"# fluxmail benchmark, {info['date']}\n")
     say(
         f"{info['nproc']} CPUs ({info['cpu']}), {info['memory']} RAM, Linux {info['kernel']} "
-        f"(cpuidle {info['cpuidle']}), Python {info['python']}, Postfix {info['postfix']}, "
-        f"fluxmail at {info['commit']}"
+        f"(cpuidle {info['cpuidle']}), Python {info['python']}, Postfix {info['postfix']}"
     )
+    say(f"fluxmail under test: {info['fluxmail']}")
     say("versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()))
     say("command: " + " ".join(["python", "benchmarks/bench.py", *(argv or sys.argv[1:])]))
     started = time.monotonic()
     bench = Bench(plan, args.only, sink, source, reuse, quiet_wait=args.wait_quiet)
-    with smtp_sink(sink) as port, recorder(sink) as rec:
+    with source_snapshot(args.snapshot), smtp_sink(sink) as port, recorder(sink) as rec:
         bench.rec = rec
         for scenario in args.scenarios:
             if scenario != "latency" or args.latency_ms > 0:
