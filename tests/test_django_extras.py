@@ -20,7 +20,8 @@ from django.core.mail import EmailMessage, get_connection, send_mail
 from django.test.utils import override_settings
 
 import django_settings
-from fluxmail import DKIM, ConfigurationError
+from fluxmail import DKIM, ConfigurationError, RecipientsRefusedError
+from fluxmail.testing import capture
 from servers import SMTPTestServer
 
 if not settings.configured:
@@ -140,3 +141,42 @@ def test_dkim_settings_are_checked_when_the_backend_is_made(tmp_path: Path) -> N
     ):
         get_connection(BACKEND)
     assert "garbage" not in str(info.value)
+
+
+# --- fluxmail.testing.capture() ---------------------------------------------------------
+
+
+def test_capture_takes_django_mail_without_connecting(
+    smtp_server: SMTPTestServer, key: Ed25519Key
+) -> None:
+    dkim = {
+        "EMAIL_FLUXMAIL_DKIM_DOMAIN": "example.com",
+        "EMAIL_FLUXMAIL_DKIM_SELECTOR": "s1",
+        "EMAIL_FLUXMAIL_DKIM_PRIVATE_KEY": key.pem,
+    }
+    with server_settings(smtp_server, **dkim), capture() as outbox:
+        assert send_mail("One", "Body", "from@example.com", ["to@example.org"]) == 1
+        with get_connection() as connection:
+            message = EmailMessage(
+                "Two", "Body", "from@example.com", ["a@example.org"], bcc=["b@example.org"]
+            )
+            assert connection.send_messages([message, EmailMessage("No recipients")]) == 1
+    assert smtp_server.connections == 0
+    assert outbox.subjects == ["One", "Two"]
+    assert outbox[1].recipients == ("a@example.org", "b@example.org")
+    assert outbox[1].bcc == ["b@example.org"]
+    assert b"b@example.org" not in outbox[1].data
+    assert all(key.verifies(captured.data) for captured in outbox)
+
+
+def test_capture_failures_follow_fail_silently(smtp_server: SMTPTestServer) -> None:
+    refused = RecipientsRefusedError("refused", smtp_code=550)
+    with server_settings(smtp_server), capture() as outbox:
+        outbox.fail_next(refused, times=2)
+        with pytest.raises(RecipientsRefusedError):
+            send_mail("One", "Body", "from@example.com", ["to@example.org"])
+        assert (
+            send_mail("Two", "Body", "f@example.com", ["t@example.org"], fail_silently=True) == 0
+        )
+        assert send_mail("Three", "Body", "f@example.com", ["t@example.org"]) == 1
+    assert outbox.subjects == ["Three"]

@@ -36,6 +36,7 @@ from .errors import (
     UnsupportedOperationError,
 )
 from .message import Address, Message, build_message, parse_address
+from .transports.sink import active_capture
 
 if TYPE_CHECKING:
     import ssl
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from .dkim import DKIM
     from .smtp import SendResult
     from .transports.outlook import OutlookTransport
+    from .transports.sink import Sink
     from .transports.smtp import AsyncSMTPTransport, SMTPTransport
 
     if sys.version_info >= (3, 11):
@@ -127,6 +129,8 @@ class FluxMail:
     ) -> None:
         self.object_type = EmailObject.parse(object_type)
         self.dkim = self._check_dkim(dkim)
+        if self.object_type is EmailObject.FILE and isinstance(host, os.PathLike):
+            host = os.fspath(host)  # the directory of the .eml files
         if host is not None and not isinstance(host, (str, EmailInstance)):
             raise ConfigurationError("host must be a hostname string or an EmailInstance")
         self.relay: str | None = host.relay if isinstance(host, EmailInstance) else host
@@ -141,7 +145,10 @@ class FluxMail:
         self._smtp: SMTPTransport | None = None
         self._async_smtp: AsyncSMTPTransport | None = None
         self._outlook: OutlookTransport | None = None
-        if self.object_type is EmailObject.SMTP:
+        self._sink: Sink | None = None
+        if self.object_type in (EmailObject.CONSOLE, EmailObject.FILE):
+            self._sink = self._dev_transport()
+        elif self.object_type is EmailObject.SMTP:
             self.config = SmtpConfig(
                 host=self.relay or "",
                 port=port,
@@ -168,8 +175,22 @@ class FluxMail:
             self._outlook = OutlookTransport(outlook_application)
 
     def __repr__(self) -> str:
-        where = f"{self.relay}:{self.config.port}" if self._smtp else "outlook"
+        if self._smtp is not None:
+            where = f"{self.relay}:{self.config.port}"
+        else:
+            where = str(self.relay or self.object_type.value)
         return f"FluxMail({self.object_type.value}, {where}, username={self.username!r})"
+
+    def _dev_transport(self) -> Sink:
+        from .transports.dev import ConsoleTransport, FileTransport
+
+        if self.object_type is EmailObject.CONSOLE:
+            return ConsoleTransport()
+        if not self.relay:
+            raise ConfigurationError(
+                'object_type="file" needs host="path/to/directory" (where the .eml files go)'
+            )
+        return FileTransport(self.relay)
 
     def _check_dkim(self, dkim: object) -> DKIM | None:
         """Load and check the DKIM key now, so a bad key fails here, not at a send."""
@@ -299,11 +320,17 @@ class FluxMail:
         message = self._take_message()
         if dry_run:
             return self._print_preview(message)
-        if self._smtp is None:
+        if self._outlook is not None:
             raise UnsupportedOperationError(
                 "Outlook cannot send programmatically: call display() and click Send"
             )
-        result = self._smtp.send(self.compose(message))
+        composed = self.compose(message)
+        sink = self._sink_for_send()
+        if sink is not None:
+            result = sink.deliver(composed)
+        else:
+            assert self._smtp is not None
+            result = self._smtp.send(composed)
         self._pending.message = None
         return _receipt(result)
 
@@ -319,12 +346,25 @@ class FluxMail:
     async def _send_async(self, message: Message, dry_run: bool) -> str:
         if dry_run:
             return self._print_preview(message)
-        if self._async_smtp is None:
+        if self._outlook is not None:
             raise UnsupportedOperationError(
                 "Outlook cannot send programmatically: call display() and click Send"
             )
-        result = await self._async_smtp.send(self.compose(message))
+        composed = self.compose(message)
+        sink = self._sink_for_send()
+        if sink is not None:
+            result = sink.deliver(composed)
+        else:
+            assert self._async_smtp is not None
+            result = await self._async_smtp.send(composed)
         return _receipt(result)
+
+    def _sink_for_send(self) -> Sink | None:
+        """Where a send goes instead of SMTP: an active ``fluxmail.testing.capture()``,
+        else the console/file transport; None means SMTP. Asked once per send (or batch),
+        after validation and composition, before any connection."""
+        capture = active_capture()  # an empty outbox is falsy: compare with None
+        return self._sink if capture is None else capture
 
     def display(self) -> None:
         """Outlook: open the compose window. SMTP: print the preview."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 from ._progress import Progress, make_progress
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from ._facade import FluxMail, SendReceipt
     from .config import SmtpConfig
     from .smtp import SendResult
+    from .transports.sink import Sink
 
 OnSuccess = Callable[[int, str], None]
 OnError = Callable[[int, FluxMailException], None]
@@ -124,6 +125,17 @@ def _server_closed(error: FluxMailException) -> bool:
     return isinstance(error, ConnectError) and error.transient
 
 
+async def _each(
+    messages: Iterable[MessageSpec] | AsyncIterable[MessageSpec],
+) -> AsyncIterator[MessageSpec]:
+    if isinstance(messages, AsyncIterable):
+        async for spec in messages:
+            yield spec
+    else:
+        for spec in messages:
+            yield spec
+
+
 def _total(messages: object) -> int | None:
     try:
         return len(messages)  # type: ignore[arg-type]
@@ -139,18 +151,39 @@ class BulkSender:
     """
 
     def __init__(self, mailer: FluxMail, *, connections: int = 1) -> None:
-        if mailer.object_type.value != "smtp":
-            raise UnsupportedOperationError("BulkSender needs an SMTP mailer")
+        if mailer.object_type.value == "outlook":
+            raise UnsupportedOperationError("BulkSender needs an SMTP (or console/file) mailer")
         if isinstance(connections, bool) or not isinstance(connections, int) or connections < 1:
             raise ConfigurationError("connections must be a whole number >= 1")
         self.mailer = mailer
         self.connections = connections
-        self.config: SmtpConfig = mailer.config
+        self._config: SmtpConfig | None = getattr(mailer, "config", None)
+
+    @property
+    def config(self) -> SmtpConfig:
+        """The SMTP settings of the mailer (console/file mailers have none)."""
+        if self._config is None:
+            kind = self.mailer.object_type.value
+            raise UnsupportedOperationError(f"a {kind} mailer has no SMTP connection")
+        return self._config
 
     def _compose(self, spec: MessageSpec) -> Composed:
         if not isinstance(spec, Mapping):
             raise ConfigurationError("each message must be a dict of create() arguments")
         return self.mailer.compose(self.mailer.build_message(**spec))
+
+    def _to_sink(self, sink: Sink, index: int, spec: MessageSpec, tally: _Tally) -> None:
+        """One message to a capture or a console/file transport: no connection, no retry
+        and no rate limit, but the same validation, composition and reporting."""
+        composed = self._prepare(index, spec, tally)
+        if composed is None:
+            return
+        try:
+            result = sink.deliver(composed)
+        except FluxMailException as exc:
+            tally.failure(index, exc)
+            return
+        tally.success(index, result)
 
     def _prepare(self, index: int, spec: MessageSpec, tally: _Tally) -> Composed | None:
         tally.result["total"] += 1
@@ -175,8 +208,13 @@ class BulkSender:
     ) -> BulkResult:
         """Send every message over one held connection; see the module docstring."""
         limiter = RateLimiter(max_per_second)
+        sink = self.mailer._sink_for_send()
         with make_progress(progress, _total(messages)) as bar:
             tally = _Tally(on_success, on_error, bar)
+            if sink is not None:
+                for index, spec in enumerate(messages):
+                    self._to_sink(sink, index, spec, tally)
+                return tally.result
             conn = SMTPConnection(self.config)
             try:
                 for index, spec in enumerate(messages):
@@ -235,6 +273,15 @@ class BulkSender:
         ``max_per_second`` holds across all connections of the pool."""
         pool = connections or self.connections
         limiter = RateLimiter(max_per_second)
+        sink = self.mailer._sink_for_send()
+        if sink is not None:
+            with make_progress(progress, _total(messages)) as bar:
+                tally = _Tally(on_success, on_error, bar)
+                index = 0
+                async for spec in _each(messages):
+                    self._to_sink(sink, index, spec, tally)
+                    index += 1
+            return tally.result
         queue: asyncio.Queue[tuple[int, Composed] | None] = asyncio.Queue(maxsize=2 * pool)
         with make_progress(progress, _total(messages)) as bar:
             tally = _Tally(on_success, on_error, bar)

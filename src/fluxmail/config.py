@@ -19,10 +19,16 @@ MAX_TIMEOUT = 86400.0
 
 
 class EmailObject(str, enum.Enum):
-    """Which transport a FluxMail uses. A string enum: ``EmailObject("smtp")`` works."""
+    """Which transport a FluxMail uses. A string enum: ``EmailObject("smtp")`` works.
+
+    ``CONSOLE`` and ``FILE`` are development transports: they print the message, or write
+    it to a directory (``host=``), instead of sending it (see ``fluxmail.transports.dev``).
+    """
 
     SMTP = "smtp"
     OUTLOOK = "outlook"
+    CONSOLE = "console"
+    FILE = "file"
 
     @classmethod
     def parse(cls, value: object) -> EmailObject:
@@ -34,7 +40,8 @@ class EmailObject(str, enum.Enum):
             except ValueError:
                 pass
         raise ConfigurationError(
-            f"object_type must be 'smtp' or 'outlook' (or EmailObject), got {value!r}"
+            "object_type must be 'smtp' or 'outlook' ('console' or 'file' for development), "
+            f"or an EmailObject, got {value!r}"
         )
 
 
