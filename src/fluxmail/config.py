@@ -12,6 +12,8 @@ from .errors import ConfigurationError, HeaderInjectionError
 if TYPE_CHECKING:
     import ssl
 
+    from ._tokens import TokenSource
+
 _UNSAFE_CHARS = ("\r", "\n", "\0")
 #: A day. Larger values (or infinity) overflow the socket layer's deadlines and surface
 #: as a bare OverflowError deep in a send; no SMTP stage should wait that long anyway.
@@ -65,8 +67,8 @@ class EmailInstance:
 
 @dataclass(frozen=True)
 class SmtpConfig:
-    """Everything the SMTP engine needs to open a session. The password never shows in
-    ``repr``."""
+    """Everything the SMTP engine needs to open a session. The password and the OAuth2
+    token provider never show in ``repr``."""
 
     host: str
     port: int = 25
@@ -78,6 +80,7 @@ class SmtpConfig:
     local_hostname: str | None = None
     ssl_context: ssl.SSLContext | None = field(default=None, repr=False)
     allow_insecure_auth: bool = False
+    oauth2: TokenSource | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.use_tls and self.use_ssl:
@@ -102,6 +105,10 @@ class SmtpConfig:
             )
         if self.password is not None and not self.username:
             raise ConfigurationError("password was given without username")
+        if self.oauth2 is not None:
+            from ._tokens import check_oauth2
+
+            check_oauth2(self)
         for name in ("username", "password", "local_hostname"):
             value = getattr(self, name)
             if value is not None and any(ch in value for ch in _UNSAFE_CHARS):
@@ -117,7 +124,7 @@ class SmtpConfig:
 
     @property
     def wants_auth(self) -> bool:
-        return bool(self.username) and self.password is not None
+        return bool(self.username) and (self.password is not None or self.oauth2 is not None)
 
 
 def default_ehlo_name() -> str:

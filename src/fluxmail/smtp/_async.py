@@ -16,6 +16,7 @@ import time
 from types import TracebackType
 from typing import NoReturn, TypeVar
 
+from .._tokens import aopen_with_token
 from ..config import SmtpConfig
 from ..envelope import Composed
 from ..errors import FluxMailException, ProtocolError
@@ -180,10 +181,14 @@ class AsyncSMTPConnection:
     async def open(self) -> SessionInfo:
         if self.is_open and self._info is not None:
             return self._info
+        return await aopen_with_token(self.config, self._open)
+
+    async def _open(self, token: str | None) -> SessionInfo:
+        """Connect, TLS, AUTH (with the OAuth2 access ``token`` if configured)."""
         self._drop()
         self._out_of_step = False
         started = time.monotonic()
-        session = self._session = Session(self.config)
+        session = self._session = Session(self.config, token)
         self._parser = ReplyParser()
         try:
             await self._connect(session)
@@ -347,7 +352,7 @@ class AsyncSMTPConnection:
                 await proto.wait()
         finally:
             timer.cancel()
-        log_replies(replies, self.config, exchange.stage)
+        log_replies(replies, self._session, exchange.stage)
         if self._parser.buffered and exchange.stage != "starttls":
             self._out_of_step = True  # use these replies, then never this connection again
         return replies

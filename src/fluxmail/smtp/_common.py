@@ -5,11 +5,15 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
+from typing import TYPE_CHECKING
 
 from ..config import SmtpConfig
 from ._actions import Exchange
-from ._auth import scrub, secrets_of
+from ._auth import scrub
 from ._replies import Reply
+
+if TYPE_CHECKING:
+    from ._protocol import Session
 
 log = logging.getLogger("fluxmail.smtp")
 
@@ -55,13 +59,13 @@ def log_exchange(exchange: Exchange) -> None:
         log.debug("C: %s", line)
 
 
-def log_replies(replies: list[Reply], config: SmtpConfig, stage: str) -> None:
+def log_replies(replies: list[Reply], session: Session | None, stage: str) -> None:
     """Log the replies; during AUTH, with any echo of the credentials scrubbed."""
     if not log.isEnabledFor(logging.DEBUG):
         return
     secrets: tuple[str, ...] = ()
-    if stage == "auth" and config.password:
-        secrets = secrets_of(config.username or "", config.password)
+    if stage == "auth" and session is not None:
+        secrets = session.credentials.secrets
     for reply in replies:
         last = len(reply.lines) - 1
         for i, line in enumerate(reply.lines):

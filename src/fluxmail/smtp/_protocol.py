@@ -28,7 +28,7 @@ from ..errors import (
     TLSRequiredError,
 )
 from ._actions import CRLF, Conversation, Exchange, StartTLS
-from ._auth import AUTH_PREFERENCE, AUTHENTICATORS, scrub, secrets_of
+from ._auth import AUTHENTICATORS, Credentials, scrub
 from ._errors import reply_error
 from ._replies import Capabilities, Reply
 from ._results import SendResult, SessionInfo
@@ -220,8 +220,9 @@ class Session:
     driver must then drop the connection.
     """
 
-    def __init__(self, config: SmtpConfig) -> None:
+    def __init__(self, config: SmtpConfig, token: str | None = None) -> None:
         self.config = config
+        self.credentials = Credentials.of(config, token)  # token: the OAuth2 access token
         self.host = config.host
         self.greeting: Reply | None = None
         self.caps = Capabilities()
@@ -293,20 +294,22 @@ class Session:
         offered = self.caps.auth
         if not offered:
             raise AuthenticationError(f"SMTP server {self.host} does not offer AUTH")
-        mechanism = next((m for m in AUTH_PREFERENCE if m in offered), None)
+        creds = self.credentials
+        mechanism = next((m for m in creds.mechanisms if m in offered), None)
         if mechanism is None:
             raise AuthenticationError(
                 f"SMTP server {self.host} offers AUTH {' '.join(sorted(offered))}; fluxmail "
-                f"supports {', '.join(AUTH_PREFERENCE)}"
+                f"supports {', '.join(creds.mechanisms)}"
+                + (" with an OAuth2 token" if creds.oauth else "")
             )
-        username, password = config.username or "", config.password or ""
-        reply = yield from AUTHENTICATORS[mechanism](self.ask, username, password)
+        if creds.oauth and not creds.secret:
+            raise AuthenticationError("no OAuth2 access token to authenticate with")
+        reply = yield from AUTHENTICATORS[mechanism](self.ask, creds)
         if reply.code == 334:  # the server wants more: cancel the exchange (RFC 4954)
             reply = yield from self._one(Exchange(b"*\r\n", 1, "auth"))
             reply = reply if reply.code != 235 else Reply(535, ("authentication cancelled",))
         if reply.code != 235:
-            secrets = secrets_of(username, password)
-            safe = Reply(reply.code, tuple(scrub(line, secrets) for line in reply.lines))
+            safe = Reply(reply.code, tuple(scrub(line, creds.secrets) for line in reply.lines))
             raise reply_error("auth", safe, host=self.host)
         self.authenticated = True
         self.auth_mechanism = mechanism

@@ -10,6 +10,7 @@ import time
 from types import TracebackType
 from typing import NoReturn, TypeVar
 
+from .._tokens import open_with_token
 from ..config import SmtpConfig
 from ..envelope import Composed
 from ..errors import FluxMailException, ProtocolError
@@ -82,10 +83,14 @@ class SMTPConnection:
     def open(self) -> SessionInfo:
         if self.is_open and self._info is not None:
             return self._info
+        return open_with_token(self.config, self._open)
+
+    def _open(self, token: str | None) -> SessionInfo:
+        """Connect, TLS, AUTH (with the OAuth2 access ``token`` if configured)."""
         self._drop()
         self._out_of_step = False
         started = time.monotonic()
-        session = self._session = Session(self.config)
+        session = self._session = Session(self.config, token)
         self._parser = ReplyParser()
         try:
             self._connect(session)
@@ -220,7 +225,7 @@ class SMTPConnection:
             if not data:
                 raise ServerClosedError()
             self._parser.feed(data)
-        log_replies(replies, self.config, exchange.stage)
+        log_replies(replies, self._session, exchange.stage)
         if self._parser.buffered and exchange.stage != "starttls":
             self._out_of_step = True  # use these replies, then never this connection again
         return replies
