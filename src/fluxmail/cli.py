@@ -179,6 +179,31 @@ def demo(raw: bool) -> None:
     run_demo(raw=raw)
 
 
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=1025,
+    show_default=True,
+    help="0: any free port.",
+)
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False),
+    help="Also save each message as an .eml file in this directory.",
+)
+def serve(host: str, port: int, directory: str | None) -> None:
+    """Run a local SMTP server that catches mail (development): one line per message.
+
+    Nothing is relayed. Ctrl-C stops it. Needs pip install "fluxmail[server]".
+    """
+    from ._serve import run_server
+
+    run_server(host=host, port=port, directory=directory, echo=click.echo)
+
+
 def _fail(message: str, status: int) -> int:
     click.echo(f"fluxmail: error: {message}", err=True)
     return status
