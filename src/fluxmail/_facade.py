@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     import ssl
     from os import PathLike
 
+    from ._tokens import TokenSource
     from .dkim import DKIM
     from .smtp import SendResult
     from .transports.outlook import OutlookTransport
@@ -124,6 +125,7 @@ class FluxMail:
         ssl_context: ssl.SSLContext | None = None,
         local_hostname: str | None = None,
         allow_insecure_auth: bool = False,
+        oauth2: TokenSource | None = None,
         outlook_application: Any = None,
         dkim: DKIM | None = None,
     ) -> None:
@@ -160,6 +162,7 @@ class FluxMail:
                 local_hostname=local_hostname or self.domain,
                 ssl_context=ssl_context,
                 allow_insecure_auth=allow_insecure_auth,
+                oauth2=oauth2,
             )
             from .transports.smtp import AsyncSMTPTransport, SMTPTransport
 
@@ -172,6 +175,8 @@ class FluxMail:
 
             if sender is not None:  # refused like create(sender=...), not silently dropped
                 OutlookTransport.check_options(sender=sender)
+            if oauth2 is not None:
+                raise UnsupportedOperationError("Outlook signs in by itself: no oauth2=")
             self._outlook = OutlookTransport(outlook_application)
 
     def __repr__(self) -> str:
