@@ -172,6 +172,15 @@ def test_outbox_helpers() -> None:
     assert list(outbox) == []
 
 
+def test_smtputf8_messages_parse_as_text() -> None:
+    sender = FluxMail(host="127.0.0.1", port=9, sender="a@example.com")
+    with capture() as outbox:
+        sender.create(subject="Grüße", recipients=["Jörg <jörg@example.org>"], body="Hallo").send()
+    assert outbox[0].to == ["jörg@example.org"]
+    assert outbox[0].message["To"] == "Jörg <jörg@example.org>"
+    assert outbox.to("jörg@example.org") == [outbox[0]]
+
+
 def test_fail_next_simulates_a_refusal(mailer: FluxMail) -> None:
     refused = RecipientsRefusedError("all recipients refused", smtp_code=550)
     with capture() as outbox:

@@ -56,7 +56,11 @@ class CapturedMessage:
         import email.policy
         from email.message import EmailMessage
 
-        parsed = email.message_from_bytes(self.data, policy=email.policy.default)
+        if self.envelope.smtputf8:  # raw UTF-8 headers (RFC 6532): parse them as text
+            text = self.data.decode("utf-8", "surrogateescape")
+            parsed = email.message_from_string(text, policy=email.policy.default)
+        else:
+            parsed = email.message_from_bytes(self.data, policy=email.policy.default)
         assert isinstance(parsed, EmailMessage)
         return parsed
 
