@@ -1,0 +1,283 @@
+"""What a worker does with one message, given what the claim store says about it (pure).
+
+No I/O and no clock here: the store, the limiter and the SMTP connection live in
+``_courier``; this module only answers "send, skip, wait or recover?" and "what is the
+record after this outcome, and is there a retry?". Every branch is unit-tested.
+
+The record of a message (one per Message-ID) moves through these states::
+
+    (none) ──claim──> sending ──reply 250──────────────> accepted   (final)
+                        │     ──5xx / invalid input────> refused / failed (final)
+                        │     ──4xx / dropped before .─> deferred   (retried with backoff)
+                        │     ──lost after the final .─> unknown    (final unless resend_unknown)
+                        └─ claimant vanished (lease expired) ──> unknown (as above)
+
+``sending`` is written just before MAIL FROM. A claimant that dies *before* writing it
+leaves no trace, and the next delivery of the task simply sends. A claimant that dies
+*after* writing it may have sent the final '.', so the next one records ``unknown``.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, TypedDict
+
+from .._retry import JITTER, MAX_DELAY
+from ..errors import (
+    ConnectError,
+    FluxMailException,
+    OutcomeUnknownError,
+    SMTPResponseError,
+)
+from ..smtp import SendResult
+
+
+class Status(str, enum.Enum):
+    SENDING = "sending"  # a worker may be talking to the server about it right now
+    ACCEPTED = "accepted"  # the server answered the final '.' with 2xx
+    REFUSED = "refused"  # the server refused it for good (5xx)
+    DEFERRED = "deferred"  # a transient failure before the final '.' (4xx, dropped)
+    UNKNOWN = "unknown"  # lost after the final '.', or its worker vanished mid-send
+    FAILED = "failed"  # never reached the server (invalid input, TLS, credentials)
+
+
+class DeliveryResult(TypedDict):
+    """What ``fleet.result(message_id)`` (and the Celery task) return."""
+
+    message_id: str
+    status: str
+    final: bool
+    smtp_code: int | None
+    reply: str
+    error_code: str | None
+    error: str | None
+    refused: dict[str, tuple[int, str]]
+    attempts: int
+    unknown: int
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class Record:
+    """The claim store's record of one message (stored as JSON under its Message-ID)."""
+
+    status: Status
+    owner: str = ""  # the claim token of the worker that wrote it
+    enqueue_id: str = ""  # which enqueue() call this record answers
+    final: bool = False
+    attempts: int = 0  # tries that got as far as opening a connection
+    unknown: int = 0  # how many times its outcome was unknown
+    smtp_code: int | None = None
+    reply: str = ""
+    error_code: str | None = None
+    error: str | None = None
+    refused: Mapping[str, tuple[int, str]] = field(default_factory=dict)
+    retry_at: float | None = None  # a retry should not start before this (unix time)
+    updated_at: float = 0.0
+
+    def to_json(self) -> str:
+        data = {k: v for k, v in self.__dict__.items() if k != "refused"}
+        data["status"] = self.status.value
+        data["refused"] = {k: list(v) for k, v in self.refused.items()}
+        return json.dumps(data, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Record:
+        data: dict[str, Any] = json.loads(text)
+        data["status"] = Status(data["status"])
+        data["refused"] = {k: (int(v[0]), str(v[1])) for k, v in data.get("refused", {}).items()}
+        known = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def as_result(self, message_id: str) -> DeliveryResult:
+        return {
+            "message_id": message_id,
+            "status": self.status.value,
+            "final": self.final,
+            "smtp_code": self.smtp_code,
+            "reply": self.reply,
+            "error_code": self.error_code,
+            "error": self.error,
+            "refused": dict(self.refused),
+            "attempts": self.attempts,
+            "unknown": self.unknown,
+            "updated_at": self.updated_at,
+        }
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The fleet's retry rules (the same for every worker)."""
+
+    max_retries: int = 5
+    retry_delay: float = 1.0
+    resend_unknown: bool = False
+
+
+class Action(enum.Enum):
+    SEND = "send"
+    DONE = "done"  # nothing to do: return the record
+    WAIT = "wait"  # not yet: try again in ``Start.wait`` seconds
+    RECOVER = "recover"  # its last claimant vanished mid-send: record unknown first
+
+
+@dataclass(frozen=True)
+class Start:
+    action: Action
+    wait: float = 0.0
+
+
+def settled(record: Record | None, enqueue_id: str, policy: Policy) -> bool:
+    """True when this delivery has nothing left to do.
+
+    Accepted is final for every enqueue of that Message-ID. Refused, failed, exhausted
+    retries and unknown are final for the enqueue that produced them (a redelivered task
+    must not try again); enqueueing the same Message-ID again tries again, except after an
+    unknown outcome (the server may have it) unless ``resend_unknown``."""
+    if record is None:
+        return False
+    if record.status is Status.ACCEPTED:
+        return True
+    if not record.final:
+        return False
+    if record.enqueue_id == enqueue_id:
+        return True
+    return record.status is Status.UNKNOWN and not policy.resend_unknown
+
+
+def on_claim(record: Record | None, enqueue_id: str, policy: Policy, now: float) -> Start:
+    """What to do once this worker holds the claim on the message."""
+    if settled(record, enqueue_id, policy):
+        return Start(Action.DONE)
+    if record is None:
+        return Start(Action.SEND)
+    if record.status is Status.SENDING:
+        return Start(Action.RECOVER)
+    if record.retry_at is not None and record.enqueue_id == enqueue_id and now < record.retry_at:
+        return Start(Action.WAIT, record.retry_at - now)
+    return Start(Action.SEND)
+
+
+def backoff(attempt: int, base: float, rand: Callable[[], float] = random.random) -> float:
+    """The wait before retry number ``attempt`` (1-based): ``base`` doubling each time,
+    capped at 60 s, spread by up to ±10 % so that workers do not retry in lockstep
+    (the rule of :mod:`fluxmail._retry`)."""
+    delay = min(base * 2.0 ** max(0, attempt - 1), MAX_DELAY)
+    return max(0.0, delay * (1 + JITTER * (2 * rand() - 1)))
+
+
+def lease_wait(lease_left: float, rand: Callable[[], float] = random.random) -> float:
+    """How long a delivery waits when another worker holds the claim."""
+    return max(0.05, lease_left) * (1 + 0.2 * rand())
+
+
+def sending(record: Record | None, token: str, enqueue_id: str, now: float) -> Record:
+    """The record written just before MAIL FROM (or kept in memory for a try that fails
+    while connecting): one more attempt, owned by ``token``."""
+    base = record if record is not None else Record(Status.SENDING)
+    return replace(
+        base,
+        status=Status.SENDING,
+        owner=token,
+        enqueue_id=enqueue_id,
+        final=False,
+        attempts=base.attempts + 1,
+        retry_at=None,
+        updated_at=now,
+    )
+
+
+VANISHED = (
+    "the worker sending this message stopped (killed, lost its claim) after it began the "
+    "SMTP transaction and before it recorded the outcome; the server may or may not have "
+    "the message"
+)
+
+
+def recover(record: Record, token: str, policy: Policy, now: float) -> Record:
+    """A ``sending`` record whose claimant vanished becomes ``unknown``. It stays final
+    unless the fleet resends unknown outcomes and has retries left."""
+    retry = policy.resend_unknown and record.attempts <= policy.max_retries
+    return replace(
+        record,
+        status=Status.UNKNOWN,
+        owner=token,
+        final=not retry,
+        unknown=record.unknown + 1,
+        error_code=OutcomeUnknownError.code,
+        error=VANISHED,
+        retry_at=None,
+        updated_at=now,
+    )
+
+
+def outcome(
+    record: Record,
+    result: SendResult | FluxMailException,
+    policy: Policy,
+    now: float,
+    rand: Callable[[], float] = random.random,
+) -> tuple[Record, float | None]:
+    """The record after one try, and the seconds until the next try (None: no retry).
+
+    ``record`` is the ``sending`` record of this try (its ``attempts`` counts it)."""
+    if isinstance(result, SendResult):
+        return replace(
+            record,
+            status=Status.ACCEPTED,
+            final=True,
+            smtp_code=result.smtp_code,
+            reply=result.server_message,
+            error_code=None,
+            error=None,
+            refused=dict(result.refused),
+            updated_at=now,
+        ), None
+    status, retryable = classify(result, policy)
+    retry_in = backoff(record.attempts, policy.retry_delay, rand)
+    retry = retryable and record.attempts <= policy.max_retries
+    smtp_code = result.smtp_code if isinstance(result, SMTPResponseError) else None
+    new = replace(
+        record,
+        status=status,
+        final=not retry,
+        unknown=record.unknown + (status is Status.UNKNOWN),
+        smtp_code=smtp_code,
+        reply=result.server_message if isinstance(result, SMTPResponseError) else "",
+        error_code=result.code,
+        error=result.message,
+        refused=dict(result.refused) if isinstance(result, SMTPResponseError) else {},
+        retry_at=now + retry_in if retry else None,
+        updated_at=now,
+    )
+    return new, retry_in if retry else None
+
+
+def classify(error: FluxMailException, policy: Policy) -> tuple[Status, bool]:
+    """(status, worth retrying) for a failed try.
+
+    Unknown: lost after the final '.' (retried only with ``resend_unknown``). Deferred:
+    transient, before the final '.' (4xx replies, dropped or refused connections,
+    timeouts), always safe to retry. Refused: the server said 5xx. Failed: everything
+    else that will not fix itself (invalid input, TLS, credentials)."""
+    if isinstance(error, OutcomeUnknownError):
+        return Status.UNKNOWN, policy.resend_unknown
+    if error.transient:
+        return Status.DEFERRED, True
+    if isinstance(error, SMTPResponseError):
+        return Status.REFUSED, False
+    return Status.FAILED, False
+
+
+def free_retry(error: FluxMailException, *, reused: bool, still_open: bool) -> bool:
+    """A reused connection that the server had closed (idle timeout, 421) fails before
+    the final '.'; one immediate try on a fresh connection is free of the retry budget."""
+    if not reused or still_open:
+        return False
+    if isinstance(error, SMTPResponseError):
+        return error.smtp_code == 421
+    return isinstance(error, ConnectError) and error.transient

@@ -1,0 +1,290 @@
+"""The fleet: enqueue messages, read their results; shared by Celery and the in-process
+fallback. What differs is only how a payload reaches :meth:`Courier.attempt`."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Union
+
+from ..errors import ConfigurationError, FluxMailException
+from ._courier import Courier, pending
+from ._decide import DeliveryResult, Policy
+from ._limiter import FleetLimiter, MemorySpacer, RedisSpacer
+from ._payload import make_payload
+from ._store import MemoryStore, RedisStore
+
+if TYPE_CHECKING:
+    from .._facade import FluxMail
+    from ._store import Store
+
+log = logging.getLogger("fluxmail.scale")
+
+#: ``mailer=``: a FluxMail, a function returning one, or ``"package.module:name"`` naming
+#: either (``"fluxmail:FluxMail.from_env"`` works); None means ``FluxMail.from_env()``,
+#: called once in each worker process.
+MailerSource = Union["FluxMail", Callable[[], "FluxMail"], str, None]
+OnEnqueueError = Callable[[int, FluxMailException], None]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The rules every worker of a fleet must share (pass the same to each)."""
+
+    max_per_second: float = 0
+    per_minute: int = 0
+    per_hour: int = 0
+    per_day: int = 0
+    max_retries: int = 5
+    retry_delay: float = 1.0
+    resend_unknown: bool = False
+    lease_seconds: float | None = None
+    result_ttl: float = 7 * 86400.0
+    key_prefix: str = "fluxmail"
+    domain: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("max_per_second", "retry_delay", "result_ttl"):
+            _check_number(name, getattr(self, name), minimum=0)
+        for name in ("per_minute", "per_hour", "per_day", "max_retries"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigurationError(f"{name} must be a whole number >= 0, got {value!r}")
+        if self.lease_seconds is not None:
+            _check_number("lease_seconds", self.lease_seconds, minimum=0.1)
+        if not self.key_prefix or any(c.isspace() for c in self.key_prefix):
+            raise ConfigurationError("key_prefix must be a non-empty word")
+
+    @classmethod
+    def from_options(cls, where: str, options: dict[str, Any]) -> Settings:
+        unknown = set(options) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ConfigurationError(f"{where}: unknown setting(s): {', '.join(sorted(unknown))}")
+        return cls(**options)
+
+    @property
+    def policy(self) -> Policy:
+        return Policy(self.max_retries, self.retry_delay, self.resend_unknown)
+
+
+def _check_number(name: str, value: object, *, minimum: float) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < minimum
+    ):
+        raise ConfigurationError(f"{name} must be a number >= {minimum}, got {value!r}")
+
+
+def resolve_mailer(source: MailerSource) -> Callable[[], FluxMail]:
+    """A function that builds the mailer (called once per worker process)."""
+    if source is None:
+        from .._facade import FluxMail
+
+        return FluxMail.from_env
+    if isinstance(source, str):
+        module_name, _, attr = source.partition(":")
+        if not module_name or not attr:
+            raise ConfigurationError("mailer= names 'package.module:attribute'")
+
+        def load() -> FluxMail:
+            from importlib import import_module
+
+            found: Any = import_module(module_name)
+            for part in attr.split("."):
+                found = getattr(found, part)
+            mailer: FluxMail = found if hasattr(found, "build_message") else found()
+            return mailer
+
+        return load
+    if hasattr(source, "build_message"):
+        return lambda: source  # type: ignore[return-value]
+    if callable(source):
+        return source
+    raise ConfigurationError("mailer= takes a FluxMail, a function returning one, or a name")
+
+
+class Fleet:
+    """Enqueue messages and read back their results. See ``docs/scale.md``."""
+
+    def __init__(
+        self, *, mailer: MailerSource = None, redis_url: str | None = None, settings: Settings
+    ) -> None:
+        self.settings = settings
+        self.redis_url = redis_url
+        self._mailer = resolve_mailer(mailer)
+        self._courier: Courier | None = None
+        self._lock = threading.Lock()
+
+    # --- enqueueing -----------------------------------------------------------------------
+
+    def enqueue(
+        self, message: Mapping[str, Any], *, message_id: str | None = None, **options: Any
+    ) -> str:
+        """Validate one message (a dict of ``create()`` arguments), fix its Message-ID
+        and queue it; returns the Message-ID. ``message_id=`` (``<x@y>``) makes enqueueing
+        idempotent: a Message-ID the fleet already delivered is never sent again."""
+        payload = make_payload(message, message_id=message_id, domain=self.settings.domain)
+        self._submit([payload], options)
+        return str(payload["id"])
+
+    def enqueue_batch(
+        self,
+        messages: Iterable[Mapping[str, Any]],
+        *,
+        on_error: OnEnqueueError | None = None,
+        chunk: int = 500,
+        **options: Any,
+    ) -> list[str | None]:
+        """Queue many messages; one Message-ID per message, in order, or None for a
+        message that failed validation (reported to ``on_error(index, exc)``)."""
+        ids: list[str | None] = []
+        payloads: list[dict[str, Any]] = []
+        for index, message in enumerate(messages):
+            try:
+                payload = make_payload(message, domain=self.settings.domain)
+            except FluxMailException as exc:
+                ids.append(None)
+                self._enqueue_error(index, exc, on_error)
+                continue
+            ids.append(str(payload["id"]))
+            payloads.append(payload)
+            if len(payloads) >= chunk:
+                self._submit(payloads, options)
+                payloads = []
+        if payloads:
+            self._submit(payloads, options)
+        return ids
+
+    @staticmethod
+    def _enqueue_error(
+        index: int, exc: FluxMailException, on_error: OnEnqueueError | None
+    ) -> None:
+        if on_error is None:
+            log.warning("message %d not enqueued (%s): %s", index, exc.code, exc)
+        else:
+            on_error(index, exc)
+
+    def _submit(self, payloads: list[dict[str, Any]], options: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    # --- results ------------------------------------------------------------------------
+
+    def result(self, message_id: str) -> DeliveryResult | None:
+        """The recorded outcome of one message (None: not started, or expired)."""
+        record = self.courier().store.get(message_id)
+        return None if record is None else record.as_result(message_id)
+
+    def results(self, message_ids: Iterable[str]) -> dict[str, DeliveryResult | None]:
+        ids = list(message_ids)
+        records = self.courier().store.get_many(ids)
+        return {
+            mid: None if rec is None else rec.as_result(mid)
+            for mid, rec in zip(ids, records, strict=True)
+        }
+
+    def wait(
+        self, message_ids: Iterable[str], *, timeout: float, poll: float = 0.2
+    ) -> dict[str, DeliveryResult]:
+        """Poll until every message has a final result or ``timeout`` seconds passed;
+        the results as they stand (``status "pending"`` for those not started)."""
+        ids = list(message_ids)
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.results(ids)
+            done = all(r is not None and r["final"] for r in found.values())
+            if done or time.monotonic() >= deadline:
+                return {mid: r if r is not None else pending(mid) for mid, r in found.items()}
+            time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
+
+    # --- the process's runtime ----------------------------------------------------------
+
+    def courier(self) -> Courier:
+        """This process's courier (built after fork, on first use)."""
+        courier = self._courier
+        if courier is None or courier.pid != os.getpid():
+            with self._lock:
+                courier = self._courier
+                if courier is None or courier.pid != os.getpid():
+                    courier = self._courier = self._build_courier()
+        return courier
+
+    def _build_courier(self) -> Courier:
+        s = self.settings
+        url = self._redis_url()
+        store: Store
+        if url:
+            store = RedisStore.from_url(url, prefix=s.key_prefix, result_ttl=s.result_ttl)
+            client = store.client
+            spacer: Any = RedisSpacer(client, f"{s.key_prefix}:rate:next")
+            quota_storage = _redis_quotas(url, s.key_prefix)
+        else:
+            self._check_memory_allowed()
+            store, spacer, quota_storage = MemoryStore(), MemorySpacer(), _memory_quotas
+        limiter = FleetLimiter(
+            max_per_second=s.max_per_second,
+            spacer=spacer,
+            quotas={"per_minute": s.per_minute, "per_hour": s.per_hour, "per_day": s.per_day},
+            quota_storage=quota_storage,
+            key=f"{s.key_prefix}:quota",
+        )
+        return Courier(
+            mailer=self._mailer,
+            store=store,
+            limiter=limiter,
+            policy=s.policy,
+            lease_seconds=s.lease_seconds,
+        )
+
+    def _redis_url(self) -> str | None:
+        return self.redis_url or os.environ.get("FLUXMAIL_REDIS_URL") or None
+
+    def _check_memory_allowed(self) -> None:
+        """Only one process may work without Redis."""
+
+    def close(self) -> None:
+        """Close this process's SMTP connections (QUIT)."""
+        courier = self._courier
+        if courier is not None and courier.pid == os.getpid():
+            courier.close()
+
+
+def _redis_quotas(url: str, prefix: str) -> Callable[[], Any]:
+    def make() -> Any:
+        from ._deps import limits_module
+
+        return limits_module("storage").RedisStorage(url, key_prefix=f"{prefix}:limits")
+
+    return make
+
+
+def _memory_quotas() -> Any:
+    from ._deps import limits_module
+
+    return limits_module("storage").MemoryStorage()
+
+
+class LocalFleet(Fleet):
+    """The in-process fallback: the same checks, claims, retries and limits, without a
+    broker. ``enqueue()`` delivers before it returns (retries sleep in the caller). With
+    ``redis_url`` it shares claims and rate limits with a Celery fleet; without, it keeps
+    them in memory (one process)."""
+
+    def __init__(
+        self, mailer: MailerSource = None, *, redis_url: str | None = None, **settings: Any
+    ) -> None:
+        config = Settings.from_options("LocalFleet()", settings)
+        super().__init__(mailer=mailer, redis_url=redis_url, settings=config)
+
+    def _submit(self, payloads: list[dict[str, Any]], options: dict[str, Any]) -> None:
+        if options:
+            raise ConfigurationError(f"unknown option(s): {', '.join(sorted(options))}")
+        courier = self.courier()
+        for payload in payloads:
+            courier.run(payload)

@@ -1,0 +1,235 @@
+"""Claim stores: where workers claim a Message-ID and record its outcome.
+
+Two keys per message, both under ``prefix``:
+
+* ``{prefix}:claim:{message_id}`` -- the claim: ``SET NX PX lease`` holding the claimant's
+  random token. It exists while one worker works on the message and expires on its own
+  if that worker dies.
+* ``{prefix}:msg:{message_id}`` -- the record (JSON, see :class:`~._decide.Record`), kept
+  ``result_ttl`` seconds. It outlives the claim, which is how a later delivery learns that
+  a vanished claimant had already begun the SMTP transaction (``sending``).
+
+Writes are compare-and-set (``WATCH`` + ``MULTI``, no Lua): :meth:`update` writes only
+while the claim is still the writer's *and* the record is still the one the writer last
+saw; :meth:`finish` needs only the latter. So a worker that outlived its claim can still
+record its outcome if nobody took over, and never overwrites what a successor recorded.
+
+:class:`RedisStore` is the fleet's; :class:`MemoryStore` has the same semantics inside one
+process (eager mode, the in-process fallback, users' tests).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ._decide import Record
+
+if TYPE_CHECKING:
+    import redis
+
+#: A WATCH conflict means another client wrote in between; try again a few times.
+_WATCH_TRIES = 5
+
+
+class Store(Protocol):
+    def get(self, message_id: str) -> Record | None: ...
+
+    def get_many(self, message_ids: Iterable[str]) -> list[Record | None]: ...
+
+    def claim(self, message_id: str, token: str, lease: float) -> tuple[bool, Record | None]:
+        """Take the claim if free; in the same step, read the record."""
+        ...
+
+    def lease_left(self, message_id: str) -> float: ...
+
+    def update(
+        self, message_id: str, token: str, expected: Record | None, record: Record, lease: float
+    ) -> bool:
+        """Replace ``expected`` by ``record`` and renew the claim for ``lease`` seconds,
+        only if the claim is still ``token``'s and the stored record is still
+        ``expected``. False: nothing was written."""
+        ...
+
+    def finish(self, message_id: str, token: str, expected: Record | None, record: Record) -> bool:
+        """Replace ``expected`` by the final ``record`` if the stored record is still
+        ``expected`` (even when the claim has expired meanwhile: nobody took over), and
+        release the claim if it is ``token``'s. False: someone else wrote first."""
+        ...
+
+    def release(self, message_id: str, token: str) -> None: ...
+
+
+class RedisStore:
+    """The claim store on Redis (redis-py); safe across processes and machines."""
+
+    def __init__(self, client: redis.Redis, *, prefix: str = "fluxmail", result_ttl: float):
+        self.client = client
+        self.prefix = prefix
+        self.result_ttl_ms = max(1000, int(result_ttl * 1000))
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> RedisStore:
+        from ._deps import redis_module
+
+        return cls(redis_module().Redis.from_url(url), **options)
+
+    def _keys(self, message_id: str) -> tuple[str, str]:
+        return f"{self.prefix}:msg:{message_id}", f"{self.prefix}:claim:{message_id}"
+
+    def get(self, message_id: str) -> Record | None:
+        return _record(self.client.get(self._keys(message_id)[0]))
+
+    def get_many(self, message_ids: Iterable[str]) -> list[Record | None]:
+        keys = [self._keys(mid)[0] for mid in message_ids]
+        return [_record(raw) for raw in self.client.mget(keys)] if keys else []
+
+    def claim(self, message_id: str, token: str, lease: float) -> tuple[bool, Record | None]:
+        record_key, claim_key = self._keys(message_id)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.set(claim_key, token, nx=True, px=_ms(lease))
+        pipe.get(record_key)
+        taken, raw = pipe.execute()
+        return bool(taken), _record(raw)
+
+    def lease_left(self, message_id: str) -> float:
+        left = int(self.client.pttl(self._keys(message_id)[1]))
+        return max(0.0, left / 1000)
+
+    def update(
+        self, message_id: str, token: str, expected: Record | None, record: Record, lease: float
+    ) -> bool:
+        record_key, claim_key = self._keys(message_id)
+
+        def write(pipe: Any) -> bool:
+            if _text(pipe.get(claim_key)) != token or _record(pipe.get(record_key)) != expected:
+                return False
+            pipe.multi()
+            pipe.set(record_key, record.to_json(), px=self.result_ttl_ms)
+            pipe.pexpire(claim_key, _ms(lease))
+            return True
+
+        return self._transaction(write, record_key, claim_key)
+
+    def finish(self, message_id: str, token: str, expected: Record | None, record: Record) -> bool:
+        record_key, claim_key = self._keys(message_id)
+
+        def write(pipe: Any) -> bool:
+            unchanged = _record(pipe.get(record_key)) == expected
+            ours = _text(pipe.get(claim_key)) == token
+            if unchanged or ours:
+                pipe.multi()
+            if unchanged:
+                pipe.set(record_key, record.to_json(), px=self.result_ttl_ms)
+            if ours:
+                pipe.delete(claim_key)
+            return unchanged
+
+        return self._transaction(write, record_key, claim_key)
+
+    def release(self, message_id: str, token: str) -> None:
+        claim_key = self._keys(message_id)[1]
+
+        def drop(pipe: Any) -> bool:
+            if _text(pipe.get(claim_key)) == token:
+                pipe.multi()
+                pipe.delete(claim_key)
+            return True
+
+        self._transaction(drop, claim_key)
+
+    def _transaction(self, body: Callable[[Any], bool], *keys: str) -> bool:
+        """Run ``body`` under WATCH ``keys``: it reads, calls ``multi()`` and queues the
+        writes. A write by another client in between makes us read and decide again."""
+        from ._deps import redis_module
+
+        watch_error = redis_module().WatchError
+        for _ in range(_WATCH_TRIES):
+            with self.client.pipeline(transaction=True) as redis_pipe:
+                pipe: Any = redis_pipe
+                try:
+                    pipe.watch(*keys)
+                    done = body(pipe)
+                    if pipe.explicit_transaction:
+                        pipe.execute()
+                    return done
+                except watch_error:
+                    continue
+        raise RuntimeError(f"claim store: {keys[0]} kept changing under us")
+
+
+class MemoryStore:
+    """The same semantics in one process (a dict, a lock and a monotonic clock)."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._records: dict[str, Record] = {}
+        self._claims: dict[str, tuple[str, float]] = {}
+        self._lock = threading.Lock()
+        self._clock = clock
+
+    def _claim_of(self, message_id: str) -> str | None:
+        held = self._claims.get(message_id)
+        if held is None or held[1] <= self._clock():
+            self._claims.pop(message_id, None)
+            return None
+        return held[0]
+
+    def get(self, message_id: str) -> Record | None:
+        with self._lock:
+            return self._records.get(message_id)
+
+    def get_many(self, message_ids: Iterable[str]) -> list[Record | None]:
+        with self._lock:
+            return [self._records.get(mid) for mid in message_ids]
+
+    def claim(self, message_id: str, token: str, lease: float) -> tuple[bool, Record | None]:
+        with self._lock:
+            taken = self._claim_of(message_id) is None
+            if taken:
+                self._claims[message_id] = (token, self._clock() + lease)
+            return taken, self._records.get(message_id)
+
+    def lease_left(self, message_id: str) -> float:
+        with self._lock:
+            held = self._claims.get(message_id)
+            return 0.0 if held is None else max(0.0, held[1] - self._clock())
+
+    def update(
+        self, message_id: str, token: str, expected: Record | None, record: Record, lease: float
+    ) -> bool:
+        with self._lock:
+            if self._claim_of(message_id) != token or self._records.get(message_id) != expected:
+                return False
+            self._records[message_id] = record
+            self._claims[message_id] = (token, self._clock() + lease)
+            return True
+
+    def finish(self, message_id: str, token: str, expected: Record | None, record: Record) -> bool:
+        with self._lock:
+            if self._claim_of(message_id) == token:
+                del self._claims[message_id]
+            if self._records.get(message_id) != expected:
+                return False
+            self._records[message_id] = record
+            return True
+
+    def release(self, message_id: str, token: str) -> None:
+        with self._lock:
+            if self._claim_of(message_id) == token:
+                del self._claims[message_id]
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
+def _record(raw: object) -> Record | None:
+    return None if raw is None else Record.from_json(raw)  # type: ignore[arg-type]
+
+
+def _text(value: object) -> str | None:
+    if isinstance(value, bytes):
+        return value.decode()
+    return value if isinstance(value, str) or value is None else str(value)
