@@ -72,3 +72,7 @@ def make_fault_server(tls_ca: TLSMaterial) -> Iterator[Callable[..., FaultServer
     yield factory
     for server in started:
         server.stop()
+
+
+# Redis and Celery worker processes for the fluxmail[celery] tests (tests/redis_fixture.py).
+from redis_fixture import celery_workers, redis_server  # noqa: E402, F401
