@@ -454,3 +454,18 @@ def test_from_env_needs_all_three() -> None:
     }
     with pytest.raises(ConfigurationError, match=r"/nonexistent/k\.pem"):
         FluxMail.from_env(env)
+
+
+def test_local_fleet_signs_too(smtp_server: SMTPTestServer, keys: dict[str, Key]) -> None:
+    from fluxmail.scale import LocalFleet
+
+    key = keys["ed25519"]
+    fleet = LocalFleet(lambda: mailer(smtp_server, key))
+    spec = {"sender": "news@example.com", "recipients": ["a@example.org"], "body": "x"}
+    try:
+        ids = fleet.enqueue_batch([{**spec, "subject": f"fleet {i}"} for i in range(2)])
+    finally:
+        fleet.close()
+    assert all(ids)
+    assert len(smtp_server.messages) == 2
+    assert all(key.verifies(received.data) for received in smtp_server.messages)

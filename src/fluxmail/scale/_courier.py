@@ -245,7 +245,12 @@ class Courier:
 
         mailer = self.mailer
         message = mailer.build_message(**options)
-        return compose(message, domain=mailer.domain, message_id=message_id)
+        composed = compose(message, domain=mailer.domain, message_id=message_id)
+        if mailer.dkim is not None:  # the same signing step as FluxMail.compose()
+            from ..dkim import sign
+
+            composed = sign(composed, mailer.dkim)
+        return composed
 
     # --- connections --------------------------------------------------------------------
 
