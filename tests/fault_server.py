@@ -76,9 +76,23 @@ class StartTLS:
 
 @dataclass
 class DropMidData:
-    """Answer DATA with 354, read ``after`` bytes of the body, then abort (RST)."""
+    """Answer DATA with 354, read ``after`` bytes of the body, then abort (RST); with
+    ``reply``, first send it (an early refusal such as ``552``) and give it time to
+    arrive."""
 
     after: int = 1024
+    reply: bytes = b""
+
+
+@dataclass
+class HangUp:
+    """Send ``data`` and the FIN in one TCP segment (TCP_CORK): the client sees the reply
+    and the end of the connection at once. Then read and drop whatever still comes."""
+
+    data: bytes | str
+
+    def raw(self) -> bytes:
+        return Reply(self.data).raw()
 
 
 @dataclass
@@ -91,7 +105,7 @@ class SlowRead:
     chunk: int = 4096
 
 
-Action = Reply | Stall | Close | Endless | Trickle | StartTLS | DropMidData | SlowRead
+Action = Reply | Stall | Close | Endless | Trickle | StartTLS | DropMidData | SlowRead | HangUp
 Script = Mapping[str, "Action | Callable[[FaultSession], Action | None]"]
 
 
@@ -395,6 +409,14 @@ class FaultServer:
         if isinstance(action, StartTLS):
             await self._starttls(conn, action.inject)
             return True
+        if isinstance(action, HangUp):
+            sock = conn.writer.get_extra_info("socket")
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+            conn.writer.write(action.raw())
+            conn.writer.write_eof()  # flushes the corked reply with the FIN
+            while await conn.reader.read(65536):
+                pass
+            return False
         if isinstance(action, SlowRead):
             await conn.write(b"354 Go ahead (slowly)\r\n")
             conn.read_size = action.chunk
@@ -415,6 +437,9 @@ class FaultServer:
             if not data:
                 break
             received += len(data)
+        if action.reply:
+            await conn.write(action.reply)
+            await asyncio.sleep(0.1)
         conn.writer.transport.abort()
         return False
 

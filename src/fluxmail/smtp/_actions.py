@@ -1,8 +1,8 @@
 """The I/O actions a sans-IO conversation yields to its driver.
 
-* :class:`Exchange` -- write ``data`` (possibly several pipelined commands), then read
-  ``replies`` replies and send them back as a list. The list is shorter when the server
-  answered ``421`` (it is closing the connection, nothing more will come).
+* :class:`Exchange` -- write ``data`` (possibly several pipelined commands) and ``tail``,
+  then read ``replies`` replies and send them back as a list. The list is shorter when
+  the server answered ``421`` (it is closing the connection, nothing more will come).
 * :class:`StartTLS` -- discard every buffered byte (STARTTLS response injection), run the
   TLS handshake, send back an empty list.
 
@@ -25,11 +25,13 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class Exchange:
-    """Write ``data``, then read ``replies`` replies.
+    """Write ``data`` then ``tail``, then read ``replies`` replies.
 
     ``log`` replaces ``data`` in the debug transcript (redaction, message bodies).
     ``message_id`` marks a write that ends a message's DATA: a failure after the write
-    completed and before the reply leaves that message's outcome unknown.
+    completed and before the reply leaves that message's outcome unknown. ``tail`` is the
+    final dot of such a write, kept apart so that a large message is never copied just
+    to append three bytes.
     """
 
     data: bytes = field(repr=False)
@@ -37,6 +39,7 @@ class Exchange:
     stage: str
     log: str | None = None
     message_id: str | None = None
+    tail: bytes = field(default=b"", repr=False)
 
 
 @dataclass(frozen=True, slots=True)

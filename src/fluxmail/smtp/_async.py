@@ -31,7 +31,7 @@ from ._common import (
 )
 from ._errors import ServerClosedError, io_error
 from ._protocol import Session
-from ._replies import OUT_OF_STEP, Reply, ReplyParser, collect
+from ._replies import OUT_OF_STEP, Reply, ReplyParser, collect, early_refusal
 from ._results import SendResult, SessionInfo
 
 T = TypeVar("T")
@@ -94,13 +94,15 @@ class _ClientProtocol(asyncio.Protocol):
             raise ServerClosedError()
 
     def flushed(self) -> bool:
-        """True once every written byte is in the kernel; raises if the connection failed."""
+        """True once every written byte is in the kernel; raises if the connection failed
+        or the server hung up (EOF): what is not in the kernel yet will never be answered,
+        so a failure here happened before the end of the write."""
         raw, transport = self.raw, self.transport
         assert raw is not None
         assert transport is not None
         if self.error is not None:
             raise self.error
-        if self.lost or raw.is_closing():
+        if self.lost or self.eof or raw.is_closing():
             raise ServerClosedError()
         return transport.get_write_buffer_size() == 0 and raw.get_write_buffer_size() == 0
 
@@ -130,6 +132,24 @@ class _ClientProtocol(asyncio.Protocol):
             self._waiter = None
         if self._expired:
             raise TimeoutError("timed out")
+
+
+async def _settle(proto: _ClientProtocol) -> None:
+    """Before the slice with a final dot: if the socket has unread input (an EOF, a
+    reset), let the event loop deliver it first, so that a server that hung up before
+    the dot is known to have done so (the blocking driver checks the same way)."""
+    raw = proto.raw
+    sock = raw.get_extra_info("socket") if raw is not None else None
+    for _ in range(3):
+        if sock is None or proto.eof or proto.error is not None:
+            return
+        try:
+            readable, _, _ = select.select([sock.fileno()], [], [], 0)
+        except (OSError, ValueError):
+            return
+        if not readable:
+            return
+        await asyncio.sleep(0)
 
 
 class AsyncSMTPConnection:
@@ -306,9 +326,9 @@ class AsyncSMTPConnection:
         loop = asyncio.get_running_loop()
         written = False
         try:
-            if exchange.data:
+            if exchange.data or exchange.tail:
                 log_exchange(exchange)
-                await self._write(proto, exchange.data, timeout)
+                await self._write(proto, exchange, timeout)
             written = True
             return await self._read(proto, exchange, loop.time() + timeout)
         except ProtocolError:
@@ -317,20 +337,35 @@ class AsyncSMTPConnection:
         except (OSError, asyncio.TimeoutError) as exc:
             if written:
                 self._fail(exchange.stage, exc, exchange.message_id)
-            self._fail("body" if exchange.message_id else exchange.stage, exc)
+            early = early_refusal(self._parser) if exchange.message_id else None
+            if early is None:
+                self._fail("body" if exchange.message_id else exchange.stage, exc)
+            self._drop()  # the server refused the message before the dot, then hung up
+            self._out_of_step = True
+            return [early]
         except BaseException:  # cancelled: the conversation is out of step, drop it
             self._drop()
             raise
 
     @staticmethod
-    async def _write(proto: _ClientProtocol, data: bytes, timeout: float) -> None:
-        """Write in slices, each with its own deadline, until the kernel has every byte."""
+    async def _write(proto: _ClientProtocol, exchange: Exchange, timeout: float) -> None:
+        """Write ``data`` + ``tail`` in slices, each with its own deadline, until the kernel
+        has every byte. Before each slice, a failed or hung-up connection raises: a final
+        dot is never written to a server known to be gone."""
         loop = asyncio.get_running_loop()
-        view = memoryview(data)
-        for start in range(0, len(data), WRITE_CHUNK):
+        data, tail = exchange.data, exchange.tail
+        if len(data) + len(tail) <= WRITE_CHUNK:
+            slices: list[bytes | memoryview] = [data + tail if tail else data]
+        else:
+            view = memoryview(data)
+            slices = [view[i : i + WRITE_CHUNK] for i in range(0, len(data), WRITE_CHUNK)]
+            slices[-1] = bytes(slices[-1]) + tail
+        for number, piece in enumerate(slices, 1):
+            if exchange.message_id is not None and number == len(slices):
+                await _settle(proto)
             proto.flushed()  # raises if the connection already failed
             assert proto.transport is not None
-            proto.transport.write(view[start : start + WRITE_CHUNK])
+            proto.transport.write(piece)
             if proto.flushed():
                 continue
             timer = proto.arm(loop.time() + timeout)

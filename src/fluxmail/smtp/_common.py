@@ -35,6 +35,12 @@ def tls_context(config: SmtpConfig) -> ssl.SSLContext:
                 "%s is encrypted but not authenticated",
                 config.host,
             )
+        elif not config.ssl_context.check_hostname:
+            log.warning(
+                "ssl_context does not check host names (check_hostname=False): any "
+                "certificate of a trusted CA is accepted for %s",
+                config.host,
+            )
         return config.ssl_context
     with _lock:
         if _default_context is None:

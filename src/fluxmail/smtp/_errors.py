@@ -112,6 +112,11 @@ def _reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+def _dropped(exc: ssl.SSLError) -> bool:
+    """The peer closed the connection in the middle of the handshake (maybe transient)."""
+    return isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError))
+
+
 def is_timeout(exc: BaseException) -> bool:
     return isinstance(exc, (TimeoutError, asyncio.TimeoutError))
 
@@ -145,6 +150,13 @@ def io_error(
         return TLSVerifyError(f"TLS certificate of {where} did not verify: {reason}")
     if is_timeout(exc):
         return SendTimeoutError(f"no answer from SMTP server {where} within {timeout:g} s {at}")
+    if stage == "tls" and isinstance(exc, ssl.SSLError) and not _dropped(exc):
+        # The server does not speak TLS, or no TLS version/cipher is acceptable to both:
+        # trying again will not help, and plaintext is never an option.
+        return TLSRequiredError(
+            f"TLS handshake with SMTP server {where} failed: {reason}; fluxmail never "
+            "continues in plaintext"
+        )
     if isinstance(exc, ssl.SSLError):
         return ConnectError(f"TLS with SMTP server {where} failed {at}: {reason}")
     return ConnectError(f"connection to SMTP server {where} failed {at}: {reason}")

@@ -34,6 +34,7 @@ from ._replies import Capabilities, Reply
 from ._results import SendResult, SessionInfo
 
 _UNSAFE = ("\r", "\n", "\0")
+MAX_LINE = 998  # octets per line, without the CRLF (RFC 5321 4.5.3.1.6, RFC 5322 2.1.1)
 
 
 # --- commands and data ----------------------------------------------------------------
@@ -66,29 +67,67 @@ def prepare_data(data: bytes) -> bytes:
     A bare CR or LF anywhere becomes CRLF, so ``\\n.\\n`` inside a body can never end
     the message early (SMTP smuggling).
     """
+    body, tail = stuff(normalize_newlines(data))
+    return body + tail
+
+
+def normalize_newlines(data: bytes) -> bytes:
+    """Every CR, LF and CRLF becomes CRLF; ``data`` itself when it is already so."""
     crlf = data.count(b"\r\n")
     if data.count(b"\r") != crlf or data.count(b"\n") != crlf:
         data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+    return data
+
+
+def stuff(data: bytes) -> tuple[bytes, bytes]:
+    """Dot-stuff CRLF-only ``data`` into ``(body, tail)``, :func:`prepare_data` in two
+    pieces: ``body`` is ``data`` itself when no line starts with a dot (what the composer
+    writes), so a large message is not copied; ``tail`` is the terminating ``.`` CRLF,
+    preceded by CRLF when ``body`` does not end with one."""
     if data.startswith(b"."):
         data = b"." + data
-    data = data.replace(b"\r\n.", b"\r\n..")
-    if data and not data.endswith(CRLF):
-        data += CRLF
-    return data + b".\r\n"
+    data = data.replace(b"\r\n.", b"\r\n..")  # the same object when there is no match
+    return data, b".\r\n" if not data or data.endswith(CRLF) else b"\r\n.\r\n"
+
+
+def check_line_length(data: bytes, limit: int = MAX_LINE) -> None:
+    """Refuse CRLF-only ``data`` with a line longer than ``limit`` octets (CRLF excluded):
+    servers cut or refuse such lines (RFC 5321 4.5.3.1.6), which would change the message.
+
+    One bounded ``find`` per line: fast on base64 (76-octet lines) and short text alike.
+    """
+    if len(data) <= limit:
+        return
+    find = data.find
+    pos, end = 0, len(data)
+    while pos < end:
+        newline = find(b"\n", pos, pos + limit + 2)
+        if newline < 0:
+            if end - pos <= limit:
+                return
+            line = data[:pos].count(b"\n") + 1
+            raise InvalidMessageError(
+                f"line {line} of the message is longer than {limit} octets, the SMTP limit "
+                "(encode long lines, e.g. quoted-printable); nothing was sent"
+            )
+        pos = newline + 1
 
 
 @dataclass(frozen=True)
 class Plan:
-    """One message, checked and turned into bytes, ready for a transaction."""
+    """One message, checked and turned into bytes, ready for a transaction.
+
+    The DATA bytes are ``payload`` followed by ``tail`` (see :func:`stuff`)."""
 
     message_id: str
     mail: bytes
     rcpts: tuple[tuple[str, bytes], ...]
     payload: bytes = field(repr=False)
+    tail: bytes = b".\r\n"
 
     @property
     def size(self) -> int:
-        return len(self.payload) - 3  # without the terminating ".\r\n"
+        return len(self.payload) + len(self.tail) - 3  # without the terminating ".\r\n"
 
     def envelope(self, rcpts: tuple[tuple[str, bytes], ...]) -> bytes:
         """MAIL + RCPTs + DATA in one piece (a pipelined envelope)."""
@@ -114,18 +153,22 @@ def plan_message(caps: Capabilities, composed: Composed, *, host: str) -> Plan:
             smtp_code=553,
             enhanced_code="5.6.7",
         )
-    payload = prepare_data(composed.data)
+    normalized = normalize_newlines(composed.data)
+    payload, tail = stuff(normalized)
+    size = len(payload) + len(tail) - 3
     params = []
     if caps.size:
-        params.append(f"SIZE={len(payload) - 3}")
+        params.append(f"SIZE={size}")
         limit = caps.max_size
-        if limit is not None and len(payload) - 3 > limit:
+        if limit is not None and size > limit:
             raise MessageTooLargeError(
-                f"the message is {len(payload) - 3} bytes and {host} accepts at most "
+                f"the message is {size} bytes and {host} accepts at most "
                 f"{limit}; nothing was sent",
                 smtp_code=552,
                 enhanced_code="5.3.4",
             )
+    check_line_length(normalized)
+    del normalized
     if caps.eightbitmime and not payload.isascii():
         params.append("BODY=8BITMIME")
     if utf8:
@@ -138,6 +181,7 @@ def plan_message(caps: Capabilities, composed: Composed, *, host: str) -> Plan:
             for addr, path in zip(env.rcpt_to, paths[1:], strict=True)
         ),
         payload=payload,
+        tail=tail,
     )
 
 
@@ -377,6 +421,7 @@ class Session:
                 "dot",
                 log=f"<message data: {plan.size} bytes> .",
                 message_id=plan.message_id,
+                tail=plan.tail,
             )
         )
         if not 200 <= final.code < 300:

@@ -27,7 +27,7 @@ from ._common import (
 )
 from ._errors import ServerClosedError, io_error
 from ._protocol import Session
-from ._replies import OUT_OF_STEP, Reply, ReplyParser, collect
+from ._replies import OUT_OF_STEP, Reply, ReplyParser, collect, early_refusal
 from ._results import SendResult, SessionInfo
 
 T = TypeVar("T")
@@ -186,9 +186,9 @@ class SMTPConnection:
             raise ProtocolError(OUT_OF_STEP.format(host=self.config.host))
         written = False
         try:
-            if exchange.data:
+            if exchange.data or exchange.tail:
                 log_exchange(exchange)
-                self._write(sock, exchange.data, timeout)
+                self._write(sock, exchange, timeout)
             written = True
             return self._read(sock, exchange, timeout)
         except ProtocolError:
@@ -197,20 +197,70 @@ class SMTPConnection:
         except OSError as exc:
             if written:
                 self._fail(exchange.stage, exc, exchange.message_id)
-            self._fail("body" if exchange.message_id else exchange.stage, exc)
+            early = None
+            if exchange.message_id is not None:
+                self._take_input(sock)
+                early = early_refusal(self._parser)
+            if early is None:
+                self._fail("body" if exchange.message_id else exchange.stage, exc)
+            self._drop()  # the server refused the message before the dot, then hung up
+            self._out_of_step = True
+            return [early]
         except BaseException:  # interrupted: the conversation is out of step, drop it
             self._drop()
             raise
 
-    @staticmethod
-    def _write(sock: socket.socket, data: bytes, timeout: float) -> None:
+    def _write(self, sock: socket.socket, exchange: Exchange, timeout: float) -> None:
+        """Write ``data`` + ``tail`` in slices, each with its own deadline. Before the
+        slice that carries a message's final dot, make sure the server has not already
+        hung up: then the failure provably happened before the dot."""
+        data, tail = exchange.data, exchange.tail
+        ends_message = exchange.message_id is not None
         sock.settimeout(timeout)
-        if len(data) <= WRITE_CHUNK:
-            sock.sendall(data)
+        if len(data) + len(tail) <= WRITE_CHUNK:
+            if ends_message:
+                self._check_peer(sock)
+            sock.sendall(data + tail if tail else data)
             return
         view = memoryview(data)
         for start in range(0, len(data), WRITE_CHUNK):
+            if ends_message and start + WRITE_CHUNK >= len(data):
+                self._check_peer(sock)
             sock.sendall(view[start : start + WRITE_CHUNK])
+        if tail:
+            sock.sendall(tail)
+
+    def _check_peer(self, sock: socket.socket) -> None:
+        """Raise ServerClosedError if the server already closed the connection; bytes it
+        sent meanwhile go to the parser (they are read as the next reply, as asyncio's
+        driver does)."""
+        if not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+            try:
+                readable, _, _ = select.select([sock], [], [], 0)
+            except (OSError, ValueError):
+                return
+            if not readable:
+                return
+        if not self._take_input(sock):
+            raise ServerClosedError()
+
+    def _take_input(self, sock: socket.socket) -> bool:
+        """Feed the parser whatever already arrived, without waiting; False at EOF."""
+        timeout = sock.gettimeout()
+        try:
+            sock.setblocking(False)
+            while True:
+                data = sock.recv(READ_SIZE)
+                if not data:
+                    return False
+                self._parser.feed(data)
+        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return True
+        except (OSError, ProtocolError):
+            return True  # a reset: the caller's write or read reports it
+        finally:
+            with contextlib.suppress(OSError):
+                sock.settimeout(timeout)
 
     def _read(self, sock: socket.socket, exchange: Exchange, timeout: float) -> list[Reply]:
         """Read the replies with one deadline: a trickling server cannot extend it."""

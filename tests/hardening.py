@@ -1,0 +1,69 @@
+"""Helpers shared by the hardening tests (``test_hardening_*.py``, ``test_journal.py``,
+``test_load.py``): one calling style for sync and async sends, batches, and the
+"nothing lost" check. Everything runs against the real servers of ``servers.py``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any
+
+from fluxmail import BulkSender, FluxMail, FluxMailException
+
+MODES = ["sync", "async"]
+
+
+def send(mailer: FluxMail, mode: str, **create: Any) -> str:
+    """``create(**create)`` then ``send()`` or ``send_async()``."""
+    mailer.create(**create)
+    if mode == "sync":
+        return mailer.send()
+    return asyncio.run(mailer.send_async())
+
+
+def run_batch(mailer: FluxMail, messages: Any, mode: str, **options: Any) -> Any:
+    """``BulkSender(mailer, **sender_options).send_batch(...)`` or its async twin;
+    ``connections`` and ``journal*``/``resend_unknown`` go to the BulkSender."""
+    sender_keys = ("connections", "journal", "journal_fsync", "resend_unknown")
+    sender_options = {k: options.pop(k) for k in sender_keys if k in options}
+    sender = BulkSender(mailer, **sender_options)
+    options.setdefault("progress", False)
+    if mode == "sync":
+        return sender.send_batch(messages, **options)
+    return asyncio.run(sender.send_batch_async(messages, **options))
+
+
+def batch(count: int, **extra: Any) -> list[dict[str, Any]]:
+    return [
+        {
+            "subject": f"message {i}",
+            "recipients": [f"user{i}@example.com"],
+            "body": f"Hello {i}!",
+            "sender": "noreply@example.com",
+            **extra,
+        }
+        for i in range(count)
+    ]
+
+
+def assert_nothing_lost(result: Any, accepted_ids: Iterable[str], total: int) -> None:
+    """accepted + reported failures = input; distinct Message-IDs on the server = accepted."""
+    ids = list(accepted_ids)
+    assert result["total"] == total
+    assert result["sent"] + result["failed"] + result.get("skipped", 0) == total
+    assert len(result["errors"]) == result["failed"]
+    assert all(isinstance(exc, FluxMailException) for _, exc in result["errors"])
+    assert len(set(ids)) == len(ids), "a message was delivered twice"
+    assert len(ids) == result["sent"] + result.get("skipped_sent", 0)
+
+
+def assert_clean_wire(raw: bytes) -> None:
+    """DATA as written on the wire: CRLF line ends only (no bare CR or LF), no line over
+    998 octets (plus a stuffing dot), and the only lone dot is the terminator."""
+    assert raw.endswith(b"\r\n.\r\n") or raw == b".\r\n", raw[-20:]
+    body = raw[:-3]
+    assert body.count(b"\r") == body.count(b"\n") == body.count(b"\r\n"), "bare CR or LF"
+    assert not body.startswith(b".\r\n")
+    assert b"\r\n.\r\n" not in body, "a lone dot before the end"
+    longest = max((len(line) for line in body.split(b"\r\n")), default=0)
+    assert longest <= 999, f"a line of {longest} octets"

@@ -1,0 +1,210 @@
+"""Rules 9-11 of docs/security.md: every message ends accepted, refused (with its code),
+deferred or unknown; only what cannot be duplicated is retried; no stage of a stalling
+server holds the caller longer than the timeout plus a second. Sync and async, through
+the engine, the API, BulkSender, the CLI and the Django backend, against real servers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from fluxmail import FluxMail
+from fluxmail.errors import (
+    ConnectError,
+    MessageTooLargeError,
+    OutcomeUnknownError,
+    SendTimeoutError,
+    TLSRequiredError,
+)
+from hardening import MODES, assert_nothing_lost, batch, run_batch, send
+from servers import (
+    DEFAULT_CAPS,
+    DropMidData,
+    FaultServer,
+    FaultSession,
+    HangUp,
+    Reply,
+    SlowRead,
+    SMTPTestServer,
+    Stall,
+    tls_material,
+)
+from test_smtp_engine import Connect, connect, msg, timed
+
+__all__ = ["connect"]  # the sync/async engine fixture, shared with test_smtp_engine
+
+MakeFault = Callable[..., FaultServer]
+MakeServer = Callable[..., SMTPTestServer]
+NO_PIPELINING = tuple(c for c in DEFAULT_CAPS if c != "PIPELINING")
+BIG = b"Subject: big\r\n\r\n" + (b"0123456789abcdef" * 4 + b"\r\n") * 131072  # 8.6 MB
+
+
+# --- where the final dot is: deferred (retried) versus unknown (never resent) ----------
+
+
+@pytest.mark.parametrize("caps", [DEFAULT_CAPS, NO_PIPELINING], ids=["pipelined", "stepwise"])
+def test_hangup_right_after_354_is_a_failure_before_the_dot(
+    connect: Connect, make_fault_server: MakeFault, caps: tuple[str, ...]
+) -> None:
+    """The server says 354 and hangs up: the client knows before writing the dot, so the
+    message is deferred (connection_failed, retried), not unknown. Both drivers."""
+    server = make_fault_server({"DATA": HangUp("354 go ahead")}, capabilities=caps)
+    client = connect(server.smtp_config())
+    exc, _ = timed(lambda: client.send(msg()), ConnectError)
+    assert type(exc) is ConnectError
+    assert exc.code == "connection_failed"
+    assert exc.transient
+    assert server.received == []
+
+
+def test_small_message_reset_after_the_dot_is_unknown_in_both_drivers(
+    connect: Connect, make_fault_server: MakeFault
+) -> None:
+    """A small message is in the kernel, final dot included, before the server resets
+    the connection: the server may have it, so both drivers say outcome_unknown."""
+    server = make_fault_server({"DATA": DropMidData(after=10)})
+    client = connect(server.smtp_config())
+    exc, _ = timed(lambda: client.send(msg()), OutcomeUnknownError)
+    assert exc.message_id == "<t1@example.com>"
+
+
+def test_large_message_reset_mid_data_is_deferred_in_both_drivers(
+    connect: Connect, make_fault_server: MakeFault
+) -> None:
+    server = make_fault_server({"DATA": DropMidData(after=1024)})
+    client = connect(server.smtp_config())
+    exc, _ = timed(lambda: client.send(msg(data=BIG)), ConnectError)
+    assert type(exc) is ConnectError
+    assert exc.transient
+
+
+def test_refusal_before_the_dot_is_the_servers_answer(
+    connect: Connect, make_fault_server: MakeFault
+) -> None:
+    """A 552 sent in the middle of DATA, then a reset: a refusal (never retried), not a
+    connection failure (retried)."""
+    script = {"DATA": DropMidData(after=1024, reply=b"552 5.3.4 Too big for me\r\n")}
+    server = make_fault_server(script)
+    client = connect(server.smtp_config())
+    exc, _ = timed(lambda: client.send(msg(data=BIG)), MessageTooLargeError)
+    assert exc.smtp_code == 552
+    assert not exc.transient
+    assert not client.is_open
+
+
+# --- TLS that cannot happen, and the warning when verification is off -----------------
+
+
+def test_tls_handshake_failure_is_tls_required(
+    connect: Connect, smtp_server: SMTPTestServer
+) -> None:
+    """Implicit TLS against a plaintext server: tls_required, not a retryable failure."""
+    config = smtp_server.smtp_config(use_ssl=True, ssl_context=tls_material().client_context())
+    exc, _ = timed(connect(config).open, TLSRequiredError)
+    assert exc.code == "tls_required"
+    assert not exc.transient
+    assert "plaintext" in str(exc)
+
+
+def test_hostname_check_off_is_logged(
+    connect: Connect, make_server: MakeServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = make_server(tls="starttls")
+    context = tls_material().client_context()
+    context.check_hostname = False
+    caplog.set_level(logging.WARNING, logger="fluxmail.smtp")
+    connect(server.smtp_config(ssl_context=context)).send(msg())
+    assert "check_hostname=False" in caplog.text
+    assert len(server.messages) == 1
+
+
+# --- stalls at every stage: timeout + 1 s at most --------------------------------------
+
+STAGES: dict[str, Any] = {
+    "greeting": {"greeting": Stall()},
+    "EHLO": {"EHLO": Stall()},
+    "STARTTLS": {"STARTTLS": Stall()},
+    "TLS handshake": {"STARTTLS": Reply("220 2.0.0 go ahead", stall=True)},
+    "AUTH": {"AUTH": Stall()},
+    "MAIL": {"MAIL": Stall()},
+    "RCPT": {"RCPT": Stall()},
+    "DATA": {"DATA": Stall()},
+    "slow reader": {"DATA": SlowRead(rate=0)},
+    "final dot": {"DOT": Stall()},
+}
+
+
+def stalling_server(make: MakeFault, stage: str) -> FaultServer:
+    """A FaultServer (STARTTLS and AUTH, no pipelining so every stage is its own round
+    trip) that stalls at ``stage``."""
+    return make(
+        STAGES[stage],
+        capabilities=NO_PIPELINING,
+        tls=True,
+        auth_mechanisms=("PLAIN",),
+        rcvbuf=16384,
+    )
+
+
+def stall_kwargs(server: FaultServer) -> dict[str, Any]:
+    from servers import PASSWORD, USERNAME
+
+    return server.fluxmail_kwargs(
+        username=USERNAME, password=PASSWORD, sender="a@example.com", timeout=1
+    )
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_engine_stall_at_every_stage(
+    connect: Connect, make_fault_server: MakeFault, stage: str
+) -> None:
+    server = stalling_server(make_fault_server, stage)
+    kwargs = stall_kwargs(server)
+    for key in ("object_type", "sender"):
+        kwargs.pop(key)
+    from fluxmail.config import SmtpConfig
+
+    client = connect(SmtpConfig(**kwargs))
+    data = BIG if stage == "slow reader" else msg().data
+    expected = OutcomeUnknownError if stage == "final dot" else SendTimeoutError
+    exc, elapsed = timed(lambda: client.send(msg(data=data)), expected)
+    assert elapsed < 1 + 1, f"{stage}: {elapsed:.2f} s"
+    assert not client.is_open
+    if stage != "final dot":
+        assert exc.transient
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("stage", ["greeting", "AUTH", "RCPT", "slow reader", "final dot"])
+def test_api_stall(make_fault_server: MakeFault, mode: str, stage: str) -> None:
+    server = stalling_server(make_fault_server, stage)
+    mailer = FluxMail(**stall_kwargs(server))
+    body = "x\n" * 3_000_000 if stage == "slow reader" else "hi"
+    started = time.monotonic()
+    with pytest.raises((SendTimeoutError, OutcomeUnknownError)):
+        send(mailer, mode, subject="s", recipients=["b@example.com"], body=body)
+    assert time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_bulk_stall_after_the_dot_is_unknown_and_the_rest_is_sent(
+    make_fault_server: MakeFault, mode: str
+) -> None:
+    def stall_third(session: FaultSession) -> Any:
+        return Stall() if session.number == 1 and session.messages == 2 else None
+
+    server = make_fault_server({"DOT": stall_third})
+    mailer = FluxMail(**server.fluxmail_kwargs(timeout=1, max_retries=2, retry_delay=0))
+    started = time.monotonic()
+    result = run_batch(mailer, batch(6), mode)
+    assert time.monotonic() - started < 1 + 1 + 1
+    assert (result["sent"], result["failed"]) == (5, 1)
+    index, exc = result["errors"][0]
+    assert (index, exc.code) == (2, "outcome_unknown")
+    assert_nothing_lost(result, server.message_ids(), 6)
+    assert len(server.message_ids(received=True)) == 6  # the unknown one was not resent
