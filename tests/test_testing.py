@@ -357,3 +357,22 @@ def test_dry_run_and_display_on_console(capsys: pytest.CaptureFixture[str]) -> N
 def test_testing_module_exports() -> None:
     assert fluxmail.testing.__all__ == ["CapturedMessage", "Outbox", "capture"]
     assert os.path.basename(fluxmail.testing.__file__) == "testing.py"
+
+
+def test_local_fleet_is_captured(mailer: FluxMail, starttls_server: SMTPTestServer) -> None:
+    from fluxmail.scale import LocalFleet
+
+    fleet = LocalFleet(lambda: mailer)
+    spec = msg(sender="app@example.com", bcc=["audit@example.org"])
+    try:
+        with capture() as outbox:
+            ids = fleet.enqueue_batch([{**spec, "subject": f"fleet {i}"} for i in range(2)])
+            outbox.fail_next(RecipientsRefusedError("refused", smtp_code=550))
+            refused = fleet.enqueue({**spec, "subject": "refused"})
+        results = fleet.results([*ids, refused])  # type: ignore[list-item]
+    finally:
+        fleet.close()
+    assert outbox.subjects == ["fleet 0", "fleet 1"]
+    assert outbox.message_ids == ids
+    assert [r["status"] for r in results.values() if r] == ["accepted", "accepted", "refused"]
+    assert starttls_server.connections == 0

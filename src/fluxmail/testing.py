@@ -9,12 +9,12 @@
 'Hello Ada, ...'
 
 Inside ``capture()``, every FluxMail send in the process — ``send()``, ``send_async()``,
-``BulkSender.send_batch()`` / ``send_batch_async()`` and the Django backend — goes
-through the same validation and composition as a real send (bad input still raises;
-DKIM signs when configured; Bcc is in the envelope only) and then lands in the outbox
-instead of the network. ``send()`` still returns ``"Email sent successfully via SMTP."``.
-With pytest, the ``fluxmail_outbox`` fixture does the same for one test (the plugin is
-registered when fluxmail is installed).
+``BulkSender.send_batch()`` / ``send_batch_async()``, ``fluxmail.scale`` couriers and the
+Django backend — goes through the same validation and composition as a real send (bad
+input still raises; DKIM signs when configured; Bcc is in the envelope only) and then
+lands in the outbox instead of the network. ``send()`` still returns
+``"Email sent successfully via SMTP."``. With pytest, the ``fluxmail_outbox`` fixture does
+the same for one test (the plugin is registered when fluxmail is installed).
 """
 
 from __future__ import annotations

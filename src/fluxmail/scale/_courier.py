@@ -42,6 +42,7 @@ from ._payload import read_payload
 if TYPE_CHECKING:
     from .._facade import FluxMail
     from ..envelope import Composed
+    from ..transports.sink import Sink
     from ._limiter import FleetLimiter
     from ._store import Store
 
@@ -174,6 +175,9 @@ class Courier:
         return self._send(claim, current, composed)
 
     def _send(self, claim: _Claim, current: Record | None, composed: Composed) -> Step:
+        sink = self.mailer._sink_for_send()
+        if sink is not None:
+            return self._send_to_sink(sink, claim, current, composed)
         conn = self._connection()
         reused = conn.is_open
         attempt = self._sending(claim, current)
@@ -190,6 +194,21 @@ class Courier:
             interrupted = recover(attempt, claim.token, self.policy, time.time())
             self._finish(claim, attempt, replace(interrupted, error=INTERRUPTED))
             raise
+        return self._record(claim, attempt, attempt, result)
+
+    def _send_to_sink(
+        self, sink: Sink, claim: _Claim, current: Record | None, composed: Composed
+    ) -> Step:
+        """Under ``fluxmail.testing.capture()`` (or a console/file mailer): the same
+        records as a real send, without a connection."""
+        attempt = self._sending(claim, current)
+        if not self.store.update(claim.message_id, claim.token, current, attempt, self.lease):
+            return self._changed(claim)
+        result: SendResult | FluxMailException
+        try:
+            result = sink.deliver(composed)
+        except FluxMailException as exc:
+            result = exc
         return self._record(claim, attempt, attempt, result)
 
     @staticmethod

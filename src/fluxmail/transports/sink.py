@@ -8,8 +8,8 @@ A :class:`Sink` takes a finished :class:`~fluxmail.envelope.Composed` message an
 While a capture is active, every send in the process lands in it instead of the network.
 The one question every sending path asks, right after validating and composing a message
 and before it would connect, is :func:`active_capture` (``FluxMail.send``,
-``FluxMail.send_async``, ``BulkSender`` and the Django backend). When nothing is capturing
-that is a read of one module global.
+``FluxMail.send_async``, ``BulkSender``, the ``fluxmail.scale`` courier and the Django
+backend). When nothing is capturing that is a read of one module global.
 """
 
 from __future__ import annotations
