@@ -34,6 +34,9 @@ __all__ = ["TASK_NAME", "CeleryFleet", "register"]
 TASK_NAME = "fluxmail.send"
 #: Give-backs one task may take (retries, waits for a claim or the rate limit).
 MAX_GIVE_BACKS = 1000
+#: The longest countdown of one give-back: a spent per-day quota is looked at again every
+#: 5 minutes rather than parked for hours (keep the broker's visibility_timeout above it).
+MAX_COUNTDOWN = 300.0
 
 log = logging.getLogger("fluxmail.scale")
 
@@ -86,7 +89,7 @@ class CeleryFleet(Fleet):
         if step.retry_in is None:
             return step.result()
         self._check_give_backs(task, step.message_id)
-        raise task.retry(countdown=step.retry_in, max_retries=None)
+        raise task.retry(countdown=min(step.retry_in, MAX_COUNTDOWN), max_retries=None)
 
     @staticmethod
     def _check_give_backs(task: Any, message_id: str) -> None:

@@ -135,12 +135,11 @@ class Courier:
 
     def attempt(self, payload: Mapping[str, Any]) -> Step:
         message_id, enqueue_id, options = read_payload(payload)
-        current = self.store.get(message_id)
-        if settled(current, enqueue_id, self.policy):
-            return Step(message_id, current)
         claim = _Claim(message_id, enqueue_id, uuid.uuid4().hex)
         taken, current = self.store.claim(message_id, claim.token, self.lease)
         if not taken:
+            if settled(current, enqueue_id, self.policy):
+                return Step(message_id, current)
             return Step(message_id, current, lease_wait(self.store.lease_left(message_id)))
         try:
             return self._claimed(claim, options, current)

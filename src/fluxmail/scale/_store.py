@@ -104,7 +104,8 @@ class RedisStore:
         record_key, claim_key = self._keys(message_id)
 
         def write(pipe: Any) -> bool:
-            if _text(pipe.get(claim_key)) != token or _record(pipe.get(record_key)) != expected:
+            raw, claim = pipe.mget(record_key, claim_key)
+            if _text(claim) != token or _record(raw) != expected:
                 return False
             pipe.multi()
             pipe.set(record_key, record.to_json(), px=self.result_ttl_ms)
@@ -117,8 +118,9 @@ class RedisStore:
         record_key, claim_key = self._keys(message_id)
 
         def write(pipe: Any) -> bool:
-            unchanged = _record(pipe.get(record_key)) == expected
-            ours = _text(pipe.get(claim_key)) == token
+            raw, claim = pipe.mget(record_key, claim_key)
+            unchanged = _record(raw) == expected
+            ours = _text(claim) == token
             if unchanged or ours:
                 pipe.multi()
             if unchanged:
