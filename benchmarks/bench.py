@@ -108,6 +108,8 @@ class Row:
     times: list[float] = field(default_factory=list)
     connections: int = 1
     source: bool = False  # smtp-source (a C program) rather than a Python contender
+    retried: int = 0  # measurements taken again because other processes loaded the CPU
+    noisy: int = 0  # measurements kept although the machine was still busy
     size: int | None = None
     error: str | None = None
 
@@ -282,12 +284,12 @@ def cpu_busy(interval: float = 1.0) -> float | None:
     return 1 - (idle1 - idle0) / max(1, total1 - total0)
 
 
-def wait_quiet(limit: float, max_wait: float) -> float | None:
+def wait_quiet(limit: float, max_wait: float, interval: float = 1.0) -> float | None:
     """Wait (at most ``max_wait`` seconds) until other processes use < ``limit`` of the CPU."""
     deadline = time.monotonic() + max_wait
-    busy = cpu_busy()
+    busy = cpu_busy(interval)
     while busy is not None and busy >= limit and time.monotonic() < deadline:
-        busy = cpu_busy(2.0)
+        busy = cpu_busy(1.0)
     return busy
 
 
@@ -363,6 +365,13 @@ def print_table(title: str, rows: list[Row], ref: float, extra: tuple[str, float
             if extra:
                 cells.append(fmt_ratio(row.rate / extra[1] if extra[1] else None))
         say("| " + " | ".join(cells) + " |")
+    retried = sum(row.retried for row in rows)
+    noisy = sum(row.noisy for row in rows)
+    if retried or noisy:
+        say(
+            f"\n({retried} measurement(s) taken again because other processes loaded the CPU "
+            f"right after; {noisy} kept although the machine stayed busy)"
+        )
 
 
 def rate_of(rows: list[Row], name: str) -> float | None:
@@ -385,16 +394,26 @@ class Bench:
     results: dict[str, Any] = field(default_factory=dict)
     targets: list[dict[str, Any]] = field(default_factory=list)
     rec: Recorder | None = None
-    quiet_wait: float = 0.0
+    quiet_wait: float = 0.0  # --wait-quiet: the budget of seconds to wait, for the whole run
     background: dict[str, float | None] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.quiet_budget = self.quiet_wait
 
     def settle(self, scenario: str) -> None:
         """Note (and with --wait-quiet, wait for) the CPU other processes use right now."""
-        busy = wait_quiet(QUIET_LIMIT, self.quiet_wait)
+        busy = self.quiet(1.0)
         self.background[scenario] = busy
         if busy is not None:
             note = "  (noisy: expect a wide range)" if busy >= QUIET_LIMIT else ""
             say(f"\n[{scenario}] other processes use {busy:.0%} of the CPU{note}")
+
+    def quiet(self, interval: float) -> float | None:
+        """Wait for a quiet machine, spending at most what is left of the run's budget."""
+        started = time.monotonic()
+        busy = wait_quiet(QUIET_LIMIT, max(0.0, self.quiet_budget), interval)
+        self.quiet_budget -= time.monotonic() - started - interval
+        return busy
 
     def wanted(self, names: list[str]) -> list[str]:
         if not self.only:
@@ -533,7 +552,10 @@ class Bench:
     ) -> None:
         """Time every row once per round, rotating the order from round to round, so that a
         drift of the machine weighs on all alike. A contender starts a fresh interpreter
-        and warms up every round; in the first round it also sends the probe message."""
+        and warms up every round; in the first round it also sends the probe message.
+
+        With ``--wait-quiet``, each measurement waits for the machine to be quiet first and
+        is taken again (twice at most) when other processes loaded the CPU right after it."""
         kind = "rich" if scenario == "rich" else "small"
         for index in range(rounds):
             shift = index % len(rows)
@@ -541,15 +563,28 @@ class Bench:
             names = ", ".join(row.name for row in order if not row.error)
             say(f"[{scenario}{' ' + label if label else ''}] round {index + 1}/{rounds}: {names}")
             for row in order:
-                if row.error:
-                    continue
                 first = probe and index == 0 and self.rec is not None
-                if row.source:
-                    self._time_source(row, port, kind, first=first)
-                else:
-                    self._time_contender(row, port, kind, first=first)
+                for attempt in range(3 if self.quiet_wait else 1):
+                    if self.quiet_wait:
+                        self.quiet(0.3)
+                    if row.error:
+                        break
+                    if row.source:
+                        seconds = self._time_source(row, port, kind, first=first and not attempt)
+                    else:
+                        seconds = self._time_contender(
+                            row, port, kind, first=first and not attempt
+                        )
+                    if seconds is None:
+                        break
+                    busy = cpu_busy(0.3) if self.quiet_wait else None
+                    if busy is None or busy < QUIET_LIMIT or attempt == 2:
+                        row.times.append(seconds)
+                        row.noisy += busy is not None and busy >= QUIET_LIMIT
+                        break
+                    row.retried += 1
 
-    def _time_source(self, row: Row, port: int, kind: str, *, first: bool) -> None:
+    def _time_source(self, row: Row, port: int, kind: str, *, first: bool) -> float | None:
         try:
             if first and self.rec is not None:
                 before = self.rec.files()
@@ -557,9 +592,10 @@ class Bench:
                 row.size = self.rec.size_since(before)
             if not row.times:
                 self._run_source(port, row.connections, self.plan.warmup(row.count), kind)
-            row.times.append(self._run_source(port, row.connections, row.count, kind))
+            return self._run_source(port, row.connections, row.count, kind)
         except (subprocess.SubprocessError, OSError) as exc:
             row.error = f"{type(exc).__name__}: {exc}"
+            return None
 
     def _run_source(self, port: int, sessions: int, count: int, kind: str) -> float:
         return smtp_source(
@@ -571,7 +607,7 @@ class Bench:
             timeout=self.plan.timeout,
         )
 
-    def _time_contender(self, row: Row, port: int, kind: str, *, first: bool) -> None:
+    def _time_contender(self, row: Row, port: int, kind: str, *, first: bool) -> float | None:
         rec = self.rec if first else None
         before = rec.files() if rec else set()
         out = worker(
@@ -585,12 +621,12 @@ class Bench:
             probe_port=rec.port if rec else 0,
             timeout=self.plan.timeout,
         )
-        if "error" in out:
-            row.error = str(out["error"])
-            return
-        row.times += list(out.get("times", []))
+        if "error" in out or not out.get("times"):
+            row.error = str(out.get("error", "no time reported"))
+            return None
         if rec:
             row.size = rec.size_since(before)
+        return float(out["times"][0])
 
 
 # --- the machine -------------------------------------------------------------------------
@@ -695,8 +731,9 @@ ONLY_HELP = (
 )
 SCENARIOS_HELP = f"comma-separated subset of {','.join(SCENARIOS)} (default: all)"
 QUIET_HELP = (
-    "before each scenario wait up to SECONDS for other processes to leave the CPU idle "
-    f"(< {QUIET_LIMIT:.0%} busy); the share is printed either way"
+    "wait for other processes to leave the CPU idle (< "
+    f"{QUIET_LIMIT:.0%} busy) before each measurement, and measure again (twice at most) when "
+    "they loaded it right after; SECONDS is the waiting budget of the whole run"
 )
 SNAPSHOT_HELP = (
     "measure the fluxmail of commit REV (default HEAD, via git archive) instead of the "
