@@ -262,7 +262,9 @@ class FaultServer:
     def _run(self, ready: threading.Event) -> None:
         loop = self._loop
         asyncio.set_event_loop(loop)
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted sockets only when
+        # their proto says TCP, and Nagle would add 40 ms to every reply.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         if self.rcvbuf is not None:  # before listen(): accepted sockets inherit it
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
         sock.bind((HOST, 0))
