@@ -21,6 +21,13 @@ def send(mailer: FluxMail, mode: str, **create: Any) -> str:
     return asyncio.run(mailer.send_async())
 
 
+def send_created(mailer: FluxMail, mode: str) -> str:
+    """``send()`` or ``send_async()`` the message of the last ``create()``."""
+    if mode == "sync":
+        return mailer.send()
+    return asyncio.run(mailer.send_async())
+
+
 def run_batch(mailer: FluxMail, messages: Any, mode: str, **options: Any) -> Any:
     """``BulkSender(mailer, **sender_options).send_batch(...)`` or its async twin;
     ``connections`` and ``journal*``/``resend_unknown`` go to the BulkSender."""

@@ -8,6 +8,8 @@ exactly as given raises a FluxMailException subclass; nothing is silently stripp
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 import stat
 from collections.abc import Iterable, Mapping, Sequence
@@ -89,8 +91,33 @@ class Attachment:
     def read_bytes(self) -> bytes:
         if self.data is not None:
             return self.data
-        assert self.path is not None
-        return self.path.read_bytes()
+        with self.open() as file:
+            return file.read()
+
+    def open(self) -> IO[bytes]:
+        """Open the file for reading, refusing anything but a regular file.
+
+        create() checked the path; this re-checks the file actually opened, so a FIFO or
+        a device put in its place later can neither block the send nor feed it endless
+        data. Raises OSError (FileNotFoundError when the file is gone).
+        """
+        if self.path is None:
+            return io.BytesIO(self.data or b"")
+        return open_regular_file(self.path)
+
+
+def open_regular_file(path: str | PathLike[str]) -> IO[bytes]:
+    """``open(path, "rb")`` for a regular file only, without blocking on a FIFO."""
+    flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+    flags |= getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    fd = os.open(path, flags)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file (a directory, device or pipe)")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 @dataclass(frozen=True, slots=True)
