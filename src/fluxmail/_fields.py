@@ -73,6 +73,8 @@ def check_body(body: object, field: str) -> str:
 def check_priority(priority: object) -> Priority | None:
     if priority is None:
         return None
+    if isinstance(priority, str):
+        check_text(priority, "priority")  # CR, LF, NUL: refused, not stripped
     if isinstance(priority, str) and priority.strip().lower() in _PRIORITIES:
         return cast(Priority, priority.strip().lower())
     raise InvalidMessageError(f"priority: expected 'high', 'normal' or 'low', got {priority!r}")

@@ -404,6 +404,8 @@ def _check_filename(name: object, field: str) -> str:
 
 
 def _check_type(mime_type: object, field: str) -> str:
+    if isinstance(mime_type, str):
+        check_text(mime_type, f"{field} (MIME type)")  # CR, LF, NUL: refused, not stripped
     text = mime_type.strip().lower() if isinstance(mime_type, str) else ""
     main, _, sub = text.partition("/")
     if not (0 < len(main) <= 127 and 0 < len(sub) <= 127 and _TOKEN.issuperset(main + sub)):
