@@ -180,6 +180,9 @@ def env_float(env: Mapping[str, str], name: str, default: float) -> float:
 
 def env_str(env: Mapping[str, str], name: str) -> str | None:
     raw = env.get(name)
+    if raw is not None and any(ch in raw for ch in _UNSAFE_CHARS):
+        # A host, an address or a domain: CR, LF and NUL are refused, never stripped.
+        raise HeaderInjectionError(f"{name} contains CR, LF or NUL")
     if raw is None or not raw.strip():
         return None
     return raw.strip()
