@@ -29,7 +29,12 @@ from dataclasses import dataclass, field
 from os import PathLike
 from typing import TYPE_CHECKING, Any, Union
 
-from .errors import ConfigurationError, InvalidMessageError, MissingDependencyError
+from .errors import (
+    ConfigurationError,
+    HeaderInjectionError,
+    InvalidMessageError,
+    MissingDependencyError,
+)
 
 if TYPE_CHECKING:
     from .envelope import Composed
@@ -90,6 +95,10 @@ class DKIM:
     )
 
     def __post_init__(self) -> None:
+        for name in ("domain", "selector"):
+            value = getattr(self, name)
+            if isinstance(value, str) and any(ch in value for ch in "\r\n\0"):
+                raise HeaderInjectionError(f"DKIM {name} contains CR, LF or NUL")
         if not isinstance(self.domain, str) or not self.domain.strip():
             raise ConfigurationError("DKIM domain must be a domain name such as 'example.com'")
         from ._address import normalize_domain
