@@ -38,7 +38,7 @@ except ImportError as exc:  # pragma: no cover - only without the extra
 from ..config import SmtpConfig
 from ..dkim import DKIM, dkim_from_settings, sign
 from ..envelope import Composed, Envelope
-from ..errors import ConfigurationError, FluxMailException
+from ..errors import ConfigurationError, FluxMailException, InvalidMessageError
 from ..message import parse_address
 from ..transports.sink import Sink, active_capture
 from ..transports.smtp import SMTPTransport
@@ -98,6 +98,13 @@ def _mime_bytes(message: Any) -> tuple[bytes, str]:
     """
     modern = _accepts_policy(message.message)
     mime = message.message(policy=email.policy.SMTP) if modern else message.message()
+    if "Bcc" in mime:
+        # Django copies headers={"Bcc": ...} into the message as is: every recipient would
+        # read those addresses, and they are not even in the envelope.
+        raise InvalidMessageError(
+            "headers: a Bcc header would be shown to every recipient; use bcc=[...] "
+            "(fluxmail never sends a Bcc header)"
+        )
     message_id = str(mime.get("Message-ID") or "").strip()
     if not message_id:
         # Django always sets one; a custom EmailMessage subclass might not.
