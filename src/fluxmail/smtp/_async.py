@@ -30,7 +30,7 @@ from ._common import (
     tls_details,
 )
 from ._errors import ServerClosedError, io_error
-from ._protocol import Session
+from ._protocol import Session, check_envelope
 from ._replies import OUT_OF_STEP, Reply, ReplyParser, collect, early_refusal
 from ._results import SendResult, SessionInfo
 
@@ -222,6 +222,7 @@ class AsyncSMTPConnection:
         return info
 
     async def send(self, composed: Composed) -> SendResult:
+        check_envelope(composed)  # before connecting: CR, LF or NUL in an address
         if self._proto is not None and not self._idle_and_quiet(self._proto):
             self._drop()  # the server spoke or left while idle (421, timeout): start afresh
         await self.open()

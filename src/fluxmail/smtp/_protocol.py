@@ -134,6 +134,17 @@ class Plan:
         return self.mail + b"".join(cmd for _, cmd in rcpts) + b"DATA\r\n"
 
 
+def check_envelope(composed: Composed) -> None:
+    """The checks that need no server, done before connecting: recipients present, each
+    address a bare addr-spec without CR, LF or NUL."""
+    env = composed.envelope
+    if not env.rcpt_to:
+        raise InvalidMessageError("the envelope has no recipients")
+    for address in (env.mail_from, *env.rcpt_to):
+        if address:
+            _path(address)
+
+
 def plan_message(caps: Capabilities, composed: Composed, *, host: str) -> Plan:
     """Check ``composed`` against the server's capabilities and build its bytes.
 
