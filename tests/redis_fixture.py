@@ -178,14 +178,21 @@ StartWorkers = Callable[..., list[WorkerProcess]]
 
 @pytest.fixture
 def celery_workers(redis_server: RedisServer, tmp_path: Path) -> Iterator[StartWorkers]:
-    """``start(count, smtp_host=..., smtp_port=..., **settings)`` starts ``count`` worker
-    processes on ``redis_server`` and waits until each is ready; all stop at teardown."""
+    """``start(count, smtp_host=..., smtp_port=..., env={...}, **settings)`` starts
+    ``count`` worker processes on ``redis_server`` (more FLUXMAIL_* variables in ``env``)
+    and waits until each is ready; all stop at teardown."""
     started: list[WorkerProcess] = []
 
     def start(
-        count: int, *, smtp_host: str, smtp_port: int, timeout: float = 5.0, **settings: Any
+        count: int,
+        *,
+        smtp_host: str,
+        smtp_port: int,
+        timeout: float = 5.0,
+        env: dict[str, str] | None = None,
+        **settings: Any,
     ) -> list[WorkerProcess]:
-        env = dict(os.environ)
+        env = {**os.environ, **(env or {})}
         env.update(
             FLUXMAIL_HOST=smtp_host,
             FLUXMAIL_PORT=str(smtp_port),

@@ -17,7 +17,12 @@ from celery import Celery
 
 from fluxmail import FluxMail
 from fluxmail.celery import register
-from fluxmail.errors import ConfigurationError, InvalidAddressError, InvalidMessageError
+from fluxmail.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    InvalidAddressError,
+    InvalidMessageError,
+)
 from fluxmail.scale import LocalFleet
 from fluxmail.scale._decide import Record, Status, sending
 from fluxmail.scale._limiter import FleetLimiter, MemorySpacer, RedisSpacer
@@ -338,6 +343,17 @@ def test_a_connection_the_server_closed_is_reopened(make_fault_server: MakeFault
     second = fleet.enqueue(message(2))
     assert server.message_ids() == [first, second]
     assert len(server.sessions) == 2
+
+
+def test_bad_credentials_raise_and_leave_the_message_untouched(
+    starttls_server: SMTPTestServer,
+) -> None:
+    kwargs = starttls_server.fluxmail_kwargs(password="wrong")
+    fleet = LocalFleet(lambda: FluxMail(**kwargs))
+    with pytest.raises(AuthenticationError):
+        fleet.enqueue(message(), message_id="<bad-login@myapp.com>")
+    assert fleet.result("<bad-login@myapp.com>") is None
+    assert starttls_server.messages == []
 
 
 def test_attachment_gone_before_the_worker_ran_fails_that_message(

@@ -7,12 +7,15 @@ from dataclasses import replace
 import pytest
 
 from fluxmail.errors import (
+    AuthenticationError,
+    ConfigurationError,
     ConnectError,
     InvalidAddressError,
     MessageRefusedError,
     OutcomeUnknownError,
     RecipientsRefusedError,
     SendTimeoutError,
+    TLSRequiredError,
     TLSVerifyError,
 )
 from fluxmail.scale._decide import (
@@ -28,6 +31,7 @@ from fluxmail.scale._decide import (
     recover,
     sending,
     settled,
+    worker_fault,
 )
 from fluxmail.smtp import SendResult
 
@@ -196,6 +200,22 @@ def test_backoff_doubles_caps_and_jitters() -> None:
 )
 def test_free_retry(error: Exception, reused: bool, still_open: bool, free: bool) -> None:
     assert free_retry(error, reused=reused, still_open=still_open) is free  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("error", "fault"),
+    [
+        (AuthenticationError("535 bad credentials", smtp_code=535), True),
+        (AuthenticationError("454 try later", smtp_code=454), False),
+        (TLSVerifyError("bad certificate"), True),
+        (TLSRequiredError("no STARTTLS"), True),
+        (ConfigurationError("FLUXMAIL_HOST is not set"), True),
+        (ConnectError("refused"), False),
+        (smtp_error(550), False),
+    ],
+)
+def test_worker_faults(error: Exception, fault: bool) -> None:
+    assert worker_fault(error) is fault  # type: ignore[arg-type]
 
 
 def test_record_round_trips_through_json() -> None:

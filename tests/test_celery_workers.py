@@ -17,7 +17,7 @@ import pytest
 
 from celery_app import make_app
 from redis_fixture import RedisServer, StartWorkers
-from servers import FaultServer, FaultSession, Reply, SMTPTestServer, Stall
+from servers import PASSWORD, USERNAME, FaultServer, FaultSession, Reply, SMTPTestServer, Stall
 
 MakeServer = Callable[..., SMTPTestServer]
 MakeFault = Callable[..., FaultServer]
@@ -90,6 +90,36 @@ def test_workers_deliver_retry_refuse_and_reuse_one_connection(
     accepted = sorted(server.message_ids())
     assert accepted == sorted(i for n, i in enumerate(ids) if n != 6 and i)
     assert len(server.sessions) == 1  # one connection for the worker's pool process
+
+
+@pytest.mark.slow
+def test_a_misconfigured_worker_gives_messages_back(
+    celery_workers: StartWorkers, redis_server: RedisServer, make_server: MakeServer
+) -> None:
+    """Wrong credentials are the worker's fault, not the message's: the message goes back
+    to the queue untouched and a correctly configured worker sends it (STARTTLS + AUTH,
+    everything from FLUXMAIL_* variables)."""
+    server = make_server(tls="starttls", auth=True)
+    env = {
+        "FLUXMAIL_TLS": "true",
+        "FLUXMAIL_USERNAME": USERNAME,
+        "SSL_CERT_FILE": server.ca_pem or "",  # the default context trusts the test CA
+    }
+    settings = {"retry_delay": 0.05}  # give-backs back off from 50 ms
+    host, port = server.host, server.port
+    bad = {**env, "FLUXMAIL_PASSWORD": "wrong"}
+    celery_workers(1, smtp_host=host, smtp_port=port, env=bad, **settings)
+    _, fleet = make_app(redis_server.url, **settings)
+    message_id = fleet.enqueue(batch(1)[0])
+    wait_until(lambda: len(server.commands("AUTH")) >= 2, 30, "two refused logins")
+    assert fleet.result(message_id) is None  # given back, nothing recorded
+
+    good = {**env, "FLUXMAIL_PASSWORD": PASSWORD}
+    celery_workers(1, smtp_host=host, smtp_port=port, env=good, **settings)
+    result = fleet.wait([message_id], timeout=60)[message_id]
+    assert (result["status"], result["attempts"]) == ("accepted", 1)
+    assert [str(m.message["Message-ID"]) for m in server.messages] == [message_id]
+    assert server.messages[0].tls
 
 
 @pytest.mark.slow

@@ -24,8 +24,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from .errors import ConfigurationError, MissingDependencyError
-from .scale._decide import DeliveryResult, backoff
+from .errors import ConfigurationError, FluxMailException
+from .scale._decide import DeliveryResult, backoff, worker_fault
 from .scale._fleet import Fleet, MailerSource, Settings
 from .scale._payload import read_payload
 
@@ -98,11 +98,12 @@ class CeleryFleet(Fleet):
             raise RuntimeError(f"fluxmail.send: message {message_id} given back too often")
 
     def _give_back_on(self, exc: Exception) -> bool:
-        """Failures of this worker, not of the message: its mailer cannot be built, or
-        Redis is unreachable. The message goes back to the queue (another worker, or this
-        one later, takes it); nothing was sent, or the claim makes the next try safe."""
-        if isinstance(exc, (ConfigurationError, MissingDependencyError)):
-            return True
+        """Failures of this worker, not of the message: its mailer cannot be built, the
+        server refuses its credentials or TLS, Redis is unreachable. The message goes back
+        to the queue (another worker, or this one later, takes it); nothing was sent, or
+        the claim makes the next try safe."""
+        if isinstance(exc, FluxMailException):
+            return worker_fault(exc)
         if self._redis_url():
             from .scale._deps import redis_module
 

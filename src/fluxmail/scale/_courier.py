@@ -36,6 +36,7 @@ from ._decide import (
     recover,
     sending,
     settled,
+    worker_fault,
 )
 from ._payload import read_payload
 
@@ -183,6 +184,9 @@ class Courier:
         try:
             conn.open()
         except FluxMailException as exc:
+            if worker_fault(exc):
+                log.error("cannot send (%s): %s", exc.code, exc)
+                raise  # this worker is misconfigured: the message stays as it was
             return self._record(claim, current, attempt, exc)
         if not self.store.update(claim.message_id, claim.token, current, attempt, self.lease):
             return self._changed(claim)

@@ -28,10 +28,15 @@ from typing import Any, TypedDict
 
 from .._retry import JITTER, MAX_DELAY
 from ..errors import (
+    AuthenticationError,
+    ConfigurationError,
     ConnectError,
     FluxMailException,
+    MissingDependencyError,
     OutcomeUnknownError,
     SMTPResponseError,
+    TLSRequiredError,
+    TLSVerifyError,
 )
 from ..smtp import SendResult
 
@@ -271,6 +276,23 @@ def classify(error: FluxMailException, policy: Policy) -> tuple[Status, bool]:
     if isinstance(error, SMTPResponseError):
         return Status.REFUSED, False
     return Status.FAILED, False
+
+
+#: Errors that say the worker is misconfigured rather than the message bad: every message
+#: it tried would fail the same way (BulkSender stops a batch on them).
+_WORKER_FAULTS = (
+    AuthenticationError,
+    TLSRequiredError,
+    TLSVerifyError,
+    ConfigurationError,
+    MissingDependencyError,
+)
+
+
+def worker_fault(error: FluxMailException) -> bool:
+    """True when ``error`` (raised while connecting) is the worker's, not the message's:
+    the message goes back to the queue untouched instead of failing for good."""
+    return isinstance(error, _WORKER_FAULTS) and not error.transient
 
 
 def free_retry(error: FluxMailException, *, reused: bool, still_open: bool) -> bool:
