@@ -1,0 +1,250 @@
+"""fluxmail.celery throughput: 1, 2 and 4 worker processes against BulkSender in one process.
+
+Everything runs on 127.0.0.1: Postfix's ``smtp-sink`` as the SMTP server (as in
+``bench.py``), a throwaway ``redis-server`` as broker and claim store, and Celery workers
+started by this script (``celery -A celery_bench worker --pool prefork -c N``: one worker,
+N pool processes, each with its own SMTP connection). Two scenarios:
+
+    loopback   the server on loopback: what the machine's CPUs allow
+    latency    through ``_proxy.py`` adding --latency-ms of round trip (default 20 ms), as
+               with a real ESP: one connection is bound by round trips, workers multiply it
+
+Contenders, all sending the same small text message:
+
+    bulk        BulkSender(mailer).send_batch(list): one process, one pipelined connection
+    bulk-async4 BulkSender.send_batch_async(connections=4): one process, a pool of 4
+    celery-N    fluxmail.celery with N pool processes: each message is enqueued (not
+                timed: the queue is filled first), claimed in Redis, sent, recorded
+
+A Celery contender's rate is measured between the first and the last recorded outcome
+(``updated_at`` of the records), so worker start-up is not counted; BulkSender's is the
+wall time of ``send_batch``. Every worker, sink, proxy and redis-server is stopped at
+the end; every loop is bounded in count and time.
+
+    apt-get install -y postfix redis-server
+    pip install -e ".[celery]"
+    python benchmarks/celery_bench.py            # ~3 minutes
+    python benchmarks/celery_bench.py --quick    # < 1 minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+HOST = "127.0.0.1"
+QUEUE = "fluxmail-bench"
+
+
+def message(i: int) -> dict[str, Any]:
+    return {
+        "subject": f"Benchmark message {i}",
+        "recipients": [f"user{i}@example.com"],
+        "body": "Hello,\n\nthis is a benchmark message of a few hundred bytes.\n" * 8,
+        "sender": "bench@example.com",
+    }
+
+
+# --- the worker side: `celery -A celery_bench worker` imports this module -----------------
+
+if os.environ.get("FLUXMAIL_BENCH_REDIS"):
+    from celery import Celery
+
+    from fluxmail.celery import register
+
+    app = Celery("fluxmail_bench", broker=os.environ["FLUXMAIL_BENCH_REDIS"])
+    app.conf.update(
+        task_default_queue=QUEUE,
+        task_ignore_result=True,
+        worker_prefetch_multiplier=4,
+        worker_hijack_root_logger=False,
+        broker_connection_retry_on_startup=True,
+    )
+    fleet = register(app)  # the mailer: FluxMail.from_env() in each pool process
+
+
+# --- the driver -------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server is missing: apt-get install -y redis-server")
+    import bench
+
+    port = bench.free_port()
+    with tempfile.TemporaryDirectory(prefix="fluxmail-bench-redis-") as folder:
+        command = [binary, "--bind", HOST, "--port", str(port), "--save", "", "--appendonly"]
+        command += ["no", "--dir", folder, "--logfile", "redis.log"]
+        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        try:
+            bench.wait_listening(port)
+            yield f"redis://{HOST}:{port}/0"
+        finally:
+            bench._stop(proc)
+
+
+@contextlib.contextmanager
+def celery_worker(redis_url: str, smtp_port: int, processes: int) -> Iterator[None]:
+    env = dict(os.environ, FLUXMAIL_BENCH_REDIS=redis_url, FLUXMAIL_HOST=HOST)
+    env.update(FLUXMAIL_PORT=str(smtp_port), FLUXMAIL_TIMEOUT="30")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
+    command = [sys.executable, "-m", "celery", "-A", "celery_bench", "worker", "-Q", QUEUE]
+    command += ["--pool", "prefork", "--concurrency", str(processes), "--loglevel", "WARNING"]
+    command += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
+    log = tempfile.NamedTemporaryFile(prefix="fluxmail-bench-worker-", suffix=".log")  # noqa: SIM115
+    proc = subprocess.Popen(
+        command,
+        cwd=HERE,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        yield
+    except BaseException:
+        log.flush()
+        print(Path(log.name).read_text(errors="replace")[-3000:], file=sys.stderr)
+        raise
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+        log.close()
+
+
+def time_bulk(port: int, count: int) -> float:
+    from fluxmail import BulkSender, FluxMail
+
+    mailer = FluxMail(host=HOST, port=port, timeout=30)
+    BulkSender(mailer).send_batch([message(i) for i in range(max(1, count // 10))], progress=False)
+    messages = [message(i) for i in range(count)]
+    started = time.perf_counter()
+    result = BulkSender(mailer).send_batch(messages, progress=False)
+    elapsed = time.perf_counter() - started
+    assert result["sent"] == count, result
+    return count / elapsed
+
+
+def time_bulk_async(port: int, count: int, connections: int = 4) -> float:
+    from fluxmail import BulkSender, FluxMail
+
+    mailer = FluxMail(host=HOST, port=port, timeout=30)
+    sender = BulkSender(mailer, connections=connections)
+    messages = [message(i) for i in range(count)]
+    started = time.perf_counter()
+    result = asyncio.run(sender.send_batch_async(messages, progress=False))
+    elapsed = time.perf_counter() - started
+    assert result["sent"] == count, result
+    return count / elapsed
+
+
+def time_celery(redis_url: str, port: int, count: int, processes: int) -> tuple[float, float]:
+    """(messages/s between the first and the last outcome, enqueue rate)."""
+    from celery import Celery
+
+    from fluxmail.celery import register
+
+    app = Celery("fluxmail_bench_client", broker=redis_url, set_as_current=False)
+    app.conf.update(task_default_queue=QUEUE, task_ignore_result=True)
+    fleet = register(app)  # only its store is used here, to read the results
+    started = time.perf_counter()
+    ids = [i for i in fleet.enqueue_batch([message(i) for i in range(count)]) if i]
+    enqueue_rate = count / (time.perf_counter() - started)
+    with celery_worker(redis_url, port, processes):
+        results = fleet.wait(ids, timeout=60 + count / 5, poll=0.5)
+    statuses = {r["status"] for r in results.values()}
+    if statuses != {"accepted"}:
+        raise RuntimeError(f"celery-{processes}: not all accepted: {statuses}")
+    times = sorted(r["updated_at"] for r in results.values())
+    return (count - 1) / (times[-1] - times[0]), enqueue_rate
+
+
+def scenario(name: str, port: int, redis_url: str, count: int, workers: list[int]) -> list[Any]:
+    rows: list[Any] = []
+    bulk = time_bulk(port, count)
+    rows.append((name, "bulk", count, bulk, 1.0, None))
+    pool = time_bulk_async(port, count)
+    rows.append((name, "bulk-async4", count, pool, pool / bulk, None))
+    for processes in workers:
+        rate, enqueue_rate = time_celery(redis_url, port, count, processes)
+        rows.append((name, f"celery-{processes}", count, rate, rate / bulk, enqueue_rate))
+    return rows
+
+
+def print_rows(rows: list[Any]) -> None:
+    print(
+        f"\n{'scenario':<10} {'contender':<12} {'msgs':>6} {'msg/s':>9} {'x bulk':>7}  enqueue/s"
+    )
+    for name, contender, count, rate, ratio, enqueue in rows:
+        extra = f"{enqueue:9.0f}" if enqueue else ""
+        print(f"{name:<10} {contender:<12} {count:>6} {rate:>9.1f} {ratio:>7.2f}  {extra}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workers", default="1,2,4", help="pool sizes, e.g. 1,2,4")
+    parser.add_argument("--count", type=int, default=2000, help="messages (loopback)")
+    parser.add_argument("--latency-count", type=int, default=400, help="messages (latency)")
+    parser.add_argument("--latency-ms", type=float, default=20.0, help="0 skips the scenario")
+    parser.add_argument("--runs", type=int, default=1, help="runs; the median is reported")
+    parser.add_argument("--quick", action="store_true", help="small counts, < 1 minute")
+    parser.add_argument("--json", type=Path, help="also write the rows to this file")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.count, args.latency_count = 300, 100
+    workers = [int(w) for w in args.workers.split(",") if w.strip()]
+    sys.path.insert(0, str(HERE))
+    import bench
+
+    sink = bench.postfix_tool("smtp-sink")
+    if sink is None:
+        raise SystemExit("smtp-sink is missing: apt-get install -y postfix")
+    print(f"machine: {os.cpu_count()} CPUs; Python {sys.version.split()[0]}")
+    all_rows: list[Any] = []
+    with redis_server() as redis_url, bench.smtp_sink(sink) as port:
+        plans = [("loopback", port, args.count)]
+        latency = bench.delay_proxy(port, args.latency_ms, 3600) if args.latency_ms else None
+        with latency if latency is not None else contextlib.nullcontext() as proxy_port:
+            if proxy_port is not None:
+                plans.append((f"rtt{args.latency_ms:g}ms", proxy_port, args.latency_count))
+            for name, target, count in plans:
+                runs = [
+                    scenario(name, target, redis_url, count, workers) for _ in range(args.runs)
+                ]
+                rows = [
+                    (*row[:3], statistics.median(r[i][3] for r in runs), *row[4:])
+                    for i, row in enumerate(runs[0])
+                ]
+                bulk_rate = rows[0][3]
+                rows = [(*row[:4], row[3] / bulk_rate, row[5]) for row in rows]
+                print_rows(rows)
+                all_rows += rows
+    if args.json:
+        args.json.write_text(json.dumps(all_rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
