@@ -294,3 +294,22 @@ def test_progress_stays_quiet_without_a_terminal(
     BulkSender(mailer).send_batch(batch(3))
     captured = capsys.readouterr()
     assert captured.out == captured.err == ""
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_server_gone_mid_batch_stops_it_without_hanging(
+    make_fault_server: MakeFault, mode: str
+) -> None:
+    """After three messages the server closes (421) and refuses every new session: the
+    batch stops with that error instead of waiting forever (the async producer used to
+    block on a full queue that no worker would empty)."""
+
+    def greeting(session: FaultSession) -> Any:
+        return Reply("554 5.3.2 Go away", close=True) if session.number > 1 else None
+
+    server = make_fault_server({"greeting": greeting}, close_after=3)
+    with pytest.raises(FluxMailException) as info:
+        run_batch(FluxMail(**server.fluxmail_kwargs()), batch(20), mode)
+    assert info.value.code == "connection_failed"
+    assert info.value.batch_result["sent"] == 3
+    assert len(server.messages) == 3

@@ -47,6 +47,7 @@ OnSuccess = Callable[[int, str], None]
 OnError = Callable[[int, FluxMailException], None]
 MessageSpec = Mapping[str, Any]
 _Conn = TypeVar("_Conn", SMTPConnection, AsyncSMTPConnection)
+_T = TypeVar("_T")
 
 
 class BulkResult(TypedDict):
@@ -134,6 +135,26 @@ async def _each(
     else:
         for spec in messages:
             yield spec
+
+
+async def _offer(
+    queue: asyncio.Queue[_T], item: _T, workers: list[asyncio.Task[None]]
+) -> None:
+    """Put ``item`` on the (bounded) queue; if a worker stopped the batch meanwhile, raise
+    its error instead of waiting forever for room that no worker will make."""
+    put_task = asyncio.ensure_future(queue.put(item))
+    try:
+        while not put_task.done():
+            for task in workers:
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+            running = [task for task in workers if not task.done()]
+            if not running:
+                raise RuntimeError("every BulkSender worker has stopped")
+            await asyncio.wait([put_task, *running], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not put_task.done():
+            put_task.cancel()
 
 
 def _total(messages: object) -> int | None:
@@ -290,8 +311,8 @@ class BulkSender:
             ]
             try:
                 await self._produce(messages, queue, tally, workers)
-                for _ in workers:
-                    await queue.put(None)
+                for _ in workers:  # (a worker that stopped the batch raises here)
+                    await _offer(queue, None, workers)
                 await asyncio.gather(*workers)
             finally:
                 for task in workers:
@@ -310,13 +331,7 @@ class BulkSender:
             composed = self._prepare(index, spec, tally)
             if composed is None:
                 return
-            put_task = asyncio.ensure_future(queue.put((index, composed)))
-            await asyncio.wait([put_task, *workers], return_when=asyncio.FIRST_COMPLETED)
-            if not put_task.done():
-                put_task.cancel()
-            for task in workers:
-                if task.done() and task.exception() is not None:
-                    raise task.exception()  # type: ignore[misc]
+            await _offer(queue, (index, composed), workers)
 
         if isinstance(messages, AsyncIterable):
             index = 0
