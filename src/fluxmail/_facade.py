@@ -306,12 +306,17 @@ class FluxMail:
             raise NoMessageError("nothing to send: call create() first")
         return message
 
-    def compose(self, message: Message | None = None) -> Composed:
+    def compose(
+        self, message: Message | None = None, *, message_id: str | None = None
+    ) -> Composed:
         """The exact bytes and envelope ``send()`` would hand to the server (DKIM-signed
-        when the mailer has ``dkim=``)."""
+        when the mailer has ``dkim=``). ``message_id`` (``<x@y>``) replaces the generated
+        one (BulkSender's journal resends a message with its first Message-ID)."""
         from ._compose import compose
 
-        composed = compose(message or self._take_message(), domain=self.domain)
+        composed = compose(
+            message or self._take_message(), domain=self.domain, message_id=message_id
+        )
         if self.dkim is not None:
             from .dkim import sign
 

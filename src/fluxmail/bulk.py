@@ -10,16 +10,22 @@ at a time, so a generator of 100,000 messages runs in constant memory. The rules
   reported with code ``outcome_unknown`` and *not* resent; the batch reconnects and goes on;
 - a configuration problem (bad credentials, TLS refused or unverifiable, the server
   unreachable) stops the batch: the error is raised with ``.batch_result`` holding the
-  counts so far, instead of failing every remaining message one by one.
+  counts so far, instead of failing every remaining message one by one;
+- with ``journal="run.jsonl"`` every message's progress is recorded (see ``_journal``), and
+  a run started again with the same journal and the same messages (after a crash, a kill,
+  a stopped batch) sends exactly the rest: done messages are skipped, and one whose
+  outcome a crash left unknown is reported and not resent unless ``resend_unknown=True``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
+from ._journal import DONE, UNKNOWN, Journal, JournalMismatchError, message_key, outcome_of
 from ._progress import Progress, make_progress
 from ._ratelimit import RateLimiter
 from ._retry import is_retryable, retry_delays
@@ -48,13 +54,20 @@ OnError = Callable[[int, FluxMailException], None]
 MessageSpec = Mapping[str, Any]
 _Conn = TypeVar("_Conn", SMTPConnection, AsyncSMTPConnection)
 _T = TypeVar("_T")
+_Item = tuple[int, Composed, str]  # index, the composed message, its journal key
 
 
-class BulkResult(TypedDict):
+class _Counts(TypedDict):
     sent: int
     failed: int
     total: int
     errors: list[tuple[int, FluxMailException]]
+
+
+class BulkResult(_Counts, total=False):
+    """``sent + failed (+ skipped) == total``; ``errors`` holds ``(index, exception)``."""
+
+    skipped: int  # with a journal: messages an earlier run finished (accepted or refused)
 
 
 _FATAL = (
@@ -72,33 +85,57 @@ def _is_fatal(exc: FluxMailException) -> bool:
 
 
 class _Tally:
-    """Counts, errors and callbacks: the bookkeeping shared by the sync and async loops."""
+    """Counts, errors, callbacks and the journal: the bookkeeping shared by the sync and
+    async loops. Each outcome goes to the journal before the user's callback runs."""
 
     def __init__(
-        self, on_success: OnSuccess | None, on_error: OnError | None, progress: Progress
+        self,
+        on_success: OnSuccess | None,
+        on_error: OnError | None,
+        progress: Progress,
+        journal: Journal | None = None,
     ) -> None:
         self.result: BulkResult = {"sent": 0, "failed": 0, "total": 0, "errors": []}
+        if journal is not None:
+            self.result["skipped"] = 0
+        self.journal = journal
         self._on_success = on_success
         self._on_error = on_error
         self._progress = progress
 
+    def _advance(self) -> None:
+        done = self.result["sent"] + self.result.get("skipped", 0)
+        self._progress.advance(done, self.result["failed"])
+
     def success(self, index: int, result: SendResult) -> None:
         from ._facade import _receipt
 
+        if self.journal is not None:
+            self.journal.outcome(index, "accepted")
         receipt: SendReceipt = _receipt(result)
         self.result["sent"] += 1
-        self._progress.advance(self.result["sent"], self.result["failed"])
+        self._advance()
         if self._on_success is not None:
             self._on_success(index, receipt)
 
     def failure(self, index: int, exc: FluxMailException) -> None:
+        if self.journal is not None:
+            code = exc.smtp_code if isinstance(exc, SMTPResponseError) else exc.code
+            self.journal.outcome(index, outcome_of(exc), code=code)
         self.result["failed"] += 1
         self.result["errors"].append((index, exc))
-        self._progress.advance(self.result["sent"], self.result["failed"])
+        self._advance()
         if self._on_error is not None:
             self._on_error(index, exc)
 
-    def abort(self, exc: FluxMailException) -> FluxMailException:
+    def skip(self) -> None:
+        self.result["skipped"] = self.result.get("skipped", 0) + 1
+        self._advance()
+
+    def abort(self, exc: FluxMailException, index: int | None = None) -> FluxMailException:
+        """The error that stops the batch; message ``index`` (if any) was not sent."""
+        if self.journal is not None and index is not None:
+            self.journal.outcome(index, "deferred", code=exc.code)
         exc.batch_result = self.result
         return exc
 
@@ -169,15 +206,38 @@ class BulkSender:
 
     ``connections`` (async only) opens a pool of that many connections; the default is
     one persistent connection, as the API page describes.
+
+    ``journal`` (a file path) makes a batch resumable: run it again with the same journal
+    and the same messages and only the rest is sent (the result then also has
+    ``"skipped"``). ``resend_unknown=True`` also resends, with their original Message-ID,
+    the messages whose outcome is unknown (a crash or a lost connection after the final
+    dot). ``journal_fsync=False`` saves one fsync per message at the price of durability
+    across a power loss (see ``docs/guide.md``).
     """
 
-    def __init__(self, mailer: FluxMail, *, connections: int = 1) -> None:
+    def __init__(
+        self,
+        mailer: FluxMail,
+        *,
+        connections: int = 1,
+        journal: str | os.PathLike[str] | None = None,
+        resend_unknown: bool = False,
+        journal_fsync: bool = True,
+    ) -> None:
         if mailer.object_type.value == "outlook":
             raise UnsupportedOperationError("BulkSender needs an SMTP (or console/file) mailer")
         if isinstance(connections, bool) or not isinstance(connections, int) or connections < 1:
             raise ConfigurationError("connections must be a whole number >= 1")
+        if journal is not None and not isinstance(journal, (str, os.PathLike)):
+            raise ConfigurationError("journal must be a file path")
+        for name, flag in (("resend_unknown", resend_unknown), ("journal_fsync", journal_fsync)):
+            if not isinstance(flag, bool):
+                raise ConfigurationError(f"{name} must be True or False")
         self.mailer = mailer
         self.connections = connections
+        self.journal = journal
+        self.resend_unknown = resend_unknown
+        self.journal_fsync = journal_fsync
         self._config: SmtpConfig | None = getattr(mailer, "config", None)
 
     @property
@@ -188,33 +248,60 @@ class BulkSender:
             raise UnsupportedOperationError(f"a {kind} mailer has no SMTP connection")
         return self._config
 
-    def _compose(self, spec: MessageSpec) -> Composed:
+    def _open_journal(self) -> Journal | None:
+        if self.journal is None:
+            return None
+        return Journal(self.journal, fsync=self.journal_fsync)
+
+    def _compose(self, spec: MessageSpec, message_id: str | None = None) -> Composed:
         if not isinstance(spec, Mapping):
             raise ConfigurationError("each message must be a dict of create() arguments")
-        return self.mailer.compose(self.mailer.build_message(**spec))
+        return self.mailer.compose(self.mailer.build_message(**spec), message_id=message_id)
 
     def _to_sink(self, sink: Sink, index: int, spec: MessageSpec, tally: _Tally) -> None:
         """One message to a capture or a console/file transport: no connection, no retry
         and no rate limit, but the same validation, composition and reporting."""
-        composed = self._prepare(index, spec, tally)
-        if composed is None:
+        item = self._prepare(index, spec, tally)
+        if item is None:
             return
+        self._started(tally, item)
         try:
-            result = sink.deliver(composed)
+            result = sink.deliver(item[1])
         except FluxMailException as exc:
             tally.failure(index, exc)
             return
         tally.success(index, result)
 
-    def _prepare(self, index: int, spec: MessageSpec, tally: _Tally) -> Composed | None:
+    def _prepare(self, index: int, spec: MessageSpec, tally: _Tally) -> _Item | None:
+        """The message ready to send, or None when it failed validation or the journal
+        says an earlier run finished it (or left its outcome unknown)."""
         tally.result["total"] += 1
+        journal, key, message_id = tally.journal, "", None
         try:
-            return self._compose(spec)
+            if journal is not None:
+                key = message_key(spec) if isinstance(spec, Mapping) else ""
+                entry = journal.check(index, key)
+                if entry is not None:
+                    if entry.state in DONE:
+                        tally.skip()
+                        return None
+                    if entry.state in UNKNOWN and not self.resend_unknown:
+                        tally.failure(index, entry.unknown_error(index))
+                        return None
+                    message_id = entry.message_id
+            return index, self._compose(spec, message_id), key
         except FluxMailException as exc:
-            if isinstance(exc, MissingDependencyError):
+            if isinstance(exc, (MissingDependencyError, JournalMismatchError)):
                 raise tally.abort(exc) from None
             tally.failure(index, exc)
             return None
+
+    @staticmethod
+    def _started(tally: _Tally, item: _Item) -> None:
+        """Record, durably, that the message may reach the server from now on."""
+        if tally.journal is not None:
+            index, composed, key = item
+            tally.journal.sending(index, key, composed.message_id)
 
     # --- sync -------------------------------------------------------------------------
 
@@ -230,22 +317,28 @@ class BulkSender:
         """Send every message over one held connection; see the module docstring."""
         limiter = RateLimiter(max_per_second)
         sink = self.mailer._sink_for_send()
-        with make_progress(progress, _total(messages)) as bar:
-            tally = _Tally(on_success, on_error, bar)
-            if sink is not None:
-                for index, spec in enumerate(messages):
-                    self._to_sink(sink, index, spec, tally)
-                return tally.result
-            conn = SMTPConnection(self.config)
-            try:
-                for index, spec in enumerate(messages):
-                    composed = self._prepare(index, spec, tally)
-                    if composed is not None:
-                        limiter.acquire_sync()
-                        conn = self._deliver(conn, index, composed, tally)
-            finally:
-                conn.close()
-        return tally.result
+        journal = self._open_journal()
+        try:
+            with make_progress(progress, _total(messages)) as bar:
+                tally = _Tally(on_success, on_error, bar, journal)
+                if sink is not None:
+                    for index, spec in enumerate(messages):
+                        self._to_sink(sink, index, spec, tally)
+                    return tally.result
+                conn = SMTPConnection(self.config)
+                try:
+                    for index, spec in enumerate(messages):
+                        item = self._prepare(index, spec, tally)
+                        if item is not None:
+                            limiter.acquire_sync()
+                            self._started(tally, item)
+                            conn = self._deliver(conn, index, item[1], tally)
+                finally:
+                    conn.close()
+            return tally.result
+        finally:
+            if journal is not None:
+                journal.close()
 
     def _deliver(
         self, conn: SMTPConnection, index: int, composed: Composed, tally: _Tally
@@ -273,7 +366,7 @@ class BulkSender:
         conn: _Conn, index: int, error: FluxMailException, tally: _Tally, opened: bool
     ) -> _Conn:
         if _is_fatal(error) or not opened:
-            raise tally.abort(error)
+            raise tally.abort(error, index)
         tally.failure(index, error)
         return conn
 
@@ -292,20 +385,39 @@ class BulkSender:
         """The asyncio twin of :meth:`send_batch`, with an optional pool of connections.
 
         ``max_per_second`` holds across all connections of the pool."""
+        journal = self._open_journal()
+        try:
+            return await self._batch_async(
+                messages, max_per_second, progress, on_success, on_error, connections, journal
+            )
+        finally:
+            if journal is not None:
+                journal.close()
+
+    async def _batch_async(
+        self,
+        messages: Iterable[MessageSpec] | AsyncIterable[MessageSpec],
+        max_per_second: float,
+        progress: bool | None,
+        on_success: OnSuccess | None,
+        on_error: OnError | None,
+        connections: int | None,
+        journal: Journal | None,
+    ) -> BulkResult:
         pool = connections or self.connections
         limiter = RateLimiter(max_per_second)
         sink = self.mailer._sink_for_send()
         if sink is not None:
             with make_progress(progress, _total(messages)) as bar:
-                tally = _Tally(on_success, on_error, bar)
+                tally = _Tally(on_success, on_error, bar, journal)
                 index = 0
                 async for spec in _each(messages):
                     self._to_sink(sink, index, spec, tally)
                     index += 1
             return tally.result
-        queue: asyncio.Queue[tuple[int, Composed] | None] = asyncio.Queue(maxsize=2 * pool)
+        queue: asyncio.Queue[_Item | None] = asyncio.Queue(maxsize=2 * pool)
         with make_progress(progress, _total(messages)) as bar:
-            tally = _Tally(on_success, on_error, bar)
+            tally = _Tally(on_success, on_error, bar, journal)
             workers = [
                 asyncio.create_task(self._worker(queue, limiter, tally)) for _ in range(pool)
             ]
@@ -323,15 +435,15 @@ class BulkSender:
     async def _produce(
         self,
         messages: Iterable[MessageSpec] | AsyncIterable[MessageSpec],
-        queue: asyncio.Queue[tuple[int, Composed] | None],
+        queue: asyncio.Queue[_Item | None],
         tally: _Tally,
         workers: list[asyncio.Task[None]],
     ) -> None:
         async def put(index: int, spec: MessageSpec) -> None:
-            composed = self._prepare(index, spec, tally)
-            if composed is None:
+            item = self._prepare(index, spec, tally)
+            if item is None:
                 return
-            await _offer(queue, (index, composed), workers)
+            await _offer(queue, item, workers)
 
         if isinstance(messages, AsyncIterable):
             index = 0
@@ -344,15 +456,16 @@ class BulkSender:
 
     async def _worker(
         self,
-        queue: asyncio.Queue[tuple[int, Composed] | None],
+        queue: asyncio.Queue[_Item | None],
         limiter: RateLimiter,
         tally: _Tally,
     ) -> None:
         conn = AsyncSMTPConnection(self.config)
         try:
             while (item := await queue.get()) is not None:
-                index, composed = item
+                index, composed, _ = item
                 await limiter.acquire()
+                self._started(tally, item)
                 conn = await self._deliver_async(conn, index, composed, tally)
         finally:
             await conn.close()
