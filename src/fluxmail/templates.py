@@ -30,6 +30,7 @@ def _environment(autoescape: bool) -> jinja2.Environment:
         autoescape=autoescape,
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
+        loader=jinja2.DictLoader({}),  # include/import/extends find nothing: no file access
     )
 
 
@@ -75,6 +76,11 @@ class EmailTemplate:
         except jinja2.UndefinedError as exc:
             raise TemplateError(
                 f"template {self.name}, line {_template_line(exc)}: {exc.message}"
+            ) from exc
+        except jinja2.TemplateNotFound as exc:
+            raise TemplateError(
+                f"template {self.name} tried to include, import or extend {exc.name!r}: "
+                "an EmailTemplate is self-contained and never reads other files"
             ) from exc
         except jinja2.exceptions.SecurityError as exc:
             raise TemplateError(f"template {self.name} tried something unsafe: {exc}") from exc
