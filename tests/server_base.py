@@ -34,9 +34,16 @@ class TLSMaterial:
         self._cert = self.ca.issue_cert("localhost", "127.0.0.1")
         self._other_cert = self.other_ca.issue_cert("localhost", "127.0.0.1")
 
-    def server_context(self, *, untrusted: bool = False) -> ssl.SSLContext:
+    def server_context(
+        self, *, untrusted: bool = False, hostnames: tuple[str, ...] | None = None
+    ) -> ssl.SSLContext:
+        """A server context; ``hostnames``: a certificate of the trusted CA for those
+        names only (to test host name checking)."""
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        (self._other_cert if untrusted else self._cert).configure_cert(ctx)
+        if hostnames:
+            self.ca.issue_cert(*hostnames).configure_cert(ctx)
+        else:
+            (self._other_cert if untrusted else self._cert).configure_cert(ctx)
         return ctx
 
     def client_context(self) -> ssl.SSLContext:

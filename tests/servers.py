@@ -181,7 +181,8 @@ class SMTPTestServer:
     stages are EHLO, HELO, STARTTLS, AUTH, MAIL, RCPT, DATA (the command), DOT (the end of
     the data), RSET, NOOP, QUIT; a ``421`` reply also closes the connection),
     ``close_after`` (421-and-close at the MAIL of message N+1 of each session),
-    ``strip_starttls`` (do not advertise STARTTLS, as a downgrading middlebox would).
+    ``strip_starttls`` (do not advertise STARTTLS, as a downgrading middlebox would),
+    ``cert_for`` (a certificate of the trusted CA for these host names only).
     Recorded: ``messages`` (accepted), ``refused_data`` (refused at the final dot),
     ``events`` (EHLO/HELO/AUTH/MAIL/RCPT/DATA/RSET as seen), ``sessions`` (every
     connection with its commands), ``connections`` (how many, STARTTLS not counted twice).
@@ -207,6 +208,7 @@ class SMTPTestServer:
         fail: Mapping[str, Failure] | None = None,
         close_after: int | None = None,
         strip_starttls: bool = False,
+        cert_for: tuple[str, ...] | None = None,
     ) -> None:
         if tls not in ("none", "starttls", "ssl"):
             raise ValueError("tls must be 'none', 'starttls' or 'ssl'")
@@ -239,7 +241,9 @@ class SMTPTestServer:
         self.client_ssl_context: ssl.SSLContext | None = (
             material.client_context() if material else None
         )
-        server_ctx = material.server_context(untrusted=untrusted) if material else None
+        server_ctx = (
+            material.server_context(untrusted=untrusted, hostnames=cert_for) if material else None
+        )
         kwargs = self._aiosmtpd_kwargs(tls, auth, server_ctx, size_limit, smtputf8, exclude_auth)
         kwargs["ident"] = ident or "fluxmail test server"
         self._controller = _Controller(self, **kwargs)
