@@ -36,6 +36,7 @@ from .errors import (
     ConnectError,
     FluxMailException,
     MissingDependencyError,
+    SendTimeoutError,
     SMTPResponseError,
     TLSRequiredError,
     TLSVerifyError,
@@ -158,9 +159,15 @@ class _Attempts:
 
 
 def _server_closed(error: FluxMailException) -> bool:
+    """The server closed the reused connection (a 421, a reset): not a timeout, which
+    would cost a second full timeout on the new connection."""
     if isinstance(error, SMTPResponseError):
         return error.smtp_code == 421
-    return isinstance(error, ConnectError) and error.transient
+    return (
+        isinstance(error, ConnectError)
+        and error.transient
+        and not isinstance(error, SendTimeoutError)
+    )
 
 
 async def _each(
@@ -174,9 +181,7 @@ async def _each(
             yield spec
 
 
-async def _offer(
-    queue: asyncio.Queue[_T], item: _T, workers: list[asyncio.Task[None]]
-) -> None:
+async def _offer(queue: asyncio.Queue[_T], item: _T, workers: list[asyncio.Task[None]]) -> None:
     """Put ``item`` on the (bounded) queue; if a worker stopped the batch meanwhile, raise
     its error instead of waiting forever for room that no worker will make."""
     put_task = asyncio.ensure_future(queue.put(item))

@@ -22,6 +22,7 @@ from ..errors import (
     ConnectError,
     FluxMailException,
     ProtocolError,
+    SendTimeoutError,
     SMTPResponseError,
     TLSRequiredError,
     TLSVerifyError,
@@ -34,11 +35,13 @@ T = TypeVar("T")
 def _stale_connection_failure(exc: FluxMailException) -> bool:
     """How a reused connection fails when the server closed it while it sat idle: a plain
     connection failure, or a 421 reply ("service not available, closing"). Either comes
-    before the server accepted the message, so sending it on a new connection is safe."""
+    before the server accepted the message, so sending it on a new connection is safe.
+    A timeout is not one of them: the server is there but stalling, and waiting a second
+    full timeout on a new connection would hold the caller twice as long as configured."""
     if isinstance(exc, SMTPResponseError):
         return exc.smtp_code == 421
     return isinstance(exc, ConnectError) and not isinstance(
-        exc, (TLSRequiredError, TLSVerifyError, ProtocolError)
+        exc, (TLSRequiredError, TLSVerifyError, ProtocolError, SendTimeoutError)
     )
 
 
