@@ -482,6 +482,8 @@ class FaultServer:
             else:
                 session.rcpt_tos.append(_path_and_params(arg)[0])
                 await conn.write(b"250 2.1.5 OK\r\n")
+        elif verb == "DATA" and not session.rcpt_tos:
+            await conn.write(b"554 5.5.1 No valid recipients\r\n")
         elif verb == "DATA":
             await conn.write(b"354 End data with <CR><LF>.<CR><LF>\r\n")
             return await self._data(conn)

@@ -6,6 +6,7 @@ the engine, the API, BulkSender, the CLI and the Django backend, against real se
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from fluxmail.errors import (
 from hardening import MODES, assert_nothing_lost, batch, run_batch, send_created
 from servers import (
     DEFAULT_CAPS,
+    Close,
     DropMidData,
     FaultServer,
     FaultSession,
@@ -209,3 +211,153 @@ def test_bulk_stall_after_the_dot_is_unknown_and_the_rest_is_sent(
     assert (index, exc.code) == (2, "outcome_unknown")
     assert_nothing_lost(result, server.message_ids(), 6)
     assert len(server.message_ids(received=True)) == 6  # the unknown one was not resent
+
+
+# --- every message ends in exactly one outcome; nothing lost ----------------------------
+
+
+def mixed_outcomes(session: FaultSession) -> Any:
+    """First session: message 2 refused at the dot (554), 4 deferred (451 each time),
+    6 unknown (the connection drops after its final dot)."""
+    if session.number != 1:
+        return None
+    current = sum(1 for c in session.commands if c.upper() == "DATA")
+    return {3: Reply("554 5.6.0 Rejected"), 5: Reply("451 4.3.0 Later"), 7: Close()}.get(current)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async", "async pool"])
+def test_every_message_has_one_outcome(make_fault_server: MakeFault, mode: str) -> None:
+    server = make_fault_server(
+        {
+            "DOT": mixed_outcomes,
+            "RCPT": lambda s: (
+                Reply("550 5.1.1 No such user")
+                if s.rcpt_tos == [] and s.mail_from == "nobody@example.com"
+                else None
+            ),
+        }
+    )
+    messages = batch(10)
+    messages[8]["sender"] = "nobody@example.com"  # every recipient refused: 550 at RCPT
+    mailer = FluxMail(**server.fluxmail_kwargs(max_retries=0))
+    options = {"connections": 3} if mode == "async pool" else {}
+    result = run_batch(mailer, messages, "sync" if mode == "sync" else "async", **options)
+    assert_nothing_lost(result, server.message_ids(), 10)
+    if mode == "async pool":  # three sessions share the scripted first one's fate
+        assert result["failed"] >= 2
+        return
+    outcomes = {index: exc for index, exc in result["errors"]}
+    assert set(outcomes) == {2, 4, 6, 8}
+    assert (outcomes[2].code, outcomes[2].smtp_code) == ("message_refused", 554)  # refused
+    assert (outcomes[4].smtp_code, outcomes[4].transient) == (451, True)  # deferred
+    assert outcomes[6].code == "outcome_unknown"  # unknown: never resent
+    assert (outcomes[8].code, outcomes[8].smtp_code) == ("recipients_refused", 550)
+    assert len(server.message_ids(received=True)) == 9  # the unknown one went out once
+
+
+def test_backoff_is_bounded_doubling_with_jitter() -> None:
+    from fluxmail._retry import MAX_DELAY, retry_delays
+
+    low = list(retry_delays(8, 1.0, rand=lambda: 0.0))
+    high = list(retry_delays(8, 1.0, rand=lambda: 1.0))
+    assert low == pytest.approx([0.9, 1.8, 3.6, 7.2, 14.4, 28.8, 54.0, 54.0])
+    assert high == pytest.approx([1.1, 2.2, 4.4, 8.8, 17.6, 35.2, 66.0, 66.0])
+    assert max(high) <= MAX_DELAY * 1.1
+    assert list(retry_delays(0, 1.0)) == []
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_5xx_never_retried_4xx_retried(make_fault_server: MakeFault, mode: str) -> None:
+    refused = make_fault_server({"DOT": Reply("550 5.7.1 No")})
+    mailer = FluxMail(**refused.fluxmail_kwargs(max_retries=3, retry_delay=0))
+    result = run_batch(mailer, batch(1), mode)
+    assert result["failed"] == 1
+    assert len(refused.received) == 1  # tried once
+    later = make_fault_server({"DOT": lambda s: Reply("421 4.3.2 Busy", close=True)})
+    mailer = FluxMail(**later.fluxmail_kwargs(max_retries=2, retry_delay=0))
+    result = run_batch(mailer, batch(1), mode)
+    assert result["failed"] == 1
+    assert len(later.received) == 3  # the first try and two retries
+
+
+# --- the CLI and the Django backend --------------------------------------------------------
+
+
+@pytest.mark.parametrize("stage", ["greeting", "RCPT", "final dot"])
+def test_cli_stall(make_fault_server: MakeFault, stage: str) -> None:
+    from test_cli import assert_one_line_error
+    from test_cli import run as run_cli
+
+    server = make_fault_server(STAGES[stage])
+    args = ["--type", "smtp", "--host", server.host, "--port", str(server.port)]
+    args += ["--sender", "a@example.com", "--recipients", "b@example.com", "--subject", "s"]
+    started = time.monotonic()
+    result = run_cli(*args, "--body", "b", "--timeout", "1", "--max-retries", "3")
+    elapsed = time.monotonic() - started
+    code = "outcome_unknown" if stage == "final dot" else "timeout"
+    assert_one_line_error(result, 1, code)
+    if stage == "final dot":
+        assert len(server.received) == 1  # unknown: not retried
+        assert elapsed < 1 + 1 + 1  # (the interpreter starts in well under a second)
+    else:
+        assert elapsed < 4 * (1 + 1) + 0.5 + 1 + 2 + 4 + 1  # 4 tries, backoff 0.5+1+2 s
+
+
+def test_django_unknown_is_not_resent_and_stalls_time_out(make_fault_server: MakeFault) -> None:
+    from django.core.mail import EmailMessage
+
+    import test_django_backend  # noqa: F401  (configures Django)
+    from fluxmail.backends.django import FluxMailBackend
+
+    for stage, error in (("final dot", OutcomeUnknownError), ("DATA", SendTimeoutError)):
+        server = make_fault_server(STAGES[stage])
+        backend = FluxMailBackend(
+            host=server.host, port=server.port, timeout=1, max_retries=2, retry_delay=0
+        )
+        message = EmailMessage("s", "b", "a@example.com", ["b@example.com"])
+        started = time.monotonic()
+        with pytest.raises(error):
+            backend.send_messages([message])
+        elapsed = time.monotonic() - started
+        if stage == "final dot":
+            assert len(server.received) == 1
+            assert elapsed < 1 + 1
+        else:
+            assert len(server.sessions) == 3  # a timeout before the dot is retried
+            assert elapsed < 3 * (1 + 1)
+
+
+def stall_after_first(session: FaultSession) -> Any:
+    """The first message of the first session goes through; then DATA stalls, on that
+    session and on every new one."""
+    return Stall() if session.number > 1 or session.messages >= 1 else None
+
+
+@pytest.mark.parametrize("via", ["with-block", "async with-block", "bulk", "async bulk"])
+def test_stall_on_a_held_connection_is_waited_for_once(
+    make_fault_server: MakeFault, via: str
+) -> None:
+    """A timeout on a reused connection is not taken for a stale connection (that would
+    wait a second timeout on a fresh one, with max_retries=0)."""
+    server = make_fault_server({"DATA": stall_after_first})
+    mailer = FluxMail(**server.fluxmail_kwargs(sender="a@example.com", timeout=1))
+    one = {"subject": "s", "recipients": ["b@example.com"], "body": "b"}
+    started = time.monotonic()
+    if via.endswith("bulk"):
+        result = run_batch(mailer, [one, one], "async" if via.startswith("async") else "sync")
+        assert [e.code for _, e in result["errors"]] == ["timeout"]
+    elif via == "with-block":
+        with mailer:
+            mailer.create(**one).send()
+            with pytest.raises(SendTimeoutError):
+                mailer.create(**one).send()
+    else:
+
+        async def twice() -> None:
+            async with mailer:
+                await mailer.create(**one).send_async()
+                await mailer.create(**one).send_async()
+
+        with pytest.raises(SendTimeoutError):
+            asyncio.run(twice())
+    assert time.monotonic() - started < 1 + 1
