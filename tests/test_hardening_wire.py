@@ -12,7 +12,7 @@ import pytest
 from fluxmail import FluxMail
 from fluxmail.envelope import Composed, Envelope
 from fluxmail.errors import InvalidMessageError
-from fluxmail.smtp._protocol import MAX_LINE, check_line_length, prepare_data
+from fluxmail.smtp._data import MAX_LINE, check_line_length, prepare_data
 from hardening import MODES, assert_clean_wire, run_batch, send
 from servers import FaultServer
 from test_cli import run as run_cli

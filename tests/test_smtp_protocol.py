@@ -35,8 +35,9 @@ from fluxmail.errors import (
 )
 from fluxmail.smtp._actions import Conversation, Exchange, StartTLS
 from fluxmail.smtp._auth import secrets_of
+from fluxmail.smtp._data import prepare_data
 from fluxmail.smtp._errors import ServerClosedError, io_error, reply_error
-from fluxmail.smtp._protocol import Session, command, plan_message, prepare_data
+from fluxmail.smtp._protocol import Session, command, plan_message
 from fluxmail.smtp._replies import Capabilities, Reply, ReplyParser, collect
 from fluxmail.smtp._results import SendResult
 

@@ -12,7 +12,6 @@ message's MAIL/RCPT/DATA right behind the previous message's final dot in one wr
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NoReturn
 
 from ..config import SmtpConfig
 from ..envelope import Composed
@@ -30,12 +29,12 @@ from ..errors import (
 )
 from ._actions import CRLF, Conversation, Exchange, StartTLS
 from ._auth import AUTHENTICATORS, Credentials, scrub
+from ._data import check_line_length, normalize_newlines, stuff
 from ._errors import reply_error
 from ._replies import Capabilities, Reply
 from ._results import SendResult, SessionInfo
 
 _UNSAFE = ("\r", "\n", "\0")
-MAX_LINE = 998  # octets per line, without the CRLF (RFC 5321 4.5.3.1.6, RFC 5322 2.1.1)
 
 
 # --- commands and data ----------------------------------------------------------------
@@ -60,69 +59,6 @@ def _path(address: str) -> str:
     if "<" in address or ">" in address or address != address.strip():
         raise InvalidAddressError(f"envelope address {address!r} is not a bare addr-spec")
     return f"<{address}>"
-
-
-def prepare_data(data: bytes) -> bytes:
-    """DATA payload: every line end CRLF, dot-stuffed, ending with CRLF and ``.`` CRLF.
-
-    A bare CR or LF anywhere becomes CRLF, so ``\\n.\\n`` inside a body can never end
-    the message early (SMTP smuggling).
-    """
-    body, tail = stuff(normalize_newlines(data))
-    return body + tail
-
-
-def normalize_newlines(data: bytes) -> bytes:
-    """Every CR, LF and CRLF becomes CRLF; ``data`` itself when it is already so."""
-    crlf = data.count(b"\r\n")
-    if data.count(b"\r") != crlf or data.count(b"\n") != crlf:
-        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
-    return data
-
-
-def stuff(data: bytes) -> tuple[bytes, bytes]:
-    """Dot-stuff CRLF-only ``data`` into ``(body, tail)``, :func:`prepare_data` in two
-    pieces: ``body`` is ``data`` itself when no line starts with a dot (what the composer
-    writes), so a large message is not copied; ``tail`` is the terminating ``.`` CRLF,
-    preceded by CRLF when ``body`` does not end with one."""
-    if data.startswith(b"."):
-        data = b"." + data
-    data = data.replace(b"\r\n.", b"\r\n..")  # the same object when there is no match
-    return data, b".\r\n" if not data or data.endswith(CRLF) else b"\r\n.\r\n"
-
-
-def check_line_length(data: bytes, limit: int = MAX_LINE) -> None:
-    """Refuse CRLF-only ``data`` with a line longer than ``limit`` octets (CRLF excluded):
-    servers cut or refuse such lines (RFC 5321 4.5.3.1.6), which would change the message.
-
-    Split in 1 MiB windows, so that a large message is checked at C speed (0.06 s for
-    68 MB of base64) without a list of all its lines.
-    """
-    if len(data) <= limit:
-        return
-    window = 1 << 20
-    carry = 0  # the part of the current line seen in earlier windows
-    for start in range(0, len(data), window):
-        parts = data[start : start + window].split(b"\n")
-        if len(parts) == 1:
-            carry += len(parts[0])
-        else:  # a line split on LF still has its CR: limit + 1
-            longest = max(carry + len(parts[0]), max(map(len, parts[1:-1]), default=0))
-            if longest > limit + 1:
-                _line_too_long(data, start, limit)
-            carry = len(parts[-1])
-        if carry > limit + 1:
-            _line_too_long(data, start, limit)
-    if carry > limit:  # the last line, without a line end
-        _line_too_long(data, len(data), limit)
-
-
-def _line_too_long(data: bytes, near: int, limit: int) -> NoReturn:
-    line = data.count(b"\n", 0, near) + 1
-    raise InvalidMessageError(
-        f"a line of the message (near line {line}) is longer than {limit} octets, the SMTP "
-        "limit (encode long lines, e.g. quoted-printable); nothing was sent"
-    )
 
 
 @dataclass(frozen=True)
