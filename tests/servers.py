@@ -281,6 +281,7 @@ class SMTPTestServer:
         self.port = self._controller.port
         with self._lock:
             self.connections = 0  # forget aiosmtpd's readiness probe
+            self.sessions.clear()
         return self
 
     def stop(self) -> None:
