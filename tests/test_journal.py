@@ -208,6 +208,18 @@ def test_stopped_batch_records_the_current_message_as_deferred(
     ]
 
 
+def test_pool_of_connections_with_a_journal(make_fault_server: MakeFault, tmp_path: Path) -> None:
+    server = make_fault_server()
+    path = tmp_path / "run.jsonl"
+    mailer = FluxMail(**server.fluxmail_kwargs())
+    first = run_batch(mailer, batch(30), "async", journal=path, connections=3)
+    assert (first["sent"], first["skipped"]) == (30, 0)
+    assert len(server.sessions) == 3
+    again = run_batch(mailer, batch(30), "async", journal=path, connections=3)
+    assert (again["sent"], again["failed"], again["skipped"]) == (0, 0, 30)
+    assert sorted(first_ids(path).values()) == sorted(server.message_ids())
+
+
 def test_a_different_batch_is_refused(make_fault_server: MakeFault, tmp_path: Path) -> None:
     server = make_fault_server()
     path = tmp_path / "run.jsonl"

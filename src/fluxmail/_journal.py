@@ -140,6 +140,8 @@ class Journal:
             data = file.read()
         if not data:
             self._append(HEADER, sync=True)
+            if self.fsync:
+                _sync_directory(self.path)  # the new file's name survives a power loss too
             return
         lines = data.split(b"\n")
         complete, torn = lines[:-1], lines[-1]
@@ -225,6 +227,19 @@ class Journal:
         finally:
             os.close(self._fd)
             self._fd = -1
+
+
+def _sync_directory(path: str) -> None:
+    try:
+        fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    except OSError:  # pragma: no cover - Windows cannot open directories
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - some file systems refuse it
+        pass
+    finally:
+        os.close(fd)
 
 
 def _lock(fd: int, path: str) -> None:
