@@ -729,11 +729,14 @@ ONLY_HELP = (
     "run only these contenders (a name or a prefix such as 'fluxmail'; repeatable or "
     "comma-separated); smtp-source always runs as the reference"
 )
-SCENARIOS_HELP = f"comma-separated subset of {','.join(SCENARIOS)} (default: all)"
+SCENARIOS_HELP = (
+    f"comma-separated subset of {','.join(SCENARIOS)} (default: all); 'wakeup' (a probe of "
+    "the machine) runs only when named"
+)
 QUIET_HELP = (
-    "wait for other processes to leave the CPU idle (< "
-    f"{QUIET_LIMIT:.0%} busy) before each measurement, and measure again (twice at most) when "
-    "they loaded it right after; SECONDS is the waiting budget of the whole run"
+    f"wait for other processes to leave the CPU idle (< {QUIET_LIMIT * 100:.0f}%% busy) before "
+    "each measurement, and measure again (twice at most) when they loaded it right after; "
+    "SECONDS is the waiting budget of the whole run"
 )
 SNAPSHOT_HELP = (
     "measure the fluxmail of commit REV (default HEAD, via git archive) instead of the "
