@@ -478,5 +478,9 @@ class FluxMail:
                 env_str(env, "FLUXMAIL_DKIM_KEY_FILE"),
                 ("FLUXMAIL_DKIM_DOMAIN", "FLUXMAIL_DKIM_SELECTOR", "FLUXMAIL_DKIM_KEY_FILE"),
             )
+        if env_str(env, "FLUXMAIL_OAUTH2_PROVIDER"):
+            from .oauth import provider_from_env
+
+            settings["oauth2"] = provider_from_env(env)
         settings.update(overrides)
         return cls(**settings)

@@ -6,6 +6,7 @@ usage or bad input, 1 for a delivery failure. The password is never printed.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,13 @@ def _send(options: dict[str, Any]) -> str:
         if not options[name]:
             raise UsageProblem(f"--{name} is required")
     body = _read_body(options["body"], options["body_file"])
+    extra: dict[str, Any] = {}
+    if os.environ.get("FLUXMAIL_OAUTH2_PROVIDER", "").strip():
+        from .oauth import provider_from_env
+
+        extra["oauth2"] = provider_from_env(os.environ)
     mailer = FluxMail(
+        **extra,
         object_type=kind,
         host=_split_host(options["host"]),
         port=options["port"],

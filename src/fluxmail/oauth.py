@@ -378,3 +378,48 @@ class MicrosoftOAuth2(RefreshingTokenProvider):
                 if rotated != self._refresh_token:
                     self._refresh_token = rotated
                     self.refresh_token_rotated = True
+
+
+def provider_from_env(environ: Mapping[str, str]) -> RefreshingTokenProvider | None:
+    """The token provider the ``FLUXMAIL_OAUTH2_*`` variables describe, or None.
+
+    ``FLUXMAIL_OAUTH2_PROVIDER`` is ``google`` or ``microsoft``; then
+    ``FLUXMAIL_OAUTH2_CLIENT_ID``, ``FLUXMAIL_OAUTH2_CLIENT_SECRET``,
+    ``FLUXMAIL_OAUTH2_REFRESH_TOKEN`` (Google: all three; Microsoft: a refresh token for
+    the delegated flow, or a client secret alone for client credentials) and
+    ``FLUXMAIL_OAUTH2_TENANT`` (Microsoft). ``FLUXMAIL_OAUTH2_TOKEN_URL`` overrides the
+    token endpoint. Errors name the variable, never its value.
+    """
+    kind = (environ.get("FLUXMAIL_OAUTH2_PROVIDER") or "").strip().lower()
+    if not kind:
+        return None
+
+    def optional(name: str) -> str | None:
+        value = environ.get(f"FLUXMAIL_OAUTH2_{name}")
+        return value.strip() if value and value.strip() else None
+
+    def required(name: str) -> str:
+        value = optional(name)
+        if value is None:
+            raise ConfigurationError(
+                f"FLUXMAIL_OAUTH2_{name} is not set (needed with FLUXMAIL_OAUTH2_PROVIDER={kind})"
+            )
+        return value
+
+    token_url = optional("TOKEN_URL")
+    if kind == "google":
+        return GoogleOAuth2(
+            required("CLIENT_ID"),
+            required("CLIENT_SECRET"),
+            required("REFRESH_TOKEN"),
+            token_url=token_url or GOOGLE_TOKEN_URL,
+        )
+    if kind == "microsoft":
+        return MicrosoftOAuth2(
+            required("TENANT"),
+            required("CLIENT_ID"),
+            optional("CLIENT_SECRET"),
+            optional("REFRESH_TOKEN"),
+            token_url=token_url,
+        )
+    raise ConfigurationError("FLUXMAIL_OAUTH2_PROVIDER must be 'google' or 'microsoft'")
