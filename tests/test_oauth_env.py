@@ -121,3 +121,29 @@ def test_provider_kinds() -> None:
     assert isinstance(microsoft, MicrosoftOAuth2)
     with pytest.raises(ConfigurationError, match="google' or 'microsoft"):
         provider_from_env({"FLUXMAIL_OAUTH2_PROVIDER": "yahoo"})
+
+
+def test_django_backend_signs_in_with_oauth2(
+    server: OAuthSMTPServer, endpoint: TokenEndpoint
+) -> None:
+    from django.core.mail import EmailMessage, get_connection
+
+    import test_django_backend  # noqa: F401  (configures Django once per process)
+
+    provider = GoogleOAuth2(CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN, token_url=endpoint.url())
+    connection = get_connection(
+        "fluxmail.backends.django.FluxMailBackend",
+        host="localhost",
+        port=server.port,
+        use_tls=True,
+        username=USERNAME,
+        password="",
+        ssl_context=server.client_ssl_context,
+        oauth2=provider,
+    )
+    message = EmailMessage("Hi", "Body", "from@example.com", ["to@example.com"])
+    message.connection = connection
+    sent = message.send()
+    assert sent == 1
+    assert [a.mechanism for a in server.attempts] == ["XOAUTH2"]
+    assert [m.auth_user for m in server.messages] == [USERNAME]

@@ -232,6 +232,7 @@ class FluxMailBackend(BaseEmailBackend):  # type: ignore[misc]
         local_hostname: str | None = None,
         allow_insecure_auth: bool | None = None,
         dkim: DKIM | None = None,
+        oauth2: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(fail_silently=fail_silently, **kwargs)
@@ -266,15 +267,18 @@ class FluxMailBackend(BaseEmailBackend):  # type: ignore[misc]
             if allow_insecure_auth is None
             else allow_insecure_auth
         )
-        # Like Django: log in only when both the user name and the password are set.
-        login = bool(self.username) and bool(self.password)
+        # OAuth2 (EMAIL_FLUXMAIL_OAUTH2: a token provider) signs in as EMAIL_HOST_USER with
+        # no password; otherwise, like Django, log in only when user and password are set.
+        token_source = _setting("EMAIL_FLUXMAIL_OAUTH2") if oauth2 is None else oauth2
+        login = token_source is None and bool(self.username) and bool(self.password)
         self.config = SmtpConfig(
             host=self.host,
             port=self.port,
             use_tls=self.use_tls,
             use_ssl=self.use_ssl,
-            username=self.username if login else None,
+            username=self.username if login or token_source is not None else None,
             password=self.password if login else None,
+            oauth2=token_source,
             timeout=DEFAULT_TIMEOUT if self.timeout is None else self.timeout,
             local_hostname=local_hostname or _setting("EMAIL_FLUXMAIL_LOCAL_HOSTNAME"),
             ssl_context=_client_ssl_context(context, self.ssl_certfile, self.ssl_keyfile),
