@@ -116,6 +116,7 @@ class FaultSession:
     number: int
     commands: list[str] = field(default_factory=list)
     chunks: list[int] = field(default_factory=list)  # read index each command arrived in
+    dots: list[int] = field(default_factory=list)  # read index each final dot arrived in
     tls: bool = False
     closed: bool = False  # the connection has ended
     messages: int = 0  # messages accepted in this session
@@ -539,6 +540,7 @@ class FaultServer:
             line = await conn.readline()
             raw.append(line)
             if line == b".\r\n":
+                conn.session.dots.append(conn.reads)
                 break
             lines.append(line[1:] if line.startswith(b".") else line)
         session = conn.session
