@@ -30,8 +30,11 @@ class Exchange:
     ``log`` replaces ``data`` in the debug transcript (redaction, message bodies).
     ``message_id`` marks a write that ends a message's DATA: a failure after the write
     completed and before the reply leaves that message's outcome unknown. ``tail`` is the
-    final dot of such a write, kept apart so that a large message is never copied just
-    to append three bytes.
+    final dot of such a write (and the next message's pipelined envelope, if any), kept
+    apart so that a large message is never copied just to append a few bytes.
+    ``ahead`` counts the trailing replies that answer that next envelope: once the others
+    (the final reply) have arrived, a failure while reading these does not fail the
+    exchange; the driver returns the replies it has and drops the connection.
     """
 
     data: bytes = field(repr=False)
@@ -40,6 +43,7 @@ class Exchange:
     log: str | None = None
     message_id: str | None = None
     tail: bytes = field(default=b"", repr=False)
+    ahead: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,7 @@ from ._common import (
     tls_details,
 )
 from ._errors import ServerClosedError, io_error
-from ._protocol import Session, check_envelope
+from ._protocol import Session, Upcoming, check_envelope
 from ._replies import OUT_OF_STEP, Reply, ReplyParser, collect, early_refusal
 from ._results import SendResult, SessionInfo
 
@@ -166,6 +166,7 @@ class AsyncSMTPConnection:
         self._session: Session | None = None
         self._info: SessionInfo | None = None
         self._out_of_step = False
+        self._lost: FluxMailException | None = None  # how an envelope sent ahead was lost
 
     def __repr__(self) -> str:
         state = "open" if self.is_open else "closed"
@@ -222,19 +223,33 @@ class AsyncSMTPConnection:
         return info
 
     async def send(self, composed: Composed) -> SendResult:
+        return await self.send_pipelined(composed, None)
+
+    async def send_pipelined(self, composed: Composed, upcoming: Upcoming | None) -> SendResult:
+        """``send(composed)``, writing the next message's envelope (``upcoming()``) behind
+        the final dot: see :meth:`SMTPConnection.send_pipelined`."""
         check_envelope(composed)  # before connecting: CR, LF or NUL in an address
+        ahead = self._session.ahead if self._session is not None else None
+        if ahead is not None and ahead.composed is not composed:
+            self._drop()  # another message's transaction is open: never end it
         if self._proto is not None and not self._idle_and_quiet(self._proto):
             self._drop()  # the server spoke or left while idle (421, timeout): start afresh
         await self.open()
         assert self._session is not None
         try:
-            return await self._run(self._session.send_message(composed))
+            return await self._run(self._session.send_message(composed, upcoming))
         finally:
             if not self._usable:
                 self._drop()
 
     async def close(self) -> None:
-        """Say QUIT (best effort, short wait) and close the transport. Idempotent."""
+        """Say QUIT (best effort, short wait) and close the transport. Idempotent.
+
+        With a next message's envelope in flight, the transport is dropped without QUIT."""
+        session = self._session
+        if session is not None and session.ahead is not None and self._proto is not None:
+            self._drop()
+            await asyncio.sleep(0)
         if self._proto is not None and self._usable:
             with contextlib.suppress(OSError, FluxMailException):
                 await self._exchange(Exchange(b"QUIT\r\n", 1, "quit"), QUIT_TIMEOUT)
@@ -264,6 +279,11 @@ class AsyncSMTPConnection:
 
     def _fail(self, stage: str, exc: BaseException, message_id: str | None = None) -> NoReturn:
         self._drop()
+        raise self._io_error(stage, exc, message_id) from exc
+
+    def _io_error(
+        self, stage: str, exc: BaseException, message_id: str | None = None
+    ) -> FluxMailException:
         config = self.config
         error = io_error(
             stage,
@@ -273,7 +293,21 @@ class AsyncSMTPConnection:
             timeout=config.timeout,
             message_id=message_id,
         )
-        raise error from exc
+        error.__cause__ = exc
+        return error
+
+    def lost_ahead(self, composed: Composed) -> FluxMailException | None:
+        """If ``composed``'s envelope went out ahead (:meth:`send_pipelined`) and the
+        connection ended before its transaction could go on, the error for it: a failure
+        before its final dot (retryable), as if its own MAIL had failed. Else None."""
+        session = self._session
+        if session is None or session.ahead is None or session.ahead.composed is not composed:
+            return None
+        if not session.closing and not self._out_of_step:
+            return None
+        error = session.lost_ahead(composed) or self._lost
+        session.ahead, self._lost = None, None
+        return error or self._io_error("mail", ServerClosedError())
 
     async def _connect(self, session: Session) -> None:
         config = self.config
@@ -386,6 +420,15 @@ class AsyncSMTPConnection:
             while not collect(self._parser, exchange.replies, replies):
                 proto.check_readable()
                 await proto.wait()
+        except (OSError, asyncio.TimeoutError) as exc:
+            if not exchange.ahead or len(replies) < exchange.replies - exchange.ahead:
+                raise
+            # the final reply is in; only the next message's envelope replies are lost
+            self._lost = self._io_error("mail", exc)
+            log_replies(replies, self._session, exchange.stage)
+            self._drop()
+            self._out_of_step = True
+            return replies
         finally:
             timer.cancel()
         log_replies(replies, self._session, exchange.stage)

@@ -5,12 +5,15 @@ and receive the parsed replies back; drivers (``_sync``, ``_async``) execute the
 Everything here is pure and unit-testable without sockets.
 
 A message goes through :func:`plan_message` (checks and bytes) and a transaction. The
-envelope commands of a plan are plain bytes, so a bulk sender can later write the next
-message's MAIL/RCPT/DATA right behind the previous message's final dot in one write.
+envelope commands of a plan are plain bytes, so when the server offers PIPELINING a bulk
+sender writes the next message's MAIL/RCPT/DATA right behind the previous message's
+final dot in one write (RFC 2920: one round trip per message). See
+:meth:`Session.send_message` and its ``upcoming`` argument, and :class:`Ahead`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..config import SmtpConfig
@@ -23,6 +26,7 @@ from ..errors import (
     InvalidAddressError,
     InvalidMessageError,
     MessageTooLargeError,
+    ProtocolError,
     SMTPResponseError,
     SMTPUTF8UnsupportedError,
     TLSRequiredError,
@@ -213,6 +217,23 @@ def _rcpt_failure(outcome: Outcome, host: str) -> FluxMailException:
     return reply_error("rcpt", Reply(code, (text,)), host=host, refused=refused)
 
 
+@dataclass(frozen=True)
+class Ahead:
+    """The next message's envelope, written behind the previous message's final dot, and
+    the server's replies to it. The server is then inside that message's transaction
+    (possibly in DATA): the only way on is to send that message (or drop the connection;
+    a lone dot would deliver an empty message)."""
+
+    composed: Composed
+    plan: Plan
+    replies: list[Reply]
+
+
+Upcoming = Callable[[], Composed | None]
+"""Asked once, right before a message's final dot is written: the next message to write
+ahead behind it, or ``None``. What it returns must be the next message sent."""
+
+
 # --- the session ----------------------------------------------------------------------
 
 
@@ -233,6 +254,7 @@ class Session:
         self.authenticated = False
         self.auth_mechanism: str | None = None
         self.closing = False
+        self.ahead: Ahead | None = None  # see send_message(upcoming=...)
 
     def ask(self, exchange: Exchange) -> Conversation[list[Reply]]:
         """Yield one exchange; note a ``421`` (the server is closing)."""
@@ -337,16 +359,28 @@ class Session:
         )
 
     # sending
-    def send_message(self, composed: Composed) -> Conversation[SendResult]:
-        """One message: a transaction, then more for recipients deferred with 452."""
-        plan = plan_message(self.caps, composed, host=self.host)
-        first = yield from self.transaction(plan, plan.rcpts)
+    def send_message(
+        self, composed: Composed, upcoming: Upcoming | None = None
+    ) -> Conversation[SendResult]:
+        """One message: a transaction, then more for recipients deferred with 452.
+
+        With ``upcoming`` and a server that offers PIPELINING, the next message's envelope
+        is written in the same write as this message's final dot (see :class:`Ahead`);
+        its replies wait in ``self.ahead`` for the call that sends it.
+        """
+        ahead, self.ahead = self.ahead, None
+        if ahead is not None and ahead.composed is not composed:
+            raise ProtocolError(f"the envelope in flight to {self.host} is another message's")
+        plan = (
+            ahead.plan if ahead is not None else plan_message(self.caps, composed, host=self.host)
+        )
+        first = yield from self.transaction(plan, plan.rcpts, ahead, upcoming)
         assert first.final is not None
         accepted, refused = list(first.accepted), dict(first.refused)
         pending = first.deferred
         while pending:  # each round accepts at least one recipient, or stops
             try:
-                more = yield from self.transaction(plan, tuple(pending))
+                more = yield from self.transaction(plan, tuple(pending), None, upcoming)
             except SMTPResponseError as exc:
                 lost = {a: (exc.smtp_code, exc.server_message) for a, _ in pending}
                 refused.update(exc.refused or lost)
@@ -366,33 +400,90 @@ class Session:
         )
 
     def transaction(
-        self, plan: Plan, rcpts: tuple[tuple[str, bytes], ...]
+        self,
+        plan: Plan,
+        rcpts: tuple[tuple[str, bytes], ...],
+        ahead: Ahead | None = None,
+        upcoming: Upcoming | None = None,
     ) -> Conversation[Outcome]:
-        """MAIL, RCPTs, DATA (pipelined when offered), the payload, the final reply."""
-        if self.caps.pipelining:
+        """MAIL, RCPTs, DATA (pipelined when offered), the payload, the final reply.
+
+        ``ahead``: the envelope already went out behind the previous final dot, with these
+        replies. ``upcoming``: the next message, written ahead behind this final dot when
+        this is the message's last transaction and the server offers PIPELINING.
+        """
+        if ahead is not None:
+            outcome = yield from self._pipelined_envelope(plan, rcpts, ahead.replies)
+        elif self.caps.pipelining:
             outcome = yield from self._pipelined_envelope(plan, rcpts)
         else:
             outcome = yield from self._stepwise_envelope(plan, rcpts)
-        final = yield from self._one(
-            Exchange(
-                plan.payload,
-                1,
-                "dot",
-                log=f"<message data: {plan.size} bytes> .",
-                message_id=plan.message_id,
-                tail=plan.tail,
+        following = None
+        if upcoming is not None and self.caps.pipelining and not outcome.deferred:
+            following = self._plan_upcoming(upcoming)
+        log = f"<message data: {plan.size} bytes> ."
+        if following is None:
+            exchange = Exchange(
+                plan.payload, 1, "dot", log=log, message_id=plan.message_id, tail=plan.tail
             )
-        )
+        else:
+            envelope = following[1].envelope(following[1].rcpts)
+            exchange = Exchange(
+                plan.payload,
+                1 + len(following[1].rcpts) + 2,
+                "dot",
+                log=log + "\n" + envelope.decode("utf-8", "replace"),
+                message_id=plan.message_id,
+                tail=plan.tail + envelope,
+                ahead=len(following[1].rcpts) + 2,
+            )
+        replies = yield from self.ask(exchange)
+        final = replies[0]
+        if following is not None:
+            self.ahead = Ahead(following[0], following[1], replies[1:])
+            if len(replies) < exchange.replies:  # lost (or 421) before the next's replies
+                self.closing = True
         if not 200 <= final.code < 300:
-            yield from self._reset(final.code == 421)
+            if following is None:
+                yield from self._reset(final.code == 421)
+            # else: the reply ended this transaction and the next MAIL started another
             raise reply_error("dot", final, host=self.host, refused=outcome.refused)
         outcome.final = final
         return outcome
 
+    def lost_ahead(self, composed: Composed) -> FluxMailException | None:
+        """The envelope of ``composed`` went out ahead, but the server closed the session
+        before its transaction could go on: the error for ``composed`` (a 421, or None
+        for the driver to say how the connection ended). Nothing of its data was sent."""
+        ahead = self.ahead
+        if ahead is None or ahead.composed is not composed or not self.closing:
+            return None
+        self.ahead = None
+        replies = ahead.replies
+        if replies and replies[-1].code == 421:
+            return judge_envelope(ahead.plan.rcpts, replies, host=self.host)[1]
+        return None
+
+    def _plan_upcoming(self, upcoming: Upcoming) -> tuple[Composed, Plan] | None:
+        """The next message and its plan, or None (none, or it fails its checks: then it
+        fails on its own when it is sent, before anything of it is written)."""
+        composed = upcoming()
+        if composed is None:
+            return None
+        try:
+            return composed, plan_message(self.caps, composed, host=self.host)
+        except FluxMailException:
+            return None
+
     def _pipelined_envelope(
-        self, plan: Plan, rcpts: tuple[tuple[str, bytes], ...]
+        self,
+        plan: Plan,
+        rcpts: tuple[tuple[str, bytes], ...],
+        replies: list[Reply] | None = None,
     ) -> Conversation[Outcome]:
-        replies = yield from self.ask(Exchange(plan.envelope(rcpts), len(rcpts) + 2, "mail"))
+        if replies is None:
+            exchange = Exchange(plan.envelope(rcpts), len(rcpts) + 2, "mail")
+            replies = yield from self.ask(exchange)
         outcome, failure, data_open = judge_envelope(rcpts, replies, host=self.host)
         if failure is None:
             return outcome

@@ -26,7 +26,7 @@ from ._common import (
     tls_details,
 )
 from ._errors import ServerClosedError, io_error
-from ._protocol import Session, check_envelope
+from ._protocol import Session, Upcoming, check_envelope
 from ._replies import OUT_OF_STEP, Reply, ReplyParser, collect, early_refusal
 from ._results import SendResult, SessionInfo
 
@@ -49,6 +49,7 @@ class SMTPConnection:
         self._session: Session | None = None
         self._info: SessionInfo | None = None
         self._out_of_step = False
+        self._lost: FluxMailException | None = None  # how an envelope sent ahead was lost
 
     def __repr__(self) -> str:
         state = "open" if self.is_open else "closed"
@@ -105,19 +106,36 @@ class SMTPConnection:
         return self._info
 
     def send(self, composed: Composed) -> SendResult:
+        return self.send_pipelined(composed, None)
+
+    def send_pipelined(self, composed: Composed, upcoming: Upcoming | None) -> SendResult:
+        """``send(composed)``; then, if the server offers PIPELINING and ``upcoming()``
+        (asked right before the final dot is written) returns the next message, that
+        message's MAIL/RCPT/DATA go out in the same write as this final dot: one round
+        trip per message. The next call must send that message (anything else drops the
+        connection first); its envelope replies are already in."""
         check_envelope(composed)  # before connecting: CR, LF or NUL in an address
+        ahead = self._session.ahead if self._session is not None else None
+        if ahead is not None and ahead.composed is not composed:
+            self._drop()  # another message's transaction is open: never end it
         if self._sock is not None and not self._idle_and_quiet(self._sock):
             self._drop()  # the server spoke or left while idle (421, timeout): start afresh
         self.open()
         assert self._session is not None
         try:
-            return self._run(self._session.send_message(composed))
+            return self._run(self._session.send_message(composed, upcoming))
         finally:
             if not self._usable:
                 self._drop()
 
     def close(self) -> None:
-        """Say QUIT (best effort, short wait) and close the socket. Idempotent."""
+        """Say QUIT (best effort, short wait) and close the socket. Idempotent.
+
+        With a next message's envelope in flight (see :meth:`send_pipelined`), the
+        connection is dropped without QUIT, which the server would take as message data."""
+        session = self._session
+        if session is not None and session.ahead is not None:
+            self._drop()
         if self._sock is not None and self._usable:
             with contextlib.suppress(OSError, FluxMailException):
                 self._exchange(Exchange(b"QUIT\r\n", 1, "quit"), QUIT_TIMEOUT)
@@ -145,6 +163,11 @@ class SMTPConnection:
 
     def _fail(self, stage: str, exc: BaseException, message_id: str | None = None) -> NoReturn:
         self._drop()
+        raise self._io_error(stage, exc, message_id) from exc
+
+    def _io_error(
+        self, stage: str, exc: BaseException, message_id: str | None = None
+    ) -> FluxMailException:
         config = self.config
         error = io_error(
             stage,
@@ -154,7 +177,21 @@ class SMTPConnection:
             timeout=config.timeout,
             message_id=message_id,
         )
-        raise error from exc
+        error.__cause__ = exc
+        return error
+
+    def lost_ahead(self, composed: Composed) -> FluxMailException | None:
+        """If ``composed``'s envelope went out ahead (:meth:`send_pipelined`) and the
+        connection ended before its transaction could go on, the error for it: a failure
+        before its final dot (retryable), as if its own MAIL had failed. Else None."""
+        session = self._session
+        if session is None or session.ahead is None or session.ahead.composed is not composed:
+            return None
+        if not session.closing and not self._out_of_step:
+            return None
+        error = session.lost_ahead(composed) or self._lost
+        session.ahead, self._lost = None, None
+        return error or self._io_error("mail", ServerClosedError())
 
     def _connect(self, session: Session) -> None:
         config = self.config
@@ -267,15 +304,25 @@ class SMTPConnection:
         """Read the replies with one deadline: a trickling server cannot extend it."""
         deadline = time.monotonic() + timeout
         replies: list[Reply] = []
-        while not collect(self._parser, exchange.replies, replies):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError("timed out")
-            sock.settimeout(remaining)
-            data = sock.recv(READ_SIZE)
-            if not data:
-                raise ServerClosedError()
-            self._parser.feed(data)
+        try:
+            while not collect(self._parser, exchange.replies, replies):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError("timed out")
+                sock.settimeout(remaining)
+                data = sock.recv(READ_SIZE)
+                if not data:
+                    raise ServerClosedError()
+                self._parser.feed(data)
+        except OSError as exc:
+            if not exchange.ahead or len(replies) < exchange.replies - exchange.ahead:
+                raise
+            # the final reply is in; only the next message's envelope replies are lost
+            self._lost = self._io_error("mail", exc)
+            log_replies(replies, self._session, exchange.stage)
+            self._drop()
+            self._out_of_step = True
+            return replies
         log_replies(replies, self._session, exchange.stage)
         if self._parser.buffered and exchange.stage != "starttls":
             self._out_of_step = True  # use these replies, then never this connection again
