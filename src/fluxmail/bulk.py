@@ -22,7 +22,14 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 from ._journal import DONE, UNKNOWN, Journal, JournalMismatchError, message_key, outcome_of
@@ -48,6 +55,7 @@ if TYPE_CHECKING:
     from ._facade import FluxMail, SendReceipt
     from .config import SmtpConfig
     from .smtp import SendResult
+    from .smtp._protocol import Upcoming
     from .transports.sink import Sink
 
 OnSuccess = Callable[[int, str], None]
@@ -206,6 +214,64 @@ def _total(messages: object) -> int | None:
         return None
 
 
+class _Ahead:
+    """The next message of a connection, written ahead behind the current message's final
+    dot (one round trip per message when the server offers PIPELINING).
+
+    ``item`` is the next message, already prepared (sync: taken from the input before the
+    current message is sent; async: taken from the queue, without waiting, when the
+    driver asks). ``upcoming()`` hands it to the driver only when its rate-limit slot is
+    due, after recording it durably as ``sending`` in the journal: both happen before the
+    write that carries its MAIL. ``started(item)`` tells the loop that this was done.
+    """
+
+    def __init__(
+        self,
+        sender: BulkSender,
+        tally: _Tally,
+        limiter: RateLimiter,
+        queue: asyncio.Queue[_Item | None] | None = None,
+    ) -> None:
+        self._sender = sender
+        self._tally = tally
+        self._limiter = limiter
+        self._queue = queue
+        self.item: _Item | None = None
+        self.finished = False  # async: the end-of-input marker was taken from the queue
+        self._started = -1  # index of the item written ahead
+
+    def started(self, item: _Item) -> bool:
+        return self._started == item[0]
+
+    def release(self, exc: FluxMailException) -> None:
+        """The batch stops: the next message, if written ahead, was not delivered (its
+        final dot never went out), so the journal says deferred, not sending."""
+        item, journal = self.item, self._tally.journal
+        if item is not None and self.started(item) and journal is not None:
+            journal.outcome(item[0], "deferred", code=exc.code)
+
+    def upcoming(self) -> Composed | None:
+        if self.item is None and self._queue is not None and not self.finished:
+            try:
+                taken = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return None
+            if taken is None:
+                self.finished = True
+            self.item = taken
+        item = self.item
+        if item is None:
+            return None
+        if not self.started(item):
+            limiter = self._limiter
+            if limiter.wait(limiter.clock()) > 0:
+                return None  # its slot is not due: it waits for its turn instead
+            limiter.take(limiter.clock())
+            self._sender._started(self._tally, item)
+            self._started = item[0]
+        return item[1]
+
+
 class BulkSender:
     """``BulkSender(mailer).send_batch(messages)`` -> ``{"sent", "failed", "total", "errors"}``.
 
@@ -332,12 +398,20 @@ class BulkSender:
                     return tally.result
                 conn = SMTPConnection(self.config)
                 try:
-                    for index, spec in enumerate(messages):
-                        item = self._prepare(index, spec, tally)
-                        if item is not None:
+                    items = self._items(messages, tally)
+                    ahead = _Ahead(self, tally, limiter)
+                    item = next(items, None)
+                    while item is not None:
+                        ahead.item = next(items, None)  # prepared before the dot of item
+                        if not ahead.started(item):
                             limiter.acquire_sync()
                             self._started(tally, item)
-                            conn = self._deliver(conn, index, item[1], tally)
+                        try:
+                            conn = self._deliver(conn, item[0], item[1], tally, ahead.upcoming)
+                        except FluxMailException as exc:
+                            ahead.release(exc)
+                            raise
+                        item = ahead.item
                 finally:
                     conn.close()
             return tally.result
@@ -345,19 +419,34 @@ class BulkSender:
             if journal is not None:
                 journal.close()
 
+    def _items(self, messages: Iterable[MessageSpec], tally: _Tally) -> Iterator[_Item]:
+        for index, spec in enumerate(messages):
+            item = self._prepare(index, spec, tally)
+            if item is not None:
+                yield item
+
     def _deliver(
-        self, conn: SMTPConnection, index: int, composed: Composed, tally: _Tally
+        self,
+        conn: SMTPConnection,
+        index: int,
+        composed: Composed,
+        tally: _Tally,
+        upcoming: Upcoming | None = None,
     ) -> SMTPConnection:
         attempts = _Attempts(self.mailer.max_retries, self.mailer.retry_delay)
+        lost = conn.lost_ahead(composed)  # its envelope went out ahead, then the connection
         while True:
-            reused = conn.is_open
+            reused = conn.is_open or lost is not None
             opened = reused
             try:
+                if lost is not None:
+                    error, lost = lost, None
+                    raise error
                 if not reused:
                     conn = SMTPConnection(self.config)
                     conn.open()
                     opened = True
-                tally.success(index, conn.send(composed))
+                tally.success(index, conn.send_pipelined(composed, upcoming))
                 return conn
             except FluxMailException as exc:
                 error = exc
@@ -466,28 +555,48 @@ class BulkSender:
         tally: _Tally,
     ) -> None:
         conn = AsyncSMTPConnection(self.config)
+        ahead = _Ahead(self, tally, limiter, queue)
         try:
-            while (item := await queue.get()) is not None:
+            while True:
+                item, ahead.item = ahead.item, None
+                if item is None and not ahead.finished:
+                    item = await queue.get()
+                if item is None:
+                    break
                 index, composed, _ = item
-                await limiter.acquire()
-                self._started(tally, item)
-                conn = await self._deliver_async(conn, index, composed, tally)
+                if not ahead.started(item):
+                    await limiter.acquire()
+                    self._started(tally, item)
+                try:
+                    conn = await self._deliver_async(conn, index, composed, tally, ahead.upcoming)
+                except FluxMailException as exc:
+                    ahead.release(exc)
+                    raise
         finally:
             await conn.close()
 
     async def _deliver_async(
-        self, conn: AsyncSMTPConnection, index: int, composed: Composed, tally: _Tally
+        self,
+        conn: AsyncSMTPConnection,
+        index: int,
+        composed: Composed,
+        tally: _Tally,
+        upcoming: Upcoming | None = None,
     ) -> AsyncSMTPConnection:
         attempts = _Attempts(self.mailer.max_retries, self.mailer.retry_delay)
+        lost = conn.lost_ahead(composed)  # its envelope went out ahead, then the connection
         while True:
-            reused = conn.is_open
+            reused = conn.is_open or lost is not None
             opened = reused
             try:
+                if lost is not None:
+                    error, lost = lost, None
+                    raise error
                 if not reused:
                     conn = AsyncSMTPConnection(self.config)
                     await conn.open()
                     opened = True
-                tally.success(index, await conn.send(composed))
+                tally.success(index, await conn.send_pipelined(composed, upcoming))
                 return conn
             except FluxMailException as exc:
                 error = exc
