@@ -532,3 +532,54 @@ def test_reply_errors_by_stage() -> None:
     assert isinstance(reply_error("starttls", r(454), host="h"), TLSRequiredError)
     too_big = reply_error("mail", r(552), host="h")
     assert isinstance(too_big, MessageTooLargeError)
+
+
+def test_clean_payloads_skip_only_the_redundant_checks() -> None:
+    """``Composed.clean`` (set by our composer only) skips the newline and line-length
+    scans; dot-stuffing stays. Unmarked bytes keep every check."""
+    from fluxmail import FluxMail
+    from fluxmail.errors import InvalidMessageError
+
+    mailer = FluxMail(object_type="smtp", host="localhost")
+    body = ".leading dot\nhello\n.\nend"
+    composed = mailer.compose(
+        mailer.build_message(
+            subject="s", recipients=["a@example.com"], sender="b@example.com", body=body
+        )
+    )
+    assert composed.clean
+    plan = plan_message(Capabilities(), composed, host="h")
+    assert plan.payload + plan.tail == prepare_data(composed.data)  # still dot-stuffed
+    assert b"\r\n..\r\n" in plan.payload
+
+    foreign = Composed(Envelope("a@x.org", ("b@x.org",)), b"S: x\r\n\r\n" + b"y" * 999, "<m@x>")
+    assert not foreign.clean
+    with pytest.raises(InvalidMessageError):
+        plan_message(Capabilities(), foreign, host="h")
+    bare = Composed(Envelope("a@x.org", ("b@x.org",)), b"S: x\n\nbody\r.\n", "<m@x>")
+    assert plan_message(Capabilities(), bare, host="h").payload == b"S: x\r\n\r\nbody\r\n..\r\n"
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["X-Long: " + "y" * 1200, "X-Ok: fine"],
+)
+def test_composer_marks_clean_only_what_it_checked(header: str) -> None:
+    from fluxmail import FluxMail
+
+    mailer = FluxMail(object_type="smtp", host="localhost")
+    name, _, value = header.partition(": ")
+    try:
+        message = mailer.build_message(
+            subject="s",
+            recipients=["a@example.com"],
+            sender="b@example.com",
+            body="hi",
+            headers={name: value},
+        )
+    except Exception:  # the message layer may refuse it already
+        return
+    composed = mailer.compose(message)
+    lines = composed.data.split(b"\r\n")
+    short = max(map(len, lines)) <= 998
+    assert composed.clean == short

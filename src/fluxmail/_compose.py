@@ -32,6 +32,7 @@ from functools import lru_cache
 from ._address import normalize_domain
 from ._fields import check_msg_id
 from ._mime import (
+    HARD_LIMIT,
     address_header,
     boundary,
     date_header,
@@ -83,15 +84,18 @@ def compose(
     header = _message_headers(message, msg_id, now or datetime.now().astimezone())
     mime_headers, pieces = _structure(message)
     out = io.BytesIO()
-    out.write(header.encode("utf-8" if utf8 else "ascii"))
+    head = header.encode("utf-8" if utf8 else "ascii")
+    out.write(head)
     out.write(b"MIME-Version: 1.0\r\n")
     out.write(mime_headers)
     out.write(b"\r\n")
+    clean = _clean(head) and _clean(mime_headers)
     for piece in pieces:
-        if isinstance(piece, Attachment):
+        if isinstance(piece, Attachment):  # base64 in 76-column CRLF lines: clean
             for lines in _base64_blocks(piece):
                 out.write(lines)
         else:
+            clean = clean and _clean(piece)
             out.write(piece)
     data = out.getvalue()  # the buffer itself, not a copy
     del out
@@ -100,7 +104,18 @@ def compose(
         rcpt_to=tuple(address.addr_spec for address in message.envelope_recipients),
         smtputf8=utf8,
     )
-    return Composed(envelope=envelope, data=data, message_id=msg_id)
+    return Composed(envelope=envelope, data=data, message_id=msg_id, clean=clean)
+
+
+def _clean(piece: bytes) -> bool:
+    """CRLF-only, ends with CRLF (or is empty), no line over 998 octets: so the whole
+    message is, when every piece is (see ``Composed.clean``)."""
+    crlf = piece.count(b"\r\n")
+    if piece.count(b"\r") != crlf or piece.count(b"\n") != crlf:
+        return False
+    if piece and not piece.endswith(b"\r\n"):
+        return False
+    return len(piece) <= HARD_LIMIT or max(map(len, piece.split(b"\r\n"))) <= HARD_LIMIT
 
 
 # --- headers ------------------------------------------------------------------------------

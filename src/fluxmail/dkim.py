@@ -213,7 +213,18 @@ def sign(composed: Composed, dkim: DKIM) -> Composed:
         raise ConfigurationError("DKIM signing failed: dkimpy refused the private key") from None
     except dkimpy.DKIMException as exc:
         raise InvalidMessageError(f"DKIM signing failed: {exc}") from exc
-    return dataclasses.replace(composed, data=header + composed.data)
+    clean = composed.clean and _crlf_short(header)
+    return dataclasses.replace(composed, data=header + composed.data, clean=clean)
+
+
+def _crlf_short(header: bytes) -> bool:
+    """The signature header is CRLF-only, ends with CRLF, no line over 998 octets."""
+    crlf = header.count(b"\r\n")
+    return (
+        header.count(b"\r") == crlf == header.count(b"\n")
+        and header.endswith(b"\r\n")
+        and max(map(len, header.split(b"\r\n"))) <= 998
+    )
 
 
 # --- keys ---------------------------------------------------------------------------------

@@ -28,8 +28,12 @@ class Composed:
 
     ``data`` uses CRLF line endings and is *not* dot-stuffed (the SMTP engine does that).
     ``message_id`` includes the angle brackets, as in the Message-ID header.
+    ``clean`` is set by fluxmail's own composer only, when it has checked that ``data``
+    is CRLF-only with no line over 998 octets: the SMTP engine then skips those two
+    checks (never the dot-stuffing). Bytes from anywhere else keep the full checks.
     """
 
     envelope: Envelope
     data: bytes
     message_id: str
+    clean: bool = False
