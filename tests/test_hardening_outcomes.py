@@ -243,8 +243,12 @@ def test_every_message_has_one_outcome(make_fault_server: MakeFault, mode: str) 
     options = {"connections": 3} if mode == "async pool" else {}
     result = run_batch(mailer, messages, "sync" if mode == "sync" else "async", **options)
     assert_nothing_lost(result, server.message_ids(), 10)
-    if mode == "async pool":  # three sessions share the scripted first one's fate
-        assert result["failed"] >= 2
+    if mode == "async pool":
+        # Which message meets which scripted reply depends on how the three connections
+        # share the batch (a session's 3rd DATA may be message 8's, refused at RCPT), so
+        # only the one fixed outcome is checked here; nothing lost is checked above.
+        outcomes = {index: exc for index, exc in result["errors"]}
+        assert (outcomes[8].code, outcomes[8].smtp_code) == ("recipients_refused", 550)
         return
     outcomes = {index: exc for index, exc in result["errors"]}
     assert set(outcomes) == {2, 4, 6, 8}
