@@ -330,12 +330,7 @@ class FluxMail:
         message = self._take_message()
         if dry_run:
             return self._print_preview(message)
-        if self._outlook is not None:
-            raise UnsupportedOperationError(
-                "Outlook cannot send programmatically: call display() and click Send"
-            )
-        composed = self.compose(message)
-        sink = self._sink_for_send()
+        composed, sink = self._prepare_send(message)
         if sink is not None:
             result = sink.deliver(composed)
         else:
@@ -356,18 +351,22 @@ class FluxMail:
     async def _send_async(self, message: Message, dry_run: bool) -> str:
         if dry_run:
             return self._print_preview(message)
-        if self._outlook is not None:
-            raise UnsupportedOperationError(
-                "Outlook cannot send programmatically: call display() and click Send"
-            )
-        composed = self.compose(message)
-        sink = self._sink_for_send()
+        composed, sink = self._prepare_send(message)
         if sink is not None:
             result = sink.deliver(composed)
         else:
             assert self._async_smtp is not None
             result = await self._async_smtp.send(composed)
         return _receipt(result)
+
+    def _prepare_send(self, message: Message) -> tuple[Composed, Sink | None]:
+        """The composed message and the capture sink (None: send for real), or the
+        refusal for Outlook, shared by send() and send_async()."""
+        if self._outlook is not None:
+            raise UnsupportedOperationError(
+                "Outlook cannot send programmatically: call display() and click Send"
+            )
+        return self.compose(message), self._sink_for_send()
 
     def _sink_for_send(self) -> Sink | None:
         """Where a send goes instead of SMTP: an active ``fluxmail.testing.capture()``,
