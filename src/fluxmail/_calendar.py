@@ -19,7 +19,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from .errors import MissingDependencyError
+from .errors import FluxMailException, MissingDependencyError
 
 if TYPE_CHECKING:
     from .invite import Invite
@@ -40,8 +40,10 @@ def load_icalendar() -> Any:
         import icalendar
     except ImportError:
         error = MissingDependencyError("Calendar invites", "calendar", "icalendar")
-        # fluxmail is installed from its source tree; name the command that works there.
-        error.args = (f"{_INSTALL} (in your fluxmail checkout)",)
+        # fluxmail is installed from its source tree (the package index's "fluxmail" is
+        # another project): name the command that works there. Re-running the base
+        # __init__ sets both args and ImportError.msg, which str() reads.
+        FluxMailException.__init__(error, f"{_INSTALL} (in your fluxmail checkout)")
         raise error from None
     return icalendar
 
