@@ -742,3 +742,59 @@ def test_guide_example_runs(smtp_server: SMTPTestServer) -> None:
     assert [str(e.calendar["METHOD"]) for e in events] == ["REQUEST", "REQUEST", "CANCEL"]
     assert [int(e.event["SEQUENCE"]) for e in events] == [0, 1, 2]
     assert len({str(e.event["UID"]) for e in events}) == 1
+
+
+# --- hostile input: CR, LF and NUL in every one-line field (docs/security.md, rule 1) ----------
+
+BAD = {"CR": "\r", "LF": "\n", "NUL": "\0", "CRLF": "\r\n"}
+Poison = Callable[[str], str]
+INVITE_FIELDS: dict[str, Callable[[Poison], dict[str, Any]]] = {
+    "summary": lambda p: {"summary": p("Review")},
+    "location": lambda p: {"location": p("Room 4")},
+    "uid": lambda p: {"uid": p("meeting-1@example.com")},
+    "organizer": lambda p: {"organizer": p("alice@example.com")},
+    "organizer name": lambda p: {"organizer": p("Alice") + " <alice@example.com>"},
+    "attendee": lambda p: {"attendees": ["bob@example.com", p("carol@example.com")]},
+    "attendee name": lambda p: {"attendees": [p("Carol") + " <carol@example.com>"]},
+    "attendee Address": lambda p: {"attendees": [Address("carol", "example.com", p("Carol"))]},
+}
+
+
+def placements(bad: str) -> list[Poison]:
+    return [lambda v: bad + v, lambda v: v[:1] + bad + v[1:], lambda v: v + bad]
+
+
+@pytest.mark.parametrize("bad", list(BAD.values()), ids=list(BAD))
+@pytest.mark.parametrize("field", list(INVITE_FIELDS))
+def test_invite_refuses_cr_lf_nul_in_every_one_line_field(
+    smtp_server: SMTPTestServer, field: str, bad: str
+) -> None:
+    mailer = smtp_mailer(smtp_server)
+    for place in placements(bad):
+        with pytest.raises(HeaderInjectionError) as info:
+            mailer.create(
+                subject="S",
+                recipients="bob@example.com",
+                body="x",
+                invite=make_invite(**INVITE_FIELDS[field](place)),
+            )
+        assert info.value.code == "header_injection"
+    assert smtp_server.connections == 0
+
+
+@pytest.mark.parametrize("place", placements("\0"), ids=["start", "middle", "end"])
+def test_description_refuses_nul_but_keeps_its_line_breaks(place: Poison) -> None:
+    with pytest.raises(HeaderInjectionError):
+        make_invite(description=place("Agenda\nitems"))
+    for breaks in ("\r", "\n", "\r\n"):
+        text = f"{breaks}Agenda{breaks}items{breaks}"
+        event = read_invite(composed_bytes(make_invite(description=text))).event
+        assert str(event["DESCRIPTION"]) == "\nAgenda\nitems\n"
+
+
+def test_import_fluxmail_does_not_import_icalendar() -> None:
+    import subprocess
+
+    code = "import fluxmail, sys; assert 'icalendar' not in sys.modules, 'icalendar imported'"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
