@@ -798,3 +798,26 @@ def test_import_fluxmail_does_not_import_icalendar() -> None:
     code = "import fluxmail, sys; assert 'icalendar' not in sys.modules, 'icalendar imported'"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_invite_pickles_and_compares_by_value() -> None:
+    import pickle
+
+    invite = make_invite(attendees=["bob@example.com"], description="a\nb")
+    copy = pickle.loads(pickle.dumps(invite))
+    assert copy == invite
+    assert copy.uid == invite.uid
+    assert copy != invite.updated()
+
+
+def test_dry_run_of_a_cancellation_says_so(smtp_server: SMTPTestServer) -> None:
+    gone = make_invite().cancelled()
+    text = (
+        smtp_mailer(smtp_server)
+        .create(subject="S", recipients="bob@example.com", body="x", invite=gone)
+        .send(dry_run=True)
+    )
+    assert "--- text/calendar; method=CANCEL ---" in text
+    assert "Event: Quarterly review (cancelled)" in text
+    assert "Sequence: 1  Status: CANCELLED" in text
+    assert smtp_server.connections == 0
