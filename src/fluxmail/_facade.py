@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
     from ._tokens import TokenSource
     from .dkim import DKIM
+    from .invite import Invite
     from .smtp import SendResult
     from .transports.outlook import OutlookTransport
     from .transports.sink import Sink
@@ -246,6 +247,7 @@ class FluxMail:
         inline_css: bool = False,
         headers: Mapping[str, str] | None = None,
         auto_text: bool = True,
+        invite: Invite | None = None,
     ) -> Self:
         """Validate and hold one message for the next ``send()``; returns ``self``."""
         self._pending.message = self.build_message(
@@ -267,6 +269,7 @@ class FluxMail:
             inline_css=inline_css,
             headers=headers,
             auto_text=auto_text,
+            invite=invite,
         )
         return self
 
