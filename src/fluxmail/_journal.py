@@ -14,7 +14,8 @@ cannot be mistaken for this one), ``mid`` the Message-ID it is sent with, ``s`` 
 * ``accepted`` -- the server took it (some recipients may have been refused): done.
 * ``refused`` -- the server refused it with a 5xx reply (``code``): done, not resent.
 * ``deferred`` -- not delivered (a 4xx reply, a connection failure before the final dot,
-  a batch stopped by a configuration problem): sent again by the next run.
+  a batch stopped by a configuration problem or interrupted before the message's final
+  dot): sent again by the next run.
 * ``failed`` -- not delivered, and trying again unchanged would fail the same way (the
   message failed validation, TLS or the credentials were refused, the server did not
   speak SMTP): tried (and reported) again next run. Journals of earlier versions say

@@ -14,7 +14,14 @@ at a time, so a generator of 100,000 messages runs in constant memory. The rules
 - with ``journal="run.jsonl"`` every message's progress is recorded (see ``_journal``), and
   a run started again with the same journal and the same messages (after a crash, a kill,
   a stopped batch) sends exactly the rest: done messages are skipped, and one whose
-  outcome a crash left unknown is reported and not resent unless ``resend_unknown=True``.
+  outcome a crash left unknown is reported and not resent unless ``resend_unknown=True``;
+- a batch stopped in the process (KeyboardInterrupt, an exception from ``messages``,
+  asyncio cancellation) journals the message written ahead behind the previous final dot
+  as deferred (none of its data left), so the next run sends it.
+
+What is retried, what stops a batch and what the journal records is the delivery policy's
+table (:mod:`fluxmail.delivery.policy`); the delivery loop is the mailer's transport's
+``send_many`` (pipelined over SMTP), fed with hooks from ``_bulk_state``.
 """
 
 from __future__ import annotations
