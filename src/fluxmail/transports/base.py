@@ -15,9 +15,9 @@ Graph, say) can implement it without knowing about SMTP.
   the current message's final dot, one round trip per message. ``hooks`` hear about each
   message at the two moments a journal and a rate limit need (see :class:`BatchHooks`);
 * ``hold()`` / ``release()`` (async: ``hold_async()`` / ``release_async()``) keep one
-  session open across sends; ``open()`` opens it now
-  (so a wrong password shows up there); ``close()`` ends it; ``probe()`` opens a fresh
-  session and closes it (``FluxMail.test_connection()``).
+  session open across sends; ``open()`` opens it now (so a wrong password shows up
+  there); ``close()`` ends it; ``probe()`` opens a fresh session and closes it
+  (``FluxMail.test_connection()``).
 """
 
 from __future__ import annotations
