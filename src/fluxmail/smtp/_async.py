@@ -4,6 +4,8 @@ It uses a small :class:`asyncio.Protocol` that feeds received bytes straight int
 reply parser (no stream layer in between) and ``loop.start_tls`` for STARTTLS, which
 works the same on every supported Python. The write buffer limit is zero, so a write
 is complete once the kernel has every byte: that is what "the final dot was sent" means.
+Like the blocking driver it only does I/O and reports failures to the session as
+:class:`~._actions.Failure` values.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from .._tokens import aopen_with_token
 from ..config import SmtpConfig
 from ..envelope import Composed
 from ..errors import FluxMailException, ProtocolError
-from ._actions import Conversation, Exchange, StartTLS
+from ._actions import Answer, Conversation, Exchange, Failure, NextMessage, StartTLS
 from ._common import (
     QUIT_TIMEOUT,
     WRITE_CHUNK,
@@ -29,9 +31,9 @@ from ._common import (
     tls_context,
     tls_details,
 )
-from ._errors import ServerClosedError, io_error
+from ._errors import EarlyReplyError, ServerClosedError, io_error
 from ._protocol import Session, Upcoming, check_envelope
-from ._replies import OUT_OF_STEP, Reply, ReplyParser, collect, early_refusal
+from ._replies import OUT_OF_STEP, Reply, ReplyParser, collect, drain
 from ._results import SendResult, SessionInfo
 
 T = TypeVar("T")
@@ -52,6 +54,7 @@ class _ClientProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.eof = False
         self.lost = False
+        self.tls = False  # the transport is TLS (after the handshake)
         self.error: BaseException | None = None
         self._loop = asyncio.get_running_loop()
         self._waiter: asyncio.Future[None] | None = None
@@ -72,7 +75,10 @@ class _ClientProtocol(asyncio.Protocol):
     def eof_received(self) -> bool:
         self.eof = True
         self._wake()
-        return True  # stay writable: a failing write is what tells that data was lost
+        # Plaintext: stay writable, a failing write is what tells that data was lost.
+        # Over TLS the SSL layer closes anyway and warns if we ask otherwise (as
+        # asyncio.streams does, return False there); flushed() still sees the EOF.
+        return not self.tls
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.eof = self.lost = True
@@ -166,7 +172,6 @@ class AsyncSMTPConnection:
         self._session: Session | None = None
         self._info: SessionInfo | None = None
         self._out_of_step = False
-        self._lost: FluxMailException | None = None  # how an envelope sent ahead was lost
 
     def __repr__(self) -> str:
         state = "open" if self.is_open else "closed"
@@ -237,7 +242,8 @@ class AsyncSMTPConnection:
         await self.open()
         assert self._session is not None
         try:
-            return await self._run(self._session.send_message(composed, upcoming))
+            conversation = self._session.send_message(composed, upcoming is not None)
+            return await self._run(conversation, upcoming)
         finally:
             if not self._usable:
                 self._drop()
@@ -251,25 +257,30 @@ class AsyncSMTPConnection:
             self._drop()
             await asyncio.sleep(0)
         if self._proto is not None and self._usable:
-            with contextlib.suppress(OSError, FluxMailException):
+            with contextlib.suppress(Failure):
                 await self._exchange(Exchange(b"QUIT\r\n", 1, "quit"), QUIT_TIMEOUT)
         if self._proto is not None:
             self._drop()
             await asyncio.sleep(0)  # let the transport finish closing the socket
 
     # the driver loop
-    async def _run(self, conversation: Conversation[T]) -> T:
+    async def _run(self, conversation: Conversation[T], upcoming: Upcoming | None = None) -> T:
         """Execute actions until the conversation returns; failures are thrown into it."""
         try:
             action = next(conversation)
             while True:
                 try:
+                    result: Answer = []
                     if isinstance(action, StartTLS):
-                        result: list[Reply] = []
                         await self._starttls()
+                    elif isinstance(action, NextMessage):
+                        result = upcoming() if upcoming is not None else None
                     else:
                         result = await self._exchange(action, self.config.timeout)
-                except FluxMailException as exc:
+                except Failure as failure:
+                    action = conversation.throw(failure)
+                except BaseException as exc:  # the caller's upcoming(), a cancellation
+                    self._drop()
                     action = conversation.throw(exc)
                 else:
                     action = conversation.send(result)
@@ -305,8 +316,8 @@ class AsyncSMTPConnection:
             return None
         if not session.closing and not self._out_of_step:
             return None
-        error = session.lost_ahead(composed) or self._lost
-        session.ahead, self._lost = None, None
+        error = session.lost_ahead(composed)
+        session.ahead = None
         return error or self._io_error("mail", ServerClosedError())
 
     async def _connect(self, session: Session) -> None:
@@ -326,7 +337,10 @@ class AsyncSMTPConnection:
             raise
         self._proto = proto
         if config.use_ssl:
-            await self._handshake()
+            try:
+                await self._handshake()
+            except Failure as failure:
+                self._fail("tls", failure.cause)
             session.tls = True
 
     async def _starttls(self) -> None:
@@ -345,48 +359,69 @@ class AsyncSMTPConnection:
                 self.config.timeout,
             )
         except (OSError, asyncio.TimeoutError) as exc:
-            self._fail("tls", exc)
+            self._drop()
+            raise Failure(exc) from exc
         except BaseException:
             self._drop()
             raise
         if transport is None:  # pragma: no cover - only for a closing transport
-            self._fail("tls", ServerClosedError())
+            self._drop()
+            raise Failure(ServerClosedError())
         proto.transport = transport
+        proto.tls = True
 
     async def _exchange(self, exchange: Exchange, timeout: float) -> list[Reply]:
+        """Perform one exchange; any failure drops the connection and is reported as a
+        :class:`Failure` (a cancellation is re-raised as it is)."""
         proto = self._proto
-        if proto is None or self._out_of_step:
-            self._drop()
-            raise ProtocolError(OUT_OF_STEP.format(host=self.config.host))
+        if proto is None or (self._out_of_step and not exchange.guarded):
+            self._drop()  # (a guarded write reports the surplus as an early reply)
+            raise Failure(ProtocolError(OUT_OF_STEP.format(host=self.config.host)))
         loop = asyncio.get_running_loop()
         written = False
+        replies: list[Reply] = []
         try:
             if exchange.data or exchange.tail:
                 log_exchange(exchange)
                 await self._write(proto, exchange, timeout)
             written = True
-            return await self._read(proto, exchange, loop.time() + timeout)
-        except ProtocolError:
+            await self._read(proto, exchange, loop.time() + timeout, replies)
+            return replies
+        except Failure:
             self._drop()
             raise
-        except (OSError, asyncio.TimeoutError) as exc:
-            if written:
-                self._fail(exchange.stage, exc, exchange.message_id)
-            early = early_refusal(self._parser) if exchange.message_id else None
-            if early is None:
-                self._fail("body" if exchange.message_id else exchange.stage, exc)
-            self._drop()  # the server refused the message before the dot, then hung up
-            self._out_of_step = True
-            return [early]
+        except (OSError, asyncio.TimeoutError, ProtocolError) as exc:
+            if exchange.guarded and not written:
+                early = self._early(eof=False)  # a refusal sent before the hang-up
+                if early is not None:
+                    self._drop()
+                    raise early from exc
+            self._drop()
+            raise Failure(exc, written=written, replies=replies) from exc
         except BaseException:  # cancelled: the conversation is out of step, drop it
             self._drop()
             raise
+        finally:
+            if written and replies:
+                log_replies(replies, self._session, exchange.stage)
 
-    @staticmethod
-    async def _write(proto: _ClientProtocol, exchange: Exchange, timeout: float) -> None:
+    def _early(self, *, eof: bool) -> Failure | None:
+        """What the server sent before the write finished, as a Failure with ``early``;
+        at ``eof`` with nothing sent, a plain one; None if it sent nothing."""
+        if not self._parser.buffered:
+            return Failure(ServerClosedError()) if eof else None
+        try:
+            replies = drain(self._parser)
+        except ProtocolError as exc:
+            return Failure(exc, early=True)
+        return Failure(EarlyReplyError(), early=True, replies=replies)
+
+    async def _write(self, proto: _ClientProtocol, exchange: Exchange, timeout: float) -> None:
         """Write ``data`` + ``tail`` in slices, each with its own deadline, until the kernel
-        has every byte. Before each slice, a failed or hung-up connection raises: a final
-        dot is never written to a server known to be gone."""
+        has every byte. Before each slice, a failed or hung-up connection raises, and
+        before each slice of message data, a server that spoke in the middle of DATA
+        gets nothing more: a final dot is never written to a server known to be gone, or
+        to one that already answered."""
         loop = asyncio.get_running_loop()
         data, tail = exchange.data, exchange.tail
         if len(data) + len(tail) <= WRITE_CHUNK:
@@ -395,9 +430,14 @@ class AsyncSMTPConnection:
             view = memoryview(data)
             slices = [view[i : i + WRITE_CHUNK] for i in range(0, len(data), WRITE_CHUNK)]
             slices[-1] = bytes(slices[-1]) + tail
-        for number, piece in enumerate(slices, 1):
-            if exchange.message_id is not None and number == len(slices):
+        for piece in slices:
+            if exchange.guarded:
                 await _settle(proto)
+                if isinstance(proto.error, ProtocolError):
+                    raise Failure(proto.error, early=True)
+                early = self._early(eof=proto.eof)
+                if early is not None:
+                    raise early
             proto.flushed()  # raises if the connection already failed
             assert proto.transport is not None
             proto.transport.write(piece)
@@ -411,30 +451,19 @@ class AsyncSMTPConnection:
                 timer.cancel()
 
     async def _read(
-        self, proto: _ClientProtocol, exchange: Exchange, deadline: float
-    ) -> list[Reply]:
-        """Collect the replies, all before one deadline: trickling cannot extend it."""
-        replies: list[Reply] = []
+        self, proto: _ClientProtocol, exchange: Exchange, deadline: float, replies: list[Reply]
+    ) -> None:
+        """Collect the replies into ``replies``, all before one deadline: trickling cannot
+        extend it."""
         timer = proto.arm(deadline)
         try:
             while not collect(self._parser, exchange.replies, replies):
                 proto.check_readable()
                 await proto.wait()
-        except (OSError, asyncio.TimeoutError) as exc:
-            if not exchange.ahead or len(replies) < exchange.replies - exchange.ahead:
-                raise
-            # the final reply is in; only the next message's envelope replies are lost
-            self._lost = self._io_error("mail", exc)
-            log_replies(replies, self._session, exchange.stage)
-            self._drop()
-            self._out_of_step = True
-            return replies
         finally:
             timer.cancel()
-        log_replies(replies, self._session, exchange.stage)
         if self._parser.buffered and exchange.stage != "starttls":
             self._out_of_step = True  # use these replies, then never this connection again
-        return replies
 
     def _tls_details(self) -> tuple[str, str] | None:
         proto = self._proto

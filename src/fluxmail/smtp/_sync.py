@@ -1,4 +1,9 @@
-"""The blocking driver: a small loop running the sans-IO conversation over a socket."""
+"""The blocking driver: a small loop running the sans-IO conversation over a socket.
+
+It only does I/O: each action's failure is reported to the session as a
+:class:`~._actions.Failure` (what failed, whether the whole write reached the kernel,
+what the server sent); the session decides what it means.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from .._tokens import open_with_token
 from ..config import SmtpConfig
 from ..envelope import Composed
 from ..errors import FluxMailException, ProtocolError
-from ._actions import Conversation, Exchange, StartTLS
+from ._actions import Answer, Conversation, Exchange, Failure, NextMessage, StartTLS
 from ._common import (
     QUIT_TIMEOUT,
     READ_SIZE,
@@ -25,9 +30,9 @@ from ._common import (
     tls_context,
     tls_details,
 )
-from ._errors import ServerClosedError, io_error
+from ._errors import EarlyReplyError, ServerClosedError, io_error
 from ._protocol import Session, Upcoming, check_envelope
-from ._replies import OUT_OF_STEP, Reply, ReplyParser, collect, early_refusal
+from ._replies import OUT_OF_STEP, Reply, ReplyParser, collect, drain
 from ._results import SendResult, SessionInfo
 
 T = TypeVar("T")
@@ -49,7 +54,6 @@ class SMTPConnection:
         self._session: Session | None = None
         self._info: SessionInfo | None = None
         self._out_of_step = False
-        self._lost: FluxMailException | None = None  # how an envelope sent ahead was lost
 
     def __repr__(self) -> str:
         state = "open" if self.is_open else "closed"
@@ -123,7 +127,8 @@ class SMTPConnection:
         self.open()
         assert self._session is not None
         try:
-            return self._run(self._session.send_message(composed, upcoming))
+            conversation = self._session.send_message(composed, upcoming is not None)
+            return self._run(conversation, upcoming)
         finally:
             if not self._usable:
                 self._drop()
@@ -137,23 +142,28 @@ class SMTPConnection:
         if session is not None and session.ahead is not None:
             self._drop()
         if self._sock is not None and self._usable:
-            with contextlib.suppress(OSError, FluxMailException):
+            with contextlib.suppress(Failure):
                 self._exchange(Exchange(b"QUIT\r\n", 1, "quit"), QUIT_TIMEOUT)
         self._drop()
 
     # the driver loop
-    def _run(self, conversation: Conversation[T]) -> T:
+    def _run(self, conversation: Conversation[T], upcoming: Upcoming | None = None) -> T:
         """Execute actions until the conversation returns; failures are thrown into it."""
         try:
             action = next(conversation)
             while True:
                 try:
+                    result: Answer = []
                     if isinstance(action, StartTLS):
-                        result: list[Reply] = []
                         self._starttls()
+                    elif isinstance(action, NextMessage):
+                        result = upcoming() if upcoming is not None else None
                     else:
                         result = self._exchange(action, self.config.timeout)
-                except FluxMailException as exc:
+                except Failure as failure:
+                    action = conversation.throw(failure)
+                except BaseException as exc:  # the caller's upcoming() (or an interrupt)
+                    self._drop()
                     action = conversation.throw(exc)
                 else:
                     action = conversation.send(result)
@@ -189,8 +199,8 @@ class SMTPConnection:
             return None
         if not session.closing and not self._out_of_step:
             return None
-        error = session.lost_ahead(composed) or self._lost
-        session.ahead, self._lost = None, None
+        error = session.lost_ahead(composed)
+        session.ahead = None
         return error or self._io_error("mail", ServerClosedError())
 
     def _connect(self, session: Session) -> None:
@@ -201,7 +211,10 @@ class SMTPConnection:
             self._fail("connect", exc)
         self._sock = sock
         if config.use_ssl:
-            self._wrap()
+            try:
+                self._wrap()
+            except Failure as failure:
+                self._fail("tls", failure.cause)
             session.tls = True
 
     def _wrap(self) -> None:
@@ -211,76 +224,92 @@ class SMTPConnection:
         try:
             self._sock = context.wrap_socket(self._sock, server_hostname=self.config.host)
         except OSError as exc:
-            self._fail("tls", exc)
+            self._drop()
+            raise Failure(exc) from exc
 
     def _starttls(self) -> None:
         self._parser.discard()  # never trust bytes that came before the handshake
         self._wrap()
 
     def _exchange(self, exchange: Exchange, timeout: float) -> list[Reply]:
+        """Perform one exchange; any failure drops the connection and is reported as a
+        :class:`Failure` (an interrupt is re-raised as it is)."""
         sock = self._sock
-        if sock is None or self._out_of_step:
-            self._drop()
-            raise ProtocolError(OUT_OF_STEP.format(host=self.config.host))
+        if sock is None or (self._out_of_step and not exchange.guarded):
+            self._drop()  # (a guarded write reports the surplus as an early reply)
+            raise Failure(ProtocolError(OUT_OF_STEP.format(host=self.config.host)))
         written = False
+        replies: list[Reply] = []
         try:
             if exchange.data or exchange.tail:
                 log_exchange(exchange)
                 self._write(sock, exchange, timeout)
             written = True
-            return self._read(sock, exchange, timeout)
-        except ProtocolError:
+            self._read(sock, exchange, timeout, replies)
+            return replies
+        except Failure:
             self._drop()
             raise
-        except OSError as exc:
-            if written:
-                self._fail(exchange.stage, exc, exchange.message_id)
-            early = None
-            if exchange.message_id is not None:
-                self._take_input(sock)
-                early = early_refusal(self._parser)
-            if early is None:
-                self._fail("body" if exchange.message_id else exchange.stage, exc)
-            self._drop()  # the server refused the message before the dot, then hung up
-            self._out_of_step = True
-            return [early]
+        except (OSError, ProtocolError) as exc:
+            if exchange.guarded and not written:
+                self._take_input(sock)  # a refusal sent before the hang-up
+                early = self._early(eof=False)
+                if early is not None:
+                    raise early from exc
+            self._drop()
+            raise Failure(exc, written=written, replies=replies) from exc
         except BaseException:  # interrupted: the conversation is out of step, drop it
             self._drop()
             raise
+        finally:
+            if written and replies:
+                log_replies(replies, self._session, exchange.stage)
 
     def _write(self, sock: socket.socket, exchange: Exchange, timeout: float) -> None:
-        """Write ``data`` + ``tail`` in slices, each with its own deadline. Before the
-        slice that carries a message's final dot, make sure the server has not already
-        hung up: then the failure provably happened before the dot."""
+        """Write ``data`` + ``tail`` in slices, each with its own deadline. Before each
+        slice of message data, look for input: a server that spoke or hung up in the
+        middle of DATA gets nothing more (a final dot is never written to a server known
+        to be gone, or to one that already answered)."""
         data, tail = exchange.data, exchange.tail
-        ends_message = exchange.message_id is not None
         sock.settimeout(timeout)
         if len(data) + len(tail) <= WRITE_CHUNK:
-            if ends_message:
+            if exchange.guarded:
                 self._check_peer(sock)
             sock.sendall(data + tail if tail else data)
             return
         view = memoryview(data)
         for start in range(0, len(data), WRITE_CHUNK):
-            if ends_message and start + WRITE_CHUNK >= len(data):
+            if exchange.guarded:
                 self._check_peer(sock)
             sock.sendall(view[start : start + WRITE_CHUNK])
         if tail:
             sock.sendall(tail)
 
     def _check_peer(self, sock: socket.socket) -> None:
-        """Raise ServerClosedError if the server already closed the connection; bytes it
-        sent meanwhile go to the parser (they are read as the next reply, as asyncio's
-        driver does)."""
-        if not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+        """Raise a Failure (``early``) if the server sent anything or closed the
+        connection since its last reply; bytes it sent go to the parser first."""
+        if not self._parser.buffered and not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
             try:
                 readable, _, _ = select.select([sock], [], [], 0)
             except (OSError, ValueError):
                 return
             if not readable:
                 return
-        if not self._take_input(sock):
-            raise ServerClosedError()
+        alive = self._take_input(sock)
+        early = self._early(eof=not alive)
+        if early is not None:
+            raise early
+
+    def _early(self, *, eof: bool) -> Failure | None:
+        """What the server sent before the write finished, as a Failure with ``early``;
+        at ``eof`` with nothing sent, a plain one; None if it sent nothing."""
+        if not self._parser.buffered:
+            return Failure(ServerClosedError()) if eof else None
+        try:
+            replies = drain(self._parser)
+        except ProtocolError as exc:
+            return Failure(exc, early=True)
+        return Failure(EarlyReplyError(), early=True, replies=replies)
 
     def _take_input(self, sock: socket.socket) -> bool:
         """Feed the parser whatever already arrived, without waiting; False at EOF."""
@@ -294,39 +323,31 @@ class SMTPConnection:
                 self._parser.feed(data)
         except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
             return True
-        except (OSError, ProtocolError):
-            return True  # a reset: the caller's write or read reports it
+        except OSError:
+            return False  # a reset
+        except ProtocolError:
+            return True  # garbage (an oversized line): the parser's buffer says so
         finally:
             with contextlib.suppress(OSError):
                 sock.settimeout(timeout)
 
-    def _read(self, sock: socket.socket, exchange: Exchange, timeout: float) -> list[Reply]:
-        """Read the replies with one deadline: a trickling server cannot extend it."""
+    def _read(
+        self, sock: socket.socket, exchange: Exchange, timeout: float, replies: list[Reply]
+    ) -> None:
+        """Read the replies into ``replies`` with one deadline: a trickling server cannot
+        extend it."""
         deadline = time.monotonic() + timeout
-        replies: list[Reply] = []
-        try:
-            while not collect(self._parser, exchange.replies, replies):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError("timed out")
-                sock.settimeout(remaining)
-                data = sock.recv(READ_SIZE)
-                if not data:
-                    raise ServerClosedError()
-                self._parser.feed(data)
-        except OSError as exc:
-            if not exchange.ahead or len(replies) < exchange.replies - exchange.ahead:
-                raise
-            # the final reply is in; only the next message's envelope replies are lost
-            self._lost = self._io_error("mail", exc)
-            log_replies(replies, self._session, exchange.stage)
-            self._drop()
-            self._out_of_step = True
-            return replies
-        log_replies(replies, self._session, exchange.stage)
+        while not collect(self._parser, exchange.replies, replies):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("timed out")
+            sock.settimeout(remaining)
+            data = sock.recv(READ_SIZE)
+            if not data:
+                raise ServerClosedError()
+            self._parser.feed(data)
         if self._parser.buffered and exchange.stage != "starttls":
             self._out_of_step = True  # use these replies, then never this connection again
-        return replies
 
     def _idle_and_quiet(self, sock: socket.socket) -> bool:
         """Nothing arrived since the last reply (a live idle session stays silent)."""
