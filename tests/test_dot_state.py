@@ -33,8 +33,9 @@ from fluxmail.errors import (
 )
 from fluxmail.smtp import AsyncSMTPConnection, SendResult, SMTPConnection
 from fluxmail.smtp._actions import Exchange, NextMessage
-from fluxmail.smtp._protocol import Phase, Session
+from fluxmail.smtp._protocol import Session
 from fluxmail.smtp._replies import Reply as R
+from fluxmail.smtp._transfer import Phase
 from hardening import MODES, run_batch, send, send_created
 from servers import Close, EarlyReply, FaultServer, FaultSession, Garbage, Reply
 from test_smtp_engine import Connect, connect, msg, timed

@@ -13,15 +13,15 @@ final dot in one write (RFC 2920: one round trip per message). See
 All protocol state lives in the :class:`Session` (as h11 keeps it in its state machine):
 drivers report what happened to an action (a :class:`~._actions.Failure`), and the
 session decides what it means. Per message it knows whether the final dot may have
-reached the server (:attr:`Session.phase`): every failure after that point is
-``outcome_unknown``; any reply that arrives before it aborts the transaction (the driver
-stops writing, the dot is never written, the connection is dropped), which is a failure
-before the dot and safe to retry. See docs/errors.md, "Where the final dot is".
+reached the server (:attr:`Session.phase`, kept by ``_transfer.Transfer``): every
+failure after that point is ``outcome_unknown``; any reply that arrives before it
+aborts the transaction (the driver stops writing, the dot is never written, the
+connection is dropped), which is a failure before the dot and safe to retry. See
+docs/errors.md, "Where the final dot is".
 """
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -43,9 +43,10 @@ from ..errors import (
 from ._actions import CRLF, Action, Conversation, Exchange, Failure, NextMessage, StartTLS
 from ._auth import AUTHENTICATORS, Credentials, scrub
 from ._data import check_line_length, normalize_newlines, stuff
-from ._errors import early_reply_error, io_error, reply_error, unknown_error
+from ._errors import reply_error
 from ._replies import Capabilities, Reply
 from ._results import SendResult, SessionInfo
+from ._transfer import Phase, Transfer
 
 _UNSAFE = ("\r", "\n", "\0")
 
@@ -246,14 +247,6 @@ ahead behind it, or ``None``. What it returns must be the next message sent. The
 calls it when the conversation yields :class:`~._actions.NextMessage`."""
 
 
-class Phase(enum.Enum):
-    """Where the current message is, as far as the server could know."""
-
-    IDLE = "idle"  # no message data written yet (or the transaction is over)
-    DATA = "data"  # writing the message data: the final dot has not reached the server
-    DOT = "dot"  # the final dot may have reached the server; its reply is awaited
-
-
 # --- the session ----------------------------------------------------------------------
 
 
@@ -275,78 +268,31 @@ class Session:
         self.auth_mechanism: str | None = None
         self.closing = False
         self.ahead: Ahead | None = None  # see send_message(pipeline=True)
-        self.ahead_lost: FluxMailException | None = None  # how the ahead envelope was lost
-        self.phase = Phase.IDLE
+        self.transfer = Transfer(config)  # where the current message's data is
+
+    @property
+    def phase(self) -> Phase:
+        """Where the current message is (see :class:`~._transfer.Transfer`)."""
+        return self.transfer.phase
 
     def ask(self, exchange: Exchange) -> Conversation[list[Reply]]:
         """Yield one exchange; note a ``421`` (the server is closing).
 
         A failure the driver reports ends the session (the driver drops the connection)
-        and becomes the fluxmail error it means here (see :meth:`_failed`).
+        and becomes the fluxmail error it means here (see :class:`~._transfer.Transfer`).
         """
-        if exchange.guarded:
-            self.phase = Phase.DATA
+        self.transfer.starting(exchange)
         try:
             answer = yield exchange
         except Failure as failure:
             self.closing = True
-            if exchange.message_id is not None and failure.written:
-                self.phase = Phase.DOT
-            salvaged = self._salvage(exchange, failure)
-            if salvaged is None:
-                error = self._failed(exchange, failure)
-                self.phase = Phase.IDLE
-                if error is failure.cause:  # already a fluxmail error (the parser's)
-                    raise error from error.__cause__
-                raise error from failure.cause
-            answer = salvaged
+            answer = self.transfer.failed(exchange, failure)
+        else:
+            self.transfer.answered()
         assert isinstance(answer, list)
-        self.phase = Phase.IDLE
         if _closing(answer) is not None:
             self.closing = True
         return answer
-
-    def _failed(self, exchange: Exchange, failure: Failure) -> FluxMailException:
-        """What a failed ``exchange`` means, from where the message is."""
-        config, cause = self.config, failure.cause
-        if self.phase is Phase.DOT:  # the server may have the message
-            assert exchange.message_id is not None
-            return unknown_error(
-                cause,
-                message_id=exchange.message_id,
-                host=self.host,
-                port=config.port,
-                timeout=config.timeout,
-            )
-        if exchange.guarded:  # before the final dot: nothing can have been delivered
-            return self._before_dot("body", failure)
-        if isinstance(cause, FluxMailException):  # garbage, out of step: the parser said
-            return cause
-        return self._io_error(exchange.stage, cause)
-
-    def _before_dot(self, stage: str, failure: Failure) -> FluxMailException:
-        cause = failure.cause
-        if failure.early or isinstance(cause, ProtocolError):
-            reply = failure.replies[0] if failure.replies else None
-            return early_reply_error(reply, host=self.host, cause=cause)
-        return self._io_error(stage, cause)
-
-    def _io_error(self, stage: str, cause: BaseException) -> FluxMailException:
-        config = self.config
-        error = io_error(stage, cause, host=self.host, port=config.port, timeout=config.timeout)
-        error.__cause__ = cause
-        return error
-
-    def _salvage(self, exchange: Exchange, failure: Failure) -> list[Reply] | None:
-        """The replies to keep from a failed write-ahead exchange: once the final reply
-        is in, a failure while reading the next message's envelope replies does not fail
-        this message; it only loses the envelope (see :meth:`lost_ahead`)."""
-        if not exchange.ahead or not failure.written:
-            return None
-        if len(failure.replies) < exchange.replies - exchange.ahead:
-            return None
-        self.ahead_lost = self._before_dot("mail", Failure(failure.cause))
-        return failure.replies
 
     def _act(self, action: Action, stage: str) -> Conversation[None]:
         """Yield an action that reads no reply (a TLS handshake)."""
@@ -357,7 +303,7 @@ class Session:
             cause = failure.cause
             if isinstance(cause, FluxMailException):
                 raise cause from cause.__cause__
-            raise self._io_error(stage, cause) from cause
+            raise self.transfer.io_error(stage, cause) from cause
 
     def _one(self, exchange: Exchange) -> Conversation[Reply]:
         replies = yield from self.ask(exchange)
@@ -562,8 +508,7 @@ class Session:
         if ahead is None or ahead.composed is not composed or not self.closing:
             return None
         self.ahead = None
-        replies, lost = ahead.replies, self.ahead_lost
-        self.ahead_lost = None
+        replies, lost = ahead.replies, self.transfer.take_ahead_lost()
         if replies and replies[-1].code == 421:
             return judge_envelope(ahead.plan.rcpts, replies, host=self.host)[1]
         return lost
