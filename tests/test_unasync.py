@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -69,3 +71,9 @@ def test_check_fails_on_a_stale_file(tmp_path: Path) -> None:
         assert script.main(["--check"]) == 0
     finally:
         script.TARGET = original
+
+
+def test_async_syntax_no_rule_covers_is_refused() -> None:
+    script = load_script()
+    with pytest.raises(SystemExit, match="async syntax left"):
+        script.unasync('"""doc"""\nasync def f() -> None:\n    x = await(g())\n')
