@@ -204,7 +204,7 @@ def demo(raw: bool) -> None:
 def serve(host: str, port: int, directory: str | None) -> None:
     """Run a local SMTP server that catches mail (development): one line per message.
 
-    Nothing is relayed. Ctrl-C stops it. Needs pip install "fluxmail[server]".
+    Nothing is relayed. Ctrl-C stops it. Needs pip install -e ".[server]".
     """
     from ._serve import run_server
 

@@ -95,13 +95,20 @@ class ConfigurationError(FluxMailException, ValueError):
 
 
 class MissingDependencyError(FluxMailException, ImportError):
-    """An optional extra is not installed; the message names the pip command."""
+    """An optional extra is not installed; the message names the pip command.
+
+    The command installs *this* project's extra (from a clone, or from a built wheel):
+    the package index's ``fluxmail`` is an unrelated project without our extras, so the
+    message never says ``pip install "fluxmail[...]"``.
+    """
 
     code = "missing_dependency"
 
     def __init__(self, feature: str, extra: str, module: str) -> None:
         super().__init__(
-            f"{feature} needs the '{module}' package: pip install \"fluxmail[{extra}]\""
+            f"{feature} needs the '{module}' package, from fluxmail's '{extra}' extra: "
+            f'in a clone of fluxmail, pip install -e ".[{extra}]" (from a wheel: '
+            f'pip install "fluxmail-<version>-py3-none-any.whl[{extra}]")'
         )
         self.extra = extra
 

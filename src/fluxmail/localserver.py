@@ -2,7 +2,7 @@
 
 It runs aiosmtpd on 127.0.0.1 in a background thread, optionally with STARTTLS (a
 throwaway certificate from a private CA made by trustme) and AUTH, and keeps every message
-it receives. Needs the ``[server]`` extra: ``pip install "fluxmail[server]"``.
+it receives. Needs the ``[server]`` extra: ``pip install -e ".[server]"``.
 """
 
 from __future__ import annotations
