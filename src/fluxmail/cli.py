@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
 
@@ -193,7 +193,30 @@ def demo(raw: bool) -> None:
     type=click.IntRange(0, 65535),
     default=1025,
     show_default=True,
-    help="0: any free port.",
+    help="Plain SMTP and STARTTLS. 0: any free port.",
+)
+@click.option(
+    "--ssl-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Implicit TLS.  [default: 1465; any free port with --port 0]",
+)
+@click.option(
+    "--tls/--no-tls",
+    default=True,
+    show_default=True,
+    help="Offer STARTTLS and listen for implicit TLS, with a throwaway CA.",
+)
+@click.option(
+    "--auth",
+    "auth",
+    metavar="USER:PASSWORD",
+    help="Accept only these credentials.  [default: any username and password]",
+)
+@click.option(
+    "--cert-dir",
+    type=click.Path(file_okay=False),
+    help="Where to write the throwaway CA.  [default: ~/.cache/fluxmail/serve]",
 )
 @click.option(
     "--dir",
@@ -201,14 +224,44 @@ def demo(raw: bool) -> None:
     type=click.Path(file_okay=False),
     help="Also save each message as an .eml file in this directory.",
 )
-def serve(host: str, port: int, directory: str | None) -> None:
+@click.option("--details", is_flag=True, help="Print each message in full, as fluxmail demo does.")
+def serve(
+    host: str,
+    port: int,
+    ssl_port: int | None,
+    tls: bool,
+    auth: str | None,
+    cert_dir: str | None,
+    directory: str | None,
+    details: bool,
+) -> None:
     """Run a local SMTP server that catches mail (development): one line per message.
 
-    Nothing is relayed. Ctrl-C stops it. Needs pip install -e ".[server]".
+    It offers STARTTLS and implicit TLS (a throwaway CA, with the export line that makes
+    Python trust it) and AUTH, so code written for a real provider runs against it with
+    only host and port changed. Nothing is relayed. Ctrl-C stops it. Needs the server
+    extra (pip install -e ".[server]" in a clone).
     """
     from ._serve import run_server
+    from .localserver import ANY_CREDENTIALS
 
-    run_server(host=host, port=port, directory=directory, echo=click.echo)
+    credentials: tuple[str, str] | Literal["any"] = ANY_CREDENTIALS
+    if auth is not None:
+        user, colon, password = auth.partition(":")
+        if not colon or not user:
+            raise UsageProblem("--auth: give USER:PASSWORD")
+        credentials = (user, password)
+    run_server(
+        host=host,
+        port=port,
+        ssl_port=ssl_port,
+        tls=tls,
+        auth=credentials,
+        cert_dir=cert_dir,
+        directory=directory,
+        details=details,
+        echo=click.echo,
+    )
 
 
 def _fail(message: str, status: int) -> int:
