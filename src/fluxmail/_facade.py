@@ -290,10 +290,9 @@ class FluxMail:
             from .transports.outlook import OUTLOOK_SENDER
 
             return OUTLOOK_SENDER
-        raise InvalidAddressError(
-            "no sender: pass sender= to create() or FluxMail(), "
-            "or use an email address as username"
-        )
+        from ._hints import attach, make
+
+        raise attach(InvalidAddressError("no sender"), make("no_sender"))
 
     @property
     def message(self) -> Message | None:

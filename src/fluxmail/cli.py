@@ -2,11 +2,17 @@
 
 Errors end in one line on stderr and a non-zero status, never a traceback: 2 for bad
 usage or bad input, 1 for a delivery failure. The password is never printed.
+
+Every line speaks in flags. An error raised by the library carries its advice in API words
+(``use_ssl=True``); :func:`fluxmail._hints.cli_wording` swaps in the same advice in flags
+(``--ssl``), from the one table of hints in ``_hints.py``.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -39,7 +45,14 @@ class UsageProblem(Exception):
 
 
 def _split_host(value: str | None) -> Any:
-    """``HOST`` or ``HOST:DOMAIN`` (an EmailInstance); ``[v6]`` literals are left whole."""
+    """``HOST`` or ``HOST:DOMAIN`` (an EmailInstance); ``[v6]`` literals are left whole.
+    ``HOST:2525`` or a URL is refused: it is a port (or a scheme) in the wrong place, and
+    would otherwise be taken for a domain."""
+    from ._hints import host_hint
+
+    mistake = host_hint(value or "")
+    if mistake is not None:
+        raise UsageProblem(f"--host {value!r} is not a hostname: {mistake.cli}")
     if not value or value.startswith("[") or ":" not in value:
         return value
     from .config import EmailInstance
@@ -54,6 +67,11 @@ def _read_body(body: str | None, body_file: str | None) -> str:
     if body is not None:
         return body
     assert body_file is not None
+    if body_file == "-":  # the usual Unix convention: the body comes from stdin
+        try:
+            return sys.stdin.buffer.read().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise UsageProblem(f"--body-file -: stdin is not UTF-8: {exc}") from None
     try:
         return Path(body_file).read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -93,6 +111,7 @@ def _send(options: dict[str, Any]) -> str:
         timeout=options["timeout"],
         max_retries=options["max_retries"],
         retry_delay=options["retry_delay"],
+        allow_insecure_auth=options["allow_insecure_auth"],
     )
     mailer.create(
         subject=options["subject"],
@@ -154,7 +173,7 @@ _ENV = "FLUXMAIL_"
 @click.option("--reply-to")
 @click.option("--sender", envvar=_ENV + "SENDER", help="From address.")
 @click.option("--body")
-@click.option("--body-file", type=str)
+@click.option("--body-file", type=str, help="Read the body from this file; - for stdin.")
 @click.option("--html/--no-html", default=False, help="The body is HTML.")
 @click.option("--attachments", multiple=True, help="Repeat for several.")
 @click.option("--dry-run", is_flag=True, help="Print the message, send nothing.")
@@ -162,6 +181,14 @@ _ENV = "FLUXMAIL_"
 @click.option("--max-retries", type=int, default=0, envvar=_ENV + "MAX_RETRIES", show_default=True)
 @click.option(
     "--retry-delay", type=float, default=1.0, envvar=_ENV + "RETRY_DELAY", show_default=True
+)
+@click.option(
+    "--allow-insecure-auth",
+    is_flag=True,
+    help="Send the password without TLS (a trusted local relay only).",
+)
+@click.option(
+    "--debug", is_flag=True, help="Print the SMTP transcript on stderr (AUTH redacted)."
 )
 @click.pass_context
 def cli(ctx: click.Context, /, **options: Any) -> None:
@@ -173,8 +200,20 @@ def cli(ctx: click.Context, /, **options: Any) -> None:
 
     Try it with no server at all: fluxmail demo
     """
+    if options.pop("debug"):
+        _transcript_on_stderr()
     if ctx.invoked_subcommand is None:
         _send(options)
+
+
+def _transcript_on_stderr() -> None:
+    """``--debug``: the engine's DEBUG log (``C: ...`` / ``S: ...``, credentials already
+    replaced by ``[redacted]`` where they are logged) goes to stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("fluxmail: %(message)s"))
+    log = logging.getLogger("fluxmail.smtp")
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG)
 
 
 @cli.command()
@@ -283,7 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc), USAGE_EXIT)
     except FluxMailException as exc:
         status = USAGE_EXIT if isinstance(exc, _INPUT_ERRORS) else DELIVERY_EXIT
-        return _fail(f"{_one_line(exc)} [{exc.code}]", status)
+        return _fail(f"{_in_flags(exc)} [{exc.code}]", status)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
     return 0
@@ -291,3 +330,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
+
+
+def _in_flags(exc: FluxMailException) -> str:
+    """The error's one line, with its advice in flags, and how often it was tried."""
+    from ._hints import cli_wording
+
+    text = cli_wording(_one_line(exc), exc.hint)
+    if exc.attempts > 1:
+        text += f" (after {exc.attempts} attempts)"
+    return text

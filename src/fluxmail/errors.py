@@ -77,6 +77,11 @@ class FluxMailException(Exception):
     transient: bool = False
     #: Set by BulkSender when this error stopped a batch: the counts up to that point.
     batch_result: Any = None
+    #: A recognised usual mistake (``fluxmail._hints.Hint``): its advice is already at the
+    #: end of the message; the CLI prints it in flags instead.
+    hint: Any = None
+    #: How many times the send was tried before this error (more than 1 when retries ran).
+    attempts: int = 1
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)

@@ -87,12 +87,15 @@ class SMTPTransport:
 
     def _retrying(self, attempt: Callable[[], T]) -> T:
         delays = retry_delays(self.max_retries, self.retry_delay)
+        attempts = 0
         while True:
+            attempts += 1
             try:
                 return attempt()
             except FluxMailException as exc:
                 delay = next(delays, None) if is_retryable(exc) else None
                 if delay is None:
+                    exc.attempts = attempts  # "after N attempts" in the CLI
                     raise
             self._sleep(delay)
 
