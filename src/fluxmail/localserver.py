@@ -162,7 +162,8 @@ class LocalSMTPServer:
         if self._ca is None:
             self._ca = trustme.CA()
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self._ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
+        names = dict.fromkeys(("localhost", "127.0.0.1", self.host))  # and where it listens
+        self._ca.issue_cert(*names).configure_cert(context)
         return context
 
     def _authenticate(

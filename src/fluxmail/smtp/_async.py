@@ -24,6 +24,7 @@ from ._actions import Conversation, Exchange, StartTLS
 from ._common import (
     QUIT_TIMEOUT,
     WRITE_CHUNK,
+    exchange_timeout,
     log_exchange,
     log_replies,
     tls_context,
@@ -268,7 +269,8 @@ class AsyncSMTPConnection:
                         result: list[Reply] = []
                         await self._starttls()
                     else:
-                        result = await self._exchange(action, self.config.timeout)
+                        wait = exchange_timeout(self.config, action)
+                        result = await self._exchange(action, wait)
                 except FluxMailException as exc:
                     action = conversation.throw(exc)
                 else:
@@ -292,6 +294,7 @@ class AsyncSMTPConnection:
             port=config.port,
             timeout=config.timeout,
             message_id=message_id,
+            use_ssl=config.use_ssl,
         )
         error.__cause__ = exc
         return error

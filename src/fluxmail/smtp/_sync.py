@@ -19,6 +19,7 @@ from ._common import (
     QUIT_TIMEOUT,
     READ_SIZE,
     WRITE_CHUNK,
+    exchange_timeout,
     log,
     log_exchange,
     log_replies,
@@ -152,7 +153,7 @@ class SMTPConnection:
                         result: list[Reply] = []
                         self._starttls()
                     else:
-                        result = self._exchange(action, self.config.timeout)
+                        result = self._exchange(action, exchange_timeout(self.config, action))
                 except FluxMailException as exc:
                     action = conversation.throw(exc)
                 else:
@@ -176,6 +177,7 @@ class SMTPConnection:
             port=config.port,
             timeout=config.timeout,
             message_id=message_id,
+            use_ssl=config.use_ssl,
         )
         error.__cause__ = exc
         return error
