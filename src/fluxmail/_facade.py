@@ -2,9 +2,10 @@
 
 ``create()`` validates everything and freezes a :class:`~fluxmail.message.Message`; ``send()``
 composes it and hands the bytes to a transport. The message waiting between ``create()`` and
-``send()`` is kept per thread, and ``send_async()`` takes it the moment it is called, so one
-FluxMail can be shared by threads and by concurrent asyncio tasks, as long as each does its
-``create()`` and its ``send()``/``send_async()`` call back to back.
+``send()`` belongs to the context (thread, asyncio task) that created it and is sendable from
+any thread (``asyncio.to_thread(mailer.send)``, an executor); ``send_async()`` takes it the
+moment it is called. So one FluxMail can be shared by threads and by concurrent asyncio
+tasks; the rule is in ``_pending``.
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ from __future__ import annotations
 import math
 import os
 import sys
-import threading
 import time
 from collections.abc import Coroutine, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from ._pending import PendingMessages
 from .config import (
     EmailInstance,
     EmailObject,
@@ -143,7 +144,7 @@ class FluxMail:
         self.retry_delay = float(retry_delay)
         self.username = username
         self._default_sender = self._resolve_default_sender(sender, username)
-        self._pending = threading.local()
+        self._pending = PendingMessages(self)
         self._smtp: SMTPTransport | None = None
         self._async_smtp: AsyncSMTPTransport | None = None
         self._outlook: OutlookTransport | None = None
@@ -248,7 +249,7 @@ class FluxMail:
         auto_text: bool = True,
     ) -> Self:
         """Validate and hold one message for the next ``send()``; returns ``self``."""
-        self._pending.message = self.build_message(
+        message = self.build_message(
             subject=subject,
             recipients=recipients,
             body=body,
@@ -268,6 +269,7 @@ class FluxMail:
             headers=headers,
             auto_text=auto_text,
         )
+        self._pending.put(message)
         return self
 
     def build_message(self, **options: Any) -> Message:
@@ -296,11 +298,14 @@ class FluxMail:
 
     @property
     def message(self) -> Message | None:
-        """The message waiting for ``send()`` in this thread, if any."""
-        return getattr(self._pending, "message", None)
+        """The message a ``send()`` here would send, if any (see ``_pending``)."""
+        return self._pending.peek()
 
-    def _take_message(self) -> Message:
-        message = self.message
+    def _take_message(self, *, claim: bool = False) -> Message:
+        """The pending message: left in place (dry runs, previews, compose()), or with
+        ``claim`` taken for a send, so that no other send() takes it meanwhile (give it
+        back with ``self._pending.finish(message, sent=...)``)."""
+        message = self._pending.take() if claim else self.message
         if message is None:
             raise NoMessageError("nothing to send: call create() first")
         return message
@@ -326,25 +331,35 @@ class FluxMail:
 
     def send(self, dry_run: bool = False) -> str:
         """Send the message from ``create()``; with ``dry_run`` print and return a preview."""
-        message = self._take_message()
         if dry_run:
-            return self._print_preview(message)
+            return self._print_preview(self._take_message())
+        message = self._take_message(claim=True)
+        sent = False
+        try:
+            receipt = self._send_now(message)
+            sent = True
+        finally:  # a failed send can be called again, from here or any thread
+            self._pending.finish(message, sent=sent)
+        return receipt
+
+    def _send_now(self, message: Message) -> SendReceipt:
+        """The one sync send path."""
         composed, sink = self._prepare_send(message)
         if sink is not None:
             result = sink.deliver(composed)
         else:
             assert self._smtp is not None
             result = self._smtp.send(composed)
-        self._pending.message = None
         return _receipt(result)
 
     def send_async(self, dry_run: bool = False) -> Coroutine[Any, Any, str]:
         """Async ``send()``. The message is taken now, so concurrent tasks can share one
         FluxMail. No automatic retry (as the API page says). A dry run, like
         ``send(dry_run=True)``, leaves the message in place."""
-        message = self._take_message()
-        if not dry_run:
-            self._pending.message = None
+        if dry_run:
+            return self._send_async(self._take_message(), dry_run)
+        message = self._take_message(claim=True)
+        self._pending.finish(message, sent=True)
         return self._send_async(message, dry_run)
 
     async def _send_async(self, message: Message, dry_run: bool) -> str:

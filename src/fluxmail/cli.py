@@ -187,9 +187,7 @@ _ENV = "FLUXMAIL_"
     is_flag=True,
     help="Send the password without TLS (a trusted local relay only).",
 )
-@click.option(
-    "--debug", is_flag=True, help="Print the SMTP transcript on stderr (AUTH redacted)."
-)
+@click.option("--debug", is_flag=True, help="Print the SMTP transcript on stderr (AUTH redacted).")
 @click.pass_context
 def cli(ctx: click.Context, /, **options: Any) -> None:
     """Send one email.
