@@ -41,6 +41,7 @@ from .transports.sink import active_capture
 
 if TYPE_CHECKING:
     import ssl
+    from email.message import EmailMessage
     from os import PathLike
 
     from ._tokens import TokenSource
@@ -342,8 +343,29 @@ class FluxMail:
             self._pending.finish(message, sent=sent)
         return receipt
 
-    def _send_now(self, message: Message) -> SendReceipt:
-        """The one sync send path."""
+    def send_message(
+        self,
+        message: EmailMessage | bytes,
+        *,
+        mail_from: str | None = None,
+        recipients: Sequence[str] | None = None,
+    ) -> str:
+        """Send an ``email.message.EmailMessage`` (or raw bytes) you built, through the
+        same checks, transports, retries, DKIM and capture as ``send()``; the envelope
+        comes from its headers unless given, Bcc is stripped (rules: ``_prebuilt``)."""
+        from ._prebuilt import prebuilt
+
+        composed = prebuilt(
+            message, mail_from=mail_from, recipients=recipients, domain=self.domain
+        )
+        if self.dkim is not None:
+            from .dkim import sign
+
+            composed = sign(composed, self.dkim)
+        return self._send_now(composed)
+
+    def _send_now(self, message: Message | Composed) -> SendReceipt:
+        """The one sync send path, for send() and send_message()."""
         composed, sink = self._prepare_send(message)
         if sink is not None:
             result = sink.deliver(composed)
@@ -373,13 +395,15 @@ class FluxMail:
             result = await self._async_smtp.send(composed)
         return _receipt(result)
 
-    def _prepare_send(self, message: Message) -> tuple[Composed, Sink | None]:
+    def _prepare_send(self, message: Message | Composed) -> tuple[Composed, Sink | None]:
         """The composed message and the capture sink (None: send for real), or the
         refusal for Outlook, shared by send() and send_async()."""
         if self._outlook is not None:
             raise UnsupportedOperationError(
                 "Outlook cannot send programmatically: call display() and click Send"
             )
+        if isinstance(message, Composed):  # send_message(): already composed
+            return message, self._sink_for_send()
         return self.compose(message), self._sink_for_send()
 
     def _sink_for_send(self) -> Sink | None:
