@@ -185,7 +185,7 @@ class BulkSender:
         journal = self._open_journal()
         try:
             with make_progress(progress, _total(messages)) as bar:
-                tally = _Tally(on_success, on_error, bar, journal)
+                tally = _Tally(on_success, on_error, bar, journal, _total(messages))
                 if sink is not None:
                     for index, spec in enumerate(messages):
                         self._to_sink(sink, index, spec, tally)
@@ -297,7 +297,7 @@ class BulkSender:
         sink = self.mailer._sink_for_send()
         if sink is not None:
             with make_progress(progress, _total(messages)) as bar:
-                tally = _Tally(on_success, on_error, bar, journal)
+                tally = _Tally(on_success, on_error, bar, journal, _total(messages))
                 index = 0
                 async for spec in _each(messages):
                     self._to_sink(sink, index, spec, tally)
@@ -305,7 +305,7 @@ class BulkSender:
             return tally.result
         queue: asyncio.Queue[_Item | None] = asyncio.Queue(maxsize=2 * pool)
         with make_progress(progress, _total(messages)) as bar:
-            tally = _Tally(on_success, on_error, bar, journal)
+            tally = _Tally(on_success, on_error, bar, journal, _total(messages))
             workers = [
                 asyncio.create_task(self._worker(queue, limiter, tally)) for _ in range(pool)
             ]
