@@ -104,7 +104,13 @@ def test_other_ports_keep_the_whole_timeout() -> None:
 
 def test_implicit_tls_on_a_starttls_port(starttls_server: SMTPTestServer) -> None:
     with pytest.raises(TLSRequiredError) as info:
-        send(host="localhost", port=starttls_server.port, use_ssl=True, timeout=5)
+        send(  # a context of its own: the default one is built once per process
+            host="localhost",
+            port=starttls_server.port,
+            use_ssl=True,
+            timeout=5,
+            ssl_context=starttls_server.client_ssl_context,
+        )
     text = str(info.value)
     assert "the server answered in plaintext" in text
     assert "use use_tls=True (STARTTLS) instead of use_ssl=True here" in text
