@@ -19,16 +19,17 @@ def specs(count: int) -> Iterator[dict[str, object]]:
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
-def test_a_stopped_list_reports_its_real_total(
-    starttls_server: SMTPTestServer, mode: str
-) -> None:
+def test_a_stopped_list_reports_its_real_total(starttls_server: SMTPTestServer, mode: str) -> None:
     mailer = FluxMail(**starttls_server.fluxmail_kwargs(password="wrong"))
     bulk = BulkSender(mailer)
-    with pytest.raises(AuthenticationError) as info:
+
+    def run() -> object:
         if mode == "sync":
-            bulk.send_batch(list(specs(5)), progress=False)
-        else:
-            asyncio.run(bulk.send_batch_async(list(specs(5)), progress=False))
+            return bulk.send_batch(list(specs(5)), progress=False)
+        return asyncio.run(bulk.send_batch_async(list(specs(5)), progress=False))
+
+    with pytest.raises(AuthenticationError) as info:
+        run()
     result = info.value.batch_result
     assert result["total"] == 5
     assert result["sent"] == 0

@@ -111,7 +111,7 @@ class MissingDependencyError(FluxMailException, ImportError):
 
     def __init__(self, feature: str, extra: str, module: str) -> None:
         super().__init__(
-            f"{feature} needs the '{module}' package, from fluxmail's '{extra}' extra: "
+            f"{feature} needs the '{module}' package, from the extra fluxmail[{extra}]: "
             f'in a clone of fluxmail, pip install -e ".[{extra}]" (from a wheel: '
             f'pip install "fluxmail-<version>-py3-none-any.whl[{extra}]")'
         )
