@@ -717,3 +717,13 @@ def test_outlook_messages_name_flags() -> None:
     line = assert_one_line_error(run("--type", "outlook", *MESSAGE), 1, "outlook_unavailable")
     assert "use --type smtp" in line
     assert_in_flags(line)
+
+
+def test_a_password_without_username_names_the_flags(smtp_server: SMTPTestServer) -> None:
+    result = run(
+        *plain_args(smtp_server), "--sender", "me@example.com", *MESSAGE,
+        env={"FLUXMAIL_PASSWORD": "Pw-0nly-Zq9"},
+    )  # fmt: skip
+    line = assert_one_line_error(result, 2, "invalid_option")
+    assert "(--password or FLUXMAIL_PASSWORD) was given without --username" in line
+    assert_no_password(result, "Pw-0nly-Zq9")

@@ -103,6 +103,16 @@ HINTS: dict[str, tuple[str, str]] = {
 #: For messages that carry no hint: API phrases and the flags that say the same, so no CLI
 #: line ever names an API argument. Longest first, so that no phrase eats part of another.
 API_WORDS: tuple[tuple[str, str], ...] = (
+    (
+        "password was given without username",
+        "a password (--password or FLUXMAIL_PASSWORD) was given without --username",
+    ),
+    ("oauth2 needs username", "OAuth2 (FLUXMAIL_OAUTH2_PROVIDER) needs --username"),
+    (
+        "give either password or oauth2, not both",
+        "give either a password (--password, FLUXMAIL_PASSWORD) or FLUXMAIL_OAUTH2_PROVIDER, "
+        "not both",
+    ),
     ("allow_insecure_auth=True", "--allow-insecure-auth"),
     ("object_type='smtp'", "--type smtp"),
     ('object_type="smtp"', "--type smtp"),
