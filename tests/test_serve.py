@@ -307,3 +307,19 @@ def test_no_tls_and_details(tmp_path: Path) -> None:
         assert account[2] == "  envelope to:   b@example.com, c@example.com"
     finally:
         served.stop()
+
+
+def test_an_unwritable_cert_dir_is_a_one_line_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    result = subprocess.run(
+        [str(FLUXMAIL), "serve", "--port", "0", "--cert-dir", str(blocker / "ca")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("fluxmail: error: cannot write the CA to ")
+    assert "--cert-dir" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -213,7 +213,12 @@ def _banner(
     lines = [f"fluxmail serve: listening on {where}{saving}"]
     if len(servers) > 1:
         folder = Path(cert_dir) if cert_dir else default_cert_dir()
-        trust = write_trust(ca, folder.resolve())
+        try:
+            trust = write_trust(ca, folder.resolve())
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot write the CA to {folder}: {exc.strerror or exc}; choose --cert-dir"
+            ) from None
         lines.append(f"  The certificate is from a throwaway CA written to {trust.parent}.")
         if env_trust_works(trust, main.host, servers[1].port):
             lines.append("  Make Python trust it, in the shell that runs your code:")
