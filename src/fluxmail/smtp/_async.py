@@ -28,6 +28,7 @@ from ._async_stream import AsyncStream, pause
 from ._common import (
     QUIT_TIMEOUT,
     WRITE_CHUNK,
+    exchange_timeout,
     log_exchange,
     log_replies,
     tls_context,
@@ -180,7 +181,9 @@ class AsyncSMTPConnection:
                     elif isinstance(action, NextMessage):
                         result = upcoming() if upcoming is not None else None
                     else:
-                        result = await self._exchange(action, self.config.timeout)
+                        result = await self._exchange(
+                            action, exchange_timeout(self.config, action)
+                        )
                 except Failure as failure:
                     action = conversation.throw(failure)
                 except BaseException as exc:  # the caller's upcoming(), an interrupt
@@ -198,7 +201,14 @@ class AsyncSMTPConnection:
 
     def _io_error(self, stage: str, exc: BaseException) -> FluxMailException:
         config = self.config
-        error = io_error(stage, exc, host=config.host, port=config.port, timeout=config.timeout)
+        error = io_error(
+            stage,
+            exc,
+            host=config.host,
+            port=config.port,
+            timeout=config.timeout,
+            use_ssl=config.use_ssl,
+        )
         error.__cause__ = exc
         return error
 

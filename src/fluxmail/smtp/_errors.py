@@ -10,6 +10,7 @@ import asyncio
 import ssl
 from collections.abc import Mapping
 
+from .._hints import attach, greeting_wait, io_hint, reply_hint
 from ..errors import (
     AuthenticationError,
     ConnectError,
@@ -72,7 +73,19 @@ def reply_error(
     host: str,
     refused: Mapping[str, tuple[int, str]] | None = None,
 ) -> FluxMailException:
-    """The exception for an unexpected ``reply`` at ``stage`` (see :data:`STAGES`)."""
+    """The exception for an unexpected ``reply`` at ``stage`` (see :data:`STAGES`), with
+    a hint when the reply is a usual mistake (``_hints.reply_hint``)."""
+    hint = reply_hint(stage, reply.code, reply.enhanced_code, reply.text)
+    return attach(_reply_error(stage, reply, host=host, refused=refused), hint)
+
+
+def _reply_error(
+    stage: str,
+    reply: Reply,
+    *,
+    host: str,
+    refused: Mapping[str, tuple[int, str]] | None = None,
+) -> FluxMailException:
     where = STAGES.get(stage, stage)
     said = describe(reply)
     if stage in ("greeting", "ehlo", "helo", "rset", "noop"):
@@ -137,12 +150,33 @@ def io_error(
     port: int,
     timeout: float,
     message_id: str | None = None,
+    use_ssl: bool = False,
 ) -> FluxMailException:
-    """Translate a low-level failure ``exc`` that happened at ``stage``.
+    """Translate a low-level failure ``exc`` that happened at ``stage``, with a hint when
+    it looks like a usual mistake (``_hints.io_hint``: a TLS mode that does not fit the
+    port).
 
     ``message_id`` is given when the final '.' of a message was fully written and its
     reply had not arrived: the outcome of that message is then unknown.
     """
+    if stage == "greeting":
+        timeout = greeting_wait(port, use_ssl, timeout)
+    hint = io_hint(stage, exc, port=port, use_ssl=use_ssl) if message_id is None else None
+    return attach(
+        _io_error(stage, exc, host=host, port=port, timeout=timeout, message_id=message_id),
+        hint,
+    )
+
+
+def _io_error(
+    stage: str,
+    exc: BaseException,
+    *,
+    host: str,
+    port: int,
+    timeout: float,
+    message_id: str | None,
+) -> FluxMailException:
     where = f"{host}:{port}"
     reason = _reason(exc)
     if message_id is not None:

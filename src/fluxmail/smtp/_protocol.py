@@ -25,6 +25,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .._hints import attach
+from .._hints import make as make_hint
 from ..config import SmtpConfig
 from ..envelope import Composed
 from ..errors import (
@@ -337,10 +339,12 @@ class Session:
 
     def _starttls(self) -> Conversation[None]:
         if not self.caps.starttls:
-            raise TLSRequiredError(
-                f"use_tls=True but SMTP server {self.host} does not offer STARTTLS; "
-                "fluxmail never continues in plaintext (use use_ssl=True for a server "
-                "that speaks implicit TLS, usually port 465)"
+            raise attach(
+                TLSRequiredError(
+                    f"SMTP server {self.host} does not offer STARTTLS and fluxmail never "
+                    "continues in plaintext"
+                ),
+                make_hint("starttls_not_offered"),
             )
         reply = yield from self._one(Exchange(b"STARTTLS\r\n", 1, "starttls"))
         if reply.code != 220:
@@ -353,10 +357,9 @@ class Session:
     def _authenticate(self) -> Conversation[None]:
         config = self.config
         if not self.tls and not config.allow_insecure_auth:
-            raise TLSRequiredError(
-                "refusing to send credentials over a connection without TLS: set "
-                "use_tls=True (STARTTLS, port 587) or use_ssl=True (implicit TLS, port 465)"
-                " (allow_insecure_auth=True only for a trusted local relay)"
+            raise attach(
+                TLSRequiredError("refusing to send credentials over a connection without TLS"),
+                make_hint("insecure_auth"),
             )
         offered = self.caps.auth
         if not offered:

@@ -20,6 +20,7 @@ from ._actions import Answer, Conversation, Exchange, Failure, NextMessage, Star
 from ._common import (
     QUIT_TIMEOUT,
     WRITE_CHUNK,
+    exchange_timeout,
     log_exchange,
     log_replies,
     tls_context,
@@ -173,7 +174,7 @@ class SMTPConnection:
                     elif isinstance(action, NextMessage):
                         result = upcoming() if upcoming is not None else None
                     else:
-                        result = self._exchange(action, self.config.timeout)
+                        result = self._exchange(action, exchange_timeout(self.config, action))
                 except Failure as failure:
                     action = conversation.throw(failure)
                 except BaseException as exc:  # the caller's upcoming(), an interrupt
@@ -191,7 +192,14 @@ class SMTPConnection:
 
     def _io_error(self, stage: str, exc: BaseException) -> FluxMailException:
         config = self.config
-        error = io_error(stage, exc, host=config.host, port=config.port, timeout=config.timeout)
+        error = io_error(
+            stage,
+            exc,
+            host=config.host,
+            port=config.port,
+            timeout=config.timeout,
+            use_ssl=config.use_ssl,
+        )
         error.__cause__ = exc
         return error
 

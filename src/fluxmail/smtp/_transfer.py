@@ -66,7 +66,14 @@ class Transfer:
 
     def io_error(self, stage: str, cause: BaseException) -> FluxMailException:
         config = self.config
-        error = io_error(stage, cause, host=config.host, port=config.port, timeout=config.timeout)
+        error = io_error(
+            stage,
+            cause,
+            host=config.host,
+            port=config.port,
+            timeout=config.timeout,
+            use_ssl=config.use_ssl,
+        )
         error.__cause__ = cause
         return error
 
