@@ -22,12 +22,14 @@ across every worker. ``docs/scale.md`` explains the deployment and every crash w
 from __future__ import annotations
 
 import logging
-from typing import Any
+import time
+from typing import Any, NoReturn
 
 from .errors import ConfigurationError, FluxMailException
 from .scale._decide import DeliveryResult, backoff, worker_fault
 from .scale._fleet import Fleet, MailerSource, Settings
 from .scale._payload import read_payload
+from .scale._store import UNAVAILABLE
 
 __all__ = ["TASK_NAME", "CeleryFleet", "register"]
 
@@ -37,6 +39,8 @@ MAX_GIVE_BACKS = 1000
 #: The longest countdown of one give-back: a spent per-day quota is looked at again every
 #: 5 minutes rather than parked for hours (keep the broker's visibility_timeout above it).
 MAX_COUNTDOWN = 300.0
+#: The longest pause between two tries to publish a give-back to a broker that is down.
+_LONGEST_PAUSE = 2.0
 
 log = logging.getLogger("fluxmail.scale")
 
@@ -85,11 +89,43 @@ class CeleryFleet(Fleet):
             log.error("fluxmail.send: giving the message back (%s: %s)", type(exc).__name__, exc)
             self._check_give_backs(task, read_payload(payload)[0])
             countdown = backoff(task.request.retries + 1, self.settings.retry_delay)
-            raise task.retry(countdown=countdown, max_retries=None, exc=exc) from exc
+            self._give_back(task, countdown, exc)
         if step.retry_in is None:
             return step.result()
         self._check_give_backs(task, step.message_id)
-        raise task.retry(countdown=min(step.retry_in, MAX_COUNTDOWN), max_retries=None)
+        self._give_back(task, min(step.retry_in, MAX_COUNTDOWN))
+
+    def _give_back(self, task: Any, countdown: float, exc: Exception | None = None) -> NoReturn:
+        """Publish the message again for ``countdown`` seconds (``task.retry``).
+
+        Celery answers a retry it cannot publish (the broker is down) with
+        ``Reject(requeue=False)``, which acknowledges the message away: it would be lost.
+        So a failed publish is tried again with a backoff for up to ``redis_wait``
+        seconds (a broker restart); if the broker is still down, the task raises
+        ``Reject(requeue=True)``: requeued if the broker is back by then, else left
+        unacknowledged in the broker (the Redis transport's ``unacked`` hash), which
+        delivers it again after its ``visibility_timeout``. Either way a copy that runs
+        twice is harmless: the claim and the record decide."""
+        reject = _celery_reject()
+        deadline = time.monotonic() + self.settings.redis_wait
+        pause = 0.1
+        while True:
+            try:
+                raise task.retry(countdown=countdown, max_retries=None, exc=exc) from exc
+            except reject as refused:
+                if refused.requeue:
+                    raise
+                failure = refused.reason
+            if time.monotonic() + pause > deadline:
+                break
+            log.warning("fluxmail.send: the broker cannot take the give-back; trying again")
+            time.sleep(pause)
+            pause = min(pause * 2, _LONGEST_PAUSE)
+        log.error(
+            "fluxmail.send: the broker is unreachable; the message stays unacknowledged "
+            "and comes back after the broker's visibility_timeout"
+        )
+        raise reject(failure, requeue=True)
 
     @staticmethod
     def _check_give_backs(task: Any, message_id: str) -> None:
@@ -103,7 +139,7 @@ class CeleryFleet(Fleet):
         to the queue (another worker, or this one later, takes it); nothing was sent, or
         the claim makes the next try safe."""
         if isinstance(exc, FluxMailException):
-            return worker_fault(exc)
+            return worker_fault(exc) or exc.code == UNAVAILABLE
         if self._redis_url():
             from .scale._deps import redis_module
 
@@ -137,6 +173,12 @@ class CeleryFleet(Fleet):
             )
 
 
+def _celery_reject() -> Any:
+    from .scale._deps import celery_module
+
+    return celery_module("exceptions").Reject
+
+
 def register(
     app: Any,
     *,
@@ -155,7 +197,9 @@ def register(
     ``max_per_second``, ``per_minute``, ``per_hour``, ``per_day`` (0 = no limit),
     ``max_retries`` (5), ``retry_delay`` (1.0 s, doubling), ``resend_unknown`` (False),
     ``lease_seconds`` (60 + 10 x the mailer's timeout), ``result_ttl`` (7 days),
-    ``key_prefix`` ("fluxmail"), ``domain`` (for Message-IDs; default the sender's).
+    ``key_prefix`` ("fluxmail"), ``domain`` (for Message-IDs; default the sender's),
+    ``redis_wait`` (30 s: how long a worker waits for Redis or the broker to come back
+    before it gives the message back).
     """
     config = Settings.from_options("register()", settings)
     from .scale._deps import celery_module

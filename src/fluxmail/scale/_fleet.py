@@ -47,9 +47,10 @@ class Settings:
     result_ttl: float = 7 * 86400.0
     key_prefix: str = "fluxmail"
     domain: str | None = None
+    redis_wait: float = 30.0
 
     def __post_init__(self) -> None:
-        for name in ("max_per_second", "retry_delay", "result_ttl"):
+        for name in ("max_per_second", "retry_delay", "result_ttl", "redis_wait"):
             _check_number(name, getattr(self, name), minimum=0)
         for name in ("per_minute", "per_hour", "per_day", "max_retries"):
             value = getattr(self, name)
@@ -219,15 +220,19 @@ class Fleet:
         s = self.settings
         url = self._redis_url()
         store: Store
+        calls: Any = None
         if url:
-            store = RedisStore.from_url(url, prefix=s.key_prefix, result_ttl=s.result_ttl)
-            client = store.client
-            spacer: Any = RedisSpacer(client, f"{s.key_prefix}:rate:next")
+            store = RedisStore.from_url(
+                url, prefix=s.key_prefix, result_ttl=s.result_ttl, wait=s.redis_wait
+            )
+            calls = store.calls
+            spacer: Any = RedisSpacer(store.client, f"{s.key_prefix}:rate:next")
             quota_storage = _redis_quotas(url, s.key_prefix)
         else:
             self._check_memory_allowed()
             store, spacer, quota_storage = MemoryStore(), MemorySpacer(), _memory_quotas
         limiter = FleetLimiter(
+            calls=calls,
             max_per_second=s.max_per_second,
             spacer=spacer,
             quotas={"per_minute": s.per_minute, "per_hour": s.per_hour, "per_day": s.per_day},
