@@ -4,8 +4,8 @@
   127.0.0.1 in a temporary directory; the ``redis_server`` fixture starts one per test
   and stops it. ``RedisServer(persist=True)`` keeps an append-only file fsynced on every
   write (``appendfsync always``), so that a test can ``kill()`` it by PID and
-  ``restart()`` it on the same port with its data (``restart(empty=True)``: without).
-  A missing ``redis-server`` FAILS the test
+  ``restart()`` it on the same port with its data (``restart(empty=True)``: without);
+  ``password`` sets ``requirepass``. A missing ``redis-server`` FAILS the test
   (``apt-get install redis-server``): these tests are never skipped silently.
 * :class:`WorkerProcess` runs ``celery -A celery_app worker`` (tests/celery_app.py) in
   its own process group, so a test can SIGKILL the whole worker like a crashed machine;
@@ -50,19 +50,23 @@ def _free_port() -> int:
 class RedisServer:
     """One throwaway redis-server on 127.0.0.1 (no persistence unless ``persist``)."""
 
-    def __init__(self, *, persist: bool = False) -> None:
+    def __init__(self, *, persist: bool = False, password: str | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             pytest.fail(MISSING, pytrace=False)
         self.binary = binary
         self.dir = tempfile.mkdtemp(prefix="fluxmail-redis-")
         self.persist = persist
+        self.password = password  # requirepass, when given
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://{HOST}:{self.port}/0"
+        from urllib.parse import quote
+
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{auth}{HOST}:{self.port}/0"
 
     def start(self) -> RedisServer:
         for _ in range(5):  # a free port can be taken between the probe and the bind
@@ -77,6 +81,8 @@ class RedisServer:
             command += ["--appendonly", "yes", "--appendfsync", "always"]
         else:
             command += ["--appendonly", "no"]
+        if self.password:
+            command += ["--requirepass", self.password]
         command += ["--dir", self.dir, "--logfile", "redis.log"]
         self.proc = subprocess.Popen(
             command,
@@ -117,7 +123,7 @@ class RedisServer:
     def _ready(self, seconds: float) -> bool:
         import redis
 
-        client = redis.Redis(host=HOST, port=self.port, socket_timeout=1)
+        client = redis.Redis(host=HOST, port=self.port, password=self.password, socket_timeout=1)
         deadline = time.monotonic() + seconds
         try:
             while time.monotonic() < deadline:

@@ -6,10 +6,12 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
+from urllib.parse import quote, quote_plus
 
 import pytest
 
 from celery_app import make_app
+from fluxmail.errors import ConnectError, FluxMailException
 from redis_fixture import RedisServer, StartWorkers
 from servers import SMTPTestServer
 from test_celery_workers import batch, wait_until
@@ -48,3 +50,56 @@ def test_redis_killed_mid_batch_and_restarted_with_its_data_loses_nothing(
     assert Counter(r["status"] for r in results.values()) == {"accepted": 24}
     print(f"all 24 delivered once, {took:.1f}s after Redis went down")  # -s / -rP
     assert took < 90
+
+
+PASSWORD = "Sup3r/Redis+Pw="
+SECRET_FORMS = (PASSWORD, quote(PASSWORD, safe=""), quote_plus(PASSWORD))
+
+
+def assert_quick_connect_error(call: Callable[[], object], code: str, logs: str = "") -> None:
+    started = time.monotonic()
+    with pytest.raises(ConnectError) as caught:
+        call()
+    took = time.monotonic() - started
+    error = caught.value
+    assert (error.code, error.transient) == (code, True)
+    assert isinstance(error, FluxMailException)
+    assert error.__cause__ is not None  # the original, chained
+    assert took < 3, f"{code} took {took:.1f}s"
+    for form in SECRET_FORMS:
+        assert form not in f"{error} {error!r} {logs}"
+
+
+@pytest.mark.parametrize("redis_server", [{"password": PASSWORD}], indirect=True)
+def test_while_redis_is_down_every_call_raises_a_quick_connect_error(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, fleet = make_app(redis_server.url)
+    ids = [i for i in fleet.enqueue_batch(batch(2)) if i]
+    assert list(fleet.results(ids).values()) == [None, None]
+    redis_server.kill()
+
+    unavailable = "redis_unavailable"
+    assert_quick_connect_error(lambda: fleet.results(ids), unavailable, caplog.text)
+    assert_quick_connect_error(lambda: fleet.result(ids[0]), unavailable, caplog.text)
+    assert_quick_connect_error(lambda: fleet.wait(ids, timeout=10), unavailable, caplog.text)
+    down = "broker_unavailable"  # the same Redis
+    assert_quick_connect_error(lambda: fleet.enqueue(batch(1)[0]), down, caplog.text)
+    assert_quick_connect_error(lambda: fleet.enqueue_batch(batch(3)), down, caplog.text)
+
+
+@pytest.mark.parametrize("redis_server", [{"password": PASSWORD}], indirect=True)
+def test_a_broker_that_is_down_raises_a_quick_connect_error(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The claims Redis is up, the broker (another Redis) is down."""
+    broker = RedisServer(password=PASSWORD).start()
+    try:
+        _, fleet = make_app(broker.url, redis_url=redis_server.url)
+        fleet.enqueue(batch(1)[0])
+        broker.kill()
+        down = "broker_unavailable"
+        assert_quick_connect_error(lambda: fleet.enqueue(batch(1)[0]), down, caplog.text)
+        assert_quick_connect_error(lambda: fleet.enqueue_batch(batch(3)), down, caplog.text)
+    finally:
+        broker.cleanup()

@@ -24,8 +24,9 @@ from __future__ import annotations
 import logging
 import time
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
-from .errors import ConfigurationError, FluxMailException
+from .errors import ConfigurationError, ConnectError, FluxMailException
 from .scale._decide import DeliveryResult, backoff, worker_fault
 from .scale._fleet import Fleet, MailerSource, Settings
 from .scale._payload import read_payload
@@ -41,6 +42,7 @@ MAX_GIVE_BACKS = 1000
 MAX_COUNTDOWN = 300.0
 #: The longest pause between two tries to publish a give-back to a broker that is down.
 _LONGEST_PAUSE = 2.0
+BROKER_UNAVAILABLE = "broker_unavailable"
 
 log = logging.getLogger("fluxmail.scale")
 
@@ -147,6 +149,29 @@ class CeleryFleet(Fleet):
         return False
 
     def _submit(self, payloads: list[dict[str, Any]], options: dict[str, Any]) -> None:
+        """Publish; a broker that cannot be reached raises ConnectError
+        (``broker_unavailable``, chained, without the broker URL's password). Messages of
+        an ``enqueue_batch()`` chunk published before the failure are queued."""
+        from .scale._deps import celery_module
+
+        kombu_errors = celery_module("exceptions").OperationalError
+        try:
+            self._publish(payloads, options)
+        except kombu_errors as exc:
+            raise ConnectError(
+                f"the Celery broker at {self._broker_host()} cannot be reached: "
+                f"{type(exc).__name__}",
+                code=BROKER_UNAVAILABLE,
+            ) from exc
+
+    def _broker_host(self) -> str:
+        try:
+            parts = urlsplit(str(self.app.conf.broker_url or ""))
+            return f"{parts.hostname}:{parts.port}" if parts.hostname else "(default)"
+        except ValueError:
+            return "(unparsable URL)"
+
+    def _publish(self, payloads: list[dict[str, Any]], options: dict[str, Any]) -> None:
         if self.app.conf.task_always_eager:
             for payload in payloads:
                 self.task.apply_async(args=(payload,), task_id=payload["id"], **options)

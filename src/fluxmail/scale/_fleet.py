@@ -178,7 +178,8 @@ class Fleet:
     # --- results ------------------------------------------------------------------------
 
     def result(self, message_id: str) -> DeliveryResult | None:
-        """The recorded outcome of one message (None: not started, or expired)."""
+        """The recorded outcome of one message (None: not started, or expired). Raises
+        ConnectError (``redis_unavailable``) when Redis cannot be reached."""
         record = self.courier().store.get(message_id)
         return None if record is None else record.as_result(message_id)
 

@@ -17,13 +17,14 @@ record its outcome if nobody took over, and never overwrites what a successor re
 :class:`RedisStore` is the fleet's; :class:`MemoryStore` has the same semantics inside one
 process (eager mode, the in-process fallback, users' tests).
 
-**When Redis is unreachable** the calls a worker makes about a message it holds (claim,
-update, finish, release) wait for Redis to come back, with a backoff, for up to ``wait``
-seconds (a restart, a failover): the worker then carries on where it was instead of
-dropping what it knows, such as an outcome the server already gave. Retried writes are
-idempotent: a write whose reply was lost is recognised as already done. After ``wait``
-they raise :class:`~fluxmail.errors.ConnectError` (code ``redis_unavailable``, chained to
-redis-py's error, without the URL's password).
+**When Redis is unreachable** every call raises :class:`~fluxmail.errors.ConnectError`
+(code ``redis_unavailable``, chained to redis-py's error, without the URL's password).
+The calls a worker makes about a message it holds (claim, update, finish, release) first
+wait for Redis to come back, with a backoff, for up to ``wait`` seconds (a restart, a
+failover): the worker then carries on where it was instead of dropping what it knows,
+such as an outcome the server already gave. Retried writes are idempotent: a write whose
+reply was lost is recognised as already done. Reads for callers (``get``, ``get_many``)
+never wait.
 """
 
 from __future__ import annotations
@@ -147,11 +148,14 @@ class RedisStore:
         return f"{self.prefix}:msg:{message_id}", f"{self.prefix}:claim:{message_id}"
 
     def get(self, message_id: str) -> Record | None:
-        return _record(self.client.get(self._keys(message_id)[0]))
+        key = self._keys(message_id)[0]
+        return _record(self.calls(lambda: self.client.get(key), wait=False))
 
     def get_many(self, message_ids: Iterable[str]) -> list[Record | None]:
         keys = [self._keys(mid)[0] for mid in message_ids]
-        return [_record(raw) for raw in self.client.mget(keys)] if keys else []
+        if not keys:
+            return []
+        return [_record(raw) for raw in self.calls(lambda: self.client.mget(keys), wait=False)]
 
     def claim(self, message_id: str, token: str, lease: float) -> tuple[bool, Record | None]:
         record_key, claim_key = self._keys(message_id)
