@@ -11,7 +11,9 @@ from urllib.parse import quote, quote_plus
 import pytest
 
 from celery_app import make_app
+from fluxmail import FluxMail
 from fluxmail.errors import ConnectError, FluxMailException
+from fluxmail.scale import LocalFleet
 from redis_fixture import RedisServer, StartWorkers
 from servers import SMTPTestServer
 from test_celery_workers import batch, wait_until
@@ -76,16 +78,15 @@ def test_while_redis_is_down_every_call_raises_a_quick_connect_error(
 ) -> None:
     _, fleet = make_app(redis_server.url)
     ids = [i for i in fleet.enqueue_batch(batch(2)) if i]
-    assert list(fleet.results(ids).values()) == [None, None]
+    assert [r["status"] for r in fleet.results(ids).values()] == ["pending", "pending"]
     redis_server.kill()
 
     unavailable = "redis_unavailable"
     assert_quick_connect_error(lambda: fleet.results(ids), unavailable, caplog.text)
     assert_quick_connect_error(lambda: fleet.result(ids[0]), unavailable, caplog.text)
     assert_quick_connect_error(lambda: fleet.wait(ids, timeout=10), unavailable, caplog.text)
-    down = "broker_unavailable"  # the same Redis
-    assert_quick_connect_error(lambda: fleet.enqueue(batch(1)[0]), down, caplog.text)
-    assert_quick_connect_error(lambda: fleet.enqueue_batch(batch(3)), down, caplog.text)
+    assert_quick_connect_error(lambda: fleet.enqueue(batch(1)[0]), unavailable, caplog.text)
+    assert_quick_connect_error(lambda: fleet.enqueue_batch(batch(3)), unavailable, caplog.text)
 
 
 @pytest.mark.parametrize("redis_server", [{"password": PASSWORD}], indirect=True)
@@ -103,3 +104,36 @@ def test_a_broker_that_is_down_raises_a_quick_connect_error(
         assert_quick_connect_error(lambda: fleet.enqueue_batch(batch(3)), down, caplog.text)
     finally:
         broker.cleanup()
+
+
+@PERSISTENT
+def test_ids_an_empty_redis_forgot_are_reported_unknown(
+    redis_server: RedisServer, smtp_server: SMTPTestServer
+) -> None:
+    """Restarted without its data, Redis has no trace of a delivered message nor of a
+    queued one: results() says unknown (final), not None; new messages are pending."""
+    sent = LocalFleet(
+        lambda: FluxMail(host=smtp_server.host, port=smtp_server.port),
+        redis_url=redis_server.url,
+    )
+    (delivered,) = sent.enqueue_batch(batch(1))
+    _, fleet = make_app(redis_server.url)
+    queued = [i for i in fleet.enqueue_batch(batch(3)) if i]
+    assert delivered is not None
+    assert fleet.results([delivered])[delivered]["status"] == "accepted"
+
+    redis_server.kill()
+    redis_server.restart(empty=True)
+    fresh = fleet.enqueue(batch(1)[0])
+    started = time.monotonic()
+    results = fleet.wait([delivered, *queued, fresh], timeout=0.5)
+    assert time.monotonic() - started < 1
+
+    for mid in (delivered, *queued):
+        result = results[mid]
+        assert (result["status"], result["final"]) == ("unknown", True)
+        assert result["error_code"] == "outcome_unknown"
+        assert "no record" in (result["error"] or "")
+    assert (results[fresh]["status"], results[fresh]["final"]) == ("pending", False)
+    assert fleet.result(delivered) is None
+    sent.close()

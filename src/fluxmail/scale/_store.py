@@ -9,6 +9,9 @@ Two keys per message, both under ``prefix``:
   ``result_ttl`` seconds. It outlives the claim, which is how a later delivery learns that
   a vanished claimant had already begun the SMTP transaction (``sending``).
 
+A third, ``{prefix}:queued:{message_id}``, is written when the message is enqueued (kept
+``result_ttl``): it tells "queued, not started yet" from "Redis has no trace of it".
+
 Writes are compare-and-set (``WATCH`` + ``MULTI``, no Lua): :meth:`update` writes only
 while the claim is still the writer's *and* the record is still the one the writer last
 saw; :meth:`finish` needs only the latter. So a worker that outlived its claim can still
@@ -23,8 +26,8 @@ The calls a worker makes about a message it holds (claim, update, finish, releas
 wait for Redis to come back, with a backoff, for up to ``wait`` seconds (a restart, a
 failover): the worker then carries on where it was instead of dropping what it knows,
 such as an outcome the server already gave. Retried writes are idempotent: a write whose
-reply was lost is recognised as already done. Reads for callers (``get``, ``get_many``)
-never wait.
+reply was lost is recognised as already done. Reads for callers (``get``, ``get_many``,
+``queued``) never wait.
 """
 
 from __future__ import annotations
@@ -121,6 +124,12 @@ class Store(Protocol):
 
     def release(self, message_id: str, token: str) -> None: ...
 
+    def mark_queued(self, message_ids: Iterable[str]) -> None:
+        """Note that these messages were enqueued (kept as long as results)."""
+        ...
+
+    def queued(self, message_ids: Iterable[str]) -> list[bool]: ...
+
 
 class RedisStore:
     """The claim store on Redis (redis-py); safe across processes and machines."""
@@ -156,6 +165,24 @@ class RedisStore:
         if not keys:
             return []
         return [_record(raw) for raw in self.calls(lambda: self.client.mget(keys), wait=False)]
+
+    def mark_queued(self, message_ids: Iterable[str]) -> None:
+        keys = [f"{self.prefix}:queued:{mid}" for mid in message_ids]
+
+        def mark() -> None:
+            pipe = self.client.pipeline(transaction=False)
+            for key in keys:
+                pipe.set(key, b"1", px=self.result_ttl_ms)
+            pipe.execute()
+
+        if keys:
+            self.calls(mark, wait=False)
+
+    def queued(self, message_ids: Iterable[str]) -> list[bool]:
+        keys = [f"{self.prefix}:queued:{mid}" for mid in message_ids]
+        if not keys:
+            return []
+        return [raw is not None for raw in self.calls(lambda: self.client.mget(keys), wait=False)]
 
     def claim(self, message_id: str, token: str, lease: float) -> tuple[bool, Record | None]:
         record_key, claim_key = self._keys(message_id)
@@ -253,6 +280,7 @@ class MemoryStore:
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._records: dict[str, Record] = {}
         self._claims: dict[str, tuple[str, float]] = {}
+        self._queued: set[str] = set()
         self._lock = threading.Lock()
         self._clock = clock
 
@@ -306,6 +334,14 @@ class MemoryStore:
         with self._lock:
             if self._claim_of(message_id) == token:
                 del self._claims[message_id]
+
+    def mark_queued(self, message_ids: Iterable[str]) -> None:
+        with self._lock:
+            self._queued.update(message_ids)
+
+    def queued(self, message_ids: Iterable[str]) -> list[bool]:
+        with self._lock:
+            return [mid in self._queued for mid in message_ids]
 
 
 def _ms(seconds: float) -> int:
