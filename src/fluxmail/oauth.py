@@ -14,7 +14,8 @@ half its lifetime for short ones). ``token()`` is thread-safe and ``atoken()`` t
 concurrent callers share one request. ``invalidate()`` drops the cached token; the SMTP
 engine calls it when the server refuses the token, then asks for a new one and retries
 once. The HTTP requests use httpx (``pip install -e ".[oauth]"``). Refresh tokens,
-client secrets and access tokens never appear in ``repr``, errors or logs.
+client secrets and access tokens never appear in ``repr``, errors or logs, in any
+encoding (an endpoint that echoes its URL-encoded request form is redacted too).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from urllib.parse import urlsplit
 
 from ._tokens import AsyncTokenProvider, TokenProvider, TokenSource
 from .errors import AuthenticationError, ConfigurationError, MissingDependencyError
+from .smtp._redact import Secrets, redact
 
 __all__ = [
     "AsyncTokenProvider",
@@ -236,8 +238,7 @@ class RefreshingTokenProvider:
         return token, _lifetime(payload.get("expires_in"))
 
     def _refused(self, status: int, what: str) -> AuthenticationError:
-        for secret in self._secrets():
-            what = what.replace(secret, "[redacted]")
+        what = redact(what, Secrets(self._secrets()))  # before cutting: no half secret
         if len(what) > 300:
             what = what[:297] + "..."
         error = AuthenticationError(
