@@ -16,6 +16,9 @@ engine calls it when the server refuses the token, then asks for a new one and r
 once. The HTTP requests use httpx (``pip install -e ".[oauth]"``). Refresh tokens,
 client secrets and access tokens never appear in ``repr``, errors or logs, in any
 encoding (an endpoint that echoes its URL-encoded request form is redacted too).
+
+A token request has one deadline, ``timeout`` seconds for all of it (connecting, the
+headers, the body), however slowly the endpoint trickles its answer.
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Coroutine, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from ._tokens import AsyncTokenProvider, TokenProvider, TokenSource
@@ -53,6 +57,7 @@ MICROSOFT_APP_SCOPE = "https://outlook.office365.com/.default"
 REFRESH_MARGIN = 60.0  # seconds before expiry a cached token is replaced
 DEFAULT_LIFETIME = 300.0  # when the endpoint does not say (no expires_in)
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
+T = TypeVar("T")
 
 
 def _require_httpx() -> None:
@@ -183,29 +188,32 @@ class RefreshingTokenProvider:
         return urlsplit(self.token_url).netloc
 
     def _fetch(self) -> tuple[str, float]:
-        import httpx
-
-        try:
-            with httpx.Client(timeout=self.timeout) as client:
-                response = client.post(self.token_url, data=self._form(), headers=_HEADERS)
-        except httpx.HTTPError as exc:
-            raise self._unreachable(exc) from exc
-        return self._answer(response.status_code, response.content)
+        """The blocking request: the asyncio one in a private event loop, so that the
+        deadline covers every byte (httpx's own timeouts are per read)."""
+        return _run_sync(self._afetch)
 
     async def _afetch(self) -> tuple[str, float]:
         import httpx
 
         try:
-            async with httpx.AsyncClient(timeout=self.timeout) as client:
-                response = await client.post(self.token_url, data=self._form(), headers=_HEADERS)
+            status, body = await asyncio.wait_for(self._post(), self.timeout)
+        except (asyncio.TimeoutError, httpx.TimeoutException) as exc:
+            raise self._unreachable(exc) from exc
         except httpx.HTTPError as exc:
             raise self._unreachable(exc) from exc
-        return self._answer(response.status_code, response.content)
+        return self._answer(status, body)
+
+    async def _post(self) -> tuple[int, bytes]:
+        import httpx
+
+        async with httpx.AsyncClient(timeout=self.timeout) as client:
+            reply = await client.post(self.token_url, data=self._form(), headers=_HEADERS)
+            return reply.status_code, reply.content
 
     def _unreachable(self, exc: Exception) -> AuthenticationError:
         import httpx
 
-        if isinstance(exc, httpx.TimeoutException):
+        if isinstance(exc, (httpx.TimeoutException, asyncio.TimeoutError)):
             why = f"no answer within {self.timeout:g} s"
         else:
             why = f"the request failed ({type(exc).__name__})"
@@ -249,6 +257,17 @@ class RefreshingTokenProvider:
 
 
 _HEADERS = {"Accept": "application/json"}
+
+
+def _run_sync(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine to completion from blocking code: in a new event loop here, or in
+    a helper thread when this thread already runs one (a blocking send() in async code)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(make())
+    with ThreadPoolExecutor(1, thread_name_prefix="fluxmail-oauth") as pool:
+        return pool.submit(lambda: asyncio.run(make())).result()
 
 
 def _lifetime(value: object) -> float:
