@@ -7,6 +7,7 @@ import asyncio
 import base64
 import logging
 import time
+import tracemalloc
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote, quote_plus
@@ -14,7 +15,7 @@ from urllib.parse import quote, quote_plus
 import pytest
 
 from fluxmail.errors import AuthenticationError
-from fluxmail.oauth import GoogleOAuth2, MicrosoftOAuth2
+from fluxmail.oauth import MAX_RESPONSE, MAX_TOKEN, GoogleOAuth2, MicrosoftOAuth2
 from fluxmail.smtp._redact import Secrets, redact
 from oauth_servers import CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN, TokenEndpoint
 
@@ -80,6 +81,40 @@ def test_an_endpoint_echoing_the_form_leaks_no_encoding_of_a_secret(
     assert CLIENT_ID in text or echo == "base64"  # the echo did reach the error
     for form in every_form(SECRET) + every_form(REFRESH):
         assert form not in text, form
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_flooding_endpoint_is_cut_off_at_the_cap(
+    make_endpoint: Callable[..., TokenEndpoint], mode: str
+) -> None:
+    """A 64 MiB access token: reading stops at 64 KiB, memory stays bounded."""
+    endpoint = make_endpoint(flood=64 * 1024 * 1024)
+    provider = GoogleOAuth2(CLIENT_ID, SECRET, REFRESH, token_url=endpoint.url(), timeout=10)
+    tracemalloc.start()
+    try:
+        with pytest.raises(AuthenticationError, match=f"larger than {MAX_RESPONSE} bytes"):
+            fetch(provider, mode)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    time.sleep(0.3)  # the endpoint notices the closed connection
+    print(f"peak {peak} bytes traced, {endpoint.sent} bytes sent")  # -s / -rP
+    assert peak < 4 * 1024 * 1024, f"peak {peak} bytes"
+    assert endpoint.sent < 16 * 1024 * 1024, f"{endpoint.sent} bytes went out"
+
+
+def test_a_token_too_long_or_with_line_breaks_is_refused(
+    make_endpoint: Callable[..., TokenEndpoint],
+) -> None:
+    endpoint = make_endpoint(token_size=MAX_TOKEN + 1)
+    provider = GoogleOAuth2(CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN, token_url=endpoint.url())
+    with pytest.raises(AuthenticationError, match=f"longer than {MAX_TOKEN} characters"):
+        provider.token()
+    endpoint.failures.append(
+        (200, b'{"access_token": "ya29.a\\r\\nQUIT", "token_type": "Bearer"}')
+    )
+    with pytest.raises(AuthenticationError, match="characters a token cannot have"):
+        provider.token()
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])

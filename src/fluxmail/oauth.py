@@ -18,7 +18,8 @@ client secrets and access tokens never appear in ``repr``, errors or logs, in an
 encoding (an endpoint that echoes its URL-encoded request form is redacted too).
 
 A token request has one deadline, ``timeout`` seconds for all of it (connecting, the
-headers, the body), however slowly the endpoint trickles its answer.
+headers, the body), however slowly the endpoint trickles its answer; the answer is read
+up to :data:`MAX_RESPONSE` bytes and the token may be :data:`MAX_TOKEN` characters.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import threading
 import time
 import weakref
@@ -57,7 +59,18 @@ MICROSOFT_APP_SCOPE = "https://outlook.office365.com/.default"
 REFRESH_MARGIN = 60.0  # seconds before expiry a cached token is replaced
 DEFAULT_LIFETIME = 300.0  # when the endpoint does not say (no expires_in)
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
+#: A token endpoint answers in a few KB (Microsoft's tokens are about 2 KB); more is
+#: refused unread, so that a broken or hostile endpoint cannot fill the memory.
+MAX_RESPONSE = 64 * 1024
+#: The longest access token sent to the SMTP server (one AUTH line).
+MAX_TOKEN = 16 * 1024
+#: RFC 6750 b64token, a little wider: visible ASCII, no spaces (never CR/LF in AUTH).
+_TOKEN_CHARS = re.compile(r"[\x21-\x7e]+")
 T = TypeVar("T")
+
+
+class _TooLarge(Exception):
+    """The answer passed MAX_RESPONSE bytes (reading stopped there)."""
 
 
 def _require_httpx() -> None:
@@ -201,14 +214,26 @@ class RefreshingTokenProvider:
             raise self._unreachable(exc) from exc
         except httpx.HTTPError as exc:
             raise self._unreachable(exc) from exc
+        except _TooLarge:
+            raise self._refused(0, f"the answer is larger than {MAX_RESPONSE} bytes") from None
         return self._answer(status, body)
 
     async def _post(self) -> tuple[int, bytes]:
         import httpx
 
-        async with httpx.AsyncClient(timeout=self.timeout) as client:
-            reply = await client.post(self.token_url, data=self._form(), headers=_HEADERS)
-            return reply.status_code, reply.content
+        async with (
+            httpx.AsyncClient(timeout=self.timeout) as client,
+            client.stream("POST", self.token_url, data=self._form(), headers=_HEADERS) as reply,
+        ):
+            declared = reply.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > MAX_RESPONSE:
+                raise _TooLarge
+            body = bytearray()
+            async for chunk in reply.aiter_bytes():  # decoded: a gzip bomb stops too
+                body += chunk
+                if len(body) > MAX_RESPONSE:
+                    raise _TooLarge
+            return reply.status_code, bytes(body)
 
     def _unreachable(self, exc: Exception) -> AuthenticationError:
         import httpx
@@ -240,6 +265,10 @@ class RefreshingTokenProvider:
         kind = payload.get("token_type", "Bearer")
         if not isinstance(token, str) or not token or not isinstance(kind, str):
             raise self._refused(status, "the answer has no access_token")
+        if len(token) > MAX_TOKEN:
+            raise self._refused(status, f"the access_token is longer than {MAX_TOKEN} characters")
+        if not _TOKEN_CHARS.fullmatch(token):
+            raise self._refused(status, "the access_token has characters a token cannot have")
         if kind.lower() != "bearer":
             raise self._refused(status, "the token is not a Bearer token")
         self._took(payload)
@@ -249,9 +278,8 @@ class RefreshingTokenProvider:
         what = redact(what, Secrets(self._secrets()))  # before cutting: no half secret
         if len(what) > 300:
             what = what[:297] + "..."
-        error = AuthenticationError(
-            f"{self.name} token endpoint {self._host} answered HTTP {status} ({what})"
-        )
+        answered = f"answered HTTP {status}" if status else "answered"
+        error = AuthenticationError(f"{self.name} token endpoint {self._host} {answered} ({what})")
         error.transient = status >= 500 or status == 429
         return error
 
