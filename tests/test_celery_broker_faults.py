@@ -3,6 +3,7 @@ stopped by its PID under real Celery workers, then restarted with its data or em
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -15,10 +16,11 @@ from fluxmail import FluxMail
 from fluxmail.errors import ConnectError, FluxMailException
 from fluxmail.scale import LocalFleet
 from redis_fixture import RedisServer, StartWorkers
-from servers import SMTPTestServer
+from servers import FaultServer, FaultSession, Reply, SMTPTestServer
 from test_celery_workers import batch, wait_until
 
 MakeServer = Callable[..., SMTPTestServer]
+MakeFault = Callable[..., FaultServer]
 PERSISTENT = pytest.mark.parametrize("redis_server", [{"persist": True}], indirect=True)
 
 
@@ -137,3 +139,54 @@ def test_ids_an_empty_redis_forgot_are_reported_unknown(
     assert (results[fresh]["status"], results[fresh]["final"]) == ("pending", False)
     assert fleet.result(delivered) is None
     sent.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+@PERSISTENT
+def test_a_give_back_the_broker_cannot_take_is_not_dropped(
+    celery_workers: StartWorkers, redis_server: RedisServer, make_fault_server: MakeFault
+) -> None:
+    """Every message is deferred once (451), so every task gives its message back through
+    task.retry(). The broker (its own Redis; the claims live in another) is SIGKILLed
+    while the server holds one 451: that give-back cannot be published. Celery alone
+    would drop the message (Reject(requeue=False)); it must be sent once all the same."""
+    claims = RedisServer().start()
+    deferred: set[str] = set()
+    holding, killed = threading.Event(), threading.Event()
+
+    def at_dot(session: FaultSession) -> Reply | None:
+        (rcpt,) = session.rcpt_tos
+        if rcpt in deferred:
+            return None
+        deferred.add(rcpt)
+        if len(deferred) == 5:  # hold this 451 until the broker is gone
+            holding.set()
+            killed.wait(10)
+        return Reply("451 4.3.0 Try again later")
+
+    try:
+        server = make_fault_server({"DOT": at_dot})
+        settings = {"retry_delay": 0.2, "max_retries": 3}
+        env = {"FLUXMAIL_REDIS_URL": claims.url}
+        workers = celery_workers(
+            2, smtp_host=server.host, smtp_port=server.port, env=env, **settings
+        )
+        _, fleet = make_app(redis_server.url, redis_url=claims.url, **settings)
+        ids = [i for i in fleet.enqueue_batch(batch(12)) if i]
+        wait_until(holding.is_set, 60, "the held 451")
+        redis_server.kill()
+        killed.set()
+        time.sleep(1.5)
+        redis_server.restart()
+        results = fleet.wait(ids, timeout=90)
+        logs = "\n".join(w.log_tail(200) for w in workers)
+    finally:
+        claims.cleanup()
+
+    assert "the broker cannot take the give-back" in logs  # the path under test ran
+    assert Counter(r["status"] for r in results.values()) == {"accepted": 12}, logs[-3000:]
+    assert all(results[i]["attempts"] == 2 for i in ids)
+    received = Counter(server.message_ids())
+    assert sorted(received) == sorted(ids)
+    assert set(received.values()) == {1}
