@@ -3,6 +3,7 @@ stopped by its PID under real Celery workers, then restarted with its data or em
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import Counter
@@ -24,36 +25,55 @@ MakeFault = Callable[..., FaultServer]
 PERSISTENT = pytest.mark.parametrize("redis_server", [{"persist": True}], indirect=True)
 
 
+#: One worker, and Redis killed while it is inside a task (the SMTP server holds a reply):
+#: kombu's Redis transport moves a task from the queue to its "unacked" hash in two
+#: commands, and a crash between the two loses that task whatever fluxmail does (see
+#: docs/scale.md). A worker inside a task with acks_late and a prefetch of one is not
+#: fetching, so the kill lands where fluxmail is answerable.
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 @PERSISTENT
 def test_redis_killed_mid_batch_and_restarted_with_its_data_loses_nothing(
-    celery_workers: StartWorkers, redis_server: RedisServer, make_server: MakeServer
+    celery_workers: StartWorkers, redis_server: RedisServer, make_fault_server: MakeFault
 ) -> None:
-    """24 messages; Redis SIGKILLed by PID after the first few were sent, down for 3 s,
-    restarted from its append-only file: every message reaches the server exactly once."""
-    server = make_server()
-    settings = {"max_per_second": 6, "lease_seconds": 3, "retry_delay": 0.2}
-    workers = celery_workers(2, smtp_host=server.host, smtp_port=server.port, **settings)
+    """24 messages; Redis SIGKILLed by its PID while the server holds the reply to the
+    7th message's final dot, which it then accepts (the worker must record that with
+    Redis down); down for 1.5 s, restarted from its append-only file: every message
+    reaches the server exactly once, and every result is accepted."""
+    dots = itertools.count(1)
+    holding, killed = threading.Event(), threading.Event()
+
+    def at_dot(session: FaultSession) -> None:
+        if next(dots) == 7:
+            holding.set()
+            killed.wait(10)
+
+    server = make_fault_server({"DOT": at_dot})
+    settings = {"retry_delay": 0.2}
+    (worker,) = celery_workers(1, smtp_host=server.host, smtp_port=server.port, **settings)
     _, fleet = make_app(redis_server.url, **settings)
     ids = [i for i in fleet.enqueue_batch(batch(24)) if i]
     assert len(ids) == 24
 
-    wait_until(lambda: len(server.messages) >= 6, 60, "the first 6 messages")
+    wait_until(holding.is_set, 60, "the 7th message")
     redis_server.kill()
     down_at = time.monotonic()
+    killed.set()
     time.sleep(1.5)
     redis_server.restart()
     results = fleet.wait(ids, timeout=120)
     took = time.monotonic() - down_at
 
-    received = Counter(str(m.message["Message-ID"]) for m in server.messages)
-    logs = "\n".join(w.log_tail(60) for w in workers)
+    logs = worker.log_tail(80)
+    received = Counter(server.message_ids())
     assert sorted(received) == sorted(ids), f"not every message delivered:\n{logs}"
     assert set(received.values()) == {1}, f"sent twice: {received.most_common(3)}"
-    assert Counter(r["status"] for r in results.values()) == {"accepted": 24}
+    assert Counter(r["status"] for r in results.values()) == {"accepted": 24}, logs
+    assert "unreachable" in logs  # the worker did meet the outage mid-task
     print(f"all 24 delivered once, {took:.1f}s after Redis went down")  # -s / -rP
-    assert took < 90
+    assert took < 60
 
 
 PASSWORD = "Sup3r/Redis+Pw="
@@ -170,7 +190,7 @@ def test_a_give_back_the_broker_cannot_take_is_not_dropped(
         settings = {"retry_delay": 0.2, "max_retries": 3}
         env = {"FLUXMAIL_REDIS_URL": claims.url}
         workers = celery_workers(
-            2, smtp_host=server.host, smtp_port=server.port, env=env, **settings
+            1, smtp_host=server.host, smtp_port=server.port, env=env, **settings
         )
         _, fleet = make_app(redis_server.url, redis_url=claims.url, **settings)
         ids = [i for i in fleet.enqueue_batch(batch(12)) if i]
