@@ -18,13 +18,15 @@ Compatibility with Django's own SMTP backend (``django.core.mail.backends.smtp``
 
 from __future__ import annotations
 
+import dataclasses
 import email.policy
 import inspect
 import logging
+import re
 import ssl
 import threading
 from collections.abc import Iterable, Sequence
-from email.utils import make_msgid
+from email.utils import make_msgid, parseaddr
 from typing import Any
 
 try:
@@ -38,10 +40,17 @@ except ImportError as exc:  # pragma: no cover - only without the extra
 from ..config import SmtpConfig
 from ..dkim import DKIM, dkim_from_settings, sign
 from ..envelope import Composed, Envelope
-from ..errors import ConfigurationError, FluxMailException, InvalidMessageError
+from ..errors import (
+    ConfigurationError,
+    FluxMailException,
+    HeaderInjectionError,
+    InvalidAddressError,
+    InvalidMessageError,
+)
 from ..message import parse_address
 from ..transports.sink import Sink, active_capture
 from ..transports.smtp import SMTPTransport
+from ._django_errors import django_errors
 
 __all__ = ["FluxMailBackend", "compose_django_message", "django_envelope"]
 
@@ -53,18 +62,44 @@ DEFAULT_TIMEOUT = 30.0
 # --- composition (pure: no network) ------------------------------------------------------
 
 
+# RFC 5322 dot-atom of ASCII atext: what a bare local part may be, at most 64 octets.
+_LOCAL_PART = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+
+
+def _bare_local_part(text: str) -> str | None:
+    """``"tester"`` or ``"Name <tester>"``: an address without a domain, which Django
+    accepts (Django #15042) and a local relay completes with its own domain. Only a plain
+    ASCII dot-atom qualifies, so nothing but that word reaches MAIL FROM / RCPT TO."""
+    if "@" in text or any(ch in text for ch in "\r\n\0"):
+        return None
+    _name, addr = parseaddr(text)
+    whole = text.strip() == addr or text.rstrip().endswith(f"<{addr}>")  # not '"q"' -> q
+    if whole and len(addr) <= 64 and _LOCAL_PART.fullmatch(addr):
+        return addr
+    return None
+
+
 def _envelope_address(value: object, field: str) -> tuple[str, bool]:
     """The bare addr-spec of one Django address, and whether it needs SMTPUTF8.
 
     Django accepts ``"Name <a@b>"`` strings (and, in older versions, ``(name, addr)``
     pairs). fluxmail's strict mailbox rules apply: the domain is lowercased and
     IDNA-encoded, a non-ASCII local part is kept and needs SMTPUTF8, and quoted local
-    parts or comments raise :class:`~fluxmail.errors.InvalidAddressError`.
+    parts or comments raise :class:`~fluxmail.errors.InvalidAddressError` (a
+    ``ValueError`` whose message starts with ``Invalid address``, as Django's does). An
+    address without a domain (``"tester"``) is sent as it is, as Django's backend does.
     """
     if isinstance(value, tuple) and len(value) == 2:
         value = value[1]
     text = value if isinstance(value, str) else str(value)  # lazy translation strings
-    address = parse_address(text, field=field)
+    local = _bare_local_part(text)
+    if local is not None:
+        return local, False
+    try:
+        address = parse_address(text, field=field)
+    except InvalidMessageError as exc:
+        kind = HeaderInjectionError if isinstance(exc, HeaderInjectionError) else None
+        raise (kind or InvalidAddressError)(f"Invalid address {text!r}: {exc}") from exc
     return address.addr_spec, address.needs_smtputf8
 
 
@@ -140,25 +175,23 @@ def _check_number(name: str, value: object, *, integer: bool) -> None:
         raise ConfigurationError(f"{name} must be {kind} >= 0, got {value!r}")
 
 
-def _client_ssl_context(
-    context: object, certfile: str | None, keyfile: str | None
-) -> ssl.SSLContext | None:
-    """The context for TLS: the user's own, or a default one with a client certificate.
-
-    ``None`` lets the engine use ``ssl.create_default_context()``.
-    """
+def _check_ssl_settings(context: object, certfile: str | None, keyfile: str | None) -> None:
+    """What can be checked without reading a file (the constructor's part)."""
     if context is not None and not isinstance(context, ssl.SSLContext):
         raise ConfigurationError(
             f"EMAIL_FLUXMAIL_SSL_CONTEXT must be an ssl.SSLContext, got {type(context).__name__}"
         )
-    if not certfile and not keyfile:
-        return context
-    if context is not None:
+    if (certfile or keyfile) and context is not None:
         raise ConfigurationError(
             "EMAIL_SSL_CERTFILE/EMAIL_SSL_KEYFILE cannot be combined with "
             "EMAIL_FLUXMAIL_SSL_CONTEXT: load the client certificate into your context "
             "with load_cert_chain()"
         )
+
+
+def _client_certificate_context(certfile: str | None, keyfile: str | None) -> ssl.SSLContext:
+    """A default context with the client certificate loaded, made when the connection
+    opens (as Django does), so a backend can be built before the files exist."""
     if not certfile:
         raise ConfigurationError("EMAIL_SSL_KEYFILE needs EMAIL_SSL_CERTFILE")
     made = ssl.create_default_context()
@@ -172,6 +205,16 @@ def _client_ssl_context(
             "supported here; pass your own context in EMAIL_FLUXMAIL_SSL_CONTEXT)"
         ) from exc
     return made
+
+
+@dataclasses.dataclass(frozen=True)
+class OpenConnection:
+    """What :attr:`FluxMailBackend.connection` holds while a connection is open: where it
+    goes and its timeout (the SMTP session itself belongs to the transport)."""
+
+    host: str
+    port: int
+    timeout: float
 
 
 def _dkim_settings(dkim: object) -> DKIM | None:
@@ -258,8 +301,8 @@ class FluxMailBackend(BaseEmailBackend):  # type: ignore[misc]
         if self.use_tls and self.use_ssl:
             raise ConfigurationError(
                 "EMAIL_USE_TLS/EMAIL_USE_SSL are mutually exclusive, so only set one of "
-                "those settings to True (EMAIL_USE_TLS for STARTTLS on port 587, "
-                "EMAIL_USE_SSL for implicit TLS on port 465)"
+                "those settings to True. EMAIL_USE_TLS is STARTTLS (usually port 587), "
+                "EMAIL_USE_SSL is implicit TLS (usually port 465)."
             )
         context = _setting("EMAIL_FLUXMAIL_SSL_CONTEXT") if ssl_context is None else ssl_context
         insecure = (
@@ -269,6 +312,7 @@ class FluxMailBackend(BaseEmailBackend):  # type: ignore[misc]
         )
         # OAuth2 (EMAIL_FLUXMAIL_OAUTH2: a token provider) signs in as EMAIL_HOST_USER with
         # no password; otherwise, like Django, log in only when user and password are set.
+        _check_ssl_settings(context, self.ssl_certfile, self.ssl_keyfile)
         token_source = _setting("EMAIL_FLUXMAIL_OAUTH2") if oauth2 is None else oauth2
         login = token_source is None and bool(self.username) and bool(self.password)
         self.config = SmtpConfig(
@@ -281,7 +325,7 @@ class FluxMailBackend(BaseEmailBackend):  # type: ignore[misc]
             oauth2=token_source,
             timeout=DEFAULT_TIMEOUT if self.timeout is None else self.timeout,
             local_hostname=local_hostname or _setting("EMAIL_FLUXMAIL_LOCAL_HOSTNAME"),
-            ssl_context=_client_ssl_context(context, self.ssl_certfile, self.ssl_keyfile),
+            ssl_context=context,
             allow_insecure_auth=bool(insecure),
         )
         self.dkim = _dkim_settings(dkim)
@@ -289,22 +333,48 @@ class FluxMailBackend(BaseEmailBackend):  # type: ignore[misc]
             self.config, max_retries=self.max_retries, retry_delay=float(self.retry_delay)
         )
         self._lock = threading.RLock()
-        self._is_open = False
+        #: Django's attribute: None while closed, an :class:`OpenConnection` while open.
+        #: Code that sets it (as Django's own tests do) makes ``open()`` return False.
+        self.connection: Any = None
+
+    @property
+    def _is_open(self) -> bool:
+        return self.connection is not None
+
+    @_is_open.setter
+    def _is_open(self, value: bool) -> None:
+        config = self.config
+        self.connection = (
+            OpenConnection(config.host, config.port, config.timeout) if value else None
+        )
 
     @property
     def is_open(self) -> bool:
         """True between a successful ``open()`` and ``close()``."""
         return self._is_open
 
+    def _load_client_certificate(self) -> None:
+        """Load EMAIL_SSL_CERTFILE/KEYFILE into the transport's context, once."""
+        if (self.ssl_certfile or self.ssl_keyfile) and self.config.ssl_context is None:
+            made = _client_certificate_context(self.ssl_certfile, self.ssl_keyfile)
+            self.config = dataclasses.replace(self.config, ssl_context=made)
+            self._transport.config = self.config
+
+    @django_errors
     def open(self) -> bool | None:
         """Make sure a connection is open. True: opened now; False: it was already open;
-        None: opening failed and ``fail_silently`` hid the error."""
+        None: opening failed and ``fail_silently`` hid the error.
+
+        Raises the :mod:`fluxmail.backends._django_errors` classes: fluxmail errors that
+        are also :class:`smtplib.SMTPException` (and ``ssl.SSLError`` for TLS failures).
+        """
         with self._lock:
             if self._is_open:
                 return False
             if active_capture() is not None:  # fluxmail.testing.capture(): no connection
                 self._is_open = True
                 return True
+            self._load_client_certificate()
             self._transport.hold()
             try:
                 self._transport.connect()
@@ -317,6 +387,7 @@ class FluxMailBackend(BaseEmailBackend):  # type: ignore[misc]
             self._is_open = True
             return True
 
+    @django_errors
     def close(self) -> None:
         """Close the connection (QUIT). Safe to call when nothing is open."""
         with self._lock:
@@ -329,6 +400,7 @@ class FluxMailBackend(BaseEmailBackend):  # type: ignore[misc]
                 if not self.fail_silently:
                     raise
 
+    @django_errors
     def send_messages(self, email_messages: Sequence[Any]) -> int:
         """Send Django ``EmailMessage`` objects; return how many the server accepted.
 
@@ -343,16 +415,19 @@ class FluxMailBackend(BaseEmailBackend):  # type: ignore[misc]
             return self._send_to_sink(sink, email_messages)
         with self._lock:
             opened_here = False
+            asked = False
             sent = 0
             try:
                 for message in email_messages:
                     composed = self._compose(message)
                     if composed is None:
                         continue
-                    if not self._is_open:
-                        if self.open() is None:
+                    if not asked:  # as Django: open() (or a subclass's) decides, once
+                        asked = True
+                        opened = self.open()
+                        if opened is None:
                             return sent
-                        opened_here = True
+                        opened_here = opened
                     if self._deliver(composed):
                         sent += 1
             finally:
