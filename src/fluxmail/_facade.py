@@ -55,6 +55,7 @@ if TYPE_CHECKING:
         from typing_extensions import Self
 
 SUCCESS = "Email sent successfully via SMTP."
+OUTLOOK_DISPLAYED = "Outlook compose window opened."
 _CREATE_OPTIONS = frozenset(
     build_message.__code__.co_varnames[: build_message.__code__.co_kwonlyargcount]
 )
@@ -185,6 +186,29 @@ class FluxMail:
         else:
             where = str(self.relay or self.object_type.value)
         return f"FluxMail({self.object_type.value}, {where}, username={self.username!r})"
+
+    # Read-only views of the settings (fluxmail 0.3.3 had these attributes). None for
+    # the settings an Outlook, console or file mailer does not have.
+    @property
+    def host(self) -> EmailInstance:
+        """The relay and domain given as ``host``, as an ``EmailInstance``."""
+        return EmailInstance(self.relay or "", self.domain)
+
+    @property
+    def port(self) -> int | None:
+        return self.config.port if self._smtp is not None else None
+
+    @property
+    def timeout(self) -> float | None:
+        return self.config.timeout if self._smtp is not None else None
+
+    @property
+    def use_tls(self) -> bool:
+        return self._smtp is not None and self.config.use_tls
+
+    @property
+    def use_ssl(self) -> bool:
+        return self._smtp is not None and self.config.use_ssl
 
     def _dev_transport(self) -> Sink:
         from .transports.dev import ConsoleTransport, FileTransport
@@ -375,13 +399,13 @@ class FluxMail:
         capture = active_capture()  # an empty outbox is falsy: compare with None
         return self._sink if capture is None else capture
 
-    def display(self) -> None:
-        """Outlook: open the compose window. SMTP: print the preview."""
+    def display(self) -> str:
+        """Outlook: open the compose window. Otherwise print the preview and return it."""
         message = self._take_message()
         if self._outlook is not None:
             self._outlook.display(message)
-        else:
-            self._print_preview(message)
+            return OUTLOOK_DISPLAYED
+        return self._print_preview(message)
 
     def _print_preview(self, message: Message) -> str:
         from ._compose import compose, preview
