@@ -196,18 +196,22 @@ class FluxMail:
 
     @property
     def port(self) -> int | None:
+        """The SMTP port (None when the mailer does not use SMTP)."""
         return self.config.port if self._smtp is not None else None
 
     @property
     def timeout(self) -> float | None:
+        """Seconds allowed per stage (None when the mailer does not use SMTP)."""
         return self.config.timeout if self._smtp is not None else None
 
     @property
     def use_tls(self) -> bool:
+        """Whether STARTTLS is required."""
         return self._smtp is not None and self.config.use_tls
 
     @property
     def use_ssl(self) -> bool:
+        """Whether the connection uses implicit TLS."""
         return self._smtp is not None and self.config.use_ssl
 
     def _dev_transport(self) -> Sink:
