@@ -52,7 +52,7 @@ from ..transports.sink import Sink, active_capture
 from ..transports.smtp import SMTPTransport
 from ._django_errors import django_errors
 
-__all__ = ["FluxMailBackend", "compose_django_message", "django_envelope"]
+__all__ = ["FluxMailBackend", "OpenConnection", "compose_django_message", "django_envelope"]
 
 logger = logging.getLogger("fluxmail.django")
 
@@ -107,6 +107,25 @@ def django_envelope(from_email: object, recipients: Iterable[object]) -> Envelop
     """The SMTP envelope of a Django message: ``from_email`` and To + Cc + Bcc.
 
     A recipient listed twice gets one RCPT TO.
+
+    Args:
+        from_email: Django's ``from_email`` (``"Name <a@b>"``, an address, a lazy string).
+        recipients: ``message.recipients()``.
+
+    Returns:
+        The envelope, domains in punycode, with ``smtputf8`` set when an address needs it.
+
+    Raises:
+        InvalidAddressError: an address fluxmail refuses (code ``invalid_address``; the
+            message starts with ``Invalid address``, as Django's does).
+        HeaderInjectionError: CR, LF or NUL in an address (code ``header_injection``).
+
+    Example:
+        ```python
+        django_envelope("Shop <shop@example.com>", ["ada@bücher.example", "tester"])
+        # Envelope(mail_from='shop@example.com',
+        #          rcpt_to=('ada@xn--bcher-kva.example', 'tester'), smtputf8=False)
+        ```
     """
     mail_from, utf8 = _envelope_address(from_email, "from_email")
     rcpt_to: dict[str, None] = {}
@@ -152,9 +171,20 @@ def _mime_bytes(message: Any) -> tuple[bytes, str]:
 def compose_django_message(message: Any) -> Composed:
     """Turn a Django ``EmailMessage`` into what a fluxmail transport sends.
 
+    Args:
+        message: a Django ``EmailMessage`` (or subclass); Django builds the MIME.
+
+    Returns:
+        The envelope (from ``from_email`` and ``recipients()``), Django's bytes with CRLF
+        line endings, and the Message-ID.
+
+    Raises:
+        InvalidAddressError: an envelope address fluxmail refuses (``invalid_address``).
+        InvalidMessageError: a ``Bcc`` header in ``headers=`` (``invalid_message``): it
+            would be shown to every recipient.
+
     Django's own errors (``BadHeaderError`` for CR/LF in a header, ``ValueError`` for an
-    address it cannot parse) propagate unchanged; envelope addresses that fluxmail refuses
-    raise :class:`~fluxmail.errors.InvalidAddressError`.
+    address it cannot parse) propagate unchanged.
     """
     envelope = django_envelope(message.from_email, message.recipients())
     data, message_id = _mime_bytes(message)
@@ -209,8 +239,15 @@ def _client_certificate_context(certfile: str | None, keyfile: str | None) -> ss
 
 @dataclasses.dataclass(frozen=True)
 class OpenConnection:
-    """What :attr:`FluxMailBackend.connection` holds while a connection is open: where it
-    goes and its timeout (the SMTP session itself belongs to the transport)."""
+    """What ``FluxMailBackend.connection`` holds while a connection is open.
+
+    The SMTP session itself belongs to the transport; this says where it goes.
+
+    Attributes:
+        host: the server's host name.
+        port: its port.
+        timeout: seconds allowed per stage.
+    """
 
     host: str
     port: int
@@ -252,8 +289,44 @@ def _dkim_settings(dkim: object) -> DKIM | None:
 class FluxMailBackend(BaseEmailBackend):  # type: ignore[misc]
     """Django email backend using fluxmail's SMTP engine. One instance is one connection.
 
+    Every argument defaults to its Django setting; an argument wins over the setting.
+
+    Args:
+        host: ``EMAIL_HOST`` (default ``"localhost"``).
+        port: ``EMAIL_PORT`` (default 25).
+        username: ``EMAIL_HOST_USER``; with ``password``, AUTH after TLS.
+        password: ``EMAIL_HOST_PASSWORD``; never shown in ``repr``, errors or logs.
+        use_tls: ``EMAIL_USE_TLS``: STARTTLS, required (never skipped).
+        fail_silently: swallow fluxmail's errors (Django's own still raise).
+        use_ssl: ``EMAIL_USE_SSL``: implicit TLS.
+        timeout: ``EMAIL_TIMEOUT`` seconds per stage (None: 30).
+        ssl_keyfile: ``EMAIL_SSL_KEYFILE``, read when the connection opens.
+        ssl_certfile: ``EMAIL_SSL_CERTFILE``, read when the connection opens.
+        max_retries: ``EMAIL_FLUXMAIL_MAX_RETRIES``: retries of transient failures.
+        retry_delay: ``EMAIL_FLUXMAIL_RETRY_DELAY``: seconds before the first retry.
+        ssl_context: ``EMAIL_FLUXMAIL_SSL_CONTEXT``: your own ``ssl.SSLContext``.
+        local_hostname: ``EMAIL_FLUXMAIL_LOCAL_HOSTNAME``: the EHLO name.
+        allow_insecure_auth: ``EMAIL_FLUXMAIL_ALLOW_INSECURE_AUTH``: AUTH without TLS.
+        dkim: a ``fluxmail.DKIM``, else the ``EMAIL_FLUXMAIL_DKIM_*`` settings.
+        oauth2: a token provider, else ``EMAIL_FLUXMAIL_OAUTH2``.
+        **kwargs: passed to Django's ``BaseEmailBackend``.
+
+    Raises:
+        ConfigurationError: contradictory or invalid settings, such as ``EMAIL_USE_TLS``
+            with ``EMAIL_USE_SSL`` (a ``ValueError`` with Django's message; code
+            ``invalid_option``).
+
+    Errors raised by ``open()``, ``close()`` and ``send_messages()`` are fluxmail's and
+    also the matching ``smtplib`` classes (see ``fluxmail.backends._django_errors``).
+
     Not meant to be shared by concurrent threads (Django hands each caller its own
     backend); a lock still serialises ``open()``, ``close()`` and ``send_messages()``.
+
+    Example:
+        ```python
+        with get_connection() as connection:  # EMAIL_BACKEND = "...FluxMailBackend"
+            connection.send_messages([EmailMessage("Hi", "Body", to=["ada@example.org"])])
+        ```
     """
 
     def __init__(
