@@ -11,9 +11,10 @@ Example:
     ```python
     from fluxmail import FluxMail
 
-    FluxMail(object_type="smtp", host="smtp.example.com", port=587, use_tls=True,
-             username="me@example.com", password="...").create(
-        subject="Hello", recipients=["friend@example.com"], body="Hi!").send()
+    mailer = FluxMail(object_type="smtp", host="127.0.0.1", port=1025, sender="me@example.com")
+    mailer.create(subject="Hello", recipients=["friend@example.com"], body="Hi!").send()
+    # a provider: FluxMail(host="smtp.example.com", port=587, use_tls=True,
+    #                      username="me@example.com", password=os.environ["SMTP_PASSWORD"])
     ```
 """
 

@@ -23,7 +23,8 @@ class Envelope:
 
     Example:
         ```python
-        Envelope("app@example.com", ("ada@example.org", "audit@example.com"))
+        envelope = Envelope("app@example.com", ("ada@example.org", "audit@example.com"))
+        assert not envelope.smtputf8
         ```
     """
 
@@ -50,9 +51,10 @@ class Composed:
 
     Example:
         ```python
-        composed = mailer.compose(mailer.build_message(
-            subject="Hi", recipients=["ada@example.org"], body="Hello"))
-        composed.envelope.rcpt_to  # ('ada@example.org',)
+        message = mailer.build_message(subject="Hi", recipients=["ada@example.org"], body=".")
+        composed = mailer.compose(message)
+        assert composed.envelope.rcpt_to == ("ada@example.org",)
+        assert composed.data.endswith(b"\\r\\n")
         ```
     """
 

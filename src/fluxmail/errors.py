@@ -85,9 +85,9 @@ class FluxMailException(Exception):
         try:
             mailer.create(subject="Hi", recipients=["ada@example.org"], body="...").send()
         except FluxMailException as exc:
-            log.error("mail failed [%s]: %s", exc.code, exc)
+            logging.getLogger("app").error("mail failed [%s]: %s", exc.code, exc)
             if exc.transient:
-                retry_later()
+                pass  # try again later: a 4xx reply, or the connection dropped
         ```
     """
 

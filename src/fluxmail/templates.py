@@ -49,7 +49,7 @@ class EmailTemplate:
 
     Example:
         ```python
-        EmailTemplate("Hi {{ name }}").render(name="Ann")  # 'Hi Ann'
+        assert EmailTemplate("Hi {{ name }}").render(name="Ann") == "Hi Ann"
         ```
     """
 
@@ -86,7 +86,9 @@ class EmailTemplate:
 
         Example:
             ```python
-            receipt = EmailTemplate.from_file("templates/receipt.txt")
+            Path("receipt.txt").write_text("Thanks {{ name }}!", encoding="utf-8")
+            receipt = EmailTemplate.from_file("receipt.txt")
+            assert receipt.render(name="Ada") == "Thanks Ada!"
             ```
         """
         file = Path(path)
@@ -117,7 +119,7 @@ class EmailTemplate:
 
         Example:
             ```python
-            EmailTemplate("{{ n }} new").render(n=3)  # '3 new'
+            assert EmailTemplate("{{ n }} new").render(n=3) == "3 new"
             ```
         """
         import jinja2

@@ -1,12 +1,16 @@
 """Test what your code sends, without a mail server.
 
->>> import fluxmail.testing
->>> with fluxmail.testing.capture() as outbox:  # doctest: +SKIP
-...     signup("ada@example.com")        # your code, which sends with FluxMail
->>> outbox.subjects                       # doctest: +SKIP
-['Welcome, Ada']
->>> outbox.to("ada@example.com")[0].text  # doctest: +SKIP
-'Hello Ada, ...'
+```python
+import fluxmail.testing
+from fluxmail import FluxMail
+
+with fluxmail.testing.capture() as outbox:  # your code sends, as it would in production
+    FluxMail(host="smtp.example.com", sender="app@example.com").create(
+        subject="Welcome, Ada", recipients=["ada@example.com"], body="Hello Ada"
+    ).send()
+assert outbox.subjects == ["Welcome, Ada"]
+assert outbox.to("ada@example.com")[0].text == "Hello Ada\\n"
+```
 
 Inside ``capture()``, every FluxMail send in the process — ``send()``, ``send_async()``,
 ``BulkSender.send_batch()`` / ``send_batch_async()``, ``fluxmail.scale`` couriers and the
@@ -142,7 +146,7 @@ class Outbox(Sequence[CapturedMessage]):
         with fluxmail.testing.capture() as outbox:
             mailer.create(subject="Hi", recipients=["ada@example.org"], body="...").send()
         assert outbox.subjects == ["Hi"]
-        assert outbox.to("ada@example.org")[0].text == "...\n"
+        assert outbox.to("Ada <ADA@example.org>")[0].text == "...\\n"
         ```
     """
 
@@ -246,7 +250,14 @@ class Outbox(Sequence[CapturedMessage]):
 
         Example:
             ```python
-            outbox.fail_next(ConnectError("server down"), times=2)
+            with fluxmail.testing.capture() as outbox:
+                outbox.fail_next(ConnectError("server down"), times=2)
+                for _ in range(2):
+                    try:
+                        mailer.create(subject="Hi", recipients=["a@example.org"], body=".").send()
+                    except ConnectError as exc:
+                        assert exc.code == "connection_failed"
+            assert len(outbox) == 0
             ```
         """
         with self._lock:
@@ -268,7 +279,8 @@ def capture() -> Iterator[Outbox]:
     Example:
         ```python
         with fluxmail.testing.capture() as outbox:
-            signup("ada@example.org")  # your code, which sends with FluxMail
+            mailer.create(subject="Welcome, Ada", recipients=["ada@example.org"], body="Hi")
+            mailer.send()  # captured: nothing connects
         assert outbox.subjects == ["Welcome, Ada"]
         ```
     """

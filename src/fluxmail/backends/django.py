@@ -122,9 +122,9 @@ def django_envelope(from_email: object, recipients: Iterable[object]) -> Envelop
 
     Example:
         ```python
-        django_envelope("Shop <shop@example.com>", ["ada@bücher.example", "tester"])
-        # Envelope(mail_from='shop@example.com',
-        #          rcpt_to=('ada@xn--bcher-kva.example', 'tester'), smtputf8=False)
+        envelope = django_envelope("Shop <shop@example.com>", ["ada@bücher.example", "tester"])
+        assert envelope.mail_from == "shop@example.com"
+        assert envelope.rcpt_to == ("ada@xn--bcher-kva.example", "tester")
         ```
     """
     mail_from, utf8 = _envelope_address(from_email, "from_email")
@@ -324,8 +324,11 @@ class FluxMailBackend(BaseEmailBackend):  # type: ignore[misc]
 
     Example:
         ```python
+        from django.core.mail import EmailMessage, get_connection
+
         with get_connection() as connection:  # EMAIL_BACKEND = "...FluxMailBackend"
-            connection.send_messages([EmailMessage("Hi", "Body", to=["ada@example.org"])])
+            message = EmailMessage("Hi", "Body", "shop@example.com", ["ada@example.org"])
+            assert connection.send_messages([message]) == 1
         ```
     """
 
