@@ -132,3 +132,15 @@ def test_python_dash_m_fluxmail_exit_status_on_bad_usage() -> None:
     result = _run("--type", "smtp")
     assert result.returncode == 2
     assert result.stderr.startswith("fluxmail: error:")
+
+
+def test_django_backend_by_the_short_path(smtp_server: SMTPTestServer) -> None:
+    from django.core.mail import get_connection, send_mail
+
+    import test_django_backend  # noqa: F401 - configures Django once per process
+
+    connection = get_connection(
+        "fluxmail.backends.FluxMailBackend", host=smtp_server.host, port=smtp_server.port
+    )
+    assert send_mail("S", "B", "from@example.com", ["to@example.com"], connection=connection)
+    assert smtp_server.messages[0].rcpt_tos == ["to@example.com"]
