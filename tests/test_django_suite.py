@@ -21,8 +21,9 @@ RUNNER = Path(__file__).parent / "django_suite" / "run.py"
 EXPECTED_FAILURES = {
     "mail.tests.SMTPBackendTests.test_auth_attempted": (
         "credentials over a plaintext connection are refused (tls_required) before the "
-        "server's missing AUTH is looked at; Django expects smtplib's 'SMTP AUTH extension "
-        "not supported by server.'"
+        "server's missing AUTH is looked at, because many servers offer AUTH only after "
+        "STARTTLS and 'use TLS' is the useful advice; Django expects smtplib's 'SMTP AUTH "
+        "extension not supported by server.'"
     ),
     "mail.tests.SMTPBackendTests.test_reopen_replaces_partial_connection": (
         "the same refusal, then it reads backend._partial_connection, an smtplib object"
