@@ -30,7 +30,7 @@ from fluxmail.errors import (
     SenderRefusedError,
     TLSRequiredError,
 )
-from servers import SMTPTestServer
+from servers import SMTPTestServer, TLSMaterial
 from test_django_backend import closed_port, email_settings
 
 
@@ -91,7 +91,14 @@ def test_unreachable_server_is_connection_error_and_smtp_exception() -> None:
     assert info.value.code == "connection_failed"
 
 
-def test_tls_failures(make_server: Callable[..., SMTPTestServer]) -> None:
+def test_tls_failures(
+    make_server: Callable[..., SMTPTestServer],
+    tls_ca: TLSMaterial,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # These connections use the engine's default context, built once per process: build
+    # it trusting the test CA, as every test that may build it does (test_hardening_tls).
+    monkeypatch.setenv("SSL_CERT_FILE", tls_ca.ca_pem)
     plain = make_server()
     with email_settings(plain, EMAIL_USE_SSL=True):  # implicit TLS on a plaintext port
         backend = get_connection()
