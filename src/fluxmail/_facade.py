@@ -36,7 +36,6 @@ from .errors import (
     UnsupportedOperationError,
 )
 from .message import Address, Message, build_message, parse_address
-from .transports.sink import active_capture
 
 if TYPE_CHECKING:
     import ssl
@@ -44,10 +43,10 @@ if TYPE_CHECKING:
 
     from ._tokens import TokenSource
     from .dkim import DKIM
+    from .invite import Invite
     from .smtp import SendResult
+    from .transports.factory import Switch
     from .transports.outlook import OutlookTransport
-    from .transports.sink import Sink
-    from .transports.smtp import AsyncSMTPTransport, SMTPTransport
 
     if sys.version_info >= (3, 11):
         from typing import Self
@@ -145,13 +144,9 @@ class FluxMail:
         self.username = username
         self._default_sender = self._resolve_default_sender(sender, username)
         self._pending = threading.local()
-        self._smtp: SMTPTransport | None = None
-        self._async_smtp: AsyncSMTPTransport | None = None
         self._outlook: OutlookTransport | None = None
-        self._sink: Sink | None = None
-        if self.object_type in (EmailObject.CONSOLE, EmailObject.FILE):
-            self._sink = self._dev_transport()
-        elif self.object_type is EmailObject.SMTP:
+        self.transport: Switch | None = None  # None for Outlook, which only displays
+        if self.object_type is EmailObject.SMTP:
             self.config = SmtpConfig(
                 host=self.relay or "",
                 port=port,
@@ -165,12 +160,8 @@ class FluxMail:
                 allow_insecure_auth=allow_insecure_auth,
                 oauth2=oauth2,
             )
-            from .transports.smtp import AsyncSMTPTransport, SMTPTransport
-
-            self._smtp = SMTPTransport(
-                self.config, max_retries=max_retries, retry_delay=self.retry_delay
-            )
-            self._async_smtp = AsyncSMTPTransport(self.config)
+        if self.object_type is not EmailObject.OUTLOOK:
+            self.transport = self.new_transport()
         else:
             from .transports.outlook import OutlookTransport
 
@@ -181,7 +172,7 @@ class FluxMail:
             self._outlook = OutlookTransport(outlook_application)
 
     def __repr__(self) -> str:
-        if self._smtp is not None:
+        if self.object_type is EmailObject.SMTP:
             where = f"{self.relay}:{self.config.port}"
         else:
             where = str(self.relay or self.object_type.value)
@@ -197,33 +188,37 @@ class FluxMail:
     @property
     def port(self) -> int | None:
         """The SMTP port (None when the mailer does not use SMTP)."""
-        return self.config.port if self._smtp is not None else None
+        return self.config.port if self.object_type is EmailObject.SMTP else None
 
     @property
     def timeout(self) -> float | None:
         """Seconds allowed per stage (None when the mailer does not use SMTP)."""
-        return self.config.timeout if self._smtp is not None else None
+        return self.config.timeout if self.object_type is EmailObject.SMTP else None
 
     @property
     def use_tls(self) -> bool:
         """Whether STARTTLS is required."""
-        return self._smtp is not None and self.config.use_tls
+        return self.object_type is EmailObject.SMTP and self.config.use_tls
 
     @property
     def use_ssl(self) -> bool:
         """Whether the connection uses implicit TLS."""
-        return self._smtp is not None and self.config.use_ssl
+        return self.object_type is EmailObject.SMTP and self.config.use_ssl
 
-    def _dev_transport(self) -> Sink:
-        from .transports.dev import ConsoleTransport, FileTransport
+    def new_transport(self, *, max_retries: int | None = None) -> Switch:
+        """A transport with this mailer's settings (the factory's, so a test capture
+        applies): the one it holds, or another for a worker thread (``fluxmail.scale``),
+        optionally with other retries."""
+        from .transports import factory
 
-        if self.object_type is EmailObject.CONSOLE:
-            return ConsoleTransport()
-        if not self.relay:
-            raise ConfigurationError(
-                'object_type="file" needs host="path/to/directory" (where the .eml files go)'
-            )
-        return FileTransport(self.relay)
+        retries = self.max_retries if max_retries is None else max_retries
+        return factory.build(
+            self.object_type,
+            config=getattr(self, "config", None),
+            directory=self.relay,
+            max_retries=retries,
+            retry_delay=self.retry_delay,
+        )
 
     def _check_dkim(self, dkim: object) -> DKIM | None:
         """Load and check the DKIM key now, so a bad key fails here, not at a send."""
@@ -274,6 +269,7 @@ class FluxMail:
         inline_css: bool = False,
         headers: Mapping[str, str] | None = None,
         auto_text: bool = True,
+        invite: Invite | None = None,
     ) -> Self:
         """Validate and hold one message for the next ``send()``; returns ``self``."""
         self._pending.message = self.build_message(
@@ -295,6 +291,7 @@ class FluxMail:
             inline_css=inline_css,
             headers=headers,
             auto_text=auto_text,
+            invite=invite,
         )
         return self
 
@@ -358,12 +355,7 @@ class FluxMail:
         message = self._take_message()
         if dry_run:
             return self._print_preview(message)
-        composed, sink = self._prepare_send(message)
-        if sink is not None:
-            result = sink.deliver(composed)
-        else:
-            assert self._smtp is not None
-            result = self._smtp.send(composed)
+        result = self._transport_for_send().send(self.compose(message))
         self._pending.message = None
         return _receipt(result)
 
@@ -379,29 +371,16 @@ class FluxMail:
     async def _send_async(self, message: Message, dry_run: bool) -> str:
         if dry_run:
             return self._print_preview(message)
-        composed, sink = self._prepare_send(message)
-        if sink is not None:
-            result = sink.deliver(composed)
-        else:
-            assert self._async_smtp is not None
-            result = await self._async_smtp.send(composed)
-        return _receipt(result)
+        transport = self._transport_for_send()
+        return _receipt(await transport.send_async(self.compose(message)))
 
-    def _prepare_send(self, message: Message) -> tuple[Composed, Sink | None]:
-        """The composed message and the capture sink (None: send for real), or the
-        refusal for Outlook, shared by send() and send_async()."""
-        if self._outlook is not None:
+    def _transport_for_send(self) -> Switch:
+        """The transport, or the refusal for Outlook (shared by send and send_async)."""
+        if self.transport is None:
             raise UnsupportedOperationError(
                 "Outlook cannot send programmatically: call display() and click Send"
             )
-        return self.compose(message), self._sink_for_send()
-
-    def _sink_for_send(self) -> Sink | None:
-        """Where a send goes instead of SMTP: an active ``fluxmail.testing.capture()``,
-        else the console/file transport; None means SMTP. Asked once per send (or batch),
-        after validation and composition, before any connection."""
-        capture = active_capture()  # an empty outbox is falsy: compare with None
-        return self._sink if capture is None else capture
+        return self.transport
 
     def display(self) -> str:
         """Outlook: open the compose window. Otherwise print the preview and return it."""
@@ -421,8 +400,8 @@ class FluxMail:
     # --- connection management --------------------------------------------------------
 
     def __enter__(self) -> Self:
-        if self._smtp is not None:
-            self._smtp.hold()
+        if self.transport is not None:
+            self.transport.hold()
         return self
 
     def __exit__(
@@ -431,12 +410,12 @@ class FluxMail:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._smtp is not None:
-            self._smtp.release()
+        if self.transport is not None:
+            self.transport.release()
 
     async def __aenter__(self) -> Self:
-        if self._async_smtp is not None:
-            self._async_smtp.hold()
+        if self.transport is not None:
+            self.transport.hold_async()
         return self
 
     async def __aexit__(
@@ -445,29 +424,22 @@ class FluxMail:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._async_smtp is not None:
-            await self._async_smtp.release()
+        if self.transport is not None:
+            await self.transport.release_async()
 
     def test_connection(self) -> dict[str, Any]:
         """Connect, do TLS and AUTH, send nothing; return diagnostics or raise."""
-        if self._smtp is None:
+        if self.object_type is not EmailObject.SMTP or self.transport is None:
             raise UnsupportedOperationError("test_connection() is for SMTP mailers")
         started = time.perf_counter()
-        info = self._smtp.probe()
+        info = self.transport.probe()
         latency_ms = round((time.perf_counter() - started) * 1000, 1)
         return {
             "ok": True,
             "relay": self.relay,
             "port": self.config.port,
             "latency_ms": latency_ms,
-            "tls": info.tls_version,
-            "authenticated": info.authenticated,
-            "auth_mechanism": info.auth_mechanism,
-            "esmtp": info.esmtp,
-            "max_size": info.max_size,
-            "pipelining": info.pipelining,
-            "smtputf8": info.smtputf8,
-            "greeting": info.greeting,
+            **info,
         }
 
     # --- configuration from the environment -------------------------------------------

@@ -31,6 +31,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, overload
 
 from .errors import FluxMailException
+from .transports.base import SinkTransport
 from .transports.sink import accepted, start_capture, stop_capture
 
 if TYPE_CHECKING:
@@ -135,11 +136,12 @@ class CapturedMessage:
         return content.replace("\r\n", "\n")
 
 
-class Outbox(Sequence[CapturedMessage]):
+class Outbox(Sequence[CapturedMessage], SinkTransport):
     """The messages sent during a `capture()`, oldest first. Thread-safe.
 
     A sequence of `CapturedMessage` (`len(outbox)`, `outbox[0]`, iteration), with helpers
-    to find messages and to make the next sends fail.
+    to find messages and to make the next sends fail. It is a transport (``send``,
+    ``send_many``, their async twins) like any other.
 
     Example:
         ```python
@@ -150,12 +152,14 @@ class Outbox(Sequence[CapturedMessage]):
         ```
     """
 
+    name = "capture"
+
     def __init__(self) -> None:
         self._messages: list[CapturedMessage] = []
         self._failures: list[FluxMailException] = []
         self._lock = threading.Lock()
 
-    # the Sink protocol
+    # the transport
     def deliver(self, composed: Composed) -> SendResult:
         """Record one composed message (what every send calls inside `capture()`).
 

@@ -17,6 +17,7 @@ from ..errors import (
     MessageRefusedError,
     MessageTooLargeError,
     OutcomeUnknownError,
+    ProtocolError,
     RecipientsRefusedError,
     SenderRefusedError,
     SendTimeoutError,
@@ -52,6 +53,13 @@ class ServerClosedError(ConnectionError):
         super().__init__("the server closed the connection")
 
 
+class EarlyReplyError(ConnectionError):
+    """The server sent a reply in the middle of DATA, before the final dot was written."""
+
+    def __init__(self) -> None:
+        super().__init__("the server replied before the end of DATA")
+
+
 def describe(reply: Reply, limit: int = 300) -> str:
     text = f"{reply.code} {' '.join(line.strip() for line in reply.lines)}".strip()
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -82,7 +90,7 @@ def reply_error(
             enhanced_code=reply.enhanced_code,
         )
     cls: type[SMTPResponseError]
-    if reply.code == 552 and stage in ("mail", "data", "dot"):
+    if reply.code == 552 and stage in ("mail", "data", "body", "dot"):
         cls = MessageTooLargeError
     elif stage == "mail":
         cls = SenderRefusedError
@@ -160,3 +168,41 @@ def io_error(
     if isinstance(exc, ssl.SSLError):
         return ConnectError(f"TLS with SMTP server {where} failed {at}: {reason}")
     return ConnectError(f"connection to SMTP server {where} failed {at}: {reason}")
+
+
+def unknown_error(
+    cause: BaseException, *, message_id: str, host: str, port: int, timeout: float
+) -> FluxMailException:
+    """The final dot of ``message_id`` may have reached the server and no usable reply
+    came: a timeout, a lost connection, or a reply that is not SMTP. The server may have
+    the message, so it is never resent (by default)."""
+    where = f"{host}:{port}"
+    if isinstance(cause, ProtocolError):
+        what = f"the server's reply was not usable: {cause}"
+        return OutcomeUnknownError(
+            f"after the end of DATA, {what} ({where}); the message may or may not have "
+            "been accepted and is not resent",
+            message_id=message_id,
+        )
+    return io_error("dot", cause, host=host, port=port, timeout=timeout, message_id=message_id)
+
+
+def early_reply_error(
+    reply: Reply | None, *, host: str, cause: BaseException
+) -> FluxMailException:
+    """The server said something in the middle of DATA, before the final dot was written.
+
+    The transaction was abandoned without its dot, so the server cannot have completed
+    the message: a 4xx or 5xx reply is the server's refusal (transient for 4xx, as the
+    same reply at the end of DATA); anything else (an early ``250``, garbage, a partial
+    line) is a transient ``protocol_error``, since nothing was delivered.
+    """
+    if reply is not None and reply.code >= 400:
+        return reply_error("body", reply, host=host)
+    said = describe(reply) if reply is not None else _reason(cause)
+    exc = ProtocolError(
+        f"SMTP server {host} spoke in the middle of DATA, before the final dot ({said}); "
+        "the transaction was abandoned without its dot, so nothing was delivered"
+    )
+    exc.transient = True
+    return exc
