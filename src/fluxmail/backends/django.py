@@ -50,7 +50,6 @@ from ..errors import (
 )
 from ..message import parse_address
 from ..transports import factory
-from ..transports.sink import active_capture
 from ._django_errors import django_errors
 
 __all__ = ["FluxMailBackend", "OpenConnection", "compose_django_message", "django_envelope"]
@@ -454,8 +453,8 @@ class FluxMailBackend(BaseEmailBackend):  # type: ignore[misc]
         with self._lock:
             if self._is_open:
                 return False
-            if active_capture() is None:  # the files are only needed to connect
-                self._load_client_certificate()
+            # Read here, as Django does (also under a test capture: a wrong path shows).
+            self._load_client_certificate()
             self._transport.hold()
             try:
                 self._transport.open()  # (nothing to open under fluxmail.testing.capture())
