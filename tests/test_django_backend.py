@@ -447,18 +447,27 @@ def test_client_certificate_over_starttls(
         EMAIL_SSL_KEYFILE=keyfile,
     ):
         backend = get_connection()
-        assert isinstance(backend.config.ssl_context, ssl.SSLContext)
+        assert backend.config.ssl_context is None  # loaded when the connection opens
         assert backend.send_messages([message()]) == 1
+        assert isinstance(backend.config.ssl_context, ssl.SSLContext)
     assert starttls_server.messages[0].tls
 
 
-def test_client_certificate_errors(tmp_path: Path) -> None:
+def test_client_certificate_errors(tmp_path: Path, smtp_server: SMTPTestServer) -> None:
+    # As Django's backend: the files are read when the connection opens, not before.
     certfile, _ = _client_cert(tmp_path, split=False)
-    assert isinstance(get_connection(ssl_certfile=certfile).config.ssl_context, ssl.SSLContext)
+    where = {"host": smtp_server.host, "port": smtp_server.port}
+    backend = get_connection(ssl_certfile=certfile, **where)
+    assert backend.open() is True
+    assert isinstance(backend.config.ssl_context, ssl.SSLContext)
+    backend.close()
+    missing = get_connection(ssl_certfile=str(tmp_path / "missing.pem"), **where)
     with pytest.raises(ConfigurationError, match="cannot load"):
-        get_connection(ssl_certfile=str(tmp_path / "missing.pem"))
+        missing.open()
+    keyfile_only = get_connection(ssl_keyfile=certfile, **where)
     with pytest.raises(ConfigurationError, match="needs EMAIL_SSL_CERTFILE"):
-        get_connection(ssl_keyfile=certfile)
+        keyfile_only.open()
+    assert smtp_server.messages == []
     with pytest.raises(ConfigurationError, match="cannot be combined"):
         get_connection(ssl_certfile=certfile, ssl_context=ssl.create_default_context())
     with pytest.raises(ConfigurationError, match=r"ssl\.SSLContext"):

@@ -454,8 +454,9 @@ def test_display_on_smtp_prints_the_preview(
 ) -> None:
     mailer = FluxMail(**smtp_server.fluxmail_kwargs(sender="me@example.com"))
     mailer.create(**message(subject="Shown"))
-    assert mailer.display() is None
+    shown = mailer.display()  # printed and returned (fluxmail 0.3.3 returned it)
     out = capsys.readouterr().out
+    assert out == shown + "\n"
     assert "Shown" in out
     assert "friend@example.com" in out
     assert "Hi there!" in out

@@ -56,6 +56,7 @@ if TYPE_CHECKING:
         from typing_extensions import Self
 
 SUCCESS = "Email sent successfully via SMTP."
+OUTLOOK_DISPLAYED = "Outlook compose window opened."
 _CREATE_OPTIONS = frozenset(
     build_message.__code__.co_varnames[: build_message.__code__.co_kwonlyargcount]
 )
@@ -178,6 +179,33 @@ class FluxMail:
         else:
             where = str(self.relay or self.object_type.value)
         return f"FluxMail({self.object_type.value}, {where}, username={self.username!r})"
+
+    # Read-only views of the settings (fluxmail 0.3.3 had these attributes). None for
+    # the settings an Outlook, console or file mailer does not have.
+    @property
+    def host(self) -> EmailInstance:
+        """The relay and domain given as ``host``, as an ``EmailInstance``."""
+        return EmailInstance(self.relay or "", self.domain)
+
+    @property
+    def port(self) -> int | None:
+        """The SMTP port (None when the mailer does not use SMTP)."""
+        return self.config.port if self.object_type is EmailObject.SMTP else None
+
+    @property
+    def timeout(self) -> float | None:
+        """Seconds allowed per stage (None when the mailer does not use SMTP)."""
+        return self.config.timeout if self.object_type is EmailObject.SMTP else None
+
+    @property
+    def use_tls(self) -> bool:
+        """Whether STARTTLS is required."""
+        return self.object_type is EmailObject.SMTP and self.config.use_tls
+
+    @property
+    def use_ssl(self) -> bool:
+        """Whether the connection uses implicit TLS."""
+        return self.object_type is EmailObject.SMTP and self.config.use_ssl
 
     def new_transport(self, *, max_retries: int | None = None) -> Switch:
         """A transport with this mailer's settings (the factory's, so a test capture
@@ -392,13 +420,13 @@ class FluxMail:
             )
         return self.transport
 
-    def display(self) -> None:
-        """Outlook: open the compose window. SMTP: print the preview."""
+    def display(self) -> str:
+        """Outlook: open the compose window. Otherwise print the preview and return it."""
         message = self._take_message()
         if self._outlook is not None:
             self._outlook.display(message)
-        else:
-            self._print_preview(message)
+            return OUTLOOK_DISPLAYED
+        return self._print_preview(message)
 
     def _print_preview(self, message: Message) -> str:
         from ._compose import compose, preview

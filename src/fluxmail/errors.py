@@ -70,8 +70,26 @@ __all__ = [
 class FluxMailException(Exception):
     """Base class of every error fluxmail raises.
 
-    ``code`` is stable API (snake_case); ``transient`` says whether trying again later
-    may succeed (4xx replies, dropped connections before the end of DATA).
+    Attributes:
+        code: stable snake_case API to branch on (``"connection_failed"``, ...); each
+            subclass has its own, listed in the module docstring and on the errors page.
+        transient: whether trying again later may succeed (4xx replies, connections lost
+            before the end of DATA); ``max_retries`` retries exactly these.
+        batch_result: set when this error stopped a ``BulkSender`` batch: the counts so
+            far (``{"sent", "failed", "total", "errors"}``).
+
+    The low-level cause (an ``OSError``, ``ssl.SSLError``, ...) is kept as
+    ``__cause__``. Messages never contain a password, a token or a secret.
+
+    Example:
+        ```python
+        try:
+            mailer.create(subject="Hi", recipients=["ada@example.org"], body="...").send()
+        except FluxMailException as exc:
+            logging.getLogger("app").error("mail failed [%s]: %s", exc.code, exc)
+            if exc.transient:
+                pass  # try again later: a 4xx reply, or the connection dropped
+        ```
     """
 
     code: str = "fluxmail_error"
@@ -91,6 +109,7 @@ class FluxMailException(Exception):
 
     @property
     def message(self) -> str:
+        """The error text, as ``str(exc)``."""
         return str(self.args[0]) if self.args else ""
 
 
@@ -150,6 +169,11 @@ class InvalidMessageError(FluxMailException, ValueError):
 
 
 class InvalidAddressError(InvalidMessageError):
+    """A malformed address, several mailboxes in one entry, no recipient or no sender.
+
+    Raised by ``create()`` before any connection; a ``ValueError``.
+    """
+
     code = "invalid_address"
 
 
@@ -160,6 +184,8 @@ class HeaderInjectionError(InvalidMessageError):
 
 
 class AttachmentNotFoundError(InvalidMessageError, FileNotFoundError):
+    """An attachment or inline image path that does not exist (checked by ``create()``)."""
+
     code = "attachment_not_found"
 
 
@@ -171,6 +197,9 @@ class ConnectError(FluxMailException, ConnectionError):
 
 
 class SendTimeoutError(ConnectError, TimeoutError):
+    """A stage (connect, greeting, a command, the end of DATA) took longer than
+    ``timeout``; also a ``TimeoutError``. Transient before the final '.' of DATA."""
+
     code = "timeout"
 
 
@@ -197,7 +226,14 @@ class ProtocolError(ConnectError):
 
 
 class AuthenticationError(FluxMailException):
-    """The server refused the credentials (or offers no usable AUTH mechanism)."""
+    """The server refused the credentials (or offers no usable AUTH mechanism), or an
+    OAuth2 token could not be had.
+
+    Attributes:
+        smtp_code: the reply code when the server refused (``535``), else None.
+        enhanced_code: the enhanced status code when sent (``"5.7.8"``).
+        transient: True for a 4xx reply or a token endpoint that failed or timed out.
+    """
 
     code = "authentication_failed"
 
@@ -229,7 +265,15 @@ class OutcomeUnknownError(FluxMailException):
 
 
 class SMTPResponseError(FluxMailException):
-    """The server answered with an error reply."""
+    """The server answered with an error reply.
+
+    Attributes:
+        smtp_code: the reply code (``550``).
+        enhanced_code: the enhanced status code when the server sent one (``"5.1.1"``).
+        server_message: the server's text, with secrets scrubbed.
+        refused: address -> ``(code, text)`` for each refused recipient.
+        transient: True for 4xx replies (retried by ``max_retries``), False for 5xx.
+    """
 
     code = "smtp_error"
 
@@ -267,6 +311,8 @@ class ServerReply(Exception):
 
 
 class SenderRefusedError(SMTPResponseError):
+    """The server refused MAIL FROM (``.smtp_code``, ``.server_message``)."""
+
     code = "sender_refused"
 
 
@@ -283,6 +329,8 @@ class MessageRefusedError(SMTPResponseError):
 
 
 class MessageTooLargeError(SMTPResponseError):
+    """Larger than the server's advertised SIZE (checked before MAIL FROM), or a 552."""
+
     code = "message_too_large"
 
 
