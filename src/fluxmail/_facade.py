@@ -42,9 +42,9 @@ if TYPE_CHECKING:
     import ssl
     from os import PathLike
 
-    from ._tokens import TokenSource
     from .dkim import DKIM
     from .smtp import SendResult
+    from .smtp._tokens import TokenSource
     from .transports.outlook import OutlookTransport
     from .transports.sink import Sink
     from .transports.smtp import AsyncSMTPTransport, SMTPTransport

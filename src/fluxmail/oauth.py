@@ -29,8 +29,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from ._tokens import AsyncTokenProvider, TokenProvider, TokenSource
 from .errors import AuthenticationError, ConfigurationError, MissingDependencyError
+from .smtp._tokens import AsyncTokenProvider, TokenProvider, TokenSource
 
 __all__ = [
     "AsyncTokenProvider",

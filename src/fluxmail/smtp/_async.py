@@ -16,8 +16,6 @@ import time
 from types import TracebackType
 from typing import NoReturn, TypeVar
 
-from .._tokens import aopen_with_token
-from ..config import SmtpConfig
 from ..envelope import Composed
 from ..errors import FluxMailException, ProtocolError
 from ._actions import Conversation, Exchange, StartTLS
@@ -30,9 +28,11 @@ from ._common import (
     tls_details,
 )
 from ._errors import ServerClosedError, io_error
+from ._options import SmtpConfig
 from ._protocol import Session, Upcoming, check_envelope
 from ._replies import OUT_OF_STEP, Reply, ReplyParser, collect, early_refusal
 from ._results import SendResult, SessionInfo
+from ._tokens import aopen_with_token
 
 T = TypeVar("T")
 _NAP = 0.005  # while a TLS write drains, look again this often (seconds)

@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..config import SmtpConfig
 from ..envelope import Composed
 from ..errors import (
     AuthenticationError,
@@ -35,6 +34,7 @@ from ._actions import CRLF, Conversation, Exchange, StartTLS
 from ._auth import AUTHENTICATORS, Credentials, scrub
 from ._data import check_line_length, normalize_newlines, stuff
 from ._errors import reply_error
+from ._options import SmtpConfig
 from ._replies import Capabilities, Reply
 from ._results import SendResult, SessionInfo
 
