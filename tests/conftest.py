@@ -1,13 +1,24 @@
-"""Shared fixtures: real SMTP servers on 127.0.0.1 (see tests/servers.py)."""
+"""Shared fixtures: real SMTP servers on 127.0.0.1 (see tests/servers.py), the engine in
+both flavours (``connect``), and Django configured once per process."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
+from engine_client import Client
+from fluxmail.smtp._options import SmtpConfig
+from helpers import configure_django
 from servers import FaultServer, Script, SMTPTestServer, TLSMaterial, tls_material
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Django's settings are process-wide: configured here, before any test module is
+    # imported, so no test depends on another module having been imported first.
+    configure_django()
 
 
 @pytest.fixture(scope="session")
@@ -72,6 +83,23 @@ def make_fault_server(tls_ca: TLSMaterial) -> Iterator[Callable[..., FaultServer
     yield factory
     for server in started:
         server.stop()
+
+
+@pytest.fixture(params=["sync", "async"])
+def connect(request: pytest.FixtureRequest) -> Iterator[Callable[[SmtpConfig], Client]]:
+    """Factory: ``connect(config)`` gives the engine (sync, then async) behind one API."""
+    loop = asyncio.new_event_loop()
+    clients: list[Client] = []
+
+    def factory(config: SmtpConfig) -> Client:
+        client = Client(request.param, config, loop)
+        clients.append(client)
+        return client
+
+    yield factory
+    for client in clients:
+        client.close()
+    loop.close()
 
 
 # Redis and Celery worker processes for the fluxmail[celery] tests (tests/redis_fixture.py).

@@ -414,7 +414,10 @@ def test_dkim_is_imported_lazily() -> None:
         "import sys, fluxmail; fluxmail.FluxMail(host='h', sender='a@b.example');"
         "assert 'dkim' not in sys.modules and 'fluxmail.dkim' not in sys.modules"
     )
-    subprocess.run([__import__("sys").executable, "-c", code], check=True)
+    done = subprocess.run(
+        [__import__("sys").executable, "-c", code], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
 
 
 # --- from_env ---------------------------------------------------------------------------

@@ -17,17 +17,9 @@ from hypothesis import strategies as st
 from fluxmail._compose import compose
 from fluxmail.errors import FluxMailException
 from fluxmail.message import Address, Message, build_message, parse_address
-from test_compose import crlf, filename_param, parse
+from helpers import TEXT, crlf, filename_param, parse
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-# Text that exercises encoders: ASCII specials, whitespace and controls, Latin, RTL,
-# CJK, emoji and combining marks, plus anything Unicode offers.
-TRICKY = st.sampled_from(
-    [*' \t\r\n\x00\x01\x7f"\\()<>,;:@=?_.%*\'-/', "é", "ß", "ש", "ع", "日", "😀", "👍🏽",
-     "\u0301", "\u200b", "\u2028", "\x85", "\ufeff", "=?", "?=", "=?utf-8?q?x?="]
-)  # fmt: skip
-TEXT = st.lists(st.characters() | TRICKY, max_size=80).map("".join) | st.text(max_size=300)
 
 
 def message(**overrides: Any) -> Message:

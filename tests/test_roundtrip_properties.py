@@ -23,9 +23,8 @@ from fluxmail import FluxMail
 from fluxmail.envelope import Composed, Envelope
 from fluxmail.errors import FluxMailException
 from hardening import assert_clean_wire
+from helpers import TEXT, crlf, filename_param, parse
 from servers import FaultServer, ReceivedMessage
-from test_compose import crlf, filename_param, parse
-from test_properties import TEXT
 
 SETTINGS = settings(
     max_examples=100,

@@ -122,8 +122,7 @@ class _Tally:
         """The error that stops the batch; message ``index`` (if any) was not sent."""
         if self.journal is not None and index is not None:
             self.journal.outcome(index, "deferred", code=exc.code)
-        exc.batch_result = self.result
-        return exc
+        return exc.with_batch_result(self.result)
 
 
 class _Attempts:

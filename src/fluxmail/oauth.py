@@ -207,9 +207,9 @@ class RefreshingTokenProvider:
             why = f"no answer within {self.timeout:g} s"
         else:
             why = f"the request failed ({type(exc).__name__})"
-        error = AuthenticationError(f"{self.name} token endpoint {self._host}: {why}")
-        error.transient = True
-        return error
+        return AuthenticationError(
+            f"{self.name} token endpoint {self._host}: {why}", transient=True
+        )
 
     def _answer(self, status: int, body: bytes) -> tuple[str, float]:
         """The access token and its lifetime in seconds, or AuthenticationError."""
@@ -240,11 +240,10 @@ class RefreshingTokenProvider:
             what = what.replace(secret, "[redacted]")
         if len(what) > 300:
             what = what[:297] + "..."
-        error = AuthenticationError(
-            f"{self.name} token endpoint {self._host} answered HTTP {status} ({what})"
+        return AuthenticationError(
+            f"{self.name} token endpoint {self._host} answered HTTP {status} ({what})",
+            transient=status >= 500 or status == 429,
         )
-        error.transient = status >= 500 or status == 429
-        return error
 
 
 _HEADERS = {"Accept": "application/json"}

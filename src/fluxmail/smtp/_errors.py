@@ -68,9 +68,10 @@ def reply_error(
     where = STAGES.get(stage, stage)
     said = describe(reply)
     if stage in ("greeting", "ehlo", "helo", "rset", "noop"):
-        exc = ConnectError(f"SMTP server {host} refused the session {where}: {said}")
-        exc.transient = 400 <= reply.code < 500
-        return exc
+        return ConnectError(
+            f"SMTP server {host} refused the session {where}: {said}",
+            transient=400 <= reply.code < 500,
+        )
     if stage == "starttls":
         return TLSRequiredError(
             f"SMTP server {host} refused STARTTLS ({said}); fluxmail never falls back to plaintext"
