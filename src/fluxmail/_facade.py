@@ -18,15 +18,8 @@ from collections.abc import Coroutine, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from .config import (
-    EmailInstance,
-    EmailObject,
-    SmtpConfig,
-    env_bool,
-    env_float,
-    env_int,
-    env_str,
-)
+from ._env import settings_from_env
+from .config import EmailInstance, EmailObject, SmtpConfig
 from .envelope import Composed
 from .errors import (
     ConfigurationError,
@@ -448,38 +441,13 @@ class FluxMail:
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> FluxMail:
         """Build a FluxMail from FLUXMAIL_* variables; keyword arguments override them."""
         env = os.environ if environ is None else environ
-        object_type = EmailObject.parse(env_str(env, "FLUXMAIL_TYPE") or "smtp")
-        host = env_str(env, "FLUXMAIL_HOST")
-        if object_type is EmailObject.SMTP and not host and "host" not in overrides:
-            raise ConfigurationError("FLUXMAIL_HOST is not set (required for SMTP)")
-        domain = env_str(env, "FLUXMAIL_DOMAIN")
-        settings: dict[str, Any] = {
-            "object_type": object_type,
-            "host": EmailInstance(host or "", domain) if domain else host,
-            "port": env_int(env, "FLUXMAIL_PORT", 25),
-            "use_tls": env_bool(env, "FLUXMAIL_TLS", False),
-            "use_ssl": env_bool(env, "FLUXMAIL_SSL", False),
-            "username": env_str(env, "FLUXMAIL_USERNAME"),
-            "password": env.get("FLUXMAIL_PASSWORD") or None,
-            "sender": env_str(env, "FLUXMAIL_SENDER"),
-            "timeout": env_float(env, "FLUXMAIL_TIMEOUT", 30.0),
-            "max_retries": env_int(env, "FLUXMAIL_MAX_RETRIES", 0),
-            "retry_delay": env_float(env, "FLUXMAIL_RETRY_DELAY", 1.0),
-        }
-        if any(
-            env_str(env, f"FLUXMAIL_DKIM_{name}") for name in ("DOMAIN", "SELECTOR", "KEY_FILE")
+        settings = settings_from_env(env)  # the table in fluxmail._env, shared with the CLI
+        object_type = settings.get("object_type", EmailObject.SMTP)
+        if (
+            object_type is EmailObject.SMTP
+            and not settings.get("host")
+            and "host" not in overrides
         ):
-            from .dkim import dkim_from_settings
-
-            settings["dkim"] = dkim_from_settings(
-                env_str(env, "FLUXMAIL_DKIM_DOMAIN"),
-                env_str(env, "FLUXMAIL_DKIM_SELECTOR"),
-                env_str(env, "FLUXMAIL_DKIM_KEY_FILE"),
-                ("FLUXMAIL_DKIM_DOMAIN", "FLUXMAIL_DKIM_SELECTOR", "FLUXMAIL_DKIM_KEY_FILE"),
-            )
-        if env_str(env, "FLUXMAIL_OAUTH2_PROVIDER"):
-            from .oauth import provider_from_env
-
-            settings["oauth2"] = provider_from_env(env)
+            raise ConfigurationError("FLUXMAIL_HOST is not set (required for SMTP)")
         settings.update(overrides)
         return cls(**settings)

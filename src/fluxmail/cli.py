@@ -62,38 +62,50 @@ def _read_body(body: str | None, body_file: str | None) -> str:
         raise UsageProblem(f"--body-file: cannot read {body_file}: {exc}") from None
 
 
-def _send(options: dict[str, Any]) -> str:
+#: Flags that are FluxMail arguments: (flag name, FluxMail keyword).
+_MAILER_FLAGS = (
+    ("type", "object_type"),
+    ("host", "host"),
+    ("port", "port"),
+    ("tls", "use_tls"),
+    ("ssl", "use_ssl"),
+    ("username", "username"),
+    ("password", "password"),
+    ("timeout", "timeout"),
+    ("max_retries", "max_retries"),
+    ("retry_delay", "retry_delay"),
+)
+
+
+def _mailer_settings(options: dict[str, Any], given: set[str]) -> dict[str, Any]:
+    """The FLUXMAIL_* variables (read by the same parser as ``FluxMail.from_env()``),
+    overridden by the flags given on the command line."""
+    from ._env import settings_from_env
+
+    settings = settings_from_env(os.environ)
+    for flag, keyword in _MAILER_FLAGS:
+        if flag in given:
+            value = options[flag]
+            settings[keyword] = _split_host(value) if flag == "host" else value
+    return settings
+
+
+def _send(options: dict[str, Any], given: set[str]) -> str:
     from ._facade import FluxMail
 
-    kind = options["type"]
+    if options["tls"] and options["ssl"]:  # both flags given (their defaults are False)
+        raise UsageProblem("--tls and --ssl cannot be used together")
+    settings = _mailer_settings(options, given)
+    kind = settings.get("object_type")
     if kind is None:
         raise UsageProblem("--type is required (smtp or outlook)")
-    if options["tls"] and options["ssl"]:
-        raise UsageProblem("--tls and --ssl cannot be used together")
-    if kind == "smtp" and not options["host"]:
+    if kind == "smtp" and not settings.get("host"):
         raise UsageProblem("--host is required for --type smtp (or set FLUXMAIL_HOST)")
     for name in ("subject", "recipients"):
         if not options[name]:
             raise UsageProblem(f"--{name} is required")
     body = _read_body(options["body"], options["body_file"])
-    extra: dict[str, Any] = {}
-    if os.environ.get("FLUXMAIL_OAUTH2_PROVIDER", "").strip():
-        from .oauth import provider_from_env
-
-        extra["oauth2"] = provider_from_env(os.environ)
-    mailer = FluxMail(
-        **extra,
-        object_type=kind,
-        host=_split_host(options["host"]),
-        port=options["port"],
-        use_tls=options["tls"],
-        use_ssl=options["ssl"],
-        username=options["username"],
-        password=options["password"],
-        timeout=options["timeout"],
-        max_retries=options["max_retries"],
-        retry_delay=options["retry_delay"],
-    )
+    mailer = FluxMail(**settings)
     mailer.create(
         subject=options["subject"],
         recipients=list(options["recipients"]),
@@ -115,9 +127,6 @@ def _send(options: dict[str, Any]) -> str:
     return result
 
 
-_ENV = "FLUXMAIL_"
-
-
 @click.group(
     invoke_without_command=True,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
@@ -127,23 +136,18 @@ _ENV = "FLUXMAIL_"
     "--type",
     "type",
     type=click.Choice(["smtp", "outlook"]),
-    envvar=_ENV + "TYPE",
     help="Transport.",
 )
-@click.option("--host", envvar=_ENV + "HOST", help="Relay host, or HOST:DOMAIN.")
-@click.option("--port", type=int, default=25, envvar=_ENV + "PORT", show_default=True)
-@click.option("--tls/--no-tls", default=False, envvar=_ENV + "TLS", help="STARTTLS.")
-@click.option(
-    "--ssl/--no-ssl", default=False, envvar=_ENV + "SSL", help="Implicit TLS (port 465)."
-)
+@click.option("--host", help="Relay host, or HOST:DOMAIN.")
+@click.option("--port", type=int, default=25, show_default=True)
+@click.option("--tls/--no-tls", default=False, help="STARTTLS.")
+@click.option("--ssl/--no-ssl", default=False, help="Implicit TLS (port 465).")
 @click.option(
     "--username",
-    envvar=_ENV + "USERNAME",
     help="Default $FLUXMAIL_USERNAME; an address doubles as the sender.",
 )
 @click.option(
     "--password",
-    envvar=_ENV + "PASSWORD",
     show_default=False,
     help="Default $FLUXMAIL_PASSWORD (prefer the variable).",
 )
@@ -152,17 +156,15 @@ _ENV = "FLUXMAIL_"
 @click.option("--cc", multiple=True)
 @click.option("--bcc", multiple=True)
 @click.option("--reply-to")
-@click.option("--sender", envvar=_ENV + "SENDER", help="From address.")
+@click.option("--sender", help="From address.")
 @click.option("--body")
 @click.option("--body-file", type=str)
 @click.option("--html/--no-html", default=False, help="The body is HTML.")
 @click.option("--attachments", multiple=True, help="Repeat for several.")
 @click.option("--dry-run", is_flag=True, help="Print the message, send nothing.")
-@click.option("--timeout", type=float, default=30.0, envvar=_ENV + "TIMEOUT", show_default=True)
-@click.option("--max-retries", type=int, default=0, envvar=_ENV + "MAX_RETRIES", show_default=True)
-@click.option(
-    "--retry-delay", type=float, default=1.0, envvar=_ENV + "RETRY_DELAY", show_default=True
-)
+@click.option("--timeout", type=float, default=30.0, show_default=True)
+@click.option("--max-retries", type=int, default=0, show_default=True)
+@click.option("--retry-delay", type=float, default=1.0, show_default=True)
 @click.pass_context
 def cli(ctx: click.Context, /, **options: Any) -> None:
     """Send one email.
@@ -174,7 +176,12 @@ def cli(ctx: click.Context, /, **options: Any) -> None:
     Try it with no server at all: fluxmail demo
     """
     if ctx.invoked_subcommand is None:
-        _send(options)
+        given = {
+            name
+            for name in options
+            if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
+        }
+        _send(options, given)
 
 
 @cli.command()

@@ -1,13 +1,12 @@
 """Configuration values: EmailObject and EmailInstance.
 
-``SmtpConfig`` moved into the engine (:mod:`fluxmail.smtp._options`) and the FLUXMAIL_*
-parser into :mod:`fluxmail._env`; both are re-exported here until every import points there.
+``SmtpConfig`` moved into the engine (:mod:`fluxmail.smtp._options`) and is re-exported
+here until every import points there; the FLUXMAIL_* parser is :mod:`fluxmail._env`.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .errors import ConfigurationError, HeaderInjectionError
@@ -20,10 +19,6 @@ __all__ = [
     "EmailObject",
     "SmtpConfig",
     "default_ehlo_name",
-    "env_bool",
-    "env_float",
-    "env_int",
-    "env_str",
 ]
 
 
@@ -70,51 +65,3 @@ class EmailInstance:
         for name, value in (("relay", self.relay), ("domain", self.domain or "")):
             if any(ch in value for ch in _UNSAFE_CHARS):
                 raise HeaderInjectionError(f"EmailInstance.{name} contains CR, LF or NUL")
-
-
-# --- FLUXMAIL_* environment variables -------------------------------------------------
-
-_TRUE = {"true", "1", "yes", "on"}
-_FALSE = {"false", "0", "no", "off", ""}
-
-
-def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name)
-    if raw is None:
-        return default
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ConfigurationError(f"{name} must be true/false (also 1/0, yes/no, on/off)")
-
-
-def env_int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if raw is None or not raw.strip():
-        return default
-    try:
-        return int(raw.strip())
-    except ValueError:
-        raise ConfigurationError(f"{name} must be a whole number") from None
-
-
-def env_float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or not raw.strip():
-        return default
-    try:
-        return float(raw.strip())
-    except ValueError:
-        raise ConfigurationError(f"{name} must be a number of seconds") from None
-
-
-def env_str(env: Mapping[str, str], name: str) -> str | None:
-    raw = env.get(name)
-    if raw is not None and any(ch in raw for ch in _UNSAFE_CHARS):
-        # A host, an address or a domain: CR, LF and NUL are refused, never stripped.
-        raise HeaderInjectionError(f"{name} contains CR, LF or NUL")
-    if raw is None or not raw.strip():
-        return None
-    return raw.strip()
