@@ -13,16 +13,20 @@ from __future__ import annotations
 import binascii
 import email
 import email.policy
+import functools
 import os
 import re
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import event
 from hypothesis import strategies as st
 
 from fluxmail.envelope import Composed
@@ -111,6 +115,57 @@ TRICKY = st.sampled_from(
      "\u0301", "\u200b", "\u2028", "\x85", "\ufeff", "=?", "?=", "=?utf-8?q?x?="]
 )  # fmt: skip
 TEXT = st.lists(st.characters() | TRICKY, max_size=80).map("".join) | st.text(max_size=300)
+
+
+def refused(exc: BaseException) -> None:
+    """A property refused its generated input (inside a :func:`must_accept` test)."""
+    code = getattr(exc, "code", type(exc).__name__)
+    event(f"refused: {code}")
+    assert _TALLIES, "refused() belongs in a test decorated with @must_accept(...)"
+    _TALLIES[-1].refused += 1
+
+
+@dataclass
+class _Tally:
+    runs: int = 0
+    refused: int = 0
+
+
+_TALLIES: list[_Tally] = []
+
+
+def must_accept(share: float) -> Callable[[Any], Any]:
+    """Fail a Hypothesis test unless at least ``share`` of its generated inputs were
+    accepted (not passed to :func:`refused`): a property that refuses everything checks
+    nothing, and would pass however broken the round trip is."""
+
+    def decorate(test: Any) -> Any:
+        inner = test.hypothesis.inner_test
+
+        @functools.wraps(inner)
+        def counted(*args: Any, **kwargs: Any) -> None:
+            _TALLIES[-1].runs += 1
+            inner(*args, **kwargs)
+
+        test.hypothesis.inner_test = counted  # Hypothesis calls this once per example
+
+        @functools.wraps(test)
+        def run(*args: Any, **kwargs: Any) -> None:
+            _TALLIES.append(_Tally())
+            try:
+                test(*args, **kwargs)
+            finally:
+                tally = _TALLIES.pop()
+            accepted = tally.runs - tally.refused
+            assert tally.runs > 0, "Hypothesis ran no example"
+            assert accepted >= share * tally.runs, (
+                f"only {accepted} of {tally.runs} generated inputs were accepted "
+                f"(at least {share:.0%} must be): the strategy or the validation is off"
+            )
+
+        return run
+
+    return decorate
 
 
 # --- the fluxmail command ---------------------------------------------------------------
