@@ -34,7 +34,7 @@ def message(**overrides: Any) -> Message:
     return build_message(**options)
 
 
-@must_accept(0.25)
+@must_accept(0.1)
 @SETTINGS
 @given(TEXT)
 def test_subject_round_trips(subject: str) -> None:
@@ -45,7 +45,7 @@ def test_subject_round_trips(subject: str) -> None:
     assert parse(compose(built))["Subject"] == subject
 
 
-@must_accept(0.25)
+@must_accept(0.1)
 @SETTINGS
 @given(TEXT)
 def test_display_name_round_trips(name: str) -> None:
@@ -58,7 +58,7 @@ def test_display_name_round_trips(name: str) -> None:
     assert parsed.addr_spec == "to@example.com"
 
 
-@must_accept(0.25)
+@must_accept(0.1)
 @SETTINGS
 @given(TEXT)
 def test_quoted_display_name_parses_back(name: str) -> None:
@@ -70,7 +70,7 @@ def test_quoted_display_name_parses_back(name: str) -> None:
     assert address.display_name == name
 
 
-@must_accept(0.9)
+@must_accept(0.5)
 @SETTINGS
 @given(TEXT, st.booleans())
 def test_body_round_trips(body: str, html: bool) -> None:
@@ -81,7 +81,7 @@ def test_body_round_trips(body: str, html: bool) -> None:
     assert parse(compose(built)).get_content() == crlf(body)
 
 
-@must_accept(0.9)
+@must_accept(0.5)
 @SETTINGS
 @given(TEXT, TEXT)
 def test_alternative_bodies_round_trip(html: str, plain: str) -> None:
@@ -94,7 +94,7 @@ def test_alternative_bodies_round_trip(html: str, plain: str) -> None:
     assert html_part.get_content() == crlf(html)
 
 
-@must_accept(0.15)
+@must_accept(0.1)
 @SETTINGS
 @given(TEXT, st.binary(max_size=300))
 def test_attachment_filename_and_data_round_trip(filename: str, data: bytes) -> None:
