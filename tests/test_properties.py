@@ -34,7 +34,7 @@ def message(**overrides: Any) -> Message:
     return build_message(**options)
 
 
-@must_accept(0.1)
+@must_accept(0.05)
 @SETTINGS
 @given(TEXT)
 def test_subject_round_trips(subject: str) -> None:
@@ -45,7 +45,7 @@ def test_subject_round_trips(subject: str) -> None:
     assert parse(compose(built))["Subject"] == subject
 
 
-@must_accept(0.1)
+@must_accept(0.05)
 @SETTINGS
 @given(TEXT)
 def test_display_name_round_trips(name: str) -> None:
@@ -58,7 +58,7 @@ def test_display_name_round_trips(name: str) -> None:
     assert parsed.addr_spec == "to@example.com"
 
 
-@must_accept(0.1)
+@must_accept(0.05)
 @SETTINGS
 @given(TEXT)
 def test_quoted_display_name_parses_back(name: str) -> None:
@@ -94,7 +94,7 @@ def test_alternative_bodies_round_trip(html: str, plain: str) -> None:
     assert html_part.get_content() == crlf(html)
 
 
-@must_accept(0.1)
+@must_accept(0.05)
 @SETTINGS
 @given(TEXT, st.binary(max_size=300))
 def test_attachment_filename_and_data_round_trip(filename: str, data: bytes) -> None:
@@ -113,13 +113,14 @@ ADDRESS_PIECES = st.sampled_from(
 )  # fmt: skip
 # Any mix of pieces (mostly refused), or pieces around one "@" before a real domain (often
 # accepted, so the property has addresses to check).
+LOCAL_PIECES = st.sampled_from(["a", "b.c", "x+y", "é", "用户", "-", "EX", ".", '"', " "])
 ADDRESS_TEXT = st.lists(ADDRESS_PIECES, max_size=8).map("".join) | st.tuples(
-    st.lists(ADDRESS_PIECES, min_size=1, max_size=3).map("".join),
+    st.lists(LOCAL_PIECES, min_size=1, max_size=3).map("".join),
     st.sampled_from(["example.com", "bücher.de", "xn--bcher-kva.de", "EX.COM"]),
 ).map("@".join)
 
 
-@must_accept(0.1)
+@must_accept(0.05)
 @SETTINGS
 @given(ADDRESS_TEXT)
 def test_accepted_address_is_what_parsers_read(text: str) -> None:

@@ -89,7 +89,7 @@ def ascii_domain(domain: str) -> str:
     return idna.encode(domain, uts46=True).decode("ascii")
 
 
-@must_accept(0.1)
+@must_accept(0.05)
 @SETTINGS
 @given(LOCAL, DOMAIN, st.one_of(st.none(), TEXT))
 def test_address_round_trip(server: FaultServer, local: str, domain: str, name: Any) -> None:
@@ -113,7 +113,7 @@ def test_address_round_trip(server: FaultServer, local: str, domain: str, name: 
 # --- header values -------------------------------------------------------------------------
 
 
-@must_accept(0.1)
+@must_accept(0.05)
 @SETTINGS
 @given(TEXT)
 def test_subject_round_trip(server: FaultServer, subject: str) -> None:
@@ -122,7 +122,7 @@ def test_subject_round_trip(server: FaultServer, subject: str) -> None:
         assert parsed(received)["Subject"] == subject
 
 
-@must_accept(0.1)
+@must_accept(0.05)
 @SETTINGS
 @given(TEXT, TEXT)
 def test_display_names_round_trip(server: FaultServer, sender: str, reply: str) -> None:
@@ -149,7 +149,7 @@ def unfolded(data: bytes, name: str) -> str:
     return match.group(1).replace("\r\n", "")[1:]  # one space after the colon
 
 
-@must_accept(0.1)
+@must_accept(0.05)
 @SETTINGS
 @given(TEXT)
 def test_extra_header_value_round_trip(server: FaultServer, value: str) -> None:
@@ -166,7 +166,7 @@ def test_extra_header_value_round_trip(server: FaultServer, value: str) -> None:
 # --- file names and data -------------------------------------------------------------------
 
 
-@must_accept(0.1)
+@must_accept(0.05)
 @SETTINGS
 @given(TEXT, st.binary(max_size=2000))
 def test_attachment_round_trip(server: FaultServer, filename: str, data: bytes) -> None:
