@@ -18,16 +18,9 @@ from collections.abc import Coroutine, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from ._env import settings_from_env
 from ._pending import PendingMessages
-from .config import (
-    EmailInstance,
-    EmailObject,
-    SmtpConfig,
-    env_bool,
-    env_float,
-    env_int,
-    env_str,
-)
+from .config import EmailInstance, EmailObject, SmtpConfig
 from .envelope import Composed
 from .errors import (
     ConfigurationError,
@@ -43,10 +36,10 @@ if TYPE_CHECKING:
     from email.message import EmailMessage
     from os import PathLike
 
-    from ._tokens import TokenSource
     from .dkim import DKIM
     from .invite import Invite
     from .smtp import SendResult
+    from .smtp._tokens import TokenSource
     from .transports.factory import Switch
     from .transports.outlook import OutlookTransport
 
@@ -318,7 +311,7 @@ class FluxMail:
             from .transports.outlook import OUTLOOK_SENDER
 
             return OUTLOOK_SENDER
-        from ._hints import attach, make
+        from .smtp._hints import attach, make
 
         raise attach(InvalidAddressError("no sender"), make("no_sender"))
 
@@ -486,38 +479,13 @@ class FluxMail:
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> FluxMail:
         """Build a FluxMail from FLUXMAIL_* variables; keyword arguments override them."""
         env = os.environ if environ is None else environ
-        object_type = EmailObject.parse(env_str(env, "FLUXMAIL_TYPE") or "smtp")
-        host = env_str(env, "FLUXMAIL_HOST")
-        if object_type is EmailObject.SMTP and not host and "host" not in overrides:
-            raise ConfigurationError("FLUXMAIL_HOST is not set (required for SMTP)")
-        domain = env_str(env, "FLUXMAIL_DOMAIN")
-        settings: dict[str, Any] = {
-            "object_type": object_type,
-            "host": EmailInstance(host or "", domain) if domain else host,
-            "port": env_int(env, "FLUXMAIL_PORT", 25),
-            "use_tls": env_bool(env, "FLUXMAIL_TLS", False),
-            "use_ssl": env_bool(env, "FLUXMAIL_SSL", False),
-            "username": env_str(env, "FLUXMAIL_USERNAME"),
-            "password": env.get("FLUXMAIL_PASSWORD") or None,
-            "sender": env_str(env, "FLUXMAIL_SENDER"),
-            "timeout": env_float(env, "FLUXMAIL_TIMEOUT", 30.0),
-            "max_retries": env_int(env, "FLUXMAIL_MAX_RETRIES", 0),
-            "retry_delay": env_float(env, "FLUXMAIL_RETRY_DELAY", 1.0),
-        }
-        if any(
-            env_str(env, f"FLUXMAIL_DKIM_{name}") for name in ("DOMAIN", "SELECTOR", "KEY_FILE")
+        settings = settings_from_env(env)  # the table in fluxmail._env, shared with the CLI
+        object_type = settings.get("object_type", EmailObject.SMTP)
+        if (
+            object_type is EmailObject.SMTP
+            and not settings.get("host")
+            and "host" not in overrides
         ):
-            from .dkim import dkim_from_settings
-
-            settings["dkim"] = dkim_from_settings(
-                env_str(env, "FLUXMAIL_DKIM_DOMAIN"),
-                env_str(env, "FLUXMAIL_DKIM_SELECTOR"),
-                env_str(env, "FLUXMAIL_DKIM_KEY_FILE"),
-                ("FLUXMAIL_DKIM_DOMAIN", "FLUXMAIL_DKIM_SELECTOR", "FLUXMAIL_DKIM_KEY_FILE"),
-            )
-        if env_str(env, "FLUXMAIL_OAUTH2_PROVIDER"):
-            from .oauth import provider_from_env
-
-            settings["oauth2"] = provider_from_env(env)
+            raise ConfigurationError("FLUXMAIL_HOST is not set (required for SMTP)")
         settings.update(overrides)
         return cls(**settings)

@@ -67,6 +67,9 @@ class CeleryFleet(Fleet):
             "acks_late": True,  # a worker that dies mid-task leaves it to be redelivered
             "reject_on_worker_lost": True,
             "max_retries": None,  # fluxmail counts tries itself (settings.max_retries)
+            # This app's task only: a shared task is added to every app created later,
+            # where a second fleet's task of the same name then collides with it.
+            "shared": False,
             **(task_options or {}),
         }
         fleet = self

@@ -35,8 +35,16 @@ transport edge, and chained as ``__cause__``. Messages never contain secrets.
 
 from __future__ import annotations
 
+import copy
+import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    if sys.version_info >= (3, 11):
+        from typing import Self
+    else:
+        from typing_extensions import Self
 
 __all__ = [
     "AttachmentNotFoundError",
@@ -90,27 +98,68 @@ class FluxMailException(Exception):
             if exc.transient:
                 pass  # try again later: a 4xx reply, or the connection dropped
         ```
+
+    Errors are complete when constructed (nothing sets attributes on them afterwards)
+    and pickle with every attribute, so they cross process pools and task queues intact.
     """
 
     code: str = "fluxmail_error"
     transient: bool = False
     #: Set by BulkSender when this error stopped a batch: the counts up to that point.
     batch_result: Any = None
-    #: A recognised usual mistake (``fluxmail._hints.Hint``): its advice is already at the
+    #: A recognised usual mistake (``fluxmail.smtp._hints.Hint``): its advice is already at the
     #: end of the message; the CLI prints it in flags instead.
     hint: Any = None
     #: How many times the send was tried before this error (more than 1 when retries ran).
     attempts: int = 1
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        transient: bool | None = None,
+        batch_result: Any = None,
+    ) -> None:
         super().__init__(message)
         if code is not None:
             self.code = code
+        if transient is not None:
+            self.transient = transient
+        if batch_result is not None:
+            self.batch_result = batch_result
 
     @property
     def message(self) -> str:
         """The error text, as ``str(exc)``."""
         return str(self.args[0]) if self.args else ""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The default pickling calls cls(*args), which fails for keyword-only arguments
+        # (smtp_code=...) and other signatures: rebuild without __init__, then restore
+        # every attribute (state applied after creation, so self-references are fine).
+        return (_rebuild, (type(self), self.args), self.__dict__)
+
+    def with_batch_result(self, batch_result: Any) -> Self:
+        """A copy of this error that carries ``batch_result`` (the counts of the batch it
+        stopped), with the same class, attributes, cause and traceback."""
+        clone = copy.copy(self)
+        clone.__dict__["batch_result"] = batch_result
+        clone.__cause__ = self.__cause__
+        clone.__suppress_context__ = True  # the original is the same error: not twice
+        return clone.with_traceback(self.__traceback__)
+
+
+def _rebuild(cls: type[FluxMailException], args: tuple[Any, ...]) -> FluxMailException:
+    """A new ``cls`` without calling ``__init__`` (pickle then restores the attributes)."""
+    # The builtin base whose __new__ the class inherits: with two builtin bases (OSError
+    # and ValueError, say) ``cls.__new__`` can name the wrong one, which Python refuses.
+    maker: type = cls
+    while "__new__" not in vars(maker):
+        maker = maker.__base__ or Exception  # never None: Exception defines __new__
+    error: FluxMailException = maker.__new__(cls, *args)
+    error.args = args  # OSError subclasses with their own __init__ leave args to it
+    return error
 
 
 class ConfigurationError(FluxMailException, ValueError):
@@ -244,11 +293,14 @@ class AuthenticationError(FluxMailException):
         smtp_code: int | None = None,
         enhanced_code: str | None = None,
         code: str | None = None,
+        transient: bool | None = None,
+        batch_result: Any = None,
     ) -> None:
-        super().__init__(message, code=code)
+        if transient is None:  # a 4xx reply to AUTH: try again later
+            transient = smtp_code is not None and 400 <= smtp_code < 500
+        super().__init__(message, code=code, transient=transient, batch_result=batch_result)
         self.smtp_code = smtp_code
         self.enhanced_code = enhanced_code
-        self.transient = smtp_code is not None and 400 <= smtp_code < 500
 
 
 class OutcomeUnknownError(FluxMailException):
@@ -259,8 +311,15 @@ class OutcomeUnknownError(FluxMailException):
 
     code = "outcome_unknown"
 
-    def __init__(self, message: str, *, message_id: str | None = None) -> None:
-        super().__init__(message)
+    def __init__(
+        self,
+        message: str,
+        *,
+        message_id: str | None = None,
+        code: str | None = None,
+        batch_result: Any = None,
+    ) -> None:
+        super().__init__(message, code=code, batch_result=batch_result)
         self.message_id = message_id
 
 
@@ -286,13 +345,14 @@ class SMTPResponseError(FluxMailException):
         server_message: str = "",
         refused: Mapping[str, tuple[int, str]] | None = None,
         code: str | None = None,
+        batch_result: Any = None,
     ) -> None:
-        super().__init__(message, code=code)
+        transient = 400 <= smtp_code < 500  # the reply decides, never the caller
+        super().__init__(message, code=code, transient=transient, batch_result=batch_result)
         self.smtp_code = smtp_code
         self.enhanced_code = enhanced_code
         self.server_message = server_message
         self.refused: dict[str, tuple[int, str]] = dict(refused or {})
-        self.transient = 400 <= smtp_code < 500
 
 
 class ServerReply(Exception):

@@ -36,9 +36,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from ._tokens import AsyncTokenProvider, TokenProvider, TokenSource
 from .errors import AuthenticationError, ConfigurationError, MissingDependencyError
 from .smtp._redact import Secrets, redact
+from .smtp._tokens import AsyncTokenProvider, TokenProvider, TokenSource
 
 __all__ = [
     "AsyncTokenProvider",
@@ -242,9 +242,9 @@ class RefreshingTokenProvider:
             why = f"no answer within {self.timeout:g} s"
         else:
             why = f"the request failed ({type(exc).__name__})"
-        error = AuthenticationError(f"{self.name} token endpoint {self._host}: {why}")
-        error.transient = True
-        return error
+        return AuthenticationError(
+            f"{self.name} token endpoint {self._host}: {why}", transient=True
+        )
 
     def _answer(self, status: int, body: bytes) -> tuple[str, float]:
         """The access token and its lifetime in seconds, or AuthenticationError."""
@@ -279,9 +279,10 @@ class RefreshingTokenProvider:
         if len(what) > 300:
             what = what[:297] + "..."
         answered = f"answered HTTP {status}" if status else "answered"
-        error = AuthenticationError(f"{self.name} token endpoint {self._host} {answered} ({what})")
-        error.transient = status >= 500 or status == 429
-        return error
+        return AuthenticationError(
+            f"{self.name} token endpoint {self._host} {answered} ({what})",
+            transient=status >= 500 or status == 429,
+        )
 
 
 _HEADERS = {"Accept": "application/json"}
