@@ -236,8 +236,9 @@ class RefreshingTokenProvider:
         return token, _lifetime(payload.get("expires_in"))
 
     def _refused(self, status: int, what: str) -> AuthenticationError:
-        for secret in self._secrets():
-            what = what.replace(secret, "[redacted]")
+        from .smtp._redact import Secrets  # the one redaction rule (every encoding)
+
+        what = Secrets.of(*self._secrets()).redact(what)
         if len(what) > 300:
             what = what[:297] + "..."
         error = AuthenticationError(

@@ -32,7 +32,7 @@ from ..errors import (
     TLSRequiredError,
 )
 from ._actions import CRLF, Conversation, Exchange, StartTLS
-from ._auth import AUTHENTICATORS, Credentials, scrub
+from ._auth import AUTHENTICATORS, Credentials
 from ._data import check_line_length, normalize_newlines, stuff
 from ._errors import reply_error
 from ._replies import Capabilities, Reply
@@ -259,8 +259,17 @@ class Session:
         self.ahead: Ahead | None = None  # see send_message(upcoming=...)
 
     def ask(self, exchange: Exchange) -> Conversation[list[Reply]]:
-        """Yield one exchange; note a ``421`` (the server is closing)."""
-        replies = yield exchange
+        """Yield one exchange; note a ``421`` (the server is closing).
+
+        Every reply (and every error the driver throws in, which may quote a reply
+        line) has each form of the credentials redacted here, before anything keeps it.
+        """
+        secrets = self.credentials.secrets
+        try:
+            replies = secrets.replies((yield exchange))
+        except FluxMailException as exc:
+            secrets.exception(exc)
+            raise
         if _closing(replies) is not None:
             self.closing = True
         return replies
@@ -336,8 +345,7 @@ class Session:
             reply = yield from self._one(Exchange(b"*\r\n", 1, "auth"))
             reply = reply if reply.code != 235 else Reply(535, ("authentication cancelled",))
         if reply.code != 235:
-            safe = Reply(reply.code, tuple(scrub(line, creds.secrets) for line in reply.lines))
-            raise reply_error("auth", safe, host=self.host)
+            raise reply_error("auth", reply, host=self.host)
         self.authenticated = True
         self.auth_mechanism = mechanism
 
