@@ -18,6 +18,7 @@ from collections.abc import Coroutine, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from ._checks import flag
 from .config import (
     EmailInstance,
     EmailObject,
@@ -327,6 +328,7 @@ class FluxMail:
 
     def send(self, dry_run: bool = False) -> str:
         """Send the message from ``create()``; with ``dry_run`` print and return a preview."""
+        flag("dry_run", dry_run)
         message = self._take_message()
         if dry_run:
             return self._print_preview(message)
@@ -343,6 +345,7 @@ class FluxMail:
         """Async ``send()``. The message is taken now, so concurrent tasks can share one
         FluxMail. No automatic retry (as the API page says). A dry run, like
         ``send(dry_run=True)``, leaves the message in place."""
+        flag("dry_run", dry_run)
         message = self._take_message()
         if not dry_run:
             self._pending.message = None

@@ -6,6 +6,7 @@ import sys
 from types import TracebackType
 from typing import Any, Protocol
 
+from ._checks import optional_flag
 from .errors import MissingDependencyError
 
 
@@ -73,6 +74,7 @@ def make_progress(progress: bool | None, total: int | None) -> Progress:
     """``None`` (the default) shows a bar only on a terminal with Rich installed;
     ``True`` insists on Rich (and names the extra if it is missing) but still stays quiet
     when stderr is not a terminal; ``False`` never shows one."""
+    optional_flag("progress", progress)
     if progress is False or not sys.stderr.isatty():
         return NoProgress()
     try:

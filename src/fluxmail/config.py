@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ._checks import flag_word, smtp_options
 from .errors import ConfigurationError, HeaderInjectionError
 
 if TYPE_CHECKING:
@@ -83,6 +84,7 @@ class SmtpConfig:
     oauth2: TokenSource | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        smtp_options(self)  # types first: "false" must not pass for a boolean
         if self.use_tls and self.use_ssl:
             raise ConfigurationError(
                 "use_tls (STARTTLS) and use_ssl (implicit TLS) cannot both be True; "
@@ -142,20 +144,10 @@ def default_ehlo_name() -> str:
 
 # --- FLUXMAIL_* environment variables -------------------------------------------------
 
-_TRUE = {"true", "1", "yes", "on"}
-_FALSE = {"false", "0", "no", "off", ""}
-
 
 def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raw = env.get(name)
-    if raw is None:
-        return default
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ConfigurationError(f"{name} must be true/false (also 1/0, yes/no, on/off)")
+    return default if raw is None else flag_word(name, raw)
 
 
 def env_int(env: Mapping[str, str], name: str, default: int) -> int:

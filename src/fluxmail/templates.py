@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._checks import flag
 from .errors import MissingDependencyError, TemplateError
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ class EmailTemplate:
     def __init__(self, source: str, autoescape: bool = False, *, name: str = "<string>") -> None:
         if not isinstance(source, str):
             raise TemplateError("template source must be a string")
+        flag("autoescape", autoescape)
         self.source = source
         self.autoescape = autoescape
         self.name = name

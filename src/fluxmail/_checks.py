@@ -1,0 +1,55 @@
+"""The type rules for public arguments, checked where they are given.
+
+A wrong type must fail where the caller gave it, as a :class:`ConfigurationError`
+(code ``invalid_option``) naming the option, never as a bare ``TypeError`` deep in a
+send, and never by being taken for something else: ``"false"`` is a true value to
+``bool()``, so a string given for ``allow_insecure_auth`` would send the password in
+plaintext. Booleans are ``bool`` only; in the environment (and any text setting) only the
+documented words count (:func:`flag_word`). Numbers are never ``bool``, NaN or infinite.
+
+Error texts show the type of a wrong text value, never the value: it may be a password.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import ConfigurationError
+
+#: The words a boolean environment variable may hold (any case, surrounding blanks
+#: ignored); an empty value is false.
+TRUE_WORDS = frozenset({"true", "1", "yes", "on"})
+FALSE_WORDS = frozenset({"false", "0", "no", "off", ""})
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def flag(name: str, value: object) -> bool:
+    """``value`` if it is ``True`` or ``False``; anything else names ``name``."""
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"{name} must be True or False, got {_shown(value)}")
+    return value
+
+
+def optional_flag(name: str, value: object) -> bool | None:
+    """``None``, ``True`` or ``False``."""
+    return None if value is None else flag(name, value)
+
+
+def flag_word(name: str, raw: str) -> bool:
+    """The environment's boolean rule: true/false, 1/0, yes/no, on/off (empty: false)."""
+    value = raw.strip().lower()
+    if value in TRUE_WORDS:
+        return True
+    if value in FALSE_WORDS:
+        return False
+    raise ConfigurationError(f"{name} must be true/false (also 1/0, yes/no, on/off)")
+
+
+def smtp_options(config: Any) -> None:
+    """The types of an ``SmtpConfig`` (its value rules follow in ``__post_init__``)."""
+    for option in ("use_tls", "use_ssl", "allow_insecure_auth"):
+        flag(option, getattr(config, option))
