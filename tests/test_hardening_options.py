@@ -172,3 +172,109 @@ def test_cli_never_logs_in_over_plaintext_with_a_word(make_fault_server: MakeFau
     result = run_cli(*args, "--recipients", "to@example.com", "--body", "b", env=env)
     assert_one_line_error(result, 1, "tls_required")
     assert not any(c.startswith("AUTH") for c in server.commands)
+
+
+# --- rule 14: types at the edge ------------------------------------------------------------
+
+WRONG_TYPES = [
+    ("password", b"hunter2-bytes"),
+    ("password", 12345678),
+    ("username", 123),
+    ("local_hostname", 5),
+    ("local_hostname", b"mail.example.com"),
+    ("ssl_context", "CERT_NONE"),
+    ("ssl_context", True),
+]
+
+
+@pytest.mark.parametrize(("option", "value"), WRONG_TYPES, ids=repr)
+def test_constructor_types_are_checked_where_given(
+    make_fault_server: MakeFault, option: str, value: object
+) -> None:
+    server = make_fault_server()
+    kwargs: dict[str, Any] = server.fluxmail_kwargs(username=USERNAME)
+    kwargs[option] = value
+    with pytest.raises(ConfigurationError) as info:
+        FluxMail(**kwargs)
+    assert_names(info.value, option)
+    assert str(value) not in str(info.value)  # the type is named, never the value
+    assert server.sessions == []
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [("EMAIL_HOST_PASSWORD", b"hunter2-bytes"), ("EMAIL_HOST_USER", 5), ("EMAIL_PORT", "25")],
+)
+def test_django_setting_types_are_checked(setting: str, value: object) -> None:
+    from django.test import override_settings
+
+    import test_django_backend  # noqa: F401  (configures Django once per process)
+
+    extra = {"EMAIL_HOST_USER": USERNAME} if setting == "EMAIL_HOST_PASSWORD" else {}
+    with override_settings(**extra, **{setting: value}), pytest.raises(FluxMailException) as info:
+        django_backend(host="127.0.0.1")
+    assert isinstance(info.value, ConfigurationError)
+    assert setting.split("_")[-1].lower() in str(info.value).lower()
+    assert "hunter2" not in str(info.value)
+
+
+BAD_RATES = [-1, -0.5, float("nan"), float("inf"), True, False, "10", None, [10]]
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("value", BAD_RATES, ids=repr)
+def test_max_per_second_is_checked_before_anything_is_sent(
+    make_fault_server: MakeFault, mode: str, value: object
+) -> None:
+    server = make_fault_server()
+    sender = BulkSender(FluxMail(**server.fluxmail_kwargs(sender="me@x.org")))
+
+    def run() -> object:
+        if mode == "sync":
+            return sender.send_batch([message()], max_per_second=value)  # type: ignore[arg-type]
+        return asyncio.run(
+            sender.send_batch_async([message()], max_per_second=value)  # type: ignore[arg-type]
+        )
+
+    with pytest.raises(ConfigurationError) as info:
+        run()
+    assert_names(info.value, "max_per_second")
+    assert server.sessions == []
+
+
+CREATE_WRONG_TYPES = [
+    ("subject", 5),
+    ("recipients", 5),
+    ("body", b"x"),
+    ("sender", 5),
+    ("cc", 5),
+    ("bcc", {"a@b.test": 1}),
+    ("reply_to", 5),
+    ("attachments", 5),
+    ("plain_body", 5),
+    ("in_reply_to", 5),
+    ("references", 5),
+    ("priority", 5),
+    ("unsubscribe_url", 5),
+    ("inline_images", 5),
+    ("headers", [("X-A", "b")]),
+    ("headers", {"X-A": 5}),
+]
+
+
+@pytest.mark.parametrize(("option", "value"), CREATE_WRONG_TYPES, ids=repr)
+def test_create_types_are_checked_where_given(option: str, value: object) -> None:
+    mailer = FluxMail(host="127.0.0.1", port=2525)
+    options = {**message(), option: value}
+    if option == "plain_body":
+        options["html_body"] = True
+    with pytest.raises(FluxMailException) as info:
+        mailer.create(**options)
+    assert option in str(info.value)
+
+
+def test_template_types_are_checked() -> None:
+    with pytest.raises(FluxMailException, match="name"):
+        EmailTemplate("Hi", name=5)  # type: ignore[arg-type]
+    with pytest.raises(FluxMailException, match="string"):
+        EmailTemplate(b"Hi")  # type: ignore[arg-type]

@@ -12,6 +12,7 @@ Error texts show the type of a wrong text value, never the value: it may be a pa
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from .errors import ConfigurationError
@@ -49,7 +50,42 @@ def flag_word(name: str, raw: str) -> bool:
     raise ConfigurationError(f"{name} must be true/false (also 1/0, yes/no, on/off)")
 
 
+def text(name: str, value: object) -> str | None:
+    """``None`` or a string (the type is named, the value never: it may be a secret)."""
+    if value is not None and not isinstance(value, str):
+        raise ConfigurationError(f"{name} must be a string, got {type(value).__name__}")
+    return value
+
+
+def rate(name: str, value: object) -> float:
+    """A finite number >= 0 (0: no limit), not a bool."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ConfigurationError(
+            f"{name} must be a number >= 0 (0 means no limit), got {_shown(value)}"
+        )
+    return float(value)
+
+
+def ssl_context(name: str, value: object) -> Any:
+    """``None`` or an ``ssl.SSLContext`` (``ssl`` is imported only when one is given)."""
+    if value is None:
+        return None
+    import ssl
+
+    if not isinstance(value, ssl.SSLContext):
+        raise ConfigurationError(f"{name} must be an ssl.SSLContext, got {type(value).__name__}")
+    return value
+
+
 def smtp_options(config: Any) -> None:
     """The types of an ``SmtpConfig`` (its value rules follow in ``__post_init__``)."""
     for option in ("use_tls", "use_ssl", "allow_insecure_auth"):
         flag(option, getattr(config, option))
+    for option in ("username", "password", "local_hostname"):
+        text(option, getattr(config, option))
+    ssl_context("ssl_context", config.ssl_context)

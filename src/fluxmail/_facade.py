@@ -18,7 +18,7 @@ from collections.abc import Coroutine, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from ._checks import flag
+from ._checks import flag, text
 from .config import (
     EmailInstance,
     EmailObject,
@@ -142,7 +142,7 @@ class FluxMail:
         _check_count("retry_delay", retry_delay, minimum=0, integer=False)
         self.max_retries = max_retries
         self.retry_delay = float(retry_delay)
-        self.username = username
+        self.username = text("username", username)
         self._default_sender = self._resolve_default_sender(sender, username)
         self._pending = threading.local()
         self._smtp: SMTPTransport | None = None

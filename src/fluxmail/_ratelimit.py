@@ -15,6 +15,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from ._checks import rate
+
 WINDOW = 1.05
 
 
@@ -26,9 +28,7 @@ class RateLimiter:
     """
 
     def __init__(self, max_per_second: float, clock: Callable[[], float] = time.monotonic):
-        if isinstance(max_per_second, bool) or max_per_second < 0:
-            raise ValueError("max_per_second must be >= 0 (0 means no limit)")
-        self.rate = float(max_per_second)
+        self.rate = rate("max_per_second", max_per_second)  # ConfigurationError
         self.clock = clock
         self._sent: deque[float] = deque(maxlen=max(1, math.ceil(self.rate)) if self.rate else 1)
 

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._checks import flag
+from ._checks import flag, text
 from .errors import MissingDependencyError, TemplateError
 
 if TYPE_CHECKING:
@@ -42,6 +42,7 @@ class EmailTemplate:
         if not isinstance(source, str):
             raise TemplateError("template source must be a string")
         flag("autoescape", autoescape)
+        text("name", name)
         self.source = source
         self.autoescape = autoescape
         self.name = name

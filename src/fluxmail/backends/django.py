@@ -35,7 +35,7 @@ except ImportError as exc:  # pragma: no cover - only without the extra
 
     raise MissingDependencyError("The Django email backend", "django", "django") from exc
 
-from .._checks import flag
+from .._checks import flag, text
 from ..config import SmtpConfig
 from ..dkim import DKIM, dkim_from_settings, sign
 from ..envelope import Composed, Envelope
@@ -249,6 +249,8 @@ class FluxMailBackend(BaseEmailBackend):  # type: ignore[misc]
         self.port: int = port or _setting("EMAIL_PORT", 25)
         self.username: str = _setting("EMAIL_HOST_USER", "") if username is None else username
         self.password: str = _setting("EMAIL_HOST_PASSWORD", "") if password is None else password
+        text("EMAIL_HOST_USER (username=)", self.username)
+        text("EMAIL_HOST_PASSWORD (password=)", self.password)
         self.use_tls = _flag("EMAIL_USE_TLS", "use_tls", use_tls)
         self.use_ssl = _flag("EMAIL_USE_SSL", "use_ssl", use_ssl)
         self.timeout: float | None = _setting("EMAIL_TIMEOUT") if timeout is None else timeout
