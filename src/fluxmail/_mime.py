@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import binascii
 import os
+import re
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -37,6 +38,7 @@ __all__ = [
     "date_header",
     "encoded_words",
     "fold",
+    "fold_text",
     "normalize_newlines",
     "param_tokens",
     "text_body",
@@ -76,6 +78,40 @@ def fold(name: str, tokens: Sequence[str]) -> str:
     return "".join(out)
 
 
+_WSP = re.compile(r"[ \t]+")
+
+
+def fold_text(name: str, value: str) -> str:
+    """``Name: value`` + CRLF, folded before white space (RFC 5322 2.2.3: spaces or tabs)
+    wherever a line would pass 78 characters; unfolding gives back exactly ``value``.
+
+    Each run of white space is folded at most once (FWS allows one CRLF in it), and a
+    run is split so that both lines stay within 998 octets when the 78 cannot be kept.
+    Raises ``ValueError`` when some line must still pass 998 octets (a word too long).
+    """
+    words = _WSP.split(value)
+    gaps = _WSP.findall(value)
+    lines: list[str] = []
+    line = f"{name}: {words[0]}"
+    for gap, word in zip(gaps, words[1:], strict=True):
+        if not word or len(line) + len(gap) + len(word) <= MAX_LINE:
+            line += gap + word  # (never a continuation line of white space only)
+            continue
+        keep = max(0, len(gap) + len(word) - HARD_LIMIT)  # of the run, on this line
+        if keep >= len(gap):
+            keep = len(gap) - 1  # the word alone is too long: caught below
+        lines.append(line + gap[:keep])
+        line = gap[keep:] + word
+    lines.append(line)
+    longest = max(map(len, lines))
+    if longest > HARD_LIMIT:
+        raise ValueError(
+            f"a header line of {longest} octets cannot be folded under {HARD_LIMIT} "
+            "octets (RFC 5322 2.1.1; folding needs white space between words)"
+        )
+    return "\r\n".join(lines) + "\r\n"
+
+
 def _words(value: str) -> list[str]:
     """Split on single spaces; extra spaces stay glued to the following word."""
     out: list[str] = []
@@ -111,14 +147,16 @@ def _is_plain(value: str) -> bool:
 def unstructured(name: str, value: str, *, raw_ascii: bool = False) -> str:
     """An unstructured header (Subject, extra headers), folded, RFC 2047 when needed.
 
-    ``raw_ascii`` writes any printable ASCII value as-is (extra headers may carry
-    structured values that encoding would break); values longer than a line stay long.
+    ``raw_ascii`` writes any ASCII value as-is (extra headers may carry structured
+    values that encoding would break), folded at its white space (:func:`fold_text`).
     """
     if not value:
         return f"{name}:\r\n"
-    if _is_plain(value) or (raw_ascii and value.isascii()):
+    if raw_ascii and value.isascii():
+        return fold_text(name, value)
+    if _is_plain(value):
         words = _words(value)
-        if raw_ascii or _fits(name, words):
+        if _fits(name, words):
             return fold(name, words)
     return fold(name, encoded_words(value, MAX_LINE - len(name) - 2))
 
