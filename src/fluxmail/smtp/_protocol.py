@@ -25,6 +25,7 @@ from ..errors import (
     HeaderInjectionError,
     InvalidAddressError,
     InvalidMessageError,
+    MessageRefusedError,
     MessageTooLargeError,
     ProtocolError,
     SMTPResponseError,
@@ -134,8 +135,8 @@ def plan_message(caps: Capabilities, composed: Composed, *, host: str) -> Plan:
     if not composed.clean:
         check_line_length(normalized)
     del normalized
-    if caps.eightbitmime and not payload.isascii():
-        params.append("BODY=8BITMIME")
+    if not payload.isascii():
+        params += _eight_bit(caps, utf8, host)
     if utf8:
         params.append("SMTPUTF8")
     return Plan(
@@ -147,6 +148,25 @@ def plan_message(caps: Capabilities, composed: Composed, *, host: str) -> Plan:
         ),
         payload=payload,
         tail=tail,
+    )
+
+
+def _eight_bit(caps: Capabilities, utf8: bool, host: str) -> list[str]:
+    """The MAIL parameter that announces 8-bit data (RFC 6152), or the refusal when the
+    server cannot take it. Only foreign bytes (Django's ``8bit`` parts) get here without
+    SMTPUTF8: fluxmail's composer writes 7-bit bodies. They are not re-encoded (that
+    would change bytes the caller, or a DKIM signature, fixed): see docs/security.md."""
+    if caps.eightbitmime:
+        return ["BODY=8BITMIME"]
+    if utf8 and caps.smtputf8:  # RFC 6531 3.3: an SMTPUTF8 server takes 8-bit data
+        return []
+    raise MessageRefusedError(
+        f"the message has 8-bit data (non-ASCII bytes, such as a Content-Transfer-Encoding: "
+        f"8bit part) and {host} does not offer 8BITMIME (RFC 6152); encode those parts as "
+        "quoted-printable or base64; nothing was sent",
+        smtp_code=554,
+        enhanced_code="5.6.3",
+        code="eightbitmime_unsupported",
     )
 
 
