@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from fluxmail import FluxMail
-from fluxmail.errors import MessageRefusedError
+from fluxmail.errors import MessageRefusedError, MessageTooLargeError
 from fluxmail.smtp import AsyncSMTPConnection, SMTPConnection
 from hardening import MODES, run_batch, send
 from servers import FaultServer
@@ -122,3 +122,72 @@ def test_cli_sends_7bit_to_a_7bit_server(make_fault_server: MakeFault) -> None:
     result = run_cli(*args, "--recipients", "to@example.com", "--body", TEXT)
     assert result.returncode == 0, result.stderr
     assert server.received[0].raw.isascii()
+
+
+# --- rule 17: SIZE counts the message, not the transparency dots -----------------------------
+
+DOTTED = "".join(f".line {i}\n" for i in range(50))
+
+
+def announced_size(options: list[str]) -> int:
+    return int(next(o for o in options if o.upper().startswith("SIZE="))[5:])
+
+
+def dotted_composed() -> Any:
+    from fluxmail.envelope import Composed, Envelope
+
+    data = b"Subject: dots\r\n\r\n" + DOTTED.replace("\n", "\r\n").encode() + b"x" * 500 + b"\r\n"
+    envelope = Envelope(mail_from="me@x.org", rcpt_to=("to@example.com",))
+    return Composed(envelope=envelope, data=data, message_id="<dots@x.org>")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_size_excludes_the_stuffed_dots_at_the_exact_limit(
+    make_fault_server: MakeFault, mode: str
+) -> None:
+    composed = dotted_composed()
+    exact = len(composed.data)
+    for limit, fits in ((exact, True), (exact - 1, False)):
+        server = make_fault_server(capabilities=("PIPELINING", f"SIZE {limit}"))
+        config = server.smtp_config()
+
+        def send_one(config: Any = config) -> None:
+            if mode == "sync":
+                with SMTPConnection(config) as conn:
+                    conn.send(composed)
+                return
+
+            async def send_async() -> None:
+                async with AsyncSMTPConnection(config) as conn:
+                    await conn.send(composed)
+
+            asyncio.run(send_async())
+
+        if fits:
+            send_one()
+            assert announced_size(server.received[0].mail_options) == exact
+            assert len(server.received[0].raw) == exact + 50 + 3  # 50 dots added, ".\r\n"
+        else:
+            with pytest.raises(MessageTooLargeError):
+                send_one()
+            assert "MAIL" not in server.verbs()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_size_is_exact_through_the_api_bulk_and_django(
+    make_fault_server: MakeFault, mode: str
+) -> None:
+    server = make_fault_server()
+    mailer = FluxMail(**server.fluxmail_kwargs())
+    send(mailer, mode, **message(body=DOTTED))
+    run_batch(mailer, [message(body=DOTTED), message(body=DOTTED)], mode)
+    assert (
+        django_backend(host=server.host, port=server.port).send_messages(
+            [django_mail("ascii\n" + DOTTED)]
+        )
+        == 1
+    )
+    assert len(server.received) == 4
+    for received in server.received:
+        assert received.raw.count(b"\r\n..line") == 50  # stuffed on the wire
+        assert announced_size(received.mail_options) == len(received.data)

@@ -70,17 +70,16 @@ def _path(address: str) -> str:
 class Plan:
     """One message, checked and turned into bytes, ready for a transaction.
 
-    The DATA bytes are ``payload`` followed by ``tail`` (see :func:`stuff`)."""
+    The DATA bytes are ``payload`` followed by ``tail`` (see :func:`stuff`). ``size`` is
+    the message's size as RFC 1870 counts it: CRLF line ends, not the dots added for
+    transparency nor the terminating ``.`` CRLF."""
 
     message_id: str
     mail: bytes
     rcpts: tuple[tuple[str, bytes], ...]
     payload: bytes = field(repr=False)
     tail: bytes = b".\r\n"
-
-    @property
-    def size(self) -> int:
-        return len(self.payload) + len(self.tail) - 3  # without the terminating ".\r\n"
+    size: int = 0
 
     def envelope(self, rcpts: tuple[tuple[str, bytes], ...]) -> bytes:
         """MAIL + RCPTs + DATA in one piece (a pipelined envelope)."""
@@ -120,7 +119,7 @@ def plan_message(caps: Capabilities, composed: Composed, *, host: str) -> Plan:
     # our composer's bytes are CRLF-only with short lines (checked as it built them)
     normalized = composed.data if composed.clean else normalize_newlines(composed.data)
     payload, tail = stuff(normalized)
-    size = len(payload) + len(tail) - 3
+    size = len(normalized) + len(tail) - 3  # RFC 1870: the stuffed dots do not count
     params = []
     if caps.size:
         params.append(f"SIZE={size}")
@@ -148,6 +147,7 @@ def plan_message(caps: Capabilities, composed: Composed, *, host: str) -> Plan:
         ),
         payload=payload,
         tail=tail,
+        size=size,
     )
 
 
