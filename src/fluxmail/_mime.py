@@ -25,9 +25,10 @@ Encoding rules, chosen for exact round trips rather than byte economy:
 from __future__ import annotations
 
 import binascii
+import codecs
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "normalize_newlines",
     "param_tokens",
     "text_body",
+    "text_charset",
     "unstructured",
 ]
 
@@ -341,6 +343,24 @@ def base64_body(data: bytes) -> bytes:
     lines = [encoded[i : i + 76] for i in range(0, len(encoded), 76)]
     lines.append(b"")
     return b"\r\n".join(lines)
+
+
+def text_charset(blocks: Iterable[bytes]) -> str | None:
+    """The charset to declare for a text attachment: ``us-ascii`` or ``utf-8`` when the
+    bytes decode as such, ``None`` when they do not (then the caller sends them as
+    ``application/octet-stream``, as Django does: a reader guessing the charset of a
+    ``text/plain`` part shows mojibake)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    ascii_only = True
+    try:
+        for block in blocks:
+            ascii_only = ascii_only and block.isascii()
+            if not ascii_only:
+                decoder.decode(block)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return None
+    return "us-ascii" if ascii_only else "utf-8"
 
 
 def boundary(parts: Sequence[bytes]) -> str:
