@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -72,6 +73,18 @@ def make_fault_server(tls_ca: TLSMaterial) -> Iterator[Callable[..., FaultServer
     yield factory
     for server in started:
         server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_default_tls_context() -> Iterator[None]:
+    """The engine builds its default TLS context once per process, from SSL_CERT_FILE as
+    it is then. Tests set that variable to the test CA, or leave it unset to check the
+    system store; forgetting the context after each test keeps them from depending on
+    which ran first in a worker."""
+    yield
+    common = sys.modules.get("fluxmail.smtp._common")
+    if common is not None:
+        common._default_context = None  # type: ignore[attr-defined]
 
 
 # Redis and Celery worker processes for the fluxmail[celery] tests (tests/redis_fixture.py).

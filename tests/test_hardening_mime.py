@@ -107,3 +107,26 @@ def test_cli_text_attachment_declares_its_charset(
     (part,) = attachments(parsed(server.received[0].data))
     assert part.get_param("charset") == "utf-8"
     assert part.get_content() == UTF8_TEXT
+
+
+# --- rule 19: RFC 2231 names, never RFC 2047 inside quotes -----------------------------------
+
+NAMES = ["Übersicht.pdf", "Relevé de compte — mai 2026.pdf", "日本語のファイル名" * 4 + ".txt"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_non_ascii_names_are_rfc2231_parameters(make_fault_server: MakeFault, mode: str) -> None:
+    files = [(name, b"data %d" % i, "application/octet-stream") for i, name in enumerate(NAMES)]
+    server = make_fault_server()
+    mailer = FluxMail(**server.fluxmail_kwargs())
+    send(mailer, mode, **message(attachments=files))
+    run_batch(mailer, [message(attachments=files)], mode)
+    for received in server.received:
+        head = received.data.decode("ascii")
+        assert '="=?' not in head  # no encoded word inside a quoted parameter
+        assert "name*=utf-8''%C3%9Cbersicht.pdf" in head
+        assert "name*0*=utf-8''" in head  # the long one in RFC 2231 continuations
+        parts = attachments(parsed(received.data))  # parsed() checks for defects
+        assert [p.get_filename() for p in parts] == NAMES
+        assert [p.get_param("name") for p in parts] == NAMES
+        assert [p.get_content() for p in parts] == [data for _, data, _ in files]

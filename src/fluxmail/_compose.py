@@ -197,7 +197,7 @@ def _file_part(attachment: Attachment, disposition: str) -> _Part:
             "Content-Type",
             [
                 *_content_type(attachment),
-                *param_tokens("name", attachment.filename, rfc2047=True),
+                *param_tokens("name", attachment.filename),
             ],
         ),
         "Content-Transfer-Encoding: base64\r\n",

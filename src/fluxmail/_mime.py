@@ -15,8 +15,8 @@ Encoding rules, chosen for exact round trips rather than byte economy:
 * Display names: atoms as-is, other printable ASCII as a quoted-string, anything else as
   encoded words.
 * File names: ``filename="..."`` when simple, else RFC 2231 ``filename*=utf-8''...``
-  (with ``*0*``, ``*1*``... continuations when long), plus an RFC 2047 ``name=`` on
-  Content-Type for old clients.
+  (with ``*0*``, ``*1*``... continuations when long); the same for ``name`` on
+  Content-Type (RFC 2047 encoded words are not allowed inside a quoted parameter).
 * Text bodies (after CRLF normalisation): 7bit when ASCII without NUL and every line is at
   most 998 octets; otherwise quoted-printable when at most 1/6 of the octets are
   non-ASCII, else base64.
@@ -246,21 +246,14 @@ def address_header(name: str, addresses: Sequence[tuple[str, str]]) -> str:
     return fold(name, tokens)
 
 
-def param_tokens(key: str, value: str, *, rfc2047: bool = False) -> list[str]:
-    """``key="value"`` as fold tokens, or its encoded form when the value is not simple.
-
-    Encoded form: RFC 2231 (``key*=utf-8''...``, split into ``key*0*``... continuations
-    when long), or with ``rfc2047`` a quoted RFC 2047 value (the ``name=`` fallback).
-    """
+def param_tokens(key: str, value: str) -> list[str]:
+    """``key="value"`` as fold tokens, or RFC 2231 (``key*=utf-8''...``, split into
+    ``key*0*``... continuations when long) when the value is not simple. Never RFC 2047
+    encoded words inside the quotes: RFC 2047 section 5 forbids them there."""
     if _is_plain(value) and '"' not in value and "\\" not in value and "  " not in value:
         token = f'{key}="{value}"'
         if len(token) < MAX_LINE - 2:
             return [token]
-    if rfc2047:
-        words = encoded_words(value)
-        words[0] = f'{key}="{words[0]}'
-        words[-1] += '"'
-        return words
     return _rfc2231_tokens(key, value)
 
 
