@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ._checks import flag_word, smtp_options
-from .errors import ConfigurationError, HeaderInjectionError
+from .errors import ConfigurationError, FluxMailException, HeaderInjectionError
 
 if TYPE_CHECKING:
     import ssl
@@ -119,14 +120,33 @@ class SmtpConfig:
             not self.local_hostname or any(c.isspace() for c in self.local_hostname)
         ):
             raise ConfigurationError("local_hostname must be a non-empty name without spaces")
+        if self.local_hostname is not None:
+            ascii_host_name(self.local_hostname)  # an invalid IDN fails here, not at EHLO
 
     @property
     def ehlo_name(self) -> str:
-        return self.local_hostname or default_ehlo_name()
+        return ascii_host_name(self.local_hostname) if self.local_hostname else default_ehlo_name()
 
     @property
     def wants_auth(self) -> bool:
         return bool(self.username) and (self.password is not None or self.oauth2 is not None)
+
+
+@functools.lru_cache(maxsize=64)
+def ascii_host_name(name: str) -> str:
+    """``name`` as EHLO sends it: an ASCII name as it is (it may be an address literal or
+    hold an underscore), an internationalised one in its UTS-46 / punycode form, as the
+    domains of addresses and Message-IDs (``bücher.example`` -> ``xn--bcher-kva.example``)."""
+    if name.isascii():
+        return name
+    from ._address import normalize_domain
+
+    try:
+        return normalize_domain(name, "local_hostname")
+    except HeaderInjectionError:
+        raise
+    except FluxMailException as exc:
+        raise ConfigurationError(exc.message) from None
 
 
 def default_ehlo_name() -> str:

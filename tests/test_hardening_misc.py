@@ -1,0 +1,86 @@
+"""Rules 20 and onwards of docs/security.md: the EHLO name in ASCII, template failures as
+TemplateError, terminal escapes from servers, and linear-time automatic text parts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from fluxmail import EmailInstance, FluxMail
+from fluxmail.errors import ConfigurationError
+from hardening import MODES, run_batch, send
+from servers import FaultServer
+from test_cli import run as run_cli
+from test_hardening_tls import django_backend, django_message
+
+MakeFault = Callable[..., FaultServer]
+IDN = "Bücher.example"
+PUNYCODE = "xn--bcher-kva.example"
+
+
+def message(**extra: Any) -> dict[str, Any]:
+    return {
+        "subject": "s",
+        "recipients": ["to@example.com"],
+        "body": "b",
+        "sender": "me@x.org",
+        **extra,
+    }
+
+
+def ehlo_names(server: FaultServer) -> list[str]:
+    return [c.split(" ", 1)[1] for c in server.commands if c.upper().startswith(("EHLO", "HELO"))]
+
+
+# --- the EHLO name --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("how", ["local_hostname", "EmailInstance"])
+def test_ehlo_name_is_punycode(make_fault_server: MakeFault, mode: str, how: str) -> None:
+    server = make_fault_server()
+    kwargs = server.fluxmail_kwargs()
+    if how == "local_hostname":
+        kwargs["local_hostname"] = IDN
+    else:
+        kwargs["host"] = EmailInstance(server.host, IDN)
+    mailer = FluxMail(**kwargs)
+    send(mailer, mode, **message())
+    run_batch(mailer, [message(), message()], mode)
+    mailer.test_connection()
+    names = ehlo_names(server)
+    assert len(names) == 3
+    assert set(names) == {PUNYCODE}
+    assert all(c.isascii() for c in server.commands)
+
+
+def test_ehlo_name_is_punycode_in_the_cli_and_django(make_fault_server: MakeFault) -> None:
+    server = make_fault_server()
+    args = ["--type", "smtp", "--host", f"127.0.0.1:{IDN}", "--port", str(server.port)]
+    args += ["--sender", "me@x.org", "--subject", "s", "--recipients", "to@example.com"]
+    result = run_cli(*args, "--body", "b")
+    assert result.returncode == 0, result.stderr
+    backend = django_backend(host=server.host, port=server.port, local_hostname=IDN)
+    assert backend.send_messages([django_message()]) == 1
+    assert ehlo_names(server) == [PUNYCODE, PUNYCODE]
+
+
+@pytest.mark.parametrize("name", ["bü--cher.example", "bücher..example", "bücher_x.example"])
+def test_invalid_idn_ehlo_name_is_refused_where_given(
+    make_fault_server: MakeFault, name: str
+) -> None:
+    server = make_fault_server()
+    with pytest.raises(ConfigurationError, match="local_hostname"):
+        FluxMail(**server.fluxmail_kwargs(local_hostname=name))
+    with pytest.raises(ConfigurationError, match="local_hostname"):
+        django_backend(host=server.host, port=server.port, local_hostname=name)
+    assert server.sessions == []
+
+
+def test_ascii_ehlo_names_are_kept_as_given(make_fault_server: MakeFault) -> None:
+    server = make_fault_server()
+    for name in ("mail_01.example.com", "[192.0.2.1]", "MiXeD.Example"):
+        send(FluxMail(**server.fluxmail_kwargs(local_hostname=name)), "sync", **message())
+    assert ehlo_names(server) == ["mail_01.example.com", "[192.0.2.1]", "MiXeD.Example"]
