@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from fluxmail import EmailInstance, FluxMail
+from fluxmail import EmailInstance, EmailTemplate, FluxMail, TemplateError
 from fluxmail.errors import ConfigurationError
 from hardening import MODES, run_batch, send
 from servers import FaultServer
@@ -84,3 +84,40 @@ def test_ascii_ehlo_names_are_kept_as_given(make_fault_server: MakeFault) -> Non
     for name in ("mail_01.example.com", "[192.0.2.1]", "MiXeD.Example"):
         send(FluxMail(**server.fluxmail_kwargs(local_hostname=name)), "sync", **message())
     assert ehlo_names(server) == ["mail_01.example.com", "[192.0.2.1]", "MiXeD.Example"]
+
+
+# --- template runtime errors ----------------------------------------------------------------
+
+RUNTIME_FAILURES = {
+    "recursive macro": (
+        "{% macro f() %}{{ f() }}{% endmacro %}\n\n{{ f() }}",
+        1,
+        "RecursionError",
+    ),
+    "sandbox range limit": ("Hi\n{% for i in range(10**9) %}{% endfor %}", 2, "OverflowError"),
+    "division by zero": ("a\nb\n{{ 1 / n }}", 3, "ZeroDivisionError"),
+    "wrong type": ("{{ 1 + name }}", 1, "TypeError"),
+    "a raising call": ("x\n{{ items.index(7) }}", 2, "ValueError"),
+    "a raising method": ("{{ obj.explode() }}", 1, "KeyError"),
+}
+
+
+class Exploding:
+    def explode(self) -> str:
+        raise KeyError("boom")
+
+
+@pytest.mark.parametrize(
+    ("source", "line", "kind"), RUNTIME_FAILURES.values(), ids=RUNTIME_FAILURES.keys()
+)
+def test_every_rendering_failure_is_a_template_error_with_its_line(
+    source: str, line: int, kind: str, tmp_path: Any
+) -> None:
+    path = tmp_path / "t.txt"
+    path.write_text(source, encoding="utf-8")
+    for template in (EmailTemplate(source, name="welcome"), EmailTemplate.from_file(path)):
+        with pytest.raises(TemplateError) as info:
+            template.render(n=0, name="x", items=[1], obj=Exploding())
+        assert info.value.code == "template_error"
+        assert f", line {line}: {kind}" in str(info.value)
+        assert template.name in str(info.value)

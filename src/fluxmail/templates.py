@@ -71,7 +71,8 @@ class EmailTemplate:
         return cls(source, autoescape=autoescape, name=str(file))
 
     def render(self, **context: Any) -> str:
-        """Render with the given variables; an undefined variable is an error."""
+        """Render with the given variables; an undefined variable is an error. Every
+        failure of rendering is a :class:`TemplateError` naming the template line."""
         import jinja2
 
         try:
@@ -89,6 +90,14 @@ class EmailTemplate:
             raise TemplateError(f"template {self.name} tried something unsafe: {exc}") from exc
         except jinja2.TemplateError as exc:
             raise TemplateError(f"template {self.name}: {exc}") from exc
+        except (TemplateError, MemoryError):
+            raise
+        except Exception as exc:  # a runtime failure of the template itself
+            # (a recursive macro, the sandbox's range limit, a division by zero, a wrong
+            # type): the caller's error, named with its template line, never a bare one
+            raise TemplateError(
+                f"template {self.name}, line {_template_line(exc)}: {type(exc).__name__}: {exc}"
+            ) from exc
 
     def __repr__(self) -> str:
         return f"EmailTemplate({self.name!r}, autoescape={self.autoescape})"
