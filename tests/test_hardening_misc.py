@@ -153,3 +153,51 @@ def test_link_text_is_the_text_inside_the_link_only() -> None:
     assert html_to_text(html) == "a one bold (https://x.test/1) b https://x.test/2 c\n"
     nested = '<p><a href="https://x.test/o">out <a href="https://x.test/i">in</a> more</a></p>'
     assert "in (https://x.test/i)" in html_to_text(nested)
+
+
+# --- a file that is not a journal -------------------------------------------------------------
+
+NOT_JOURNALS = {
+    "notes": b"first line\nsecond line\nlast line without a newline",
+    "one line without a newline": b"just one line",
+    "json but not ours": b'{"a": 1}\n{"b": 2}\n',
+    "our header, then damage, then a torn line": (
+        b'{"journal":"fluxmail-bulk","version":1}\nnot json\n{"i": 0, "k'
+    ),
+    "binary": b"\xff\xfe\x00\x01garbage\n\x80",
+    "a header of another version": b'{"journal":"fluxmail-bulk","version":9}\n',
+}
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("content", NOT_JOURNALS.values(), ids=NOT_JOURNALS.keys())
+def test_a_file_that_is_not_a_journal_is_refused_untouched(
+    make_fault_server: MakeFault, mode: str, content: bytes, tmp_path: Any
+) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_bytes(content)
+    server = make_fault_server()
+    mailer = FluxMail(**server.fluxmail_kwargs())
+    with pytest.raises(ConfigurationError) as info:
+        run_batch(mailer, [message(), message()], mode, journal=path)
+    assert "notes.txt" in str(info.value)
+    assert path.read_bytes() == content  # not a byte cut, nothing added
+    assert server.sessions == []
+
+
+@pytest.mark.parametrize(
+    "content", [b"", b'{"journal":"fluxm', b'{"journal":"fluxmail-bulk","version":1}']
+)
+def test_a_new_or_torn_header_journal_starts_fresh(
+    make_fault_server: MakeFault, content: bytes, tmp_path: Any
+) -> None:
+    path = tmp_path / "run.jsonl"
+    path.write_bytes(content)
+    server = make_fault_server()
+    result = run_batch(
+        FluxMail(**server.fluxmail_kwargs()), [message(), message()], "sync", journal=path
+    )
+    assert result["sent"] == 2
+    lines = path.read_bytes().split(b"\n")
+    assert lines[0] == b'{"journal":"fluxmail-bulk","version":1}'
+    assert len(lines) == 1 + 4 + 1  # header, sending + accepted for each, the final newline
