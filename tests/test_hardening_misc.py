@@ -12,7 +12,7 @@ import pytest
 from fluxmail import EmailInstance, EmailTemplate, FluxMail, TemplateError
 from fluxmail.errors import ConfigurationError
 from hardening import MODES, run_batch, send
-from servers import FaultServer
+from servers import FaultServer, Reply
 from test_cli import run as run_cli
 from test_hardening_tls import django_backend, django_message
 
@@ -201,3 +201,38 @@ def test_a_new_or_torn_header_journal_starts_fresh(
     lines = path.read_bytes().split(b"\n")
     assert lines[0] == b'{"journal":"fluxmail-bulk","version":1}'
     assert len(lines) == 1 + 4 + 1  # header, sending + accepted for each, the final newline
+
+
+# --- terminal escapes from a server ---------------------------------------------------------
+
+HOSTILE_REPLY = (
+    "550 5.7.1 no \x1b[2J\x1b[31mred\x1b[0m \x1b]0;owned title\x07 bell\x07 "
+    "c1 \x9b31m csi \x85 next \u202eevil\u202c end"
+)
+RAW_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e]")
+
+
+@pytest.mark.parametrize("stage", ["greeting", "MAIL", "RCPT", "DOT"])
+def test_cli_stderr_never_carries_terminal_escapes(
+    make_fault_server: MakeFault, stage: str
+) -> None:
+    reply = (
+        HOSTILE_REPLY.replace("550 5.7.1", "554 5.3.0") if stage == "greeting" else HOSTILE_REPLY
+    )
+    server = make_fault_server({stage: Reply(reply)})
+    args = ["--type", "smtp", "--host", "127.0.0.1", "--port", str(server.port)]
+    args += ["--sender", "me@x.org", "--subject", "s", "--recipients", "to@example.com"]
+    result = run_cli(*args, "--body", "b")
+    assert result.returncode == 1, result.stderr
+    assert not RAW_CONTROLS.search(result.stderr + result.stdout), repr(result.stderr)
+    assert "\\x1b[31mred\\x1b[0m" in result.stderr  # shown, escaped
+    assert "\\x9b31m" in result.stderr
+    assert "\\u202eevil" in result.stderr
+
+
+def test_safe_text_escapes_every_control() -> None:
+    from fluxmail._terminal import safe_text
+
+    assert safe_text("a\x1b[0mb\x07\x9b\u202e\t\n") == "a\\x1b[0mb\\x07\\x9b\\u202e\\x09\\x0a"
+    assert safe_text("line\tone\nline two\x1b", lines=True) == "line\tone\nline two\\x1b"
+    assert safe_text("naïve café ✓") == "naïve café ✓"

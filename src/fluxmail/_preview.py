@@ -12,13 +12,14 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from ._terminal import safe_text
+
 if TYPE_CHECKING:
     from .envelope import Composed
     from .message import Address, Attachment, Message
 
 __all__ = ["human_size", "preview"]
 
-_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _NEEDS_QUOTES = re.compile(r'[()<>\[\]:;@\\,."]')
 
 
@@ -69,7 +70,7 @@ def _header_lines(message: Message, composed: Composed | None) -> list[str]:
     lines += [f"{name}: {value}" for name, value in message.extra_headers]
     if message.needs_smtputf8:
         lines.append("(needs a server with SMTPUTF8: an address has a non-ASCII local part)")
-    return lines
+    return [safe_text(line, lines=True) for line in lines]
 
 
 def _wire_header(data: bytes, name: bytes) -> str | None:
@@ -94,8 +95,7 @@ def _mailboxes(addresses: tuple[Address, ...]) -> str:
 
 
 def _show_body(text: str) -> str:
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    return _CONTROLS.sub(lambda match: repr(match.group())[1:-1], text)
+    return safe_text(text.replace("\r\n", "\n").replace("\r", "\n"), lines=True)
 
 
 def _describe(item: Attachment) -> str:

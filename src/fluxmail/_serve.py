@@ -7,7 +7,6 @@ line; ``--dir`` also keeps each one as an ``.eml`` file. Ctrl-C (or SIGTERM) sto
 
 from __future__ import annotations
 
-import re
 import signal
 import socket
 import threading
@@ -16,14 +15,13 @@ from datetime import datetime
 from pathlib import Path
 from types import FrameType
 
+from ._terminal import safe_text
 from .errors import ConfigurationError
 from .localserver import LocalSMTPServer, ReceivedMessage
 
-_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
 
 def _clean(text: str) -> str:
-    return _CONTROLS.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
+    return safe_text(text)
 
 
 def summary(received: ReceivedMessage, now: datetime | None = None) -> str:
