@@ -236,3 +236,51 @@ def test_safe_text_escapes_every_control() -> None:
     assert safe_text("a\x1b[0mb\x07\x9b\u202e\t\n") == "a\\x1b[0mb\\x07\\x9b\\u202e\\x09\\x0a"
     assert safe_text("line\tone\nline two\x1b", lines=True) == "line\tone\nline two\\x1b"
     assert safe_text("naïve café ✓") == "naïve café ✓"
+
+
+# --- rate limit accuracy (the arithmetic; the measurement is benchmarks/hardening_bench.py) --
+
+
+def windowed_max(times: list[float], width: float) -> int:
+    import bisect
+
+    ordered = sorted(times)
+    return max(bisect.bisect_left(ordered, t + width) - i for i, t in enumerate(ordered))
+
+
+@pytest.mark.parametrize("rate", [10, 300, 1000, 14.5])
+def test_limiter_keeps_its_rate_when_each_send_starts_a_little_late(rate: float) -> None:
+    """Every sleep ends up to 3 ms late (a busy machine's scheduler) and each send costs
+    0.2 ms: the late ones must not push the rest back (a 300/s limit delivered ~233/s),
+    and no window of WINDOW seconds may hold more than ``rate`` starts."""
+    import random
+
+    from fluxmail._ratelimit import WINDOW, RateLimiter
+
+    jitter = random.Random(12)
+    limiter = RateLimiter(rate)
+    clock, starts = 0.0, []
+    for _ in range(int(rate * 20)):
+        delay = limiter.wait(clock)
+        clock += delay + (jitter.uniform(0, 0.003) if delay else 0.0) + 0.0002  # + the send
+        limiter.take(clock)
+        starts.append(clock)
+    achieved = (len(starts) - 1) / (starts[-1] - starts[0])
+    if rate == int(rate):
+        assert achieved >= 0.95 * rate
+    else:  # 14.5/s is at most 14 in any window
+        assert achieved >= 0.99 * int(rate) / WINDOW
+    assert windowed_max(starts, WINDOW) <= rate
+    assert windowed_max(starts, 1.0) <= rate
+
+
+def test_limiter_starts_a_new_grid_after_a_stall() -> None:
+    from fluxmail._ratelimit import CATCH_UP, WINDOW, RateLimiter
+
+    limiter = RateLimiter(300)
+    limiter.take(0.0)
+    limiter.take(0.002)  # a little late: the next slot stays on the grid
+    assert limiter.wait(0.002) == pytest.approx(2 * WINDOW / 300 - 0.002)
+    stalled = 1.0 + CATCH_UP
+    limiter.take(stalled)  # a stall: no burst to catch up, a new grid from here
+    assert limiter.wait(stalled) == pytest.approx(WINDOW / 300)
