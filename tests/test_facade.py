@@ -117,6 +117,7 @@ EXPECTED_ALL = [
     "HeaderInjectionError",
     "InvalidAddressError",
     "InvalidMessageError",
+    "Invite",
     "Message",
     "MessageRefusedError",
     "MessageTooLargeError",

@@ -39,6 +39,7 @@ from .errors import (
     TLSVerifyError,
     UnsupportedOperationError,
 )
+from .invite import Invite
 from .message import Address, Attachment, Message
 
 __version__ = "0.1.0"
@@ -88,6 +89,7 @@ __all__ = [
     "HeaderInjectionError",
     "InvalidAddressError",
     "InvalidMessageError",
+    "Invite",
     "Message",
     "MessageRefusedError",
     "MessageTooLargeError",

@@ -15,8 +15,9 @@ MIME structure, from the inside out::
     text/plain                      body (html_body=False)
     text/html                       body (html_body=True)
     multipart/related               text/html + inline images (Content-ID, inline)
-    multipart/alternative           text/plain (plain_body) first, then the HTML part
-    multipart/mixed                 all of the above, then each attachment
+    multipart/alternative           text/plain (plain_body) first, then the HTML part,
+                                    then text/calendar (invite=; see _calendar.py)
+    multipart/mixed                 all of the above, then each attachment (and invite.ics)
 """
 
 from __future__ import annotations
@@ -32,10 +33,13 @@ from functools import lru_cache
 from typing import IO
 
 from ._address import normalize_domain
+from ._calendar import ICS_FILENAME
+from ._calendar import render as render_invite
 from ._fields import check_msg_id
 from ._mime import (
     HARD_LIMIT,
     address_header,
+    base64_body,
     boundary,
     date_header,
     fold,
@@ -52,6 +56,7 @@ from .errors import (
     InvalidAddressError,
     InvalidMessageError,
 )
+from .invite import Invite
 from .message import Address, Attachment, Message
 
 __all__ = ["compose", "preview"]
@@ -84,8 +89,9 @@ def compose(
     """
     utf8 = message.needs_smtputf8
     msg_id = _message_id(message, domain, message_id)
-    header = _message_headers(message, msg_id, now or datetime.now().astimezone())
-    mime_headers, pieces = _structure(message)
+    now = now or datetime.now().astimezone()
+    header = _message_headers(message, msg_id, now)
+    mime_headers, pieces = _structure(message, now)
     out = io.BytesIO()
     head = header.encode("utf-8" if utf8 else "ascii")
     out.write(head)
@@ -170,17 +176,38 @@ def _message_headers(message: Message, msg_id: str, now: datetime) -> str:
 # --- body ---------------------------------------------------------------------------------
 
 
-def _structure(message: Message) -> _Part:
+def _structure(message: Message, now: datetime) -> _Part:
     part = _text_part(message.body, "html" if message.html else "plain")
     if message.inline_images:
         images = [_file_part(image, "inline") for image in message.inline_images]
         part = _multipart("related", [part, *images], 'type="text/html";')
+    alternatives = [part]
     if message.plain_body is not None:
-        part = _multipart("alternative", [_text_part(message.plain_body, "plain"), part])
-    if message.attachments:
-        files = [_file_part(attachment, "attachment") for attachment in message.attachments]
+        alternatives.insert(0, _text_part(message.plain_body, "plain"))
+    attachments = message.attachments
+    if message.invite is not None:
+        calendar, ics = _invite_parts(message.invite, now)
+        alternatives.append(calendar)
+        attachments = (*attachments, ics)
+    if len(alternatives) > 1:
+        part = _multipart("alternative", alternatives)
+    if attachments:
+        files = [_file_part(attachment, "attachment") for attachment in attachments]
         part = _multipart("mixed", [part, *files])
     return part
+
+
+def _invite_parts(invite: Invite, now: datetime) -> tuple[_Part, Attachment]:
+    """The text/calendar alternative (its ``method`` equal to the METHOD inside) and the
+    same calendar as an invite.ics file; why both: docs/guide.md, Calendar invites."""
+    data = render_invite(invite, now)
+    encoding, payload = ("7bit", data) if data.isascii() else ("base64", base64_body(data))
+    headers = (
+        f"Content-Type: text/calendar; method={invite.method}; charset=utf-8\r\n"
+        f"Content-Transfer-Encoding: {encoding}\r\n"
+    )
+    ics = Attachment(ICS_FILENAME, "application/ics", len(data), data=data)
+    return (headers.encode("ascii"), [payload]), ics
 
 
 def _text_part(text: str, subtype: str) -> _Part:

@@ -2,9 +2,10 @@
 
 ``create()`` validates everything and freezes a :class:`~fluxmail.message.Message`; ``send()``
 composes it and hands the bytes to a transport. The message waiting between ``create()`` and
-``send()`` is kept per thread, and ``send_async()`` takes it the moment it is called, so one
-FluxMail can be shared by threads and by concurrent asyncio tasks, as long as each does its
-``create()`` and its ``send()``/``send_async()`` call back to back.
+``send()`` belongs to the context (thread, asyncio task) that created it and is sendable from
+any thread (``asyncio.to_thread(mailer.send)``, an executor); ``send_async()`` takes it the
+moment it is called. So one FluxMail can be shared by threads and by concurrent asyncio
+tasks; the rule is in ``_pending``.
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ from __future__ import annotations
 import math
 import os
 import sys
-import threading
 import time
 from collections.abc import Coroutine, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ._checks import flag, text
+from ._pending import PendingMessages
 from .config import (
     EmailInstance,
     EmailObject,
@@ -37,18 +38,18 @@ from .errors import (
     UnsupportedOperationError,
 )
 from .message import Address, Message, build_message, parse_address
-from .transports.sink import active_capture
 
 if TYPE_CHECKING:
     import ssl
+    from email.message import EmailMessage
     from os import PathLike
 
     from ._tokens import TokenSource
     from .dkim import DKIM
+    from .invite import Invite
     from .smtp import SendResult
+    from .transports.factory import Switch
     from .transports.outlook import OutlookTransport
-    from .transports.sink import Sink
-    from .transports.smtp import AsyncSMTPTransport, SMTPTransport
 
     if sys.version_info >= (3, 11):
         from typing import Self
@@ -144,14 +145,10 @@ class FluxMail:
         self.retry_delay = float(retry_delay)
         self.username = text("username", username)
         self._default_sender = self._resolve_default_sender(sender, username)
-        self._pending = threading.local()
-        self._smtp: SMTPTransport | None = None
-        self._async_smtp: AsyncSMTPTransport | None = None
+        self._pending = PendingMessages(self)
         self._outlook: OutlookTransport | None = None
-        self._sink: Sink | None = None
-        if self.object_type in (EmailObject.CONSOLE, EmailObject.FILE):
-            self._sink = self._dev_transport()
-        elif self.object_type is EmailObject.SMTP:
+        self.transport: Switch | None = None  # None for Outlook, which only displays
+        if self.object_type is EmailObject.SMTP:
             self.config = SmtpConfig(
                 host=self.relay or "",
                 port=port,
@@ -165,12 +162,8 @@ class FluxMail:
                 allow_insecure_auth=allow_insecure_auth,
                 oauth2=oauth2,
             )
-            from .transports.smtp import AsyncSMTPTransport, SMTPTransport
-
-            self._smtp = SMTPTransport(
-                self.config, max_retries=max_retries, retry_delay=self.retry_delay
-            )
-            self._async_smtp = AsyncSMTPTransport(self.config)
+        if self.object_type is not EmailObject.OUTLOOK:
+            self.transport = self.new_transport()
         else:
             from .transports.outlook import OutlookTransport
 
@@ -181,22 +174,26 @@ class FluxMail:
             self._outlook = OutlookTransport(outlook_application)
 
     def __repr__(self) -> str:
-        if self._smtp is not None:
+        if self.object_type is EmailObject.SMTP:
             where = f"{self.relay}:{self.config.port}"
         else:
             where = str(self.relay or self.object_type.value)
         return f"FluxMail({self.object_type.value}, {where}, username={self.username!r})"
 
-    def _dev_transport(self) -> Sink:
-        from .transports.dev import ConsoleTransport, FileTransport
+    def new_transport(self, *, max_retries: int | None = None) -> Switch:
+        """A transport with this mailer's settings (the factory's, so a test capture
+        applies): the one it holds, or another for a worker thread (``fluxmail.scale``),
+        optionally with other retries."""
+        from .transports import factory
 
-        if self.object_type is EmailObject.CONSOLE:
-            return ConsoleTransport()
-        if not self.relay:
-            raise ConfigurationError(
-                'object_type="file" needs host="path/to/directory" (where the .eml files go)'
-            )
-        return FileTransport(self.relay)
+        retries = self.max_retries if max_retries is None else max_retries
+        return factory.build(
+            self.object_type,
+            config=getattr(self, "config", None),
+            directory=self.relay,
+            max_retries=retries,
+            retry_delay=self.retry_delay,
+        )
 
     def _check_dkim(self, dkim: object) -> DKIM | None:
         """Load and check the DKIM key now, so a bad key fails here, not at a send."""
@@ -247,9 +244,10 @@ class FluxMail:
         inline_css: bool = False,
         headers: Mapping[str, str] | None = None,
         auto_text: bool = True,
+        invite: Invite | None = None,
     ) -> Self:
         """Validate and hold one message for the next ``send()``; returns ``self``."""
-        self._pending.message = self.build_message(
+        message = self.build_message(
             subject=subject,
             recipients=recipients,
             body=body,
@@ -268,7 +266,9 @@ class FluxMail:
             inline_css=inline_css,
             headers=headers,
             auto_text=auto_text,
+            invite=invite,
         )
+        self._pending.put(message)
         return self
 
     def build_message(self, **options: Any) -> Message:
@@ -291,18 +291,20 @@ class FluxMail:
             from .transports.outlook import OUTLOOK_SENDER
 
             return OUTLOOK_SENDER
-        raise InvalidAddressError(
-            "no sender: pass sender= to create() or FluxMail(), "
-            "or use an email address as username"
-        )
+        from ._hints import attach, make
+
+        raise attach(InvalidAddressError("no sender"), make("no_sender"))
 
     @property
     def message(self) -> Message | None:
-        """The message waiting for ``send()`` in this thread, if any."""
-        return getattr(self._pending, "message", None)
+        """The message a ``send()`` here would send, if any (see ``_pending``)."""
+        return self._pending.peek()
 
-    def _take_message(self) -> Message:
-        message = self.message
+    def _take_message(self, *, claim: bool = False) -> Message:
+        """The pending message: left in place (dry runs, previews, compose()), or with
+        ``claim`` taken for a send, so that no other send() takes it meanwhile (give it
+        back with ``self._pending.finish(message, sent=...)``)."""
+        message = self._pending.take() if claim else self.message
         if message is None:
             raise NoMessageError("nothing to send: call create() first")
         return message
@@ -329,16 +331,43 @@ class FluxMail:
     def send(self, dry_run: bool = False) -> str:
         """Send the message from ``create()``; with ``dry_run`` print and return a preview."""
         flag("dry_run", dry_run)
-        message = self._take_message()
         if dry_run:
-            return self._print_preview(message)
-        composed, sink = self._prepare_send(message)
-        if sink is not None:
-            result = sink.deliver(composed)
-        else:
-            assert self._smtp is not None
-            result = self._smtp.send(composed)
-        self._pending.message = None
+            return self._print_preview(self._take_message())
+        message = self._take_message(claim=True)
+        sent = False
+        try:
+            receipt = self._send_now(message)
+            sent = True
+        finally:  # a failed send can be called again, from here or any thread
+            self._pending.finish(message, sent=sent)
+        return receipt
+
+    def send_message(
+        self,
+        message: EmailMessage | bytes,
+        *,
+        mail_from: str | None = None,
+        recipients: Sequence[str] | None = None,
+    ) -> str:
+        """Send an ``email.message.EmailMessage`` (or raw bytes) you built, through the
+        same checks, transports, retries, DKIM and capture as ``send()``; the envelope
+        comes from its headers unless given, Bcc is stripped (rules: ``_prebuilt``)."""
+        from ._prebuilt import prebuilt
+
+        composed = prebuilt(
+            message, mail_from=mail_from, recipients=recipients, domain=self.domain
+        )
+        if self.dkim is not None:
+            from .dkim import sign
+
+            composed = sign(composed, self.dkim)
+        return self._send_now(composed)
+
+    def _send_now(self, message: Message | Composed) -> SendReceipt:
+        """The one sync send path, for send() and send_message()."""
+        transport = self._transport_for_send()  # Outlook refuses before composing
+        composed = message if isinstance(message, Composed) else self.compose(message)
+        result = transport.send(composed)
         return _receipt(result)
 
     def send_async(self, dry_run: bool = False) -> Coroutine[Any, Any, str]:
@@ -346,37 +375,25 @@ class FluxMail:
         FluxMail. No automatic retry (as the API page says). A dry run, like
         ``send(dry_run=True)``, leaves the message in place."""
         flag("dry_run", dry_run)
-        message = self._take_message()
-        if not dry_run:
-            self._pending.message = None
+        if dry_run:
+            return self._send_async(self._take_message(), dry_run)
+        message = self._take_message(claim=True)
+        self._pending.finish(message, sent=True)
         return self._send_async(message, dry_run)
 
     async def _send_async(self, message: Message, dry_run: bool) -> str:
         if dry_run:
             return self._print_preview(message)
-        composed, sink = self._prepare_send(message)
-        if sink is not None:
-            result = sink.deliver(composed)
-        else:
-            assert self._async_smtp is not None
-            result = await self._async_smtp.send(composed)
-        return _receipt(result)
+        transport = self._transport_for_send()
+        return _receipt(await transport.send_async(self.compose(message)))
 
-    def _prepare_send(self, message: Message) -> tuple[Composed, Sink | None]:
-        """The composed message and the capture sink (None: send for real), or the
-        refusal for Outlook, shared by send() and send_async()."""
-        if self._outlook is not None:
+    def _transport_for_send(self) -> Switch:
+        """The transport, or the refusal for Outlook (shared by send and send_async)."""
+        if self.transport is None:
             raise UnsupportedOperationError(
                 "Outlook cannot send programmatically: call display() and click Send"
             )
-        return self.compose(message), self._sink_for_send()
-
-    def _sink_for_send(self) -> Sink | None:
-        """Where a send goes instead of SMTP: an active ``fluxmail.testing.capture()``,
-        else the console/file transport; None means SMTP. Asked once per send (or batch),
-        after validation and composition, before any connection."""
-        capture = active_capture()  # an empty outbox is falsy: compare with None
-        return self._sink if capture is None else capture
+        return self.transport
 
     def display(self) -> None:
         """Outlook: open the compose window. SMTP: print the preview."""
@@ -396,8 +413,8 @@ class FluxMail:
     # --- connection management --------------------------------------------------------
 
     def __enter__(self) -> Self:
-        if self._smtp is not None:
-            self._smtp.hold()
+        if self.transport is not None:
+            self.transport.hold()
         return self
 
     def __exit__(
@@ -406,12 +423,12 @@ class FluxMail:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._smtp is not None:
-            self._smtp.release()
+        if self.transport is not None:
+            self.transport.release()
 
     async def __aenter__(self) -> Self:
-        if self._async_smtp is not None:
-            self._async_smtp.hold()
+        if self.transport is not None:
+            self.transport.hold_async()
         return self
 
     async def __aexit__(
@@ -420,29 +437,22 @@ class FluxMail:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._async_smtp is not None:
-            await self._async_smtp.release()
+        if self.transport is not None:
+            await self.transport.release_async()
 
     def test_connection(self) -> dict[str, Any]:
         """Connect, do TLS and AUTH, send nothing; return diagnostics or raise."""
-        if self._smtp is None:
+        if self.object_type is not EmailObject.SMTP or self.transport is None:
             raise UnsupportedOperationError("test_connection() is for SMTP mailers")
         started = time.perf_counter()
-        info = self._smtp.probe()
+        info = self.transport.probe()
         latency_ms = round((time.perf_counter() - started) * 1000, 1)
         return {
             "ok": True,
             "relay": self.relay,
             "port": self.config.port,
             "latency_ms": latency_ms,
-            "tls": info.tls_version,
-            "authenticated": info.authenticated,
-            "auth_mechanism": info.auth_mechanism,
-            "esmtp": info.esmtp,
-            "max_size": info.max_size,
-            "pipelining": info.pipelining,
-            "smtputf8": info.smtputf8,
-            "greeting": info.greeting,
+            **info,
         }
 
     # --- configuration from the environment -------------------------------------------

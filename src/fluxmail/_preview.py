@@ -1,4 +1,4 @@
-"""A human-readable dry run of a message: decoded headers, bodies, files.
+"""A human-readable dry run of a message: decoded headers, bodies, an invite, files.
 
 The preview is built from the validated :class:`~fluxmail.message.Message` (plus the
 Date and Message-ID of a :class:`~fluxmail.envelope.Composed` when given), so it shows
@@ -10,12 +10,14 @@ drive the terminal.
 from __future__ import annotations
 
 import re
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from ._terminal import safe_text
 
 if TYPE_CHECKING:
     from .envelope import Composed
+    from .invite import Invite
     from .message import Address, Attachment, Message
 
 __all__ = ["human_size", "preview"]
@@ -34,6 +36,9 @@ def preview(message: Message, composed: Composed | None = None) -> str:
         lines += ["--- text/plain ---", _show_body(message.plain_body)]
     subtype = "html" if message.html else "plain"
     lines += [f"--- text/{subtype} ---", _show_body(message.body)]
+    if message.invite is not None:
+        lines += [f"--- text/calendar; method={message.invite.method} ---"]
+        lines += _invite_lines(message.invite)
     if message.attachments:
         lines += ["", "Attachments:"]
         lines += [f"  {_describe(item)}" for item in message.attachments]
@@ -41,6 +46,33 @@ def preview(message: Message, composed: Composed | None = None) -> str:
         lines += ["", "Inline images:"]
         lines += [f"  cid:{item.content_id} {_describe(item)}" for item in message.inline_images]
     return "\n".join(lines) + "\n"
+
+
+def _invite_lines(invite: Invite) -> list[str]:
+    """The event as a person reads it: times in the zone given and in UTC."""
+    from ._calendar import attendees_of, organizer_of
+
+    cancelled = " (cancelled)" if invite.method == "CANCEL" else ""
+    lines = [
+        f"Event: {_show_body(invite.summary)}{cancelled}",
+        f"Start: {_moment(invite.start)}",
+        f"End: {_moment(invite.end)}",
+    ]
+    if invite.location is not None:
+        lines.append(f"Location: {_show_body(invite.location)}")
+    lines.append(f"Organizer: {_mailbox(organizer_of(invite))}")
+    lines.append(f"Attendees: {_mailboxes(attendees_of(invite))}")
+    lines.append(f"UID: {invite.uid}  Sequence: {invite.sequence}  Status: {invite.status}")
+    if invite.description is not None:
+        lines += ["Description:", _show_body(invite.description)]
+    return lines
+
+
+def _moment(moment: datetime) -> str:
+    utc = moment.astimezone(timezone.utc)
+    zone = getattr(moment.tzinfo, "key", None) or moment.tzname() or ""
+    local = moment.isoformat(sep=" ", timespec="minutes")
+    return f"{local} {zone} ({utc:%Y-%m-%d %H:%M} UTC)".replace("  ", " ")
 
 
 def _header_lines(message: Message, composed: Composed | None) -> list[str]:

@@ -59,6 +59,7 @@ __all__ = [
     "SMTPUTF8UnsupportedError",
     "SendTimeoutError",
     "SenderRefusedError",
+    "ServerReply",
     "TLSRequiredError",
     "TLSVerifyError",
     "TemplateError",
@@ -77,6 +78,11 @@ class FluxMailException(Exception):
     transient: bool = False
     #: Set by BulkSender when this error stopped a batch: the counts up to that point.
     batch_result: Any = None
+    #: A recognised usual mistake (``fluxmail._hints.Hint``): its advice is already at the
+    #: end of the message; the CLI prints it in flags instead.
+    hint: Any = None
+    #: How many times the send was tried before this error (more than 1 when retries ran).
+    attempts: int = 1
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
@@ -95,13 +101,20 @@ class ConfigurationError(FluxMailException, ValueError):
 
 
 class MissingDependencyError(FluxMailException, ImportError):
-    """An optional extra is not installed; the message names the pip command."""
+    """An optional extra is not installed; the message names the pip command.
+
+    The command installs *this* project's extra (from a clone, or from a built wheel):
+    the package index's ``fluxmail`` is an unrelated project without our extras, so the
+    message never says ``pip install "fluxmail[...]"``.
+    """
 
     code = "missing_dependency"
 
     def __init__(self, feature: str, extra: str, module: str) -> None:
         super().__init__(
-            f"{feature} needs the '{module}' package: pip install \"fluxmail[{extra}]\""
+            f"{feature} needs the '{module}' package, from the extra fluxmail[{extra}]: "
+            f'in a clone of fluxmail, pip install -e ".[{extra}]" (from a wheel: '
+            f'pip install "fluxmail-<version>-py3-none-any.whl[{extra}]")'
         )
         self.extra = extra
 
@@ -236,6 +249,21 @@ class SMTPResponseError(FluxMailException):
         self.server_message = server_message
         self.refused: dict[str, tuple[int, str]] = dict(refused or {})
         self.transient = 400 <= smtp_code < 500
+
+
+class ServerReply(Exception):
+    """The server's reply that ended a try, kept as the ``__cause__`` of the
+    :class:`SMTPResponseError` (or :class:`AuthenticationError`) raised for it, as an
+    ``OSError`` is for a connection failure. Not raised on its own."""
+
+    def __init__(self, smtp_code: int, enhanced_code: str | None, text: str) -> None:
+        super().__init__(f"{smtp_code} {text}".strip())
+        self.smtp_code = smtp_code
+        self.enhanced_code = enhanced_code
+        self.text = text
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.smtp_code, self.enhanced_code, self.text)
 
 
 class SenderRefusedError(SMTPResponseError):

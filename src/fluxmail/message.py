@@ -31,6 +31,7 @@ from ._fields import (
 )
 from ._fields import inline_css as _inline_css
 from .errors import AttachmentNotFoundError, InvalidAddressError, InvalidMessageError
+from .invite import Invite
 
 __all__ = [
     "Address",
@@ -140,6 +141,7 @@ class Message:
     priority: Priority | None = None
     unsubscribe_url: str | None = None
     extra_headers: tuple[tuple[str, str], ...] = ()
+    invite: Invite | None = None  # attendees resolved (To + Cc by default)
 
     @property
     def envelope_recipients(self) -> tuple[Address, ...]:
@@ -222,6 +224,7 @@ def build_message(
     inline_css: bool = False,
     headers: Mapping[str, str] | None = None,
     auto_text: bool = True,
+    invite: Invite | None = None,
 ) -> Message:
     """Validate everything ``create()`` receives and freeze it into a :class:`Message`.
 
@@ -268,7 +271,32 @@ def build_message(
         priority=check_priority(priority),
         unsubscribe_url=check_unsubscribe_url(unsubscribe_url),
         extra_headers=check_extra_headers(headers),
+        invite=_resolve_invite(invite, to + copy),
     )
+
+
+def _resolve_invite(invite: object, to_and_cc: tuple[Address, ...]) -> Invite | None:
+    """``invite=``: an Invite, its attendees defaulting to To + Cc (Bcc stays private)."""
+    if invite is None:
+        return None
+    if not isinstance(invite, Invite):
+        raise InvalidMessageError(
+            f"invite: expected a fluxmail.Invite, got {type(invite).__name__}"
+        )
+    from ._calendar import load_icalendar
+
+    load_icalendar()  # a missing [calendar] extra fails here, before any connection
+    if invite.attendees is None:
+        first: dict[str, Address] = {}
+        for address in to_and_cc:  # each mailbox once, as in the envelope
+            first.setdefault(address.addr_spec.lower(), address)
+        invite = invite.with_attendees(first.values())
+    if not invite.attendees:
+        raise InvalidMessageError(
+            "invite: no attendees; an invite needs at least one (they default to the "
+            "To and Cc recipients, never Bcc): pass attendees= or add To/Cc recipients"
+        )
+    return invite
 
 
 def _check_flag(value: object, field: str) -> bool:

@@ -121,8 +121,17 @@ class Secrets:
         return [self.reply(r) for r in replies]
 
     def exception(self, exc: BaseException) -> BaseException:
-        """``exc`` with its message redacted in place (a reply line the parser refused
-        is quoted in it)."""
-        if self._pattern is not None and exc.args and isinstance(exc.args[0], str):
+        """``exc`` redacted in place: its message (a reply line the parser refused is
+        quoted in it), ``server_message`` and ``refused`` (a reply that came early)."""
+        if self._pattern is None:
+            return exc
+        if exc.args and isinstance(exc.args[0], str):
             exc.args = (self.redact(exc.args[0]), *exc.args[1:])
+        said = getattr(exc, "server_message", None)
+        if isinstance(said, str):
+            exc.server_message = self.redact(said)  # type: ignore[attr-defined]
+        refused = getattr(exc, "refused", None)
+        if isinstance(refused, dict):
+            for address, (code, text) in list(refused.items()):
+                refused[address] = (code, self.redact(text))
         return exc

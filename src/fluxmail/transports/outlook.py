@@ -28,6 +28,7 @@ _SMTP_ONLY = (
     "unsubscribe_url",
     "headers",
     "plain_body",
+    "invite",  # a MailItem is not a MeetingItem: COM cannot send it as an iTIP request
 )
 PR_ATTACH_CONTENT_ID = "http://schemas.microsoft.com/mapi/proptag/0x3712001F"
 
