@@ -51,7 +51,8 @@ def test_non_ascii_names_round_trip_through_a_server(smtp_server: SMTPTestServer
     raw = raw_headers(smtp_server)  # 7-bit on the wire: names are encoded
     assert "filename*=utf-8''Relev%C3%A9%20de%20compte%20%E2%80%94%20mai%202026.pdf" in raw
     assert re.search(r"filename\*0\*=utf-8''ein%20sehr", raw)  # RFC 2231 continuations
-    assert 'name="=?utf-8?' in raw  # the RFC 2047 name= fallback for old clients
+    assert "name*=utf-8''Relev%C3%A9" in raw  # name= in RFC 2231 form too
+    assert 'name="=?utf-8?' not in raw  # never RFC 2047 inside quotes (RFC 2047 5)
     assert all(len(line) <= 998 for line in raw.split("\r\n"))
 
 

@@ -392,7 +392,9 @@ def test_attachment_filename_round_trip(filename: str) -> None:
 def test_non_ascii_filename_uses_rfc2231_and_name_fallback() -> None:
     composed = compose(build(attachments=[("Übersicht.pdf", b"x", "application/pdf")]))
     assert b"filename*=utf-8''%C3%9Cbersicht.pdf" in composed.data
-    assert b'name="=?utf-8?q?=C3=9Cbersicht=2Epdf?="' in composed.data
+    # name= as RFC 2231 too: RFC 2047 words inside quotes are forbidden (RFC 2047 5)
+    assert b"name*=utf-8''%C3%9Cbersicht.pdf" in composed.data
+    assert b"=?utf-8?" not in composed.data
 
 
 def test_boundary_avoids_content(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from fluxmail.errors import AuthenticationError
 from fluxmail.oauth import MAX_RESPONSE, MAX_TOKEN, GoogleOAuth2, MicrosoftOAuth2
-from fluxmail.smtp._redact import Secrets, redact
+from fluxmail.smtp._redact import Secrets
 from oauth_servers import CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN, TokenEndpoint
 
 #: Secrets with the characters URL-encoding changes (Google refresh tokens have "/").
@@ -51,10 +51,10 @@ def fetch(provider: GoogleOAuth2, mode: str) -> str:
 
 
 def test_redact_takes_out_every_encoding() -> None:
-    secrets = Secrets([SECRET, REFRESH, None, ""])
+    secrets = Secrets.of(SECRET, REFRESH, None, "")
     for form in every_form(SECRET) + every_form(REFRESH):
-        assert redact(f"<{form}>", secrets) == "<[redacted]>", form
-    assert redact("nothing secret", Secrets([])) == "nothing secret"
+        assert secrets.redact(f"<{form}>") == "<[redacted]>", form
+    assert Secrets.of().redact("nothing secret") == "nothing secret"
     assert SECRET not in repr(secrets)
 
 

@@ -24,6 +24,7 @@ values without an import cycle.
 
 from __future__ import annotations
 
+from .envelope import ascii_domain
 from .errors import HeaderInjectionError, InvalidAddressError, InvalidMessageError
 
 __all__ = ["check_mailbox", "check_text", "normalize_domain", "split_mailbox"]
@@ -216,11 +217,9 @@ def normalize_domain(domain: str, field: str) -> str:
 
 
 def _idna_encode(domain: str, field: str) -> str:
-    import idna  # only for non-ASCII domains: keeps ``import fluxmail`` light
-
     try:
-        return idna.encode(domain, uts46=True).decode("ascii")
-    except (idna.IDNAError, UnicodeError, ValueError) as exc:
+        return ascii_domain(domain)
+    except ValueError as exc:
         raise InvalidAddressError(
             f"{field}: invalid international domain {domain!r}: {exc}"
         ) from exc

@@ -27,8 +27,10 @@ import io
 import os
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from functools import lru_cache
+from typing import IO
 
 from ._address import normalize_domain
 from ._calendar import ICS_FILENAME
@@ -43,6 +45,7 @@ from ._mime import (
     fold,
     param_tokens,
     text_body,
+    text_charset,
     unstructured,
 )
 from ._preview import preview
@@ -220,8 +223,8 @@ def _file_part(attachment: Attachment, disposition: str) -> _Part:
         fold(
             "Content-Type",
             [
-                f"{attachment.content_type};",
-                *param_tokens("name", attachment.filename, rfc2047=True),
+                *_content_type(attachment),
+                *param_tokens("name", attachment.filename),
             ],
         ),
         "Content-Transfer-Encoding: base64\r\n",
@@ -237,6 +240,27 @@ def _file_part(attachment: Attachment, disposition: str) -> _Part:
     return "".join(lines).encode("ascii"), [attachment]
 
 
+def _content_type(attachment: Attachment) -> list[str]:
+    """The type tokens; a text/* file gets its charset, or becomes octet-stream when its
+    bytes are neither ASCII nor UTF-8 (the file is read once more for that)."""
+    kind = attachment.content_type
+    if not kind.startswith("text/"):
+        return [f"{kind};"]
+    charset = text_charset(_blocks(attachment))
+    if charset is None:
+        return ["application/octet-stream;"]
+    return [f"{kind};", f"charset={charset};"]
+
+
+def _blocks(attachment: Attachment) -> Iterator[bytes]:
+    if attachment.data is not None:
+        yield attachment.data
+        return
+    with _reading(attachment) as file:
+        while block := file.read(_BLOCK):
+            yield block
+
+
 def _base64_blocks(attachment: Attachment) -> Iterator[bytes]:
     """The attachment as base64 in 76-column CRLF lines (RFC 2045 6.8), a block at a
     time; a file is re-opened as a regular file (never a FIFO or device swapped in after
@@ -246,10 +270,17 @@ def _base64_blocks(attachment: Attachment) -> Iterator[bytes]:
         for start in range(0, len(view), _BLOCK):
             yield _base64_lines(view[start : start + _BLOCK])
         return
+    with _reading(attachment) as file:
+        while block := file.read(_BLOCK):
+            yield _base64_lines(block)
+
+
+@contextmanager
+def _reading(attachment: Attachment) -> Iterator[IO[bytes]]:
+    """The attachment's file, open; its OS errors as the errors ``create()`` would give."""
     try:
         with attachment.open() as file:
-            while block := file.read(_BLOCK):
-                yield _base64_lines(block)
+            yield file
     except FileNotFoundError as exc:
         raise AttachmentNotFoundError(
             f"attachments: {str(attachment.path)!r} disappeared before sending"

@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ._env import settings_from_env
+from .smtp._checks import flag, text
 from ._pending import PendingMessages
 from .config import EmailInstance, EmailObject, SmtpConfig
 from .envelope import Composed
@@ -136,7 +137,7 @@ class FluxMail:
         _check_count("retry_delay", retry_delay, minimum=0, integer=False)
         self.max_retries = max_retries
         self.retry_delay = float(retry_delay)
-        self.username = username
+        self.username = text("username", username)
         self._default_sender = self._resolve_default_sender(sender, username)
         self._pending = PendingMessages(self)
         self._outlook: OutlookTransport | None = None
@@ -350,6 +351,7 @@ class FluxMail:
 
     def send(self, dry_run: bool = False) -> str:
         """Send the message from ``create()``; with ``dry_run`` print and return a preview."""
+        flag("dry_run", dry_run)
         if dry_run:
             return self._print_preview(self._take_message())
         message = self._take_message(claim=True)
@@ -393,6 +395,7 @@ class FluxMail:
         """Async ``send()``. The message is taken now, so concurrent tasks can share one
         FluxMail. No automatic retry (as the API page says). A dry run, like
         ``send(dry_run=True)``, leaves the message in place."""
+        flag("dry_run", dry_run)
         if dry_run:
             return self._send_async(self._take_message(), dry_run)
         message = self._take_message(claim=True)

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping
 from typing import Literal, cast
 
 from ._address import check_text
+from ._mime import fold_text
 from .errors import InvalidMessageError, MissingDependencyError
 
 __all__ = [
@@ -187,10 +188,11 @@ def check_extra_headers(headers: object) -> tuple[tuple[str, str], ...]:
         value = _require_str(value, field)
         check_text(value, field)
         value = value.strip(" \t")
-        if value.isascii() and any(len(word) > 900 for word in value.split()):
-            raise InvalidMessageError(
-                f"{field}: a word longer than 900 characters cannot be folded"
-            )
+        if value.isascii():  # written as is: it must fold under 998 octets (here, not
+            try:  # after the connection is open)
+                fold_text(name, value)
+            except ValueError as exc:
+                raise InvalidMessageError(f"{field}: {exc}") from None
         out.append((name, value))
     return tuple(out)
 

@@ -71,7 +71,7 @@ class _TextBuilder(HTMLParser):
         self._lists: list[list[int]] = []  # per open list: [counter] (0 for <ul>)
         self._prefix = ""
         self._links: list[str | None] = []
-        self._link_text_start: list[int] = []
+        self._link_text_start: list[int] = []  # index into _line where a link's text starts
         self._heading: str | None = None
         self._row: list[str] = []
         self._cells: list[tuple[int, int]] = []  # open cells: (blocks, line parts) at start
@@ -123,7 +123,9 @@ class _TextBuilder(HTMLParser):
             self._heading = tag
         elif tag == "a":
             self._links.append(attributes.get("href"))
-            self._link_text_start.append(len("".join(self._line)))
+            # an index into the parts, not a character offset: measuring the line at
+            # every link would re-join it, quadratic in the links of one paragraph
+            self._link_text_start.append(len(self._line))
         elif tag == "img":
             alt = (attributes.get("alt") or "").strip()
             if alt:
@@ -194,7 +196,7 @@ class _TextBuilder(HTMLParser):
     def _close_link(self) -> None:
         href = self._links.pop()
         start = self._link_text_start.pop()
-        text = "".join(self._line)[start:].strip()
+        text = "".join(self._line[start:]).strip()
         url = (href or "").strip()
         if not url or url.startswith(("#", "javascript:")):
             return

@@ -52,6 +52,7 @@ HEADER = {"journal": "fluxmail-bulk", "version": 1}
 DONE = frozenset({"accepted", "refused"})
 UNKNOWN = frozenset({"sending", "unknown"})
 STATES = frozenset({"sending", "accepted", "refused", "deferred", "failed", "invalid", "unknown"})
+_HEADER_LINE = (json.dumps(HEADER, separators=(",", ":")) + "\n").encode()
 
 
 class JournalMismatchError(ConfigurationError):
@@ -130,31 +131,37 @@ class Journal:
 
     # reading
     def _load(self) -> None:
+        """Read and check the whole file before writing anything to it: a file that is
+        not a journal of ours is refused untouched (never cut, never given a header)."""
         with os.fdopen(os.dup(self._fd), "rb") as file:
             data = file.read()
-        if not data:
-            self._append(HEADER, sync=True)
-            if self.fsync:
-                _sync_directory(self.path)  # the new file's name survives a power loss too
+        if not data or _HEADER_LINE.startswith(data):  # new, or only a torn header
+            self._start(len(data))
             return
         lines = data.split(b"\n")
         complete, torn = lines[:-1], lines[-1]
+        if not complete or self._parse(complete[0], 1, header=True) != HEADER:
+            raise ConfigurationError(f"{self.path!r} is not a fluxmail bulk journal")
+        for number, raw in enumerate(complete[1:], 2):
+            self._apply(self._parse(raw, number), number)
         if torn:  # the last write was cut (power loss): it was never acted upon
             os.ftruncate(self._fd, len(data) - len(torn))
-        for number, raw in enumerate(complete, 1):
-            record = self._parse(raw, number)
-            if number == 1:
-                if record != HEADER:
-                    raise ConfigurationError(f"{self.path!r} is not a fluxmail bulk journal")
-                continue
-            self._apply(record, number)
 
-    def _parse(self, raw: bytes, number: int) -> dict[str, Any]:
+    def _start(self, torn: int) -> None:
+        if torn:  # the header's own write was cut: the file is ours, and empty
+            os.ftruncate(self._fd, 0)
+        self._append(HEADER, sync=True)
+        if self.fsync:
+            _sync_directory(self.path)  # the new file's name survives a power loss too
+
+    def _parse(self, raw: bytes, number: int, *, header: bool = False) -> dict[str, Any]:
         try:
             record = json.loads(raw)
         except ValueError:
             record = None
         if not isinstance(record, dict):
+            if header:
+                raise ConfigurationError(f"{self.path!r} is not a fluxmail bulk journal")
             raise ConfigurationError(f"journal {self.path!r}: line {number} is damaged")
         return record
 

@@ -15,8 +15,8 @@ Encoding rules, chosen for exact round trips rather than byte economy:
 * Display names: atoms as-is, other printable ASCII as a quoted-string, anything else as
   encoded words.
 * File names: ``filename="..."`` when simple, else RFC 2231 ``filename*=utf-8''...``
-  (with ``*0*``, ``*1*``... continuations when long), plus an RFC 2047 ``name=`` on
-  Content-Type for old clients.
+  (with ``*0*``, ``*1*``... continuations when long); the same for ``name`` on
+  Content-Type (RFC 2047 encoded words are not allowed inside a quoted parameter).
 * Text bodies (after CRLF normalisation): 7bit when ASCII without NUL and every line is at
   most 998 octets; otherwise quoted-printable when at most 1/6 of the octets are
   non-ASCII, else base64.
@@ -25,8 +25,10 @@ Encoding rules, chosen for exact round trips rather than byte economy:
 from __future__ import annotations
 
 import binascii
+import codecs
 import os
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 __all__ = [
@@ -37,9 +39,11 @@ __all__ = [
     "date_header",
     "encoded_words",
     "fold",
+    "fold_text",
     "normalize_newlines",
     "param_tokens",
     "text_body",
+    "text_charset",
     "unstructured",
 ]
 
@@ -74,6 +78,40 @@ def fold(name: str, tokens: Sequence[str]) -> str:
         width += len(token)
     out.append("\r\n")
     return "".join(out)
+
+
+_WSP = re.compile(r"[ \t]+")
+
+
+def fold_text(name: str, value: str) -> str:
+    """``Name: value`` + CRLF, folded before white space (RFC 5322 2.2.3: spaces or tabs)
+    wherever a line would pass 78 characters; unfolding gives back exactly ``value``.
+
+    Each run of white space is folded at most once (FWS allows one CRLF in it), and a
+    run is split so that both lines stay within 998 octets when the 78 cannot be kept.
+    Raises ``ValueError`` when some line must still pass 998 octets (a word too long).
+    """
+    words = _WSP.split(value)
+    gaps = _WSP.findall(value)
+    lines: list[str] = []
+    line = f"{name}: {words[0]}"
+    for gap, word in zip(gaps, words[1:], strict=True):
+        if not word or len(line) + len(gap) + len(word) <= MAX_LINE:
+            line += gap + word  # (never a continuation line of white space only)
+            continue
+        keep = max(0, len(gap) + len(word) - HARD_LIMIT)  # of the run, on this line
+        if keep >= len(gap):
+            keep = len(gap) - 1  # the word alone is too long: caught below
+        lines.append(line + gap[:keep])
+        line = gap[keep:] + word
+    lines.append(line)
+    longest = max(map(len, lines))
+    if longest > HARD_LIMIT:
+        raise ValueError(
+            f"a header line of {longest} octets cannot be folded under {HARD_LIMIT} "
+            "octets (RFC 5322 2.1.1; folding needs white space between words)"
+        )
+    return "\r\n".join(lines) + "\r\n"
 
 
 def _words(value: str) -> list[str]:
@@ -111,14 +149,16 @@ def _is_plain(value: str) -> bool:
 def unstructured(name: str, value: str, *, raw_ascii: bool = False) -> str:
     """An unstructured header (Subject, extra headers), folded, RFC 2047 when needed.
 
-    ``raw_ascii`` writes any printable ASCII value as-is (extra headers may carry
-    structured values that encoding would break); values longer than a line stay long.
+    ``raw_ascii`` writes any ASCII value as-is (extra headers may carry structured
+    values that encoding would break), folded at its white space (:func:`fold_text`).
     """
     if not value:
         return f"{name}:\r\n"
-    if _is_plain(value) or (raw_ascii and value.isascii()):
+    if raw_ascii and value.isascii():
+        return fold_text(name, value)
+    if _is_plain(value):
         words = _words(value)
-        if raw_ascii or _fits(name, words):
+        if _fits(name, words):
             return fold(name, words)
     return fold(name, encoded_words(value, MAX_LINE - len(name) - 2))
 
@@ -206,21 +246,14 @@ def address_header(name: str, addresses: Sequence[tuple[str, str]]) -> str:
     return fold(name, tokens)
 
 
-def param_tokens(key: str, value: str, *, rfc2047: bool = False) -> list[str]:
-    """``key="value"`` as fold tokens, or its encoded form when the value is not simple.
-
-    Encoded form: RFC 2231 (``key*=utf-8''...``, split into ``key*0*``... continuations
-    when long), or with ``rfc2047`` a quoted RFC 2047 value (the ``name=`` fallback).
-    """
+def param_tokens(key: str, value: str) -> list[str]:
+    """``key="value"`` as fold tokens, or RFC 2231 (``key*=utf-8''...``, split into
+    ``key*0*``... continuations when long) when the value is not simple. Never RFC 2047
+    encoded words inside the quotes: RFC 2047 section 5 forbids them there."""
     if _is_plain(value) and '"' not in value and "\\" not in value and "  " not in value:
         token = f'{key}="{value}"'
         if len(token) < MAX_LINE - 2:
             return [token]
-    if rfc2047:
-        words = encoded_words(value)
-        words[0] = f'{key}="{words[0]}'
-        words[-1] += '"'
-        return words
     return _rfc2231_tokens(key, value)
 
 
@@ -303,6 +336,24 @@ def base64_body(data: bytes) -> bytes:
     lines = [encoded[i : i + 76] for i in range(0, len(encoded), 76)]
     lines.append(b"")
     return b"\r\n".join(lines)
+
+
+def text_charset(blocks: Iterable[bytes]) -> str | None:
+    """The charset to declare for a text attachment: ``us-ascii`` or ``utf-8`` when the
+    bytes decode as such, ``None`` when they do not (then the caller sends them as
+    ``application/octet-stream``, as Django does: a reader guessing the charset of a
+    ``text/plain`` part shows mojibake)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    ascii_only = True
+    try:
+        for block in blocks:
+            ascii_only = ascii_only and block.isascii()
+            if not ascii_only:
+                decoder.decode(block)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return None
+    return "us-ascii" if ascii_only else "utf-8"
 
 
 def boundary(parts: Sequence[bytes]) -> str:

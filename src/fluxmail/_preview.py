@@ -13,6 +13,8 @@ import re
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
+from ._terminal import safe_text
+
 if TYPE_CHECKING:
     from .envelope import Composed
     from .invite import Invite
@@ -20,7 +22,6 @@ if TYPE_CHECKING:
 
 __all__ = ["human_size", "preview"]
 
-_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _NEEDS_QUOTES = re.compile(r'[()<>\[\]:;@\\,."]')
 
 
@@ -101,7 +102,7 @@ def _header_lines(message: Message, composed: Composed | None) -> list[str]:
     lines += [f"{name}: {value}" for name, value in message.extra_headers]
     if message.needs_smtputf8:
         lines.append("(needs a server with SMTPUTF8: an address has a non-ASCII local part)")
-    return lines
+    return [safe_text(line, lines=True) for line in lines]
 
 
 def _wire_header(data: bytes, name: bytes) -> str | None:
@@ -126,8 +127,7 @@ def _mailboxes(addresses: tuple[Address, ...]) -> str:
 
 
 def _show_body(text: str) -> str:
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    return _CONTROLS.sub(lambda match: repr(match.group())[1:-1], text)
+    return safe_text(text.replace("\r\n", "\n").replace("\r", "\n"), lines=True)
 
 
 def _describe(item: Attachment) -> str:

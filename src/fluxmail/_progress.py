@@ -6,6 +6,7 @@ import sys
 from types import TracebackType
 from typing import Any, Protocol
 
+from .smtp._checks import optional_flag
 from .errors import MissingDependencyError
 
 
@@ -106,6 +107,7 @@ def make_progress(progress: bool | None, total: int | None) -> Progress:
     ``True`` insists on Rich, on every stream (a missing extra is an error whether or not
     stderr is a terminal, so it shows up in CI too), and still draws nothing when stderr
     is not a terminal; ``False`` never shows one."""
+    optional_flag("progress", progress)
     if progress is False:
         return NoProgress()
     try:

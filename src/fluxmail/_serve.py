@@ -16,7 +16,6 @@ trust it; serve checks that line works before printing it.
 from __future__ import annotations
 
 import os
-import re
 import signal
 import socket
 import ssl
@@ -28,16 +27,16 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Literal
 
+from ._terminal import safe_text
 from .errors import ConfigurationError, MissingDependencyError
 from .localserver import ANY_CREDENTIALS, LocalSMTPServer, ReceivedMessage
 
-_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 DEFAULT_PORT = 1025
 DEFAULT_SSL_PORT = 1465
 
 
 def _clean(text: str) -> str:
-    return _CONTROLS.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
+    return safe_text(text)
 
 
 def summary(received: ReceivedMessage, now: datetime | None = None) -> str:

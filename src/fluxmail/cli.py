@@ -309,7 +309,9 @@ def serve(
 
 
 def _fail(message: str, status: int) -> int:
-    click.echo(f"fluxmail: error: {message}", err=True)
+    from ._terminal import safe_text  # a server's reply may carry terminal escapes
+
+    click.echo(f"fluxmail: error: {safe_text(message)}", err=True)
     return status
 
 

@@ -62,3 +62,20 @@ class Composed:
     data: bytes
     message_id: str
     clean: bool = False
+
+
+def ascii_domain(name: str) -> str:
+    """``name`` in the ASCII form the envelope and EHLO use: as it is when ASCII, else its
+    IDNA 2008 form with UTS-46 mapping (``bücher.example`` -> ``xn--bcher-kva.example``).
+
+    The one encoding rule for every domain fluxmail puts on the wire (addresses,
+    Message-IDs, the EHLO name). Raises ``ValueError`` for a name IDNA refuses.
+    """
+    if name.isascii():
+        return name
+    import idna  # only for non-ASCII names: keeps ``import fluxmail`` light
+
+    try:
+        return idna.encode(name, uts46=True).decode("ascii")
+    except (idna.IDNAError, UnicodeError) as exc:
+        raise ValueError(str(exc)) from exc

@@ -242,13 +242,15 @@ def build_message(
     if not (to or copy or blind):
         raise InvalidAddressError("recipients: at least one recipient is needed (to, cc or bcc)")
     html = _check_flag(html_body, "html_body")
+    css = _check_flag(inline_css, "inline_css")  # checked even where unused: a typo shows
+    auto = _check_flag(auto_text, "auto_text")
     text = check_body(body, "body")
     plain = None if plain_body is None else check_body(plain_body, "plain_body")
     if plain is not None and not html:
         raise InvalidMessageError("plain_body: only used together with html_body=True")
-    if html and _check_flag(inline_css, "inline_css"):
+    if html and css:
         text = _inline_css(text)
-    if html and plain is None and _check_flag(auto_text, "auto_text"):
+    if html and plain is None and auto:
         from ._html2text import html_to_text
 
         plain = html_to_text(text) or None

@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from .errors import AuthenticationError, ConfigurationError, MissingDependencyError
-from .smtp._redact import Secrets, redact
+from .smtp._redact import Secrets
 from .smtp._tokens import AsyncTokenProvider, TokenProvider, TokenSource
 
 __all__ = [
@@ -275,7 +275,7 @@ class RefreshingTokenProvider:
         return token, _lifetime(payload.get("expires_in"))
 
     def _refused(self, status: int, what: str) -> AuthenticationError:
-        what = redact(what, Secrets(self._secrets()))  # before cutting: no half secret
+        what = Secrets.of(*self._secrets()).redact(what)  # before cutting: no half secret
         if len(what) > 300:
             what = what[:297] + "..."
         answered = f"answered HTTP {status}" if status else "answered"

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .smtp._checks import flag, text
 from .errors import MissingDependencyError, TemplateError
 
 if TYPE_CHECKING:
@@ -56,6 +57,8 @@ class EmailTemplate:
     def __init__(self, source: str, autoescape: bool = False, *, name: str = "<string>") -> None:
         if not isinstance(source, str):
             raise TemplateError("template source must be a string")
+        flag("autoescape", autoescape)
+        text("name", name)
         self.source = source
         self.autoescape = autoescape
         self.name = name
@@ -114,8 +117,9 @@ class EmailTemplate:
         Raises:
             TemplateError: a variable the template uses is not given, the template tried
                 to include, import or extend another template (never allowed), or did
-                something the sandbox forbids (code ``template_error``; the message names
-                the template line).
+                something the sandbox forbids, or failed while rendering (a recursion, a
+                division by zero, a wrong type: every failure of rendering), with code
+                ``template_error``; the message names the template line.
 
         Example:
             ```python
@@ -139,6 +143,14 @@ class EmailTemplate:
             raise TemplateError(f"template {self.name} tried something unsafe: {exc}") from exc
         except jinja2.TemplateError as exc:
             raise TemplateError(f"template {self.name}: {exc}") from exc
+        except (TemplateError, MemoryError):
+            raise
+        except Exception as exc:  # a runtime failure of the template itself
+            # (a recursive macro, the sandbox's range limit, a division by zero, a wrong
+            # type): the caller's error, named with its template line, never a bare one
+            raise TemplateError(
+                f"template {self.name}, line {_template_line(exc)}: {type(exc).__name__}: {exc}"
+            ) from exc
 
     def __repr__(self) -> str:
         return f"EmailTemplate({self.name!r}, autoescape={self.autoescape})"

@@ -38,6 +38,7 @@ except ImportError as exc:  # pragma: no cover - only without the extra
 
     raise MissingDependencyError("The Django email backend", "django", "django") from exc
 
+from ..smtp._checks import flag, text
 from ..config import EmailObject, SmtpConfig
 from ..dkim import DKIM, dkim_from_settings, sign
 from ..envelope import Composed, Envelope
@@ -198,6 +199,14 @@ def _setting(name: str, default: Any = None) -> Any:
     return getattr(settings, name, default)
 
 
+def _flag(setting: str, argument: str, value: object) -> bool:
+    """A boolean argument, else its setting: ``bool`` only. ``bool("False")`` is True,
+    so a string here would turn TLS or plaintext AUTH on by accident."""
+    if value is None:
+        return flag(setting, _setting(setting, False))
+    return flag(argument, value)
+
+
 def _check_number(name: str, value: object, *, integer: bool) -> None:
     kinds: tuple[type, ...] = (int,) if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kinds) or value < 0:  # type: ignore[operator]
@@ -354,13 +363,15 @@ class FluxMailBackend(BaseEmailBackend):  # type: ignore[misc]
         oauth2: Any = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(fail_silently=fail_silently, **kwargs)
+        super().__init__(fail_silently=flag("fail_silently", fail_silently), **kwargs)
         self.host: str = host or _setting("EMAIL_HOST", "localhost")
         self.port: int = port or _setting("EMAIL_PORT", 25)
         self.username: str = _setting("EMAIL_HOST_USER", "") if username is None else username
         self.password: str = _setting("EMAIL_HOST_PASSWORD", "") if password is None else password
-        self.use_tls = bool(_setting("EMAIL_USE_TLS", False) if use_tls is None else use_tls)
-        self.use_ssl = bool(_setting("EMAIL_USE_SSL", False) if use_ssl is None else use_ssl)
+        text("EMAIL_HOST_USER (username=)", self.username)
+        text("EMAIL_HOST_PASSWORD (password=)", self.password)
+        self.use_tls = _flag("EMAIL_USE_TLS", "use_tls", use_tls)
+        self.use_ssl = _flag("EMAIL_USE_SSL", "use_ssl", use_ssl)
         self.timeout: float | None = _setting("EMAIL_TIMEOUT") if timeout is None else timeout
         self.ssl_keyfile = _setting("EMAIL_SSL_KEYFILE") if ssl_keyfile is None else ssl_keyfile
         self.ssl_certfile = (
@@ -381,10 +392,8 @@ class FluxMailBackend(BaseEmailBackend):  # type: ignore[misc]
                 "EMAIL_USE_SSL is implicit TLS (usually port 465)."
             )
         context = _setting("EMAIL_FLUXMAIL_SSL_CONTEXT") if ssl_context is None else ssl_context
-        insecure = (
-            _setting("EMAIL_FLUXMAIL_ALLOW_INSECURE_AUTH", False)
-            if allow_insecure_auth is None
-            else allow_insecure_auth
+        insecure = _flag(
+            "EMAIL_FLUXMAIL_ALLOW_INSECURE_AUTH", "allow_insecure_auth", allow_insecure_auth
         )
         # OAuth2 (EMAIL_FLUXMAIL_OAUTH2: a token provider) signs in as EMAIL_HOST_USER with
         # no password; otherwise, like Django, log in only when user and password are set.
@@ -402,7 +411,7 @@ class FluxMailBackend(BaseEmailBackend):  # type: ignore[misc]
             timeout=DEFAULT_TIMEOUT if self.timeout is None else self.timeout,
             local_hostname=local_hostname or _setting("EMAIL_FLUXMAIL_LOCAL_HOSTNAME"),
             ssl_context=context,
-            allow_insecure_auth=bool(insecure),
+            allow_insecure_auth=insecure,
         )
         self.dkim = _dkim_settings(dkim)
         self._transport = self._new_transport()

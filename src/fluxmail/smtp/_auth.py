@@ -17,18 +17,18 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
 
 from ._actions import CRLF, Ask, Conversation, Exchange
+from ._redact import REDACTED, Secrets, oauthbearer_text, xoauth2_text
 from ._replies import Reply
 
 if TYPE_CHECKING:
     from ._options import SmtpConfig
 
-REDACTED = "[redacted]"
 _STATUS = re.compile(r"[A-Za-z0-9_.-]{1,40}")
 
 
@@ -57,15 +57,11 @@ class Credentials:
         return OAUTH_PREFERENCE if self.oauth else AUTH_PREFERENCE
 
     @cached_property
-    def secrets(self) -> tuple[str, ...]:
+    def secrets(self) -> Secrets:
         """Every form of the secret that might end up in a server's echo."""
-        forms = list(secrets_of(self.username, self.secret))
-        if self.oauth and self.secret:
-            forms += [
-                xoauth2_response(self.username, self.secret).decode(),
-                oauthbearer_response(self.username, self.secret, self.host, self.port).decode(),
-            ]
-        return tuple(forms)
+        if self.oauth:
+            return Secrets.bearer(self.username, self.secret, host=self.host, port=self.port)
+        return Secrets.password(self.username, self.secret)
 
 
 Mechanism = Callable[[Ask, Credentials], Conversation[Reply]]
@@ -73,23 +69,6 @@ Mechanism = Callable[[Ask, Credentials], Conversation[Reply]]
 
 def _b64(value: bytes) -> bytes:
     return base64.b64encode(value)
-
-
-def secrets_of(username: str, password: str) -> tuple[str, ...]:
-    """Every form of the password that might end up in a server's echo."""
-    forms = [password]
-    plain = b"\0" + username.encode() + b"\0" + password.encode()
-    forms.append(_b64(plain).decode())
-    forms.append(_b64(password.encode()).decode())
-    return tuple(f for f in forms if f)
-
-
-def scrub(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every secret replaced by ``[redacted]``."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, REDACTED)
-    return text
 
 
 # --- password mechanisms ----------------------------------------------------------------
@@ -120,19 +99,12 @@ def auth_login(ask: Ask, creds: Credentials) -> Conversation[Reply]:
 
 def xoauth2_response(username: str, token: str) -> bytes:
     """``base64("user=<username>^Aauth=Bearer <token>^A^A")`` (Google's XOAUTH2)."""
-    return _b64(f"user={username}\x01auth=Bearer {token}\x01\x01".encode())
-
-
-def _saslname(value: str) -> str:
-    """RFC 5801 saslname: ``,`` and ``=`` escaped as ``=2C`` and ``=3D``."""
-    return value.replace("=", "=3D").replace(",", "=2C")
+    return _b64(xoauth2_text(username, token).encode())
 
 
 def oauthbearer_response(username: str, token: str, host: str, port: int) -> bytes:
     """RFC 7628 initial client response: a GS2 header, then host, port and the token."""
-    gs2 = f"n,a={_saslname(username)}," if username else "n,,"
-    fields = f"\x01host={host}\x01port={port}\x01auth=Bearer {token}\x01\x01"
-    return _b64((gs2 + fields).encode())
+    return _b64(oauthbearer_text(username, token, host, port).encode())
 
 
 def _oauth_status(reply: Reply) -> str | None:

@@ -7,9 +7,9 @@ import ssl
 from typing import TYPE_CHECKING
 
 from ._actions import Exchange
-from ._auth import scrub
 from ._hints import greeting_wait
 from ._options import SmtpConfig
+from ._redact import Secrets
 from ._replies import Reply
 
 if TYPE_CHECKING:
@@ -66,14 +66,11 @@ def log_exchange(exchange: Exchange) -> None:
 
 
 def log_replies(replies: list[Reply], session: Session | None, stage: str) -> None:
-    """Log the replies; during AUTH, with any echo of the credentials scrubbed."""
+    """Log the replies, with every form of the credentials redacted (see ``_redact``)."""
     if not log.isEnabledFor(logging.DEBUG):
         return
-    secrets: tuple[str, ...] = ()
-    if stage == "auth" and session is not None:
-        secrets = session.credentials.secrets
-    for reply in replies:
+    secrets = session.credentials.secrets if session is not None else Secrets()
+    for reply in secrets.replies(replies):
         last = len(reply.lines) - 1
         for i, line in enumerate(reply.lines):
-            text = scrub(line, secrets)
-            log.debug("S: %d%s%s", reply.code, " " if i == last else "-", text)
+            log.debug("S: %d%s%s", reply.code, " " if i == last else "-", line)

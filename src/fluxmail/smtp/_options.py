@@ -11,7 +11,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..envelope import ascii_domain
 from ..errors import ConfigurationError, HeaderInjectionError
+from ._checks import smtp_options
 from ._hints import attach, host_hint
 from ._tokens import TokenSource, check_oauth2
 
@@ -41,6 +43,7 @@ class SmtpConfig:
     oauth2: TokenSource | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        smtp_options(self)  # types first: "false" must not pass for a boolean
         if self.use_tls and self.use_ssl:
             raise ConfigurationError(
                 "use_tls (STARTTLS) and use_ssl (implicit TLS) cannot both be True; "
@@ -76,10 +79,12 @@ class SmtpConfig:
             not self.local_hostname or any(c.isspace() for c in self.local_hostname)
         ):
             raise ConfigurationError("local_hostname must be a non-empty name without spaces")
+        if self.local_hostname is not None:
+            ascii_host_name(self.local_hostname)  # an invalid IDN fails here, not at EHLO
 
     @property
     def ehlo_name(self) -> str:
-        return self.local_hostname or default_ehlo_name()
+        return ascii_host_name(self.local_hostname) if self.local_hostname else default_ehlo_name()
 
     @property
     def wants_auth(self) -> bool:
@@ -103,6 +108,19 @@ class SmtpConfig:
     def __getstate__(self) -> dict[str, Any]:
         # The cached context cannot be pickled or copied; a copy builds its own.
         return {k: v for k, v in self.__dict__.items() if k != _TLS_SLOT}
+
+
+def ascii_host_name(name: str) -> str:
+    """``name`` as EHLO sends it: an ASCII name as it is (it may be an address literal or
+    hold an underscore), an internationalised one in its UTS-46 / punycode form, the same
+    encoding as the domains of addresses and Message-IDs (:func:`fluxmail.envelope.ascii_domain`)."""
+    try:
+        return ascii_domain(name)
+    except ValueError:
+        raise ConfigurationError(
+            "local_hostname is not a valid host name (an international name must be a valid "
+            "IDNA name)"
+        ) from None
 
 
 def default_ehlo_name() -> str:

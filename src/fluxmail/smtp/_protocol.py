@@ -33,6 +33,7 @@ from ..errors import (
     HeaderInjectionError,
     InvalidAddressError,
     InvalidMessageError,
+    MessageRefusedError,
     MessageTooLargeError,
     ProtocolError,
     SMTPResponseError,
@@ -40,7 +41,7 @@ from ..errors import (
     TLSRequiredError,
 )
 from ._actions import CRLF, Action, Conversation, Exchange, Failure, NextMessage, StartTLS
-from ._auth import AUTHENTICATORS, Credentials, scrub
+from ._auth import AUTHENTICATORS, Credentials
 from ._data import check_line_length, normalize_newlines, stuff
 from ._errors import reply_error
 from ._hints import attach
@@ -81,17 +82,16 @@ def _path(address: str) -> str:
 class Plan:
     """One message, checked and turned into bytes, ready for a transaction.
 
-    The DATA bytes are ``payload`` followed by ``tail`` (see :func:`stuff`)."""
+    The DATA bytes are ``payload`` followed by ``tail`` (see :func:`stuff`). ``size`` is
+    the message's size as RFC 1870 counts it: CRLF line ends, not the dots added for
+    transparency nor the terminating ``.`` CRLF."""
 
     message_id: str
     mail: bytes
     rcpts: tuple[tuple[str, bytes], ...]
     payload: bytes = field(repr=False)
     tail: bytes = b".\r\n"
-
-    @property
-    def size(self) -> int:
-        return len(self.payload) + len(self.tail) - 3  # without the terminating ".\r\n"
+    size: int = 0
 
     def envelope(self, rcpts: tuple[tuple[str, bytes], ...]) -> bytes:
         """MAIL + RCPTs + DATA in one piece (a pipelined envelope)."""
@@ -131,7 +131,7 @@ def plan_message(caps: Capabilities, composed: Composed, *, host: str) -> Plan:
     # our composer's bytes are CRLF-only with short lines (checked as it built them)
     normalized = composed.data if composed.clean else normalize_newlines(composed.data)
     payload, tail = stuff(normalized)
-    size = len(payload) + len(tail) - 3
+    size = len(normalized) + len(tail) - 3  # RFC 1870: the stuffed dots do not count
     params = []
     if caps.size:
         params.append(f"SIZE={size}")
@@ -146,8 +146,8 @@ def plan_message(caps: Capabilities, composed: Composed, *, host: str) -> Plan:
     if not composed.clean:
         check_line_length(normalized)
     del normalized
-    if caps.eightbitmime and not payload.isascii():
-        params.append("BODY=8BITMIME")
+    if not payload.isascii():
+        params += _eight_bit(caps, utf8, host)
     if utf8:
         params.append("SMTPUTF8")
     return Plan(
@@ -159,6 +159,26 @@ def plan_message(caps: Capabilities, composed: Composed, *, host: str) -> Plan:
         ),
         payload=payload,
         tail=tail,
+        size=size,
+    )
+
+
+def _eight_bit(caps: Capabilities, utf8: bool, host: str) -> list[str]:
+    """The MAIL parameter that announces 8-bit data (RFC 6152), or the refusal when the
+    server cannot take it. Only foreign bytes (Django's ``8bit`` parts) get here without
+    SMTPUTF8: fluxmail's composer writes 7-bit bodies. They are not re-encoded (that
+    would change bytes the caller, or a DKIM signature, fixed): see docs/security.md."""
+    if caps.eightbitmime:
+        return ["BODY=8BITMIME"]
+    if utf8 and caps.smtputf8:  # RFC 6531 3.3: an SMTPUTF8 server takes 8-bit data
+        return []
+    raise MessageRefusedError(
+        f"the message has 8-bit data (non-ASCII bytes, such as a Content-Transfer-Encoding: "
+        f"8bit part) and {host} does not offer 8BITMIME (RFC 6152); encode those parts as "
+        "quoted-printable or base64; nothing was sent",
+        smtp_code=554,
+        enhanced_code="5.6.3",
+        code="eightbitmime_unsupported",
     )
 
 
@@ -282,16 +302,24 @@ class Session:
 
         A failure the driver reports ends the session (the driver drops the connection)
         and becomes the fluxmail error it means here (see :class:`~._transfer.Transfer`).
+        Every reply, and every error made here (which may quote a reply line), has each
+        form of the credentials redacted, before anything keeps it (see ``_redact``).
         """
+        secrets = self.credentials.secrets
         self.transfer.starting(exchange)
         try:
             answer = yield exchange
         except Failure as failure:
             self.closing = True
-            answer = self.transfer.failed(exchange, failure)
+            try:
+                answer = self.transfer.failed(exchange, failure)
+            except FluxMailException as exc:
+                secrets.exception(exc)
+                raise
         else:
             self.transfer.answered()
         assert isinstance(answer, list)
+        answer = secrets.replies(answer)
         if _closing(answer) is not None:
             self.closing = True
         return answer
@@ -379,8 +407,7 @@ class Session:
             reply = yield from self._one(Exchange(b"*\r\n", 1, "auth"))
             reply = reply if reply.code != 235 else Reply(535, ("authentication cancelled",))
         if reply.code != 235:
-            safe = Reply(reply.code, tuple(scrub(line, creds.secrets) for line in reply.lines))
-            raise reply_error("auth", safe, host=self.host)
+            raise reply_error("auth", reply, host=self.host)
         self.authenticated = True
         self.auth_mechanism = mechanism
 

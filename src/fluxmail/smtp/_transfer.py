@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import enum
 
-from ..config import SmtpConfig
 from ..errors import FluxMailException, ProtocolError
 from ._actions import Exchange, Failure
 from ._errors import early_reply_error, io_error, unknown_error
+from ._options import SmtpConfig
 from ._replies import Reply
 
 
