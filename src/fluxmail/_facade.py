@@ -19,7 +19,6 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ._env import settings_from_env
-from .smtp._checks import flag, text
 from ._pending import PendingMessages
 from .config import EmailInstance, EmailObject, SmtpConfig
 from .envelope import Composed
@@ -31,6 +30,7 @@ from .errors import (
     UnsupportedOperationError,
 )
 from .message import Address, Message, build_message, parse_address
+from .smtp._checks import flag, text
 
 if TYPE_CHECKING:
     import ssl

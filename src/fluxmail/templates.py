@@ -14,8 +14,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .smtp._checks import flag, text
 from .errors import MissingDependencyError, TemplateError
+from .smtp._checks import flag, text
 
 if TYPE_CHECKING:
     import jinja2

@@ -38,7 +38,6 @@ except ImportError as exc:  # pragma: no cover - only without the extra
 
     raise MissingDependencyError("The Django email backend", "django", "django") from exc
 
-from ..smtp._checks import flag, text
 from ..config import EmailObject, SmtpConfig
 from ..dkim import DKIM, dkim_from_settings, sign
 from ..envelope import Composed, Envelope
@@ -50,6 +49,7 @@ from ..errors import (
     InvalidMessageError,
 )
 from ..message import parse_address
+from ..smtp._checks import flag, text
 from ..transports import factory
 from ._django_errors import django_errors
 

@@ -112,8 +112,9 @@ class SmtpConfig:
 
 def ascii_host_name(name: str) -> str:
     """``name`` as EHLO sends it: an ASCII name as it is (it may be an address literal or
-    hold an underscore), an internationalised one in its UTS-46 / punycode form, the same
-    encoding as the domains of addresses and Message-IDs (:func:`fluxmail.envelope.ascii_domain`)."""
+    hold an underscore), an internationalised one in its UTS-46 / punycode form: the same
+    encoding as the domains of addresses and Message-IDs
+    (:func:`fluxmail.envelope.ascii_domain`)."""
     try:
         return ascii_domain(name)
     except ValueError:

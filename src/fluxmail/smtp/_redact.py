@@ -2,8 +2,8 @@
 
 A hostile or broken server can echo what it was sent: the password, its base64 (AUTH
 LOGIN), the AUTH PLAIN token, the XOAUTH2 or OAUTHBEARER response, the bearer token, or
-any of these URL-encoded or JSON-escaped (an OAuth2 token endpoint). :class:`Secrets` knows all those
-forms for one session; :meth:`Secrets.redact` replaces each with ``[redacted]``. The
+any of these URL-encoded or JSON-escaped (an OAuth2 token endpoint). :class:`Secrets`
+knows all those forms for one session; :meth:`Secrets.redact` replaces each with ``[redacted]``. The
 SMTP session applies it to every reply the moment it arrives (``Session.ask``), so the
 exception texts, ``.server_message``, ``refused`` maps, logs, batch results, the CLI and
 the Django backend only ever see redacted text.
