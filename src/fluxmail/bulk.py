@@ -169,8 +169,7 @@ class BulkSender:
                 try:
                     transport.send_many(self._items(messages, tally, hooks), hooks)
                 except FluxMailException as exc:
-                    tally.abort(exc)
-                    raise
+                    raise tally.abort(exc) from exc.__cause__
             return tally.result
         finally:
             if journal is not None:
@@ -242,8 +241,7 @@ class BulkSender:
                     raise
                 await self._finish(queue, workers)
             except FluxMailException as exc:
-                tally.abort(exc)
-                raise
+                raise tally.abort(exc) from exc.__cause__
             finally:
                 for task in workers:
                     task.cancel()
