@@ -74,9 +74,7 @@ class CeleryFleet(Fleet):
         }
         fleet = self
 
-        # shared=False: Celery adds a shared task to every app, so a second app in the
-        # same process (a test, a second fleet) would run the first one's fleet.
-        @app.task(name=name, bind=True, shared=False, **options)  # type: ignore[untyped-decorator]
+        @app.task(name=name, bind=True, **options)  # type: ignore[untyped-decorator]
         def send_message(task: Any, payload: dict[str, Any]) -> DeliveryResult:
             return fleet.execute(task, payload)
 
