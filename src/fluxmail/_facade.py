@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from .dkim import DKIM
     from .invite import Invite
     from .smtp import SendResult
+    from .transports.graph import AsyncGraphTransport, GraphTransport
     from .transports.outlook import OutlookTransport
     from .transports.sink import Sink
     from .transports.smtp import AsyncSMTPTransport, SMTPTransport
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
         from typing_extensions import Self
 
 SUCCESS = "Email sent successfully via SMTP."
+GRAPH_SUCCESS = "Email sent successfully via Microsoft Graph."
 _CREATE_OPTIONS = frozenset(
     build_message.__code__.co_varnames[: build_message.__code__.co_kwonlyargcount]
 )
@@ -74,8 +76,8 @@ class SendReceipt(str):
     smtp_code: int
 
     @classmethod
-    def from_result(cls, result: SendResult) -> SendReceipt:
-        receipt = cls(SUCCESS)
+    def from_result(cls, result: SendResult, text: str = SUCCESS) -> SendReceipt:
+        receipt = cls(text)
         receipt.message_id = result.message_id
         receipt.accepted = tuple(result.accepted)
         receipt.refused = dict(result.refused)
@@ -83,7 +85,7 @@ class SendReceipt(str):
         return receipt
 
 
-def _receipt(result: SendResult) -> SendReceipt:
+def _receipt(result: SendResult, text: str = SUCCESS) -> SendReceipt:
     if result.refused:
         refused = ", ".join(f"{addr} ({code})" for addr, (code, _) in result.refused.items())
         import logging
@@ -91,7 +93,7 @@ def _receipt(result: SendResult) -> SendReceipt:
         logging.getLogger("fluxmail").warning(
             "message %s: some recipients refused: %s", result.message_id, refused
         )
-    return SendReceipt.from_result(result)
+    return SendReceipt.from_result(result, text)
 
 
 def _check_count(name: str, value: object, *, minimum: float, integer: bool) -> None:
@@ -129,6 +131,7 @@ class FluxMail:
         oauth2: TokenSource | None = None,
         outlook_application: Any = None,
         dkim: DKIM | None = None,
+        graph_url: str | None = None,
     ) -> None:
         self.object_type = EmailObject.parse(object_type)
         self.dkim = self._check_dkim(dkim)
@@ -149,7 +152,19 @@ class FluxMail:
         self._async_smtp: AsyncSMTPTransport | None = None
         self._outlook: OutlookTransport | None = None
         self._sink: Sink | None = None
-        if self.object_type in (EmailObject.CONSOLE, EmailObject.FILE):
+        self._graph: GraphTransport | None = None
+        self._async_graph: AsyncGraphTransport | None = None
+        if graph_url is not None and self.object_type is not EmailObject.GRAPH:
+            raise ConfigurationError('graph_url is for object_type="graph"')
+        if self.object_type is EmailObject.GRAPH:
+            from .transports.graph import graph_transports
+
+            if self.relay or password is not None:  # (EmailInstance("", domain) is fine)
+                raise ConfigurationError('object_type="graph" takes no host or password')
+            self._graph, self._async_graph = graph_transports(
+                self.username, oauth2, graph_url, timeout, ssl_context, max_retries, retry_delay
+            )
+        elif self.object_type in (EmailObject.CONSOLE, EmailObject.FILE):
             self._sink = self._dev_transport()
         elif self.object_type is EmailObject.SMTP:
             self.config = SmtpConfig(
@@ -181,7 +196,9 @@ class FluxMail:
             self._outlook = OutlookTransport(outlook_application)
 
     def __repr__(self) -> str:
-        if self._smtp is not None:
+        if self._graph is not None:
+            where = self._graph.config.graph_url
+        elif self._smtp is not None:
             where = f"{self.relay}:{self.config.port}"
         else:
             where = str(self.relay or self.object_type.value)
@@ -211,6 +228,8 @@ class FluxMail:
             )
         if self.object_type is EmailObject.OUTLOOK:
             raise UnsupportedOperationError("Outlook signs and sends messages itself: no dkim=")
+        if self.object_type is EmailObject.GRAPH:
+            raise UnsupportedOperationError("Exchange Online signs what Graph sends: no dkim=")
         dkim.load_key()
         return dkim
 
@@ -318,7 +337,10 @@ class FluxMail:
         from ._compose import compose
 
         composed = compose(
-            message or self._take_message(), domain=self.domain, message_id=message_id
+            message or self._take_message(),
+            domain=self.domain,
+            message_id=message_id,
+            bcc_header=self._graph is not None,  # Graph reads Bcc there, strips it on delivery
         )
         if self.dkim is not None:
             from .dkim import sign
@@ -336,11 +358,13 @@ class FluxMail:
         composed, sink = self._prepare_send(message)
         if sink is not None:
             result = sink.deliver(composed)
+        elif self._graph is not None:
+            result = self._graph.send(composed)
         else:
             assert self._smtp is not None
             result = self._smtp.send(composed)
         self._pending.message = None
-        return _receipt(result)
+        return _receipt(result, self._success)
 
     def send_async(self, dry_run: bool = False) -> Coroutine[Any, Any, str]:
         """Async ``send()``. The message is taken now, so concurrent tasks can share one
@@ -357,10 +381,16 @@ class FluxMail:
         composed, sink = self._prepare_send(message)
         if sink is not None:
             result = sink.deliver(composed)
+        elif self._async_graph is not None:
+            result = await self._async_graph.send(composed)
         else:
             assert self._async_smtp is not None
             result = await self._async_smtp.send(composed)
-        return _receipt(result)
+        return _receipt(result, self._success)
+
+    @property
+    def _success(self) -> str:
+        return GRAPH_SUCCESS if self._graph is not None else SUCCESS
 
     def _prepare_send(self, message: Message) -> tuple[Composed, Sink | None]:
         """The composed message and the capture sink (None: send for real), or the
@@ -378,18 +408,28 @@ class FluxMail:
         capture = active_capture()  # an empty outbox is falsy: compare with None
         return self._sink if capture is None else capture
 
-    def display(self) -> None:
-        """Outlook: open the compose window. SMTP: print the preview."""
+    def display(self) -> str | None:
+        """Outlook: open the compose window. SMTP: print the preview. Graph: save the
+        message as a draft in the mailbox and print and return its webLink (a person
+        reviews it in Outlook on the web and clicks Send)."""
         message = self._take_message()
+        if self._graph is not None:
+            from .transports.graph import save_draft
+
+            link = save_draft(self._graph, self.compose(message))
+            self._pending.message = None
+            return link
         if self._outlook is not None:
             self._outlook.display(message)
         else:
             self._print_preview(message)
+        return None
 
     def _print_preview(self, message: Message) -> str:
         from ._compose import compose, preview
 
-        text = preview(message, compose(message, domain=self.domain))
+        composed = compose(message, domain=self.domain, bcc_header=self._graph is not None)
+        text = preview(message, composed)
         print(text)
         return text
 
@@ -400,6 +440,12 @@ class FluxMail:
             self._smtp.hold()
         return self
 
+    def close(self) -> None:
+        """Close the Microsoft Graph connection pool (SMTP: nothing is held outside a
+        ``with`` block). The mailer stays usable."""
+        if self._graph is not None:
+            self._graph.close()
+
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
@@ -408,6 +454,7 @@ class FluxMail:
     ) -> None:
         if self._smtp is not None:
             self._smtp.release()
+        self.close()
 
     async def __aenter__(self) -> Self:
         if self._async_smtp is not None:
@@ -422,9 +469,13 @@ class FluxMail:
     ) -> None:
         if self._async_smtp is not None:
             await self._async_smtp.release()
+        if self._async_graph is not None:
+            await self._async_graph.aclose()
 
     def test_connection(self) -> dict[str, Any]:
         """Connect, do TLS and AUTH, send nothing; return diagnostics or raise."""
+        if self._graph is not None:
+            return self._graph.probe()
         if self._smtp is None:
             raise UnsupportedOperationError("test_connection() is for SMTP mailers")
         started = time.perf_counter()
@@ -483,6 +534,8 @@ class FluxMail:
         if env_str(env, "FLUXMAIL_OAUTH2_PROVIDER"):
             from .oauth import provider_from_env
 
-            settings["oauth2"] = provider_from_env(env)
+            settings["oauth2"] = provider_from_env(env, graph=object_type is EmailObject.GRAPH)
+        if object_type is EmailObject.GRAPH:
+            settings["graph_url"] = env_str(env, "FLUXMAIL_GRAPH_URL")
         settings.update(overrides)
         return cls(**settings)

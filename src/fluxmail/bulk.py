@@ -190,6 +190,12 @@ class BulkSender:
                     for index, spec in enumerate(messages):
                         self._to_sink(sink, index, spec, tally)
                     return tally.result
+                graph = getattr(self.mailer, "_graph", None)
+                if graph is not None:  # Microsoft Graph: its own loop (transports/_graph_bulk)
+                    from .transports._graph_bulk import graph_batch
+
+                    graph_batch(self, graph, messages, tally, limiter)
+                    return tally.result
                 conn = SMTPConnection(self.config)
                 try:
                     items = self._items(messages, tally)
@@ -302,6 +308,14 @@ class BulkSender:
                 async for spec in _each(messages):
                     self._to_sink(sink, index, spec, tally)
                     index += 1
+            return tally.result
+        graph = getattr(self.mailer, "_async_graph", None)
+        if graph is not None:  # Microsoft Graph: its own loop (transports/_graph_bulk)
+            from .transports._graph_bulk import graph_batch_async
+
+            with make_progress(progress, _total(messages)) as bar:
+                tally = _Tally(on_success, on_error, bar, journal)
+                await graph_batch_async(self, graph, messages, tally, limiter, pool)
             return tally.result
         queue: asyncio.Queue[_Item | None] = asyncio.Queue(maxsize=2 * pool)
         with make_progress(progress, _total(messages)) as bar:

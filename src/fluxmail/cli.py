@@ -67,7 +67,7 @@ def _send(options: dict[str, Any]) -> str:
 
     kind = options["type"]
     if kind is None:
-        raise UsageProblem("--type is required (smtp or outlook)")
+        raise UsageProblem("--type is required (smtp, outlook or graph)")
     if options["tls"] and options["ssl"]:
         raise UsageProblem("--tls and --ssl cannot be used together")
     if kind == "smtp" and not options["host"]:
@@ -80,7 +80,9 @@ def _send(options: dict[str, Any]) -> str:
     if os.environ.get("FLUXMAIL_OAUTH2_PROVIDER", "").strip():
         from .oauth import provider_from_env
 
-        extra["oauth2"] = provider_from_env(os.environ)
+        extra["oauth2"] = provider_from_env(os.environ, graph=kind == "graph")
+    if kind == "graph":
+        extra["graph_url"] = options["graph_url"]  # None: Graph's public endpoint
     mailer = FluxMail(
         **extra,
         object_type=kind,
@@ -126,11 +128,14 @@ _ENV = "FLUXMAIL_"
 @click.option(
     "--type",
     "type",
-    type=click.Choice(["smtp", "outlook"]),
+    type=click.Choice(["smtp", "outlook", "graph"]),
     envvar=_ENV + "TYPE",
     help="Transport.",
 )
 @click.option("--host", envvar=_ENV + "HOST", help="Relay host, or HOST:DOMAIN.")
+@click.option(
+    "--graph-url", envvar=_ENV + "GRAPH_URL", help="--type graph: the Graph API root URL."
+)
 @click.option("--port", type=int, default=25, envvar=_ENV + "PORT", show_default=True)
 @click.option("--tls/--no-tls", default=False, envvar=_ENV + "TLS", help="STARTTLS.")
 @click.option(

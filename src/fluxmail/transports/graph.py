@@ -1,0 +1,520 @@
+"""Microsoft Graph transports: send (``sendMail``) and create drafts (``messages``) with the
+MIME bytes of our composer, over one httpx connection pool per mailer (HTTP/2 when the
+``h2`` package is installed). See docs/graph.md.
+
+Each request has an overall deadline (the mailer's ``timeout``). Graph's throttling
+(429/503 with Retry-After) holds every request of the mailer until the time Graph named,
+bounded by the timeout; a throttled request is transient, so ``send()`` tries it again
+within ``max_retries``. An expired token (401) is dropped and fetched again once. Nothing
+is sent twice: only answers that say the request was not taken (429, 503, 401) and failures
+before the request was complete are retried; an answer lost after the request went out is
+``OutcomeUnknownError``. Tokens never appear in errors, reprs or logs.
+
+The pure half (settings, bodies, answers, the throttle) is in ``_graph_wire``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import ssl
+import threading
+import time
+import weakref
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .._retry import is_retryable, retry_delays
+from .._tokens import aget_token, get_token, invalidate
+from ..envelope import Composed
+from ..errors import (
+    AuthenticationError,
+    ConnectError,
+    FluxMailException,
+    GraphError,
+    GraphThrottledError,
+    MissingDependencyError,
+    OutcomeUnknownError,
+    ProtocolError,
+    SendTimeoutError,
+    TLSVerifyError,
+)
+from ..smtp import SendResult
+from ._graph_wire import (
+    DEFAULT_GRAPH_URL,
+    MAX_ANSWER_BYTES,
+    MAX_CONCURRENCY,
+    PROBE_BODY,
+    PROBE_REFUSAL,
+    Answer,
+    GraphConfig,
+    Throttle,
+    draft_link,
+    failure,
+    headers,
+    request_body,
+)
+
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = [
+    "AsyncGraphTransport",
+    "GraphConfig",
+    "GraphTransport",
+    "Outcome",
+    "graph_transports",
+    "save_draft",
+]
+
+#: What ``send_many`` yields for each message, in order: its result or its error.
+Outcome = SendResult | FluxMailException
+T = TypeVar("T")
+SEND, DRAFT, PROBE = "sendMail", "create draft", "test_connection"
+
+
+def _httpx() -> Any:
+    try:
+        import httpx
+    except ImportError:
+        raise MissingDependencyError("Microsoft Graph", "oauth", "httpx") from None
+    return httpx
+
+
+def _http2() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("h2") is not None
+
+
+def _client_options(config: GraphConfig, ssl_context: ssl.SSLContext | None) -> dict[str, Any]:
+    httpx = _httpx()
+    half = config.timeout / 2  # a connection that cannot open fails before the deadline
+    return {
+        "timeout": httpx.Timeout(config.timeout, connect=half, pool=half),
+        "http2": _http2(),
+        "verify": ssl_context if ssl_context is not None else True,
+        "follow_redirects": False,  # a redirect would carry the token elsewhere
+        "trust_env": False,  # no proxy or .netrc from the environment sees the token
+    }
+
+
+def accepted_result(composed: Composed, status: int) -> SendResult:
+    """Graph took the message for every recipient of its headers (To, Cc, Bcc)."""
+    return SendResult(
+        message_id=composed.message_id,
+        accepted=composed.envelope.rcpt_to,
+        refused={},
+        smtp_code=250,  # an SMTP-shaped result: "accepted"; the HTTP status is in the text
+        server_message=f"{status} Accepted by Microsoft Graph",
+    )
+
+
+def _chain_has(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, kind):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def translate(exc: Exception, config: GraphConfig, what: str, composed: Composed | None) -> Any:
+    """One httpx failure as the fluxmail error that says whether the request went out."""
+    httpx = _httpx()
+    where = f"Microsoft Graph {what} ({config.url('').split('/users/')[0]})"
+    kind = type(exc).__name__
+    if isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout, httpx.WriteTimeout)):
+        return SendTimeoutError(f"{where}: {kind} before the request was complete; not sent")
+    if isinstance(exc, httpx.ConnectError) and _chain_has(exc, ssl.SSLCertVerificationError):
+        return TLSVerifyError(f"{where}: the server's certificate did not verify")
+    if isinstance(exc, (httpx.ConnectError, httpx.WriteError)):
+        return ConnectError(f"{where}: {kind} before the request was complete; not sent")
+    if isinstance(exc, (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError)):
+        return unknown(config, what, composed, f"{kind} after the request went out")
+    return ProtocolError(f"{where}: {kind}")
+
+
+def unknown(
+    config: GraphConfig, what: str, composed: Composed | None, why: str
+) -> OutcomeUnknownError:
+    return OutcomeUnknownError(
+        f"Microsoft Graph {what}: {why}; Graph may or may not have taken it, so it is not "
+        "sent again",
+        message_id=composed.message_id if composed is not None else None,
+    )
+
+
+class _Common:
+    """Settings, the throttle and the retry rule shared by both transports."""
+
+    def __init__(
+        self,
+        config: GraphConfig,
+        *,
+        max_retries: int = 0,
+        retry_delay: float = 1.0,
+        throttle: Throttle | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        _httpx()
+        self.config = config
+        self.max_retries = max_retries
+        self.retry_delay = retry_delay
+        self.throttle = throttle if throttle is not None else Throttle()
+        self._options = _client_options(config, ssl_context)
+        self._tokens: set[str] = set()  # redacted from any Graph text quoted in an error
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config.graph_url}, username={self.config.username!r})"
+
+    def _judge(self, answer: Answer, what: str, composed: Composed | None) -> FluxMailException:
+        error = failure(answer, what, composed, tuple(self._tokens))
+        if isinstance(error, GraphThrottledError):
+            self.throttle.hold(error.retry_after, cap=self.config.timeout)
+        return error
+
+    def _next_wait(self, exc: FluxMailException, delays: Iterator[float]) -> float | None:
+        """None: give up. A throttled request waits at the throttle, not here."""
+        if not is_retryable(exc):
+            return None
+        delay = next(delays, None)
+        if delay is None:
+            return None
+        return 0.0 if isinstance(exc, GraphThrottledError) else delay
+
+    @staticmethod
+    def _probe_result(config: GraphConfig, answer: Answer, started: float) -> dict[str, Any]:
+        from ._graph_wire import graph_error
+
+        code, _ = graph_error(answer.body)
+        if answer.status != 400 or code != PROBE_REFUSAL:
+            raise GraphError(
+                f"Microsoft Graph test_connection: unexpected HTTP {answer.status} "
+                f"({code or 'no error code'})",
+                status=answer.status,
+                graph_code=code,
+            )
+        return {
+            "ok": True,
+            "graph_url": config.graph_url,
+            "mailbox": config.username,
+            "latency_ms": round((time.perf_counter() - started) * 1000, 1),
+            "authenticated": True,
+            "http2": bool(_http2()),
+        }
+
+
+class GraphTransport(_Common):
+    """Blocking Graph delivery. Thread-safe: httpx's pool serves concurrent threads."""
+
+    def __init__(
+        self,
+        config: GraphConfig,
+        *,
+        max_retries: int = 0,
+        retry_delay: float = 1.0,
+        throttle: Throttle | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        super().__init__(
+            config,
+            max_retries=max_retries,
+            retry_delay=retry_delay,
+            throttle=throttle,
+            ssl_context=ssl_context,
+        )
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._client: httpx.Client | None = None
+
+    def _http(self) -> httpx.Client:
+        with self._lock:
+            if self._client is None:
+                self._client = _httpx().Client(**self._options)
+            return self._client
+
+    def close(self) -> None:
+        """Close the connection pool (a later request opens a new one)."""
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    # --- the interface ---------------------------------------------------------------
+
+    def send(self, composed: Composed) -> SendResult:
+        body = request_body(composed)
+        answer = self._retrying(lambda: self._request(SEND, body, composed, (202,)))
+        return accepted_result(composed, answer.status)
+
+    def send_many(self, messages: Iterable[Composed]) -> Iterator[Outcome]:
+        """One outcome per message, in order; each message is sent at most once."""
+        for composed in messages:
+            try:
+                yield self.send(composed)
+            except FluxMailException as exc:
+                yield exc
+
+    def create_draft(self, composed: Composed) -> tuple[str, str]:
+        """Save the message as a draft in the mailbox: its (id, webLink)."""
+        body = request_body(composed)
+        answer = self._retrying(lambda: self._request("messages", body, composed, (201,)))
+        return draft_link(answer)
+
+    def probe(self) -> dict[str, Any]:
+        """Get a token and ask Graph to send something it must refuse (not base64): the
+        token, the permission and the mailbox are checked, and nothing can be sent."""
+        started = time.perf_counter()
+        answer = self._retrying(lambda: self._request(PROBE, PROBE_BODY, None, (400,)))
+        return self._probe_result(self.config, answer, started)
+
+    # --- requests --------------------------------------------------------------------
+
+    def _retrying(self, attempt: Callable[[], T]) -> T:
+        delays = retry_delays(self.max_retries, self.retry_delay)
+        while True:
+            try:
+                return attempt()
+            except FluxMailException as exc:
+                wait = self._next_wait(exc, delays)
+                if wait is None:
+                    raise
+            if wait:
+                self._sleep(wait)
+
+    def _request(
+        self, what: str, body: bytes, composed: Composed | None, ok: tuple[int, ...]
+    ) -> Answer:
+        """One request, with a fresh token once if Graph refused the cached one."""
+        for fresh in (False, True):
+            if fresh:
+                invalidate(self.config.oauth2)
+            token = get_token(self.config.oauth2)
+            self._tokens.add(token)
+            wait = self.throttle.remaining()
+            if wait:
+                self._sleep(wait)
+            answer = self._exchange(what, body, token, composed)
+            if answer.status in ok:
+                return answer
+            error = self._judge(answer, what, composed)
+            if not isinstance(error, AuthenticationError) or fresh:
+                raise error
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _exchange(self, what: str, body: bytes, token: str, composed: Composed | None) -> Answer:
+        action = SEND if what == PROBE else what
+        client = self._http()
+        deadline = time.monotonic() + self.config.timeout
+        request = client.build_request(
+            "POST", self.config.url(action), content=body, headers=headers(token)
+        )
+        try:
+            response = client.send(request, stream=True)
+            try:
+                data = bytearray()
+                for chunk in response.iter_bytes():
+                    data += chunk[: MAX_ANSWER_BYTES - len(data)]
+                    if time.monotonic() > deadline:
+                        raise unknown(self.config, what, composed, "no answer within the timeout")
+            finally:
+                response.close()
+        except _httpx().HTTPError as exc:
+            raise translate(exc, self.config, what, composed) from exc
+        return Answer(response.status_code, bytes(data), response.headers.get("Retry-After"))
+
+
+class AsyncGraphTransport(_Common):
+    """asyncio Graph delivery. ``send()`` makes one attempt (and the token refresh), as
+    ``send_async()`` promises; ``send_many()`` retries each message within ``max_retries``
+    and keeps at most ``concurrency`` requests in flight."""
+
+    def __init__(
+        self,
+        config: GraphConfig,
+        *,
+        max_retries: int = 0,
+        retry_delay: float = 1.0,
+        throttle: Throttle | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        super().__init__(
+            config,
+            max_retries=max_retries,
+            retry_delay=retry_delay,
+            throttle=throttle,
+            ssl_context=ssl_context,
+        )
+        # An httpx.AsyncClient belongs to one event loop: one pool per loop that uses us.
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient]
+        self._clients = weakref.WeakKeyDictionary()
+
+    def _http(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            client = self._clients[loop] = _httpx().AsyncClient(**self._options)
+        return client
+
+    async def aclose(self) -> None:
+        """Close this event loop's connection pool."""
+        client = self._clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
+
+    # --- the interface ---------------------------------------------------------------
+
+    async def send(self, composed: Composed) -> SendResult:
+        answer = await self._request(SEND, request_body(composed), composed, (202,))
+        return accepted_result(composed, answer.status)
+
+    async def send_many(
+        self,
+        messages: Iterable[Composed] | AsyncIterable[Composed],
+        *,
+        concurrency: int = MAX_CONCURRENCY,
+    ) -> AsyncIterator[Outcome]:
+        """One outcome per message, in the order given, with at most ``concurrency``
+        requests in flight. A consumer that stops early lets the requests already in
+        flight finish (cancelling one could leave its outcome unknown)."""
+        window: collections.deque[asyncio.Task[SendResult]] = collections.deque()
+        try:
+            async for composed in _each(messages):
+                window.append(asyncio.ensure_future(self._send_retrying(composed)))
+                if len(window) >= max(1, concurrency):
+                    yield await _outcome(window.popleft())
+            while window:
+                yield await _outcome(window.popleft())
+        finally:
+            if window:
+                await asyncio.gather(*window, return_exceptions=True)
+
+    async def create_draft(self, composed: Composed) -> tuple[str, str]:
+        answer = await self._request("messages", request_body(composed), composed, (201,))
+        return draft_link(answer)
+
+    async def probe(self) -> dict[str, Any]:
+        started = time.perf_counter()
+        answer = await self._request(PROBE, PROBE_BODY, None, (400,))
+        return self._probe_result(self.config, answer, started)
+
+    # --- requests --------------------------------------------------------------------
+
+    async def _send_retrying(self, composed: Composed) -> SendResult:
+        body = request_body(composed)
+        delays = retry_delays(self.max_retries, self.retry_delay)
+        while True:
+            try:
+                answer = await self._request(SEND, body, composed, (202,))
+                return accepted_result(composed, answer.status)
+            except FluxMailException as exc:
+                wait = self._next_wait(exc, delays)
+                if wait is None:
+                    raise
+            if wait:
+                await asyncio.sleep(wait)
+
+    async def _request(
+        self, what: str, body: bytes, composed: Composed | None, ok: tuple[int, ...]
+    ) -> Answer:
+        for fresh in (False, True):
+            if fresh:
+                invalidate(self.config.oauth2)
+            token = await aget_token(self.config.oauth2)
+            self._tokens.add(token)
+            wait = self.throttle.remaining()
+            if wait:
+                await asyncio.sleep(wait)
+            answer = await self._deadline(self._exchange(what, body, token), what, composed)
+            if answer.status in ok:
+                return answer
+            error = self._judge(answer, what, composed)
+            if not isinstance(error, AuthenticationError) or fresh:
+                raise error
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _deadline(
+        self, exchange: Awaitable[Answer], what: str, composed: Composed | None
+    ) -> Answer:
+        try:
+            return await asyncio.wait_for(exchange, self.config.timeout)
+        except asyncio.TimeoutError:
+            raise unknown(self.config, what, composed, "no answer within the timeout") from None
+        except _httpx().HTTPError as exc:
+            raise translate(exc, self.config, what, composed) from exc
+
+    async def _exchange(self, what: str, body: bytes, token: str) -> Answer:
+        action = SEND if what == PROBE else what
+        client = self._http()
+        request = client.build_request(
+            "POST", self.config.url(action), content=body, headers=headers(token)
+        )
+        response = await client.send(request, stream=True)
+        try:
+            data = bytearray()
+            async for chunk in response.aiter_bytes():
+                data += chunk[: MAX_ANSWER_BYTES - len(data)]
+        finally:
+            await response.aclose()
+        return Answer(response.status_code, bytes(data), response.headers.get("Retry-After"))
+
+
+async def _each(messages: Iterable[Composed] | AsyncIterable[Composed]) -> AsyncIterator[Composed]:
+    if isinstance(messages, AsyncIterable):
+        async for composed in messages:
+            yield composed
+    else:
+        for composed in messages:
+            yield composed
+
+
+async def _outcome(task: asyncio.Task[SendResult]) -> Outcome:
+    try:
+        return await task
+    except FluxMailException as exc:
+        return exc
+
+
+def graph_transports(
+    username: str | None,
+    oauth2: Any,
+    graph_url: str | None,
+    timeout: float,
+    ssl_context: ssl.SSLContext | None,
+    max_retries: int,
+    retry_delay: float,
+) -> tuple[GraphTransport, AsyncGraphTransport]:
+    """What ``FluxMail(object_type="graph", ...)`` holds: the two transports, sharing the
+    settings and one throttle (sync and async requests of a mailer wait alike)."""
+    config = GraphConfig(
+        username=username or "",
+        oauth2=oauth2,
+        graph_url=DEFAULT_GRAPH_URL if graph_url is None else graph_url,
+        timeout=timeout,
+    )
+    options: dict[str, Any] = {
+        "max_retries": max_retries,
+        "retry_delay": float(retry_delay),
+        "throttle": Throttle(),
+        "ssl_context": ssl_context,
+    }
+    return GraphTransport(config, **options), AsyncGraphTransport(config, **options)
+
+
+def save_draft(transport: GraphTransport, composed: Composed) -> str:
+    """``display()`` for Graph: save the draft, print and return its webLink. Inside
+    ``fluxmail.testing.capture()`` the message goes to the outbox and no draft is made."""
+    from .sink import active_capture
+
+    capture = active_capture()
+    if capture is not None:
+        capture.deliver(composed)
+        link = ""
+    else:
+        link = transport.create_draft(composed)[1]
+    print(f"Draft saved in {transport.config.username}: {link or '(captured: no draft)'}")
+    return link
