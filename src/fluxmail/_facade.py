@@ -459,6 +459,8 @@ class FluxMail:
     async def __aenter__(self) -> Self:
         if self._async_smtp is not None:
             self._async_smtp.hold()
+        if self._async_graph is not None:
+            self._async_graph.hold()
         return self
 
     async def __aexit__(
@@ -470,7 +472,7 @@ class FluxMail:
         if self._async_smtp is not None:
             await self._async_smtp.release()
         if self._async_graph is not None:
-            await self._async_graph.aclose()
+            await self._async_graph.release()
 
     def test_connection(self) -> dict[str, Any]:
         """Connect, do TLS and AUTH, send nothing; return diagnostics or raise."""

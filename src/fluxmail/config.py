@@ -44,8 +44,8 @@ class EmailObject(str, enum.Enum):
             except ValueError:
                 pass
         raise ConfigurationError(
-            "object_type must be 'smtp', 'outlook' or 'graph' ('console' or 'file' for "
-            "development), "
+            "object_type must be 'smtp' or 'outlook' ('graph' for Microsoft Graph, 'console' "
+            "or 'file' for development), "
             f"or an EmailObject, got {value!r}"
         )
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import ssl
 import threading
 import time
@@ -124,7 +125,7 @@ def _chain_has(exc: BaseException, kind: type[BaseException]) -> bool:
 def translate(exc: Exception, config: GraphConfig, what: str, composed: Composed | None) -> Any:
     """One httpx failure as the fluxmail error that says whether the request went out."""
     httpx = _httpx()
-    where = f"Microsoft Graph {what} ({config.url('').split('/users/')[0]})"
+    where = f"Microsoft Graph {what} ({config.graph_url})"
     kind = type(exc).__name__
     if isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout, httpx.WriteTimeout)):
         return SendTimeoutError(f"{where}: {kind} before the request was complete; not sent")
@@ -203,7 +204,7 @@ class _Common:
             "mailbox": config.username,
             "latency_ms": round((time.perf_counter() - started) * 1000, 1),
             "authenticated": True,
-            "http2": bool(_http2()),
+            "http2_available": _http2(),  # used when Graph offers it (https only)
         }
 
 
@@ -235,6 +236,8 @@ class GraphTransport(_Common):
         with self._lock:
             if self._client is None:
                 self._client = _httpx().Client(**self._options)
+                # A mailer dropped without close() closes its sockets, not leaks them.
+                weakref.finalize(self, self._client.close)
             return self._client
 
     def close(self) -> None:
@@ -349,27 +352,46 @@ class AsyncGraphTransport(_Common):
             throttle=throttle,
             ssl_context=ssl_context,
         )
-        # An httpx.AsyncClient belongs to one event loop: one pool per loop that uses us.
+        # An httpx.AsyncClient belongs to one event loop and must be closed on it: a pool
+        # is kept per loop only while held, and a call outside that opens its own.
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient]
         self._clients = weakref.WeakKeyDictionary()
+        self._holding = 0
 
-    def _http(self) -> httpx.AsyncClient:
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            client = self._clients[loop] = _httpx().AsyncClient(**self._options)
-        return client
+    def hold(self) -> None:
+        """Keep one pool per event loop across calls until :meth:`release`
+        (``async with mailer:``; ``send_many`` holds one for its run)."""
+        self._holding += 1
+
+    async def release(self) -> None:
+        self._holding = max(0, self._holding - 1)
+        if self._holding == 0:
+            await self.aclose()
 
     async def aclose(self) -> None:
-        """Close this event loop's connection pool."""
+        """Close this event loop's pool, if one is held."""
         client = self._clients.pop(asyncio.get_running_loop(), None)
         if client is not None:
             await client.aclose()
 
+    @contextlib.asynccontextmanager
+    async def _session(self) -> AsyncIterator[httpx.AsyncClient]:
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None and self._holding:
+            client = self._clients[loop] = _httpx().AsyncClient(**self._options)
+        if client is not None:
+            yield client
+            return
+        async with _httpx().AsyncClient(**self._options) as own:
+            yield own
+
     # --- the interface ---------------------------------------------------------------
 
     async def send(self, composed: Composed) -> SendResult:
-        answer = await self._request(SEND, request_body(composed), composed, (202,))
+        body = request_body(composed)
+        async with self._session() as client:
+            answer = await self._request(client, SEND, body, composed, (202,))
         return accepted_result(composed, answer.status)
 
     async def send_many(
@@ -382,6 +404,7 @@ class AsyncGraphTransport(_Common):
         requests in flight. A consumer that stops early lets the requests already in
         flight finish (cancelling one could leave its outcome unknown)."""
         window: collections.deque[asyncio.Task[SendResult]] = collections.deque()
+        self.hold()
         try:
             async for composed in _each(messages):
                 window.append(asyncio.ensure_future(self._send_retrying(composed)))
@@ -392,14 +415,18 @@ class AsyncGraphTransport(_Common):
         finally:
             if window:
                 await asyncio.gather(*window, return_exceptions=True)
+            await self.release()
 
     async def create_draft(self, composed: Composed) -> tuple[str, str]:
-        answer = await self._request("messages", request_body(composed), composed, (201,))
+        body = request_body(composed)
+        async with self._session() as client:
+            answer = await self._request(client, "messages", body, composed, (201,))
         return draft_link(answer)
 
     async def probe(self) -> dict[str, Any]:
         started = time.perf_counter()
-        answer = await self._request(PROBE, PROBE_BODY, None, (400,))
+        async with self._session() as client:
+            answer = await self._request(client, PROBE, PROBE_BODY, None, (400,))
         return self._probe_result(self.config, answer, started)
 
     # --- requests --------------------------------------------------------------------
@@ -409,7 +436,8 @@ class AsyncGraphTransport(_Common):
         delays = retry_delays(self.max_retries, self.retry_delay)
         while True:
             try:
-                answer = await self._request(SEND, body, composed, (202,))
+                async with self._session() as client:
+                    answer = await self._request(client, SEND, body, composed, (202,))
                 return accepted_result(composed, answer.status)
             except FluxMailException as exc:
                 wait = self._next_wait(exc, delays)
@@ -419,7 +447,12 @@ class AsyncGraphTransport(_Common):
                 await asyncio.sleep(wait)
 
     async def _request(
-        self, what: str, body: bytes, composed: Composed | None, ok: tuple[int, ...]
+        self,
+        client: httpx.AsyncClient,
+        what: str,
+        body: bytes,
+        composed: Composed | None,
+        ok: tuple[int, ...],
     ) -> Answer:
         for fresh in (False, True):
             if fresh:
@@ -429,7 +462,8 @@ class AsyncGraphTransport(_Common):
             wait = self.throttle.remaining()
             if wait:
                 await asyncio.sleep(wait)
-            answer = await self._deadline(self._exchange(what, body, token), what, composed)
+            exchange = self._exchange(client, what, body, token)
+            answer = await self._deadline(exchange, what, composed)
             if answer.status in ok:
                 return answer
             error = self._judge(answer, what, composed)
@@ -447,9 +481,10 @@ class AsyncGraphTransport(_Common):
         except _httpx().HTTPError as exc:
             raise translate(exc, self.config, what, composed) from exc
 
-    async def _exchange(self, what: str, body: bytes, token: str) -> Answer:
+    async def _exchange(
+        self, client: httpx.AsyncClient, what: str, body: bytes, token: str
+    ) -> Answer:
         action = SEND if what == PROBE else what
-        client = self._http()
         request = client.build_request(
             "POST", self.config.url(action), content=body, headers=headers(token)
         )
