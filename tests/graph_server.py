@@ -71,6 +71,7 @@ class GraphRequest:
     mime: bytes | None  # the decoded message, when the body was base64
     at: float  # time.monotonic() when the request arrived
     status: int = 0
+    answered_at: float = 0.0  # time.monotonic() when the answer was ready
 
     @property
     def message(self) -> EmailMessage:
@@ -207,6 +208,7 @@ class GraphServer:
             with self._lock:
                 self._in_flight -= 1
                 request.status = status
+                request.answered_at = time.monotonic()
         if payload:
             extra["Content-Type"] = "application/json"
         return status, extra, payload

@@ -210,6 +210,20 @@ def test_send_async_many_loops(graph: GraphServer) -> None:
     ]
 
 
+def test_async_with_block_holds_one_pool(graph: GraphServer) -> None:
+    m = mailer(graph)
+
+    async def run() -> None:
+        async with m:
+            for i in range(4):
+                await m.create(**message(i)).send_async()
+        await m.create(**message(4)).send_async()  # outside the block: its own pool
+
+    asyncio.run(run())
+    assert len(graph.sent) == 5
+    assert graph.connections == 2
+
+
 def test_send_async_makes_one_attempt(graph: GraphServer) -> None:
     graph.script.append(Reply(429, "TooManyRequests", retry_after="0"))
     m = mailer(graph, max_retries=3)
@@ -439,19 +453,33 @@ def test_bulk_async_bounded_concurrency(make_graph: MakeGraph) -> None:
     assert subjects == sorted(f"Report {i}" for i in range(12))
 
 
-def test_bulk_async_respects_throttling(graph: GraphServer) -> None:
+def test_bulk_async_retries_a_throttled_message_once_after_retry_after(
+    graph: GraphServer,
+) -> None:
     graph.script.append(Reply(429, "ApplicationThrottled", retry_after="1"))
     m = mailer(graph, max_retries=1, retry_delay=0)
     result = asyncio.run(
         BulkSender(m).send_batch_async([message(i) for i in range(6)], connections=2)
     )
     assert (result["sent"], result["failed"]) == (6, 0)
-    refused_at = graph.requests[0].at
-    later = [r.at for r in graph.requests if r.at > refused_at + 0.05]
-    assert later
-    assert min(later) - refused_at >= 0.95
+    refused = graph.requests[0]
+    assert refused.status == 429
+    again = [r for r in graph.requests[1:] if r.message["Subject"] == refused.message["Subject"]]
+    assert len(again) == 1  # retried once, after the wait Graph asked for
+    assert again[0].at - refused.answered_at >= 0.95
     ids = [r.message["Message-ID"] for r in graph.sent]
     assert len(ids) == len(set(ids)) == 6
+
+
+def test_throttling_holds_every_request_of_the_mailer(graph: GraphServer) -> None:
+    graph.script.append(Reply(429, "ApplicationThrottled", retry_after="1"))
+    m = mailer(graph)
+    with pytest.raises(GraphThrottledError):
+        m.create(**message(0)).send()
+    started = time.monotonic()
+    assert asyncio.run(m.create(**message(1)).send_async()) == GRAPH_SUCCESS  # waits too
+    assert time.monotonic() - started >= 0.9
+    assert graph.requests[1].at - graph.requests[0].answered_at >= 0.95
 
 
 @pytest.mark.parametrize("use_async", [False, True])
