@@ -672,3 +672,45 @@ def test_base64_body_is_the_exact_composed_message(graph: GraphServer) -> None:
     assert m._graph is not None
     m._graph.send(composed)
     assert graph.requests[0].body == base64.b64encode(composed.data)
+
+
+# --- the transports' send_many (the delivery spine's interface) ---------------------------------
+
+
+def test_send_many_yields_one_outcome_per_message_in_order(make_graph: MakeGraph) -> None:
+    graph = make_graph()
+    graph.script += [Reply(202), Reply(400, "ErrorInvalidRecipients"), Reply(202)]
+    m = mailer(graph)
+    composed = [m.compose(m.build_message(**message(i))) for i in range(3)]
+    assert m._graph is not None
+    outcomes = list(m._graph.send_many(iter(composed)))
+    assert [type(o).__name__ for o in outcomes] == ["SendResult", "GraphError", "SendResult"]
+    assert [getattr(o, "message_id", None) for o in outcomes] == [
+        composed[0].message_id,
+        None,
+        composed[2].message_id,
+    ]
+
+
+def test_async_send_many_stopped_early_lets_requests_in_flight_finish(
+    make_graph: MakeGraph,
+) -> None:
+    graph = make_graph(delay=0.2)
+    m = mailer(graph)
+    composed = [m.compose(m.build_message(**message(i))) for i in range(8)]
+    assert m._async_graph is not None
+    transport = m._async_graph
+
+    async def first_only() -> Any:
+        run = transport.send_many(composed, concurrency=3)
+        first = await run.__anext__()
+        await run.aclose()
+        return first
+
+    first = asyncio.run(first_only())
+    assert first.message_id == composed[0].message_id
+    time.sleep(0.3)
+    # the three in flight when the consumer stopped each finished once; no other started
+    assert len(graph.sent) == 3
+    assert all(r.status == 202 for r in graph.requests)
+    assert len({r.message["Message-ID"] for r in graph.requests}) == len(graph.requests)

@@ -12,6 +12,7 @@ access to it and would fail every message the same way. A 400 fails its message 
 from __future__ import annotations
 
 import collections
+import contextlib
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from typing import TYPE_CHECKING
 
@@ -91,12 +92,14 @@ async def graph_batch_async(
             taken.append(item)
             yield item[1]
 
-    async for outcome in transport.send_many(feed(), concurrency=concurrency):
-        index = taken.popleft()[0]
-        if isinstance(outcome, FluxMailException) and stops_batch(outcome) and not stop:
-            stop.append((index, outcome))
-            continue
-        _record(tally, index, outcome)
+    # aclosing: if a callback raises, the requests in flight still finish before we leave
+    async with contextlib.aclosing(transport.send_many(feed(), concurrency=concurrency)) as run:
+        async for outcome in run:
+            index = taken.popleft()[0]
+            if isinstance(outcome, FluxMailException) and stops_batch(outcome) and not stop:
+                stop.append((index, outcome))
+                continue
+            _record(tally, index, outcome)
     if stop:
         index, error = stop[0]
         raise tally.abort(error, index)

@@ -1,5 +1,6 @@
-"""Microsoft Graph, the pure part: settings, request bodies, what each answer means, and
-the throttle shared by every request of one mailer. No I/O here; ``graph.py`` does it.
+"""Microsoft Graph, the pure part: settings, request bodies, what each answer (or failed
+exchange) means, and the throttle shared by every request of one mailer. No I/O here;
+``graph.py`` does it.
 
 What an answer means (``sendMail`` and ``messages`` alike):
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -31,12 +33,17 @@ from urllib.parse import quote, urlsplit
 from ..errors import (
     AuthenticationError,
     ConfigurationError,
+    ConnectError,
     FluxMailException,
     GraphError,
     GraphThrottledError,
     InvalidMessageError,
     OutcomeUnknownError,
+    ProtocolError,
+    SendTimeoutError,
+    TLSVerifyError,
 )
+from ..smtp import SendResult
 
 if TYPE_CHECKING:
     from .._tokens import TokenSource
@@ -228,6 +235,60 @@ def draft_link(answer: Answer) -> tuple[str, str]:
             status=answer.status,
         )
     return ident, link
+
+
+# --- what a failed exchange means ---------------------------------------------------------------
+
+
+def accepted_result(composed: Composed, status: int) -> SendResult:
+    """Graph took the message for every recipient of its headers (To, Cc, Bcc)."""
+    return SendResult(
+        message_id=composed.message_id,
+        accepted=composed.envelope.rcpt_to,
+        refused={},
+        smtp_code=250,  # an SMTP-shaped result: "accepted"; the HTTP status is in the text
+        server_message=f"{status} Accepted by Microsoft Graph",
+    )
+
+
+def _chain_has(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, kind):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def translate(
+    exc: Exception, config: GraphConfig, what: str, composed: Composed | None
+) -> FluxMailException:
+    """One httpx failure as the fluxmail error that says whether the request went out."""
+    import httpx
+
+    where = f"Microsoft Graph {what} ({config.graph_url})"
+    kind = type(exc).__name__
+    if isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout, httpx.WriteTimeout)):
+        return SendTimeoutError(f"{where}: {kind} before the request was complete; not sent")
+    if isinstance(exc, httpx.ConnectError) and _chain_has(exc, ssl.SSLCertVerificationError):
+        return TLSVerifyError(f"{where}: the server's certificate did not verify")
+    if isinstance(exc, (httpx.ConnectError, httpx.WriteError)):
+        return ConnectError(f"{where}: {kind} before the request was complete; not sent")
+    if isinstance(exc, (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError)):
+        return unknown(config, what, composed, f"{kind} after the request went out")
+    return ProtocolError(f"{where}: {kind}")
+
+
+def unknown(
+    config: GraphConfig, what: str, composed: Composed | None, why: str
+) -> OutcomeUnknownError:
+    return OutcomeUnknownError(
+        f"Microsoft Graph {what}: {why}; Graph may or may not have taken it, so it is not "
+        "sent again",
+        message_id=composed.message_id if composed is not None else None,
+    )
 
 
 # --- the throttle -------------------------------------------------------------------------------

@@ -22,7 +22,15 @@ import ssl
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+)
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._retry import is_retryable, retry_delays
@@ -30,15 +38,10 @@ from .._tokens import aget_token, get_token, invalidate
 from ..envelope import Composed
 from ..errors import (
     AuthenticationError,
-    ConnectError,
     FluxMailException,
     GraphError,
     GraphThrottledError,
     MissingDependencyError,
-    OutcomeUnknownError,
-    ProtocolError,
-    SendTimeoutError,
-    TLSVerifyError,
 )
 from ..smtp import SendResult
 from ._graph_wire import (
@@ -50,10 +53,13 @@ from ._graph_wire import (
     Answer,
     GraphConfig,
     Throttle,
+    accepted_result,
     draft_link,
     failure,
     headers,
     request_body,
+    translate,
+    unknown,
 )
 
 if TYPE_CHECKING:
@@ -98,54 +104,6 @@ def _client_options(config: GraphConfig, ssl_context: ssl.SSLContext | None) -> 
         "follow_redirects": False,  # a redirect would carry the token elsewhere
         "trust_env": False,  # no proxy or .netrc from the environment sees the token
     }
-
-
-def accepted_result(composed: Composed, status: int) -> SendResult:
-    """Graph took the message for every recipient of its headers (To, Cc, Bcc)."""
-    return SendResult(
-        message_id=composed.message_id,
-        accepted=composed.envelope.rcpt_to,
-        refused={},
-        smtp_code=250,  # an SMTP-shaped result: "accepted"; the HTTP status is in the text
-        server_message=f"{status} Accepted by Microsoft Graph",
-    )
-
-
-def _chain_has(exc: BaseException, kind: type[BaseException]) -> bool:
-    seen: BaseException | None = exc
-    for _ in range(8):
-        if seen is None:
-            return False
-        if isinstance(seen, kind):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
-def translate(exc: Exception, config: GraphConfig, what: str, composed: Composed | None) -> Any:
-    """One httpx failure as the fluxmail error that says whether the request went out."""
-    httpx = _httpx()
-    where = f"Microsoft Graph {what} ({config.graph_url})"
-    kind = type(exc).__name__
-    if isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout, httpx.WriteTimeout)):
-        return SendTimeoutError(f"{where}: {kind} before the request was complete; not sent")
-    if isinstance(exc, httpx.ConnectError) and _chain_has(exc, ssl.SSLCertVerificationError):
-        return TLSVerifyError(f"{where}: the server's certificate did not verify")
-    if isinstance(exc, (httpx.ConnectError, httpx.WriteError)):
-        return ConnectError(f"{where}: {kind} before the request was complete; not sent")
-    if isinstance(exc, (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError)):
-        return unknown(config, what, composed, f"{kind} after the request went out")
-    return ProtocolError(f"{where}: {kind}")
-
-
-def unknown(
-    config: GraphConfig, what: str, composed: Composed | None, why: str
-) -> OutcomeUnknownError:
-    return OutcomeUnknownError(
-        f"Microsoft Graph {what}: {why}; Graph may or may not have taken it, so it is not "
-        "sent again",
-        message_id=composed.message_id if composed is not None else None,
-    )
 
 
 class _Common:
@@ -399,7 +357,7 @@ class AsyncGraphTransport(_Common):
         messages: Iterable[Composed] | AsyncIterable[Composed],
         *,
         concurrency: int = MAX_CONCURRENCY,
-    ) -> AsyncIterator[Outcome]:
+    ) -> AsyncGenerator[Outcome, None]:
         """One outcome per message, in the order given, with at most ``concurrency``
         requests in flight. A consumer that stops early lets the requests already in
         flight finish (cancelling one could leave its outcome unknown)."""
