@@ -714,3 +714,10 @@ def test_async_send_many_stopped_early_lets_requests_in_flight_finish(
     assert len(graph.sent) == 3
     assert all(r.status == 202 for r in graph.requests)
     assert len({r.message["Message-ID"] for r in graph.requests}) == len(graph.requests)
+
+
+def test_draft_errors_name_the_operation(graph: GraphServer) -> None:
+    graph.script.append(Reply(403, "ErrorAccessDenied", "Access is denied."))
+    with pytest.raises(GraphError) as info:
+        mailer(graph).create(**message()).display()
+    assert str(info.value).startswith("Microsoft Graph create draft: HTTP 403 (ErrorAccessDenied")

@@ -78,6 +78,7 @@ __all__ = [
 Outcome = SendResult | FluxMailException
 T = TypeVar("T")
 SEND, DRAFT, PROBE = "sendMail", "create draft", "test_connection"
+_ACTION = {SEND: "sendMail", DRAFT: "messages", PROBE: "sendMail"}  # what -> URL path
 
 
 def _httpx() -> Any:
@@ -102,7 +103,7 @@ def _client_options(config: GraphConfig, ssl_context: ssl.SSLContext | None) -> 
         "http2": _http2(),
         "verify": ssl_context if ssl_context is not None else True,
         "follow_redirects": False,  # a redirect would carry the token elsewhere
-        "trust_env": False,  # no proxy or .netrc from the environment sees the token
+        # trust_env stays on: HTTPS_PROXY and SSL_CERT_FILE apply, as for the token request
     }
 
 
@@ -223,7 +224,7 @@ class GraphTransport(_Common):
     def create_draft(self, composed: Composed) -> tuple[str, str]:
         """Save the message as a draft in the mailbox: its (id, webLink)."""
         body = request_body(composed)
-        answer = self._retrying(lambda: self._request("messages", body, composed, (201,)))
+        answer = self._retrying(lambda: self._request(DRAFT, body, composed, (201,)))
         return draft_link(answer)
 
     def probe(self) -> dict[str, Any]:
@@ -268,7 +269,7 @@ class GraphTransport(_Common):
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _exchange(self, what: str, body: bytes, token: str, composed: Composed | None) -> Answer:
-        action = SEND if what == PROBE else what
+        action = _ACTION[what]
         client = self._http()
         deadline = time.monotonic() + self.config.timeout
         request = client.build_request(
@@ -378,7 +379,7 @@ class AsyncGraphTransport(_Common):
     async def create_draft(self, composed: Composed) -> tuple[str, str]:
         body = request_body(composed)
         async with self._session() as client:
-            answer = await self._request(client, "messages", body, composed, (201,))
+            answer = await self._request(client, DRAFT, body, composed, (201,))
         return draft_link(answer)
 
     async def probe(self) -> dict[str, Any]:
@@ -442,7 +443,7 @@ class AsyncGraphTransport(_Common):
     async def _exchange(
         self, client: httpx.AsyncClient, what: str, body: bytes, token: str
     ) -> Answer:
-        action = SEND if what == PROBE else what
+        action = _ACTION[what]
         request = client.build_request(
             "POST", self.config.url(action), content=body, headers=headers(token)
         )
