@@ -721,3 +721,29 @@ def test_draft_errors_name_the_operation(graph: GraphServer) -> None:
     with pytest.raises(GraphError) as info:
         mailer(graph).create(**message()).display()
     assert str(info.value).startswith("Microsoft Graph create draft: HTTP 403 (ErrorAccessDenied")
+
+
+def test_graph_scope_defaults_from_the_environment() -> None:
+    from fluxmail.oauth import (
+        GRAPH_APP_SCOPE,
+        GRAPH_DELEGATED_SCOPE,
+        MICROSOFT_APP_SCOPE,
+        provider_from_env,
+    )
+
+    env = {
+        "FLUXMAIL_OAUTH2_PROVIDER": "microsoft",
+        "FLUXMAIL_OAUTH2_TENANT": "contoso.onmicrosoft.com",
+        "FLUXMAIL_OAUTH2_CLIENT_ID": CLIENT_ID,
+        "FLUXMAIL_OAUTH2_CLIENT_SECRET": CLIENT_SECRET,
+    }
+    assert getattr(provider_from_env(env), "scope", None) == MICROSOFT_APP_SCOPE  # SMTP
+    assert getattr(provider_from_env(env, graph=True), "scope", None) == GRAPH_APP_SCOPE
+    delegated = {**env, "FLUXMAIL_OAUTH2_REFRESH_TOKEN": "1//r"}
+    assert getattr(provider_from_env(delegated, graph=True), "scope", None) == (
+        GRAPH_DELEGATED_SCOPE
+    )
+    custom = {**env, "FLUXMAIL_OAUTH2_SCOPE": "https://graph.microsoft.us/.default"}
+    assert getattr(provider_from_env(custom, graph=True), "scope", None) == (
+        "https://graph.microsoft.us/.default"
+    )
