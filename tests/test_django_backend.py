@@ -610,3 +610,25 @@ class TestLocmemBackendContract(BackendContract):
 
     def delivered(self) -> int:
         return len(mail.outbox)
+
+
+def test_exhausted_retries_raise_what_send_raises(
+    make_fault_server: Callable[..., FaultServer],
+) -> None:
+    """The backend delivers through the same transport as FluxMail.send(): the same
+    retries, the same error, the same cause (the server's reply), the same policy row."""
+    from fluxmail.delivery import policy
+    from fluxmail.errors import MessageRefusedError, ServerReply
+
+    server = make_fault_server({"DOT": Reply("451 4.3.0 Try again later")})
+    with (
+        email_settings(server, EMAIL_FLUXMAIL_MAX_RETRIES=1, EMAIL_FLUXMAIL_RETRY_DELAY=0.01),
+        pytest.raises(MessageRefusedError) as info,
+    ):
+        send_mail("Retry", "Body", "from@example.com", ["to@example.com"])
+    assert (info.value.code, info.value.smtp_code) == ("message_refused", 451)
+    assert isinstance(info.value.__cause__, ServerReply)
+    assert info.value.__cause__.smtp_code == 451
+    assert policy.outcome_of(info.value) is policy.Outcome.DEFERRED
+    assert len(server.received) == 2  # the first try and one retry
+    assert server.messages == []

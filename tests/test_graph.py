@@ -31,6 +31,7 @@ from fluxmail.errors import (
     UnsupportedOperationError,
 )
 from fluxmail.oauth import MicrosoftOAuth2
+from fluxmail.transports._graph_pair import GraphPair
 from fluxmail.transports._graph_wire import Throttle, check_graph_url, retry_after
 from graph_server import GRAPH_SCOPE, MAILBOX, GraphServer, Reply
 from oauth_servers import CLIENT_ID, CLIENT_SECRET
@@ -79,6 +80,14 @@ def mailer(server: GraphServer, **options: Any) -> FluxMail:
     }
     settings.update(options)
     return FluxMail(**settings)
+
+
+def pair(m: FluxMail) -> GraphPair:
+    """The Graph transports inside the mailer's Switch."""
+    assert m.transport is not None
+    inner = m.transport.inner
+    assert isinstance(inner, GraphPair)
+    return inner
 
 
 def message(index: int = 0, **options: Any) -> dict[str, Any]:
@@ -137,7 +146,8 @@ def test_one_token_and_one_connection_for_many_sends(graph: GraphServer) -> None
     assert len(graph.sent) == 5
     assert graph.endpoint.count == 1  # the cached token
     assert graph.connections == 1  # one pool, kept alive
-    m.close()
+    assert m.transport is not None
+    m.transport.close()
 
 
 def test_attachments_and_inline_images_travel(graph: GraphServer, tmp_path: Path) -> None:
@@ -181,8 +191,7 @@ def test_display_saves_a_draft_and_returns_its_weblink(
 def test_create_draft_async(graph: GraphServer) -> None:
     m = mailer(graph)
     composed = m.compose(m.build_message(**message()))
-    assert m._async_graph is not None
-    ident, link = asyncio.run(m._async_graph.create_draft(composed))
+    ident, link = asyncio.run(pair(m).aio.create_draft(composed))
     assert ident == "AAMkDraft1"
     assert ident in link
 
@@ -587,8 +596,9 @@ def test_secrets_never_appear(graph: GraphServer, caplog: pytest.LogCaptureFixtu
         repr(info.value),
         str(echoed.value),
         repr(m),
-        repr(m._graph),
-        repr(m._graph.config if m._graph else None),
+        repr(m.transport),
+        repr(pair(m).sync),
+        repr(pair(m).config),
         caplog.text,
     ]
     assert "[redacted]" in str(echoed.value)
@@ -669,8 +679,7 @@ def test_docs_examples_run_against_the_local_graph(
 def test_base64_body_is_the_exact_composed_message(graph: GraphServer) -> None:
     m = mailer(graph)
     composed = m.compose(m.build_message(**message()))
-    assert m._graph is not None
-    m._graph.send(composed)
+    pair(m).sync.send(composed)
     assert graph.requests[0].body == base64.b64encode(composed.data)
 
 
@@ -682,8 +691,7 @@ def test_send_many_yields_one_outcome_per_message_in_order(make_graph: MakeGraph
     graph.script += [Reply(202), Reply(400, "ErrorInvalidRecipients"), Reply(202)]
     m = mailer(graph)
     composed = [m.compose(m.build_message(**message(i))) for i in range(3)]
-    assert m._graph is not None
-    outcomes = list(m._graph.send_many(iter(composed)))
+    outcomes = list(pair(m).sync.send_many(iter(composed)))
     assert [type(o).__name__ for o in outcomes] == ["SendResult", "GraphError", "SendResult"]
     assert [getattr(o, "message_id", None) for o in outcomes] == [
         composed[0].message_id,
@@ -698,8 +706,7 @@ def test_async_send_many_stopped_early_lets_requests_in_flight_finish(
     graph = make_graph(delay=0.2)
     m = mailer(graph)
     composed = [m.compose(m.build_message(**message(i))) for i in range(8)]
-    assert m._async_graph is not None
-    transport = m._async_graph
+    transport = pair(m).aio
 
     async def first_only() -> Any:
         run = transport.send_many(composed, concurrency=3)

@@ -1,6 +1,7 @@
 """BulkSender's bookkeeping, shared by its sync and async loops: result counts and
-callbacks, when to try a message again, what stops a batch, and the message written
-ahead behind the previous final dot."""
+callbacks, and the hooks through which the transport reports each message. When to try a
+message again and what stops a batch is the delivery policy's call; the loops themselves
+are the transport's ``send_many``."""
 
 from __future__ import annotations
 
@@ -17,24 +18,14 @@ from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 from ._journal import Journal, outcome_of
 from ._progress import Progress
 from ._ratelimit import RateLimiter
-from ._retry import is_retryable, retry_delays
+from .delivery import policy
 from .envelope import Composed
-from .errors import (
-    AuthenticationError,
-    ConfigurationError,
-    ConnectError,
-    FluxMailException,
-    MissingDependencyError,
-    SendTimeoutError,
-    SMTPResponseError,
-    TLSRequiredError,
-    TLSVerifyError,
-)
+from .errors import FluxMailException, SMTPResponseError
 
 if TYPE_CHECKING:
     from ._facade import SendReceipt
-    from .bulk import BulkSender
     from .smtp import SendResult
+    from .transports.base import Item
 
 OnSuccess = Callable[[int, str], None]
 OnError = Callable[[int, FluxMailException], None]
@@ -54,20 +45,6 @@ class BulkResult(_Counts, total=False):
     """``sent + failed (+ skipped) == total``; ``errors`` holds ``(index, exception)``."""
 
     skipped: int  # with a journal: messages an earlier run finished (accepted or refused)
-
-
-_FATAL = (
-    AuthenticationError,
-    TLSRequiredError,
-    TLSVerifyError,
-    ConfigurationError,
-    MissingDependencyError,
-)
-
-
-def _is_fatal(exc: FluxMailException) -> bool:
-    """Errors that would fail every message the same way."""
-    return isinstance(exc, _FATAL) and not exc.transient
 
 
 class _Tally:
@@ -118,41 +95,10 @@ class _Tally:
         self.result["skipped"] = self.result.get("skipped", 0) + 1
         self._advance()
 
-    def abort(self, exc: FluxMailException, index: int | None = None) -> FluxMailException:
-        """The error that stops the batch; message ``index`` (if any) was not sent."""
-        if self.journal is not None and index is not None:
-            self.journal.outcome(index, "deferred", code=exc.code)
+    def abort(self, exc: FluxMailException) -> FluxMailException:
+        """The error that stops the batch, with the counts so far."""
         exc.batch_result = self.result
         return exc
-
-
-class _Attempts:
-    """When to try one message again (pure). A reused connection that the server closed
-    (idle timeout, 421) gets one immediate retry on a fresh connection, free of
-    ``max_retries``: it failed before the final '.', so nothing can be sent twice."""
-
-    def __init__(self, max_retries: int, retry_delay: float) -> None:
-        self._delays = retry_delays(max_retries, retry_delay)
-        self._free_retry = True
-
-    def after(self, error: FluxMailException, *, reused: bool, still_open: bool) -> float | None:
-        """Seconds to wait before the next try, or None to stop trying."""
-        if reused and not still_open and self._free_retry and _server_closed(error):
-            self._free_retry = False
-            return 0.0
-        return next(self._delays, None) if is_retryable(error) else None
-
-
-def _server_closed(error: FluxMailException) -> bool:
-    """The server closed the reused connection (a 421, a reset): not a timeout, which
-    would cost a second full timeout on the new connection."""
-    if isinstance(error, SMTPResponseError):
-        return error.smtp_code == 421
-    return (
-        isinstance(error, ConnectError)
-        and error.transient
-        and not isinstance(error, SendTimeoutError)
-    )
 
 
 async def _each(
@@ -191,59 +137,55 @@ def _total(messages: object) -> int | None:
         return None
 
 
-class _Ahead:
-    """The next message of a connection, written ahead behind the current message's final
-    dot (one round trip per message when the server offers PIPELINING).
+class _Hooks:
+    """What the transport tells BulkSender about each message (``BatchHooks``): its
+    rate-limit slot and its durable ``sending`` record right before its envelope may be
+    written, then its outcome (journal first, then the user's callback)."""
 
-    ``item`` is the next message, already prepared (sync: taken from the input before the
-    current message is sent; async: taken from the queue, without waiting, when the
-    driver asks). ``upcoming()`` hands it to the driver only when its rate-limit slot is
-    due, after recording it durably as ``sending`` in the journal: both happen before the
-    write that carries its MAIL. ``started(item)`` tells the loop that this was done.
-    """
-
-    def __init__(
-        self,
-        sender: BulkSender,
-        tally: _Tally,
-        limiter: RateLimiter,
-        queue: asyncio.Queue[_Item | None] | None = None,
-    ) -> None:
-        self._sender = sender
+    def __init__(self, tally: _Tally, limiter: RateLimiter) -> None:
         self._tally = tally
         self._limiter = limiter
-        self._queue = queue
-        self.item: _Item | None = None
-        self.finished = False  # async: the end-of-input marker was taken from the queue
-        self._started = -1  # index of the item written ahead
+        self._keys: dict[int, str] = {}  # journal keys of messages not started yet
 
-    def started(self, item: _Item) -> bool:
-        return self._started == item[0]
+    def item(self, item: _Item) -> Item:
+        index, composed, key = item
+        self._keys[index] = key
+        return index, composed
 
-    def release(self, exc: FluxMailException) -> None:
-        """The batch stops: the next message, if written ahead, was not delivered (its
-        final dot never went out), so the journal says deferred, not sending."""
-        item, journal = self.item, self._tally.journal
-        if item is not None and self.started(item) and journal is not None:
-            journal.outcome(item[0], "deferred", code=exc.code)
+    def ready(self, key: int, composed: Composed) -> bool:
+        limiter = self._limiter
+        if limiter.wait(limiter.clock()) > 0:
+            return False  # its slot is not due: it waits for its own turn
+        limiter.take(limiter.clock())
+        self._sending(key, composed)
+        return True
 
-    def upcoming(self) -> Composed | None:
-        if self.item is None and self._queue is not None and not self.finished:
-            try:
-                taken = self._queue.get_nowait()
-            except asyncio.QueueEmpty:
-                return None
-            if taken is None:
-                self.finished = True
-            self.item = taken
-        item = self.item
-        if item is None:
-            return None
-        if not self.started(item):
-            limiter = self._limiter
-            if limiter.wait(limiter.clock()) > 0:
-                return None  # its slot is not due: it waits for its turn instead
-            limiter.take(limiter.clock())
-            self._sender._started(self._tally, item)
-            self._started = item[0]
-        return item[1]
+    def start(self, key: int, composed: Composed) -> None:
+        self._limiter.acquire_sync()
+        self._sending(key, composed)
+
+    def _sending(self, index: int, composed: Composed) -> None:
+        """Record, durably, that the message may reach the server from now on."""
+        key = self._keys.pop(index, "")
+        if self._tally.journal is not None:
+            self._tally.journal.sending(index, key, composed.message_id)
+
+    def finished(self, key: int, outcome: SendResult | FluxMailException) -> None:
+        if isinstance(outcome, FluxMailException):
+            self._tally.failure(key, outcome)
+        else:
+            self._tally.success(key, outcome)
+
+    def abandoned(self, key: int, error: BaseException) -> None:
+        """Started, but the batch stopped before its final dot: not delivered."""
+        if self._tally.journal is not None:
+            code = error.code if isinstance(error, FluxMailException) else "interrupted"
+            self._tally.journal.outcome(key, policy.Outcome.DEFERRED.value, code=code)
+
+
+class _AsyncHooks(_Hooks):
+    """``AsyncBatchHooks``: the same, waiting for the rate limit without blocking."""
+
+    async def start(self, key: int, composed: Composed) -> None:  # type: ignore[override]
+        await self._limiter.acquire()
+        self._sending(key, composed)

@@ -36,7 +36,6 @@ from .errors import (
     UnsupportedOperationError,
 )
 from .message import Address, Message, build_message, parse_address
-from .transports.sink import active_capture
 
 if TYPE_CHECKING:
     import ssl
@@ -46,10 +45,8 @@ if TYPE_CHECKING:
     from .dkim import DKIM
     from .invite import Invite
     from .smtp import SendResult
-    from .transports.graph import AsyncGraphTransport, GraphTransport
+    from .transports.factory import Switch
     from .transports.outlook import OutlookTransport
-    from .transports.sink import Sink
-    from .transports.smtp import AsyncSMTPTransport, SMTPTransport
 
     if sys.version_info >= (3, 11):
         from typing import Self
@@ -148,25 +145,9 @@ class FluxMail:
         self.username = username
         self._default_sender = self._resolve_default_sender(sender, username)
         self._pending = threading.local()
-        self._smtp: SMTPTransport | None = None
-        self._async_smtp: AsyncSMTPTransport | None = None
         self._outlook: OutlookTransport | None = None
-        self._sink: Sink | None = None
-        self._graph: GraphTransport | None = None
-        self._async_graph: AsyncGraphTransport | None = None
-        if graph_url is not None and self.object_type is not EmailObject.GRAPH:
-            raise ConfigurationError('graph_url is for object_type="graph"')
-        if self.object_type is EmailObject.GRAPH:
-            from .transports.graph import graph_transports
-
-            if self.relay or password is not None:  # (EmailInstance("", domain) is fine)
-                raise ConfigurationError('object_type="graph" takes no host or password')
-            self._graph, self._async_graph = graph_transports(
-                self.username, oauth2, graph_url, timeout, ssl_context, max_retries, retry_delay
-            )
-        elif self.object_type in (EmailObject.CONSOLE, EmailObject.FILE):
-            self._sink = self._dev_transport()
-        elif self.object_type is EmailObject.SMTP:
+        self.transport: Switch | None = None  # None for Outlook, which only displays
+        if self.object_type is EmailObject.SMTP:
             self.config = SmtpConfig(
                 host=self.relay or "",
                 port=port,
@@ -180,12 +161,16 @@ class FluxMail:
                 allow_insecure_auth=allow_insecure_auth,
                 oauth2=oauth2,
             )
-            from .transports.smtp import AsyncSMTPTransport, SMTPTransport
+        if graph_url is not None and self.object_type is not EmailObject.GRAPH:
+            raise ConfigurationError('graph_url is for object_type="graph"')
+        if self.object_type is EmailObject.GRAPH:
+            from .transports.graph import graph_config
 
-            self._smtp = SMTPTransport(
-                self.config, max_retries=max_retries, retry_delay=self.retry_delay
-            )
-            self._async_smtp = AsyncSMTPTransport(self.config)
+            if self.relay or password is not None:  # (EmailInstance("", domain) is fine)
+                raise ConfigurationError('object_type="graph" takes no host or password')
+            self.graph_config = graph_config(username, oauth2, graph_url, timeout, ssl_context)
+        if self.object_type is not EmailObject.OUTLOOK:
+            self.transport = self.new_transport()
         else:
             from .transports.outlook import OutlookTransport
 
@@ -196,24 +181,29 @@ class FluxMail:
             self._outlook = OutlookTransport(outlook_application)
 
     def __repr__(self) -> str:
-        if self._graph is not None:
-            where = self._graph.config.graph_url
-        elif self._smtp is not None:
+        if self.object_type is EmailObject.SMTP:
             where = f"{self.relay}:{self.config.port}"
+        elif self.object_type is EmailObject.GRAPH:
+            where = self.graph_config.graph_url
         else:
             where = str(self.relay or self.object_type.value)
         return f"FluxMail({self.object_type.value}, {where}, username={self.username!r})"
 
-    def _dev_transport(self) -> Sink:
-        from .transports.dev import ConsoleTransport, FileTransport
+    def new_transport(self, *, max_retries: int | None = None) -> Switch:
+        """A transport with this mailer's settings (the factory's, so a test capture
+        applies): the one it holds, or another for a worker thread (``fluxmail.scale``),
+        optionally with other retries."""
+        from .transports import factory
 
-        if self.object_type is EmailObject.CONSOLE:
-            return ConsoleTransport()
-        if not self.relay:
-            raise ConfigurationError(
-                'object_type="file" needs host="path/to/directory" (where the .eml files go)'
-            )
-        return FileTransport(self.relay)
+        retries = self.max_retries if max_retries is None else max_retries
+        return factory.build(
+            self.object_type,
+            config=getattr(self, "config", None),
+            graph=getattr(self, "graph_config", None),
+            directory=self.relay,
+            max_retries=retries,
+            retry_delay=self.retry_delay,
+        )
 
     def _check_dkim(self, dkim: object) -> DKIM | None:
         """Load and check the DKIM key now, so a bad key fails here, not at a send."""
@@ -340,7 +330,7 @@ class FluxMail:
             message or self._take_message(),
             domain=self.domain,
             message_id=message_id,
-            bcc_header=self._graph is not None,  # Graph reads Bcc there, strips it on delivery
+            bcc_header=self._graph,  # Graph reads Bcc there and strips it on delivery
         )
         if self.dkim is not None:
             from .dkim import sign
@@ -355,16 +345,9 @@ class FluxMail:
         message = self._take_message()
         if dry_run:
             return self._print_preview(message)
-        composed, sink = self._prepare_send(message)
-        if sink is not None:
-            result = sink.deliver(composed)
-        elif self._graph is not None:
-            result = self._graph.send(composed)
-        else:
-            assert self._smtp is not None
-            result = self._smtp.send(composed)
+        result = self._transport_for_send().send(self.compose(message))
         self._pending.message = None
-        return _receipt(result, self._success)
+        return _receipt(result, GRAPH_SUCCESS if self._graph else SUCCESS)
 
     def send_async(self, dry_run: bool = False) -> Coroutine[Any, Any, str]:
         """Async ``send()``. The message is taken now, so concurrent tasks can share one
@@ -378,45 +361,31 @@ class FluxMail:
     async def _send_async(self, message: Message, dry_run: bool) -> str:
         if dry_run:
             return self._print_preview(message)
-        composed, sink = self._prepare_send(message)
-        if sink is not None:
-            result = sink.deliver(composed)
-        elif self._async_graph is not None:
-            result = await self._async_graph.send(composed)
-        else:
-            assert self._async_smtp is not None
-            result = await self._async_smtp.send(composed)
-        return _receipt(result, self._success)
+        transport = self._transport_for_send()
+        result = await transport.send_async(self.compose(message))
+        return _receipt(result, GRAPH_SUCCESS if self._graph else SUCCESS)
 
     @property
-    def _success(self) -> str:
-        return GRAPH_SUCCESS if self._graph is not None else SUCCESS
+    def _graph(self) -> bool:
+        return self.object_type is EmailObject.GRAPH
 
-    def _prepare_send(self, message: Message) -> tuple[Composed, Sink | None]:
-        """The composed message and the capture sink (None: send for real), or the
-        refusal for Outlook, shared by send() and send_async()."""
-        if self._outlook is not None:
+    def _transport_for_send(self) -> Switch:
+        """The transport, or the refusal for Outlook (shared by send and send_async)."""
+        if self.transport is None:
             raise UnsupportedOperationError(
                 "Outlook cannot send programmatically: call display() and click Send"
             )
-        return self.compose(message), self._sink_for_send()
-
-    def _sink_for_send(self) -> Sink | None:
-        """Where a send goes instead of SMTP: an active ``fluxmail.testing.capture()``,
-        else the console/file transport; None means SMTP. Asked once per send (or batch),
-        after validation and composition, before any connection."""
-        capture = active_capture()  # an empty outbox is falsy: compare with None
-        return self._sink if capture is None else capture
+        return self.transport
 
     def display(self) -> str | None:
         """Outlook: open the compose window. SMTP: print the preview. Graph: save the
         message as a draft in the mailbox and print and return its webLink (a person
         reviews it in Outlook on the web and clicks Send)."""
         message = self._take_message()
-        if self._graph is not None:
+        if self._graph and self.transport is not None:
             from .transports.graph import save_draft
 
-            link = save_draft(self._graph, self.compose(message))
+            link = save_draft(self.transport, self.compose(message))
             self._pending.message = None
             return link
         if self._outlook is not None:
@@ -428,7 +397,7 @@ class FluxMail:
     def _print_preview(self, message: Message) -> str:
         from ._compose import compose, preview
 
-        composed = compose(message, domain=self.domain, bcc_header=self._graph is not None)
+        composed = compose(message, domain=self.domain, bcc_header=self._graph)
         text = preview(message, composed)
         print(text)
         return text
@@ -436,15 +405,9 @@ class FluxMail:
     # --- connection management --------------------------------------------------------
 
     def __enter__(self) -> Self:
-        if self._smtp is not None:
-            self._smtp.hold()
+        if self.transport is not None:
+            self.transport.hold()
         return self
-
-    def close(self) -> None:
-        """Close the Microsoft Graph connection pool (SMTP: nothing is held outside a
-        ``with`` block). The mailer stays usable."""
-        if self._graph is not None:
-            self._graph.close()
 
     def __exit__(
         self,
@@ -452,15 +415,12 @@ class FluxMail:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._smtp is not None:
-            self._smtp.release()
-        self.close()
+        if self.transport is not None:
+            self.transport.release()
 
     async def __aenter__(self) -> Self:
-        if self._async_smtp is not None:
-            self._async_smtp.hold()
-        if self._async_graph is not None:
-            self._async_graph.hold()
+        if self.transport is not None:
+            self.transport.hold_async()
         return self
 
     async def __aexit__(
@@ -469,33 +429,24 @@ class FluxMail:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._async_smtp is not None:
-            await self._async_smtp.release()
-        if self._async_graph is not None:
-            await self._async_graph.release()
+        if self.transport is not None:
+            await self.transport.release_async()
 
     def test_connection(self) -> dict[str, Any]:
         """Connect, do TLS and AUTH, send nothing; return diagnostics or raise."""
-        if self._graph is not None:
-            return self._graph.probe()
-        if self._smtp is None:
+        if self._graph and self.transport is not None:
+            return self.transport.probe()  # a token, and Graph's word on the mailbox
+        if self.object_type is not EmailObject.SMTP or self.transport is None:
             raise UnsupportedOperationError("test_connection() is for SMTP mailers")
         started = time.perf_counter()
-        info = self._smtp.probe()
+        info = self.transport.probe()
         latency_ms = round((time.perf_counter() - started) * 1000, 1)
         return {
             "ok": True,
             "relay": self.relay,
             "port": self.config.port,
             "latency_ms": latency_ms,
-            "tls": info.tls_version,
-            "authenticated": info.authenticated,
-            "auth_mechanism": info.auth_mechanism,
-            "esmtp": info.esmtp,
-            "max_size": info.max_size,
-            "pipelining": info.pipelining,
-            "smtputf8": info.smtputf8,
-            "greeting": info.greeting,
+            **info,
         }
 
     # --- configuration from the environment -------------------------------------------

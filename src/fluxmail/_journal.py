@@ -14,8 +14,12 @@ cannot be mistaken for this one), ``mid`` the Message-ID it is sent with, ``s`` 
 * ``accepted`` -- the server took it (some recipients may have been refused): done.
 * ``refused`` -- the server refused it with a 5xx reply (``code``): done, not resent.
 * ``deferred`` -- not delivered (a 4xx reply, a connection failure before the final dot,
-  a batch stopped by a configuration problem): sent again by the next run.
-* ``invalid`` -- the message failed validation: checked (and reported) again next run.
+  a batch stopped by a configuration problem or interrupted before the message's final
+  dot): sent again by the next run.
+* ``failed`` -- not delivered, and trying again unchanged would fail the same way (the
+  message failed validation, TLS or the credentials were refused, the server did not
+  speak SMTP): tried (and reported) again next run. Journals of earlier versions say
+  ``invalid`` for a message that failed validation; it reads the same way.
 * ``unknown`` -- the connection was lost after the final dot: the server may have it.
 
 A run with an existing journal skips what is done (accepted, refused), sends the rest,
@@ -41,18 +45,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import (
-    ConfigurationError,
-    FluxMailException,
-    InvalidMessageError,
-    OutcomeUnknownError,
-    SMTPResponseError,
-)
+from .delivery import policy
+from .errors import ConfigurationError, FluxMailException, OutcomeUnknownError
 
 HEADER = {"journal": "fluxmail-bulk", "version": 1}
 DONE = frozenset({"accepted", "refused"})
 UNKNOWN = frozenset({"sending", "unknown"})
-STATES = frozenset({"sending", "accepted", "refused", "deferred", "invalid", "unknown"})
+STATES = frozenset({"sending", "accepted", "refused", "deferred", "failed", "invalid", "unknown"})
 
 
 class JournalMismatchError(ConfigurationError):
@@ -63,14 +62,9 @@ class JournalMismatchError(ConfigurationError):
 
 
 def outcome_of(exc: FluxMailException) -> str:
-    """The journal state of a message that failed with ``exc``."""
-    if isinstance(exc, OutcomeUnknownError):
-        return "unknown"
-    if isinstance(exc, SMTPResponseError) and exc.smtp_code >= 500:
-        return "refused"
-    if isinstance(exc, InvalidMessageError):
-        return "invalid"
-    return "deferred"  # a 4xx reply, or a failure before the final dot: not delivered
+    """The journal state of a message that failed with ``exc``: the delivery policy's
+    outcome (:mod:`fluxmail.delivery.policy`), whose names are the journal's states."""
+    return policy.outcome_of(exc).value
 
 
 def message_key(spec: Mapping[str, Any]) -> str:

@@ -1,26 +1,13 @@
-"""Retry decisions and backoff arithmetic (pure).
-
-What is safe to try again: connection failures and timeouts *before* the final '.' of
-DATA, and 4xx replies (421 included). Never 5xx, never a message whose outcome is unknown
-(the server may already have it), never TLS/verification/protocol failures (they will not
-fix themselves), never invalid input.
-"""
+"""Backoff arithmetic (pure). *Whether* a failure is retried is the delivery policy's
+call (:mod:`fluxmail.delivery.policy`); this module only says how long to wait."""
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterator
 
-from .errors import FluxMailException, OutcomeUnknownError
-
 MAX_DELAY = 60.0
 JITTER = 0.1
-
-
-def is_retryable(exc: BaseException) -> bool:
-    if not isinstance(exc, FluxMailException) or isinstance(exc, OutcomeUnknownError):
-        return False
-    return exc.transient
 
 
 def retry_delays(

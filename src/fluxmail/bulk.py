@@ -14,31 +14,36 @@ at a time, so a generator of 100,000 messages runs in constant memory. The rules
 - with ``journal="run.jsonl"`` every message's progress is recorded (see ``_journal``), and
   a run started again with the same journal and the same messages (after a crash, a kill,
   a stopped batch) sends exactly the rest: done messages are skipped, and one whose
-  outcome a crash left unknown is reported and not resent unless ``resend_unknown=True``.
+  outcome a crash left unknown is reported and not resent unless ``resend_unknown=True``;
+- a batch stopped in the process (KeyboardInterrupt, an exception from ``messages``,
+  asyncio cancellation) journals the message written ahead behind the previous final dot
+  as deferred (none of its data left), so the next run sends it.
+
+What is retried, what stops a batch and what the journal records is the delivery policy's
+table (:mod:`fluxmail.delivery.policy`); the delivery loop is the mailer's transport's
+``send_many`` (pipelined over SMTP), fed with hooks from ``_bulk_state``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import time
 from collections.abc import (
     AsyncIterable,
     Iterable,
     Iterator,
     Mapping,
 )
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 from ._bulk_state import (
     BulkResult,
     MessageSpec,
     OnError,
     OnSuccess,
-    _Ahead,
-    _Attempts,
+    _AsyncHooks,
     _each,
-    _is_fatal,
+    _Hooks,
     _Item,
     _offer,
     _Tally,
@@ -54,16 +59,12 @@ from .errors import (
     MissingDependencyError,
     UnsupportedOperationError,
 )
-from .smtp import AsyncSMTPConnection, SMTPConnection
+from .transports.base import Item
 
 if TYPE_CHECKING:
     from ._facade import FluxMail
     from .config import SmtpConfig
-    from .smtp._protocol import Upcoming
-    from .transports.sink import Sink
-
-_Conn = TypeVar("_Conn", SMTPConnection, AsyncSMTPConnection)
-_T = TypeVar("_T")
+    from .transports.factory import Switch
 
 
 class BulkSender:
@@ -123,20 +124,6 @@ class BulkSender:
             raise ConfigurationError("each message must be a dict of create() arguments")
         return self.mailer.compose(self.mailer.build_message(**spec), message_id=message_id)
 
-    def _to_sink(self, sink: Sink, index: int, spec: MessageSpec, tally: _Tally) -> None:
-        """One message to a capture or a console/file transport: no connection, no retry
-        and no rate limit, but the same validation, composition and reporting."""
-        item = self._prepare(index, spec, tally)
-        if item is None:
-            return
-        self._started(tally, item)
-        try:
-            result = sink.deliver(item[1])
-        except FluxMailException as exc:
-            tally.failure(index, exc)
-            return
-        tally.success(index, result)
-
     def _prepare(self, index: int, spec: MessageSpec, tally: _Tally) -> _Item | None:
         """The message ready to send, or None when it failed validation or the journal
         says an earlier run finished it (or left its outcome unknown)."""
@@ -161,13 +148,6 @@ class BulkSender:
             tally.failure(index, exc)
             return None
 
-    @staticmethod
-    def _started(tally: _Tally, item: _Item) -> None:
-        """Record, durably, that the message may reach the server from now on."""
-        if tally.journal is not None:
-            index, composed, key = item
-            tally.journal.sending(index, key, composed.message_id)
-
     # --- sync -------------------------------------------------------------------------
 
     def send_batch(
@@ -180,89 +160,34 @@ class BulkSender:
         max_per_second: float = 0,
     ) -> BulkResult:
         """Send every message over one held connection; see the module docstring."""
-        limiter = RateLimiter(max_per_second)
-        sink = self.mailer._sink_for_send()
+        transport = self._transport()
         journal = self._open_journal()
         try:
             with make_progress(progress, _total(messages)) as bar:
                 tally = _Tally(on_success, on_error, bar, journal)
-                if sink is not None:
-                    for index, spec in enumerate(messages):
-                        self._to_sink(sink, index, spec, tally)
-                    return tally.result
-                graph = getattr(self.mailer, "_graph", None)
-                if graph is not None:  # Microsoft Graph: its own loop (transports/_graph_bulk)
-                    from .transports._graph_bulk import graph_batch
-
-                    graph_batch(self, graph, messages, tally, limiter)
-                    return tally.result
-                conn = SMTPConnection(self.config)
+                hooks = _Hooks(tally, RateLimiter(max_per_second))
                 try:
-                    items = self._items(messages, tally)
-                    ahead = _Ahead(self, tally, limiter)
-                    item = next(items, None)
-                    while item is not None:
-                        ahead.item = next(items, None)  # prepared before the dot of item
-                        if not ahead.started(item):
-                            limiter.acquire_sync()
-                            self._started(tally, item)
-                        try:
-                            conn = self._deliver(conn, item[0], item[1], tally, ahead.upcoming)
-                        except FluxMailException as exc:
-                            ahead.release(exc)
-                            raise
-                        item = ahead.item
-                finally:
-                    conn.close()
+                    transport.send_many(self._items(messages, tally, hooks), hooks)
+                except FluxMailException as exc:
+                    tally.abort(exc)
+                    raise
             return tally.result
         finally:
             if journal is not None:
                 journal.close()
 
-    def _items(self, messages: Iterable[MessageSpec], tally: _Tally) -> Iterator[_Item]:
+    def _transport(self) -> Switch:
+        transport = self.mailer.transport
+        assert transport is not None  # (Outlook was refused in __init__)
+        return transport
+
+    def _items(
+        self, messages: Iterable[MessageSpec], tally: _Tally, hooks: _Hooks
+    ) -> Iterator[Item]:
         for index, spec in enumerate(messages):
             item = self._prepare(index, spec, tally)
             if item is not None:
-                yield item
-
-    def _deliver(
-        self,
-        conn: SMTPConnection,
-        index: int,
-        composed: Composed,
-        tally: _Tally,
-        upcoming: Upcoming | None = None,
-    ) -> SMTPConnection:
-        attempts = _Attempts(self.mailer.max_retries, self.mailer.retry_delay)
-        lost = conn.lost_ahead(composed)  # its envelope went out ahead, then the connection
-        while True:
-            reused = conn.is_open or lost is not None
-            opened = reused
-            try:
-                if lost is not None:
-                    error, lost = lost, None
-                    raise error
-                if not reused:
-                    conn = SMTPConnection(self.config)
-                    conn.open()
-                    opened = True
-                tally.success(index, conn.send_pipelined(composed, upcoming))
-                return conn
-            except FluxMailException as exc:
-                error = exc
-            wait = attempts.after(error, reused=reused, still_open=conn.is_open)
-            if wait is None:
-                return self._give_up(conn, index, error, tally, opened)
-            time.sleep(wait)
-
-    @staticmethod
-    def _give_up(
-        conn: _Conn, index: int, error: FluxMailException, tally: _Tally, opened: bool
-    ) -> _Conn:
-        if _is_fatal(error) or not opened:
-            raise tally.abort(error, index)
-        tally.failure(index, error)
-        return conn
+                yield hooks.item(item)
 
     # --- async ------------------------------------------------------------------------
 
@@ -299,119 +224,54 @@ class BulkSender:
         journal: Journal | None,
     ) -> BulkResult:
         pool = connections or self.connections
-        limiter = RateLimiter(max_per_second)
-        sink = self.mailer._sink_for_send()
-        if sink is not None:
-            with make_progress(progress, _total(messages)) as bar:
-                tally = _Tally(on_success, on_error, bar, journal)
-                index = 0
-                async for spec in _each(messages):
-                    self._to_sink(sink, index, spec, tally)
-                    index += 1
-            return tally.result
-        graph = getattr(self.mailer, "_async_graph", None)
-        if graph is not None:  # Microsoft Graph: its own loop (transports/_graph_bulk)
-            from .transports._graph_bulk import graph_batch_async
-
-            with make_progress(progress, _total(messages)) as bar:
-                tally = _Tally(on_success, on_error, bar, journal)
-                await graph_batch_async(self, graph, messages, tally, limiter, pool)
-            return tally.result
-        queue: asyncio.Queue[_Item | None] = asyncio.Queue(maxsize=2 * pool)
+        transport = self._transport()
+        queue: asyncio.Queue[Item | None] = asyncio.Queue(maxsize=2 * pool)
         with make_progress(progress, _total(messages)) as bar:
             tally = _Tally(on_success, on_error, bar, journal)
+            hooks = _AsyncHooks(tally, RateLimiter(max_per_second))
             workers = [
-                asyncio.create_task(self._worker(queue, limiter, tally)) for _ in range(pool)
+                asyncio.create_task(transport.send_many_async(queue, hooks)) for _ in range(pool)
             ]
             try:
-                await self._produce(messages, queue, tally, workers)
-                for _ in workers:  # (a worker that stopped the batch raises here)
-                    await _offer(queue, None, workers)
-                await asyncio.gather(*workers)
+                try:
+                    await self._produce(messages, queue, tally, hooks, workers)
+                except Exception:
+                    # the input failed: what was taken from it still goes out, then the
+                    # error is raised (a batch stopped between two messages)
+                    await self._finish(queue, workers)
+                    raise
+                await self._finish(queue, workers)
+            except FluxMailException as exc:
+                tally.abort(exc)
+                raise
             finally:
                 for task in workers:
                     task.cancel()
                 await asyncio.gather(*workers, return_exceptions=True)
         return tally.result
 
+    @staticmethod
+    async def _finish(
+        queue: asyncio.Queue[Item | None], workers: list[asyncio.Task[None]]
+    ) -> None:
+        for _ in workers:  # (a worker that stopped the batch raises here)
+            await _offer(queue, None, workers)
+        await asyncio.gather(*workers)
+
     async def _produce(
         self,
         messages: Iterable[MessageSpec] | AsyncIterable[MessageSpec],
-        queue: asyncio.Queue[_Item | None],
+        queue: asyncio.Queue[Item | None],
         tally: _Tally,
+        hooks: _Hooks,
         workers: list[asyncio.Task[None]],
     ) -> None:
-        async def put(index: int, spec: MessageSpec) -> None:
+        index = 0
+        async for spec in _each(messages):
             item = self._prepare(index, spec, tally)
-            if item is None:
-                return
-            await _offer(queue, item, workers)
-
-        if isinstance(messages, AsyncIterable):
-            index = 0
-            async for spec in messages:
-                await put(index, spec)
-                index += 1
-        else:
-            for index, spec in enumerate(messages):
-                await put(index, spec)
-
-    async def _worker(
-        self,
-        queue: asyncio.Queue[_Item | None],
-        limiter: RateLimiter,
-        tally: _Tally,
-    ) -> None:
-        conn = AsyncSMTPConnection(self.config)
-        ahead = _Ahead(self, tally, limiter, queue)
-        try:
-            while True:
-                item, ahead.item = ahead.item, None
-                if item is None and not ahead.finished:
-                    item = await queue.get()
-                if item is None:
-                    break
-                index, composed, _ = item
-                if not ahead.started(item):
-                    await limiter.acquire()
-                    self._started(tally, item)
-                try:
-                    conn = await self._deliver_async(conn, index, composed, tally, ahead.upcoming)
-                except FluxMailException as exc:
-                    ahead.release(exc)
-                    raise
-        finally:
-            await conn.close()
-
-    async def _deliver_async(
-        self,
-        conn: AsyncSMTPConnection,
-        index: int,
-        composed: Composed,
-        tally: _Tally,
-        upcoming: Upcoming | None = None,
-    ) -> AsyncSMTPConnection:
-        attempts = _Attempts(self.mailer.max_retries, self.mailer.retry_delay)
-        lost = conn.lost_ahead(composed)  # its envelope went out ahead, then the connection
-        while True:
-            reused = conn.is_open or lost is not None
-            opened = reused
-            try:
-                if lost is not None:
-                    error, lost = lost, None
-                    raise error
-                if not reused:
-                    conn = AsyncSMTPConnection(self.config)
-                    await conn.open()
-                    opened = True
-                tally.success(index, await conn.send_pipelined(composed, upcoming))
-                return conn
-            except FluxMailException as exc:
-                error = exc
-            wait = attempts.after(error, reused=reused, still_open=conn.is_open)
-            if wait is None:
-                return self._give_up(conn, index, error, tally, opened)
-            await asyncio.sleep(wait)
+            index += 1
+            if item is not None:
+                await _offer(queue, hooks.item(item), workers)
 
 
 __all__ = ["BulkResult", "BulkSender"]

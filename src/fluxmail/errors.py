@@ -63,6 +63,7 @@ __all__ = [
     "SMTPUTF8UnsupportedError",
     "SendTimeoutError",
     "SenderRefusedError",
+    "ServerReply",
     "TLSRequiredError",
     "TLSVerifyError",
     "TemplateError",
@@ -279,6 +280,21 @@ class SMTPResponseError(FluxMailException):
         self.server_message = server_message
         self.refused: dict[str, tuple[int, str]] = dict(refused or {})
         self.transient = 400 <= smtp_code < 500
+
+
+class ServerReply(Exception):
+    """The server's reply that ended a try, kept as the ``__cause__`` of the
+    :class:`SMTPResponseError` (or :class:`AuthenticationError`) raised for it, as an
+    ``OSError`` is for a connection failure. Not raised on its own."""
+
+    def __init__(self, smtp_code: int, enhanced_code: str | None, text: str) -> None:
+        super().__init__(f"{smtp_code} {text}".strip())
+        self.smtp_code = smtp_code
+        self.enhanced_code = enhanced_code
+        self.text = text
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.smtp_code, self.enhanced_code, self.text)
 
 
 class SenderRefusedError(SMTPResponseError):

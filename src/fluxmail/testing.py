@@ -27,6 +27,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, overload
 
 from .errors import FluxMailException
+from .transports.base import SinkTransport
 from .transports.sink import accepted, start_capture, stop_capture
 
 if TYPE_CHECKING:
@@ -129,15 +130,18 @@ class CapturedMessage:
         return content.replace("\r\n", "\n")
 
 
-class Outbox(Sequence[CapturedMessage]):
-    """The messages sent during a :func:`capture`, oldest first. Thread-safe."""
+class Outbox(Sequence[CapturedMessage], SinkTransport):
+    """The messages sent during a :func:`capture`, oldest first. Thread-safe. It is a
+    transport (``send``, ``send_many``, their async twins) like any other."""
+
+    name = "capture"
 
     def __init__(self) -> None:
         self._messages: list[CapturedMessage] = []
         self._failures: list[FluxMailException] = []
         self._lock = threading.Lock()
 
-    # the Sink protocol
+    # the transport
     def deliver(self, composed: Composed) -> SendResult:
         with self._lock:
             if self._failures:

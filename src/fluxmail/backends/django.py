@@ -3,8 +3,9 @@
 ``EMAIL_BACKEND = "fluxmail.backends.django.FluxMailBackend"`` in your settings; see
 ``docs/django.md``. Django builds the MIME message (attachments, alternatives, encodings
 stay Django's); this backend computes the SMTP envelope, then hands the bytes to
-:class:`~fluxmail.transports.smtp.SMTPTransport`, which verifies TLS, authenticates,
-pipelines, retries transient failures and reconnects a connection the server dropped.
+the transport :mod:`fluxmail.transports.factory` builds (as every FluxMail's), which
+verifies TLS, authenticates, retries what the delivery policy retries and reconnects a
+connection the server dropped (and, under ``fluxmail.testing.capture()``, captures).
 
 Compatibility with Django's own SMTP backend (``django.core.mail.backends.smtp``):
 
@@ -35,13 +36,12 @@ except ImportError as exc:  # pragma: no cover - only without the extra
 
     raise MissingDependencyError("The Django email backend", "django", "django") from exc
 
-from ..config import SmtpConfig
+from ..config import EmailObject, SmtpConfig
 from ..dkim import DKIM, dkim_from_settings, sign
 from ..envelope import Composed, Envelope
 from ..errors import ConfigurationError, FluxMailException, InvalidMessageError
 from ..message import parse_address
-from ..transports.sink import Sink, active_capture
-from ..transports.smtp import SMTPTransport
+from ..transports import factory
 
 __all__ = ["FluxMailBackend", "compose_django_message", "django_envelope"]
 
@@ -285,8 +285,11 @@ class FluxMailBackend(BaseEmailBackend):  # type: ignore[misc]
             allow_insecure_auth=bool(insecure),
         )
         self.dkim = _dkim_settings(dkim)
-        self._transport = SMTPTransport(
-            self.config, max_retries=self.max_retries, retry_delay=float(self.retry_delay)
+        self._transport = factory.build(
+            EmailObject.SMTP,
+            config=self.config,
+            max_retries=self.max_retries,
+            retry_delay=float(self.retry_delay),
         )
         self._lock = threading.RLock()
         self._is_open = False
@@ -302,12 +305,9 @@ class FluxMailBackend(BaseEmailBackend):  # type: ignore[misc]
         with self._lock:
             if self._is_open:
                 return False
-            if active_capture() is not None:  # fluxmail.testing.capture(): no connection
-                self._is_open = True
-                return True
             self._transport.hold()
             try:
-                self._transport.connect()
+                self._transport.open()  # (nothing to open under fluxmail.testing.capture())
             except FluxMailException as exc:
                 self._transport.release()
                 if not self.fail_silently:
@@ -338,9 +338,6 @@ class FluxMailBackend(BaseEmailBackend):  # type: ignore[misc]
         """
         if not email_messages:
             return 0
-        sink = active_capture()
-        if sink is not None:
-            return self._send_to_sink(sink, email_messages)
         with self._lock:
             opened_here = False
             sent = 0
@@ -358,23 +355,6 @@ class FluxMailBackend(BaseEmailBackend):  # type: ignore[misc]
             finally:
                 if opened_here:
                     self.close()
-        return sent
-
-    def _send_to_sink(self, sink: Sink, email_messages: Sequence[Any]) -> int:
-        """Under ``fluxmail.testing.capture()``: the same composition, no connection."""
-        sent = 0
-        for message in email_messages:
-            composed = self._compose(message)
-            if composed is None:
-                continue
-            try:
-                sink.deliver(composed)
-            except FluxMailException as exc:
-                if not self.fail_silently:
-                    raise
-                logger.debug("message %s not sent: %s", composed.message_id, exc)
-                continue
-            sent += 1
         return sent
 
     def _compose(self, message: Any) -> Composed | None:

@@ -5,9 +5,9 @@ the record) or "give the message back for N seconds" (a retry, a claim held else
 rate limit). Celery turns the latter into ``task.retry(countdown=N)``; eager mode and the
 in-process fallback (:meth:`Courier.run`) sleep and try again.
 
-Per process (and per thread, for Celery's thread pools) one SMTP connection is kept open
-and reused: pipelined when the server offers PIPELINING, reopened when the server closed
-it while idle. Workers never pay a TLS handshake per message.
+Per process (and per thread, for Celery's thread pools) one transport, built by the
+mailer's factory, keeps its SMTP connection open and reused, reopened when the server
+closed it while idle. Workers never pay a TLS handshake per message.
 """
 
 from __future__ import annotations
@@ -22,14 +22,13 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError, FluxMailException
-from ..smtp import SendResult, SMTPConnection
+from ..smtp import SendResult
 from ._decide import (
     Action,
     DeliveryResult,
     Policy,
     Record,
     Status,
-    free_retry,
     lease_wait,
     on_claim,
     outcome,
@@ -43,7 +42,7 @@ from ._payload import read_payload
 if TYPE_CHECKING:
     from .._facade import FluxMail
     from ..envelope import Composed
-    from ..transports.sink import Sink
+    from ..transports.factory import Switch
     from ._limiter import FleetLimiter
     from ._store import Store
 
@@ -114,7 +113,7 @@ class Courier:
         self.policy = policy
         self._lease = lease_seconds
         self._local = threading.local()
-        self._connections: list[SMTPConnection] = []
+        self._transports: list[Switch] = []
         self._lock = threading.Lock()
         self.pid = os.getpid()
 
@@ -175,14 +174,10 @@ class Courier:
         return self._send(claim, current, composed)
 
     def _send(self, claim: _Claim, current: Record | None, composed: Composed) -> Step:
-        sink = self.mailer._sink_for_send()
-        if sink is not None:
-            return self._send_to_sink(sink, claim, current, composed)
-        conn = self._connection()
-        reused = conn.is_open
+        transport = self._transport()
         attempt = self._sending(claim, current)
         try:
-            conn.open()
+            transport.open()  # (nothing to open under fluxmail.testing.capture())
         except FluxMailException as exc:
             if worker_fault(exc):
                 log.error("cannot send (%s): %s", exc.code, exc)
@@ -191,42 +186,16 @@ class Courier:
         if not self.store.update(claim.message_id, claim.token, current, attempt, self.lease):
             return self._changed(claim)
         # From here until the outcome is recorded, a crash leaves "sending" behind.
+        result: SendResult | FluxMailException
         try:
-            result = self._transact(conn, composed, reused)
+            result = transport.send(composed)  # (one free retry if the server had closed it)
+        except FluxMailException as exc:
+            result = exc
         except BaseException:
             interrupted = recover(attempt, claim.token, self.policy, time.time())
             self._finish(claim, attempt, replace(interrupted, error=INTERRUPTED))
             raise
         return self._record(claim, attempt, attempt, result)
-
-    def _send_to_sink(
-        self, sink: Sink, claim: _Claim, current: Record | None, composed: Composed
-    ) -> Step:
-        """Under ``fluxmail.testing.capture()`` (or a console/file mailer): the same
-        records as a real send, without a connection."""
-        attempt = self._sending(claim, current)
-        if not self.store.update(claim.message_id, claim.token, current, attempt, self.lease):
-            return self._changed(claim)
-        result: SendResult | FluxMailException
-        try:
-            result = sink.deliver(composed)
-        except FluxMailException as exc:
-            result = exc
-        return self._record(claim, attempt, attempt, result)
-
-    @staticmethod
-    def _transact(
-        conn: SMTPConnection, composed: Composed, reused: bool
-    ) -> SendResult | FluxMailException:
-        try:
-            return conn.send(composed)
-        except FluxMailException as exc:
-            if not free_retry(exc, reused=reused, still_open=conn.is_open):
-                return exc
-        try:  # the server had closed our idle connection: once more, on a fresh one
-            return conn.send(composed)
-        except FluxMailException as exc:
-            return exc
 
     def _sending(self, claim: _Claim, current: Record | None) -> Record:
         return sending(current, claim.token, claim.enqueue_id, time.time())
@@ -276,22 +245,25 @@ class Courier:
 
     # --- connections --------------------------------------------------------------------
 
-    def _connection(self) -> SMTPConnection:
-        conn: SMTPConnection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = SMTPConnection(self.mailer.config)
-            self._local.conn = conn
+    def _transport(self) -> Switch:
+        """This thread's transport (the fleet retries by itself: none of its own), with
+        its connection held open between messages."""
+        transport: Switch | None = getattr(self._local, "transport", None)
+        if transport is None:
+            transport = self.mailer.new_transport(max_retries=0)
+            transport.hold()
+            self._local.transport = transport
             with self._lock:
-                self._connections.append(conn)
-        return conn
+                self._transports.append(transport)
+        return transport
 
     def close(self) -> None:
         """Say QUIT on every connection this process opened."""
         with self._lock:
-            connections, self._connections = self._connections, []
+            transports, self._transports = self._transports, []
         self._local = threading.local()
-        for conn in connections:
-            conn.close()
+        for transport in transports:
+            transport.release()
 
     # --- the in-process loop ------------------------------------------------------------
 

@@ -27,17 +27,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypedDict
 
 from .._retry import JITTER, MAX_DELAY
-from ..errors import (
-    AuthenticationError,
-    ConfigurationError,
-    ConnectError,
-    FluxMailException,
-    MissingDependencyError,
-    OutcomeUnknownError,
-    SMTPResponseError,
-    TLSRequiredError,
-    TLSVerifyError,
-)
+from ..delivery import policy as delivery
+from ..errors import FluxMailException, OutcomeUnknownError, SMTPResponseError
 from ..smtp import SendResult
 
 
@@ -47,7 +38,7 @@ class Status(str, enum.Enum):
     REFUSED = "refused"  # the server refused it for good (5xx)
     DEFERRED = "deferred"  # a transient failure before the final '.' (4xx, dropped)
     UNKNOWN = "unknown"  # lost after the final '.', or its worker vanished mid-send
-    FAILED = "failed"  # never reached the server (invalid input, TLS, credentials)
+    FAILED = "failed"  # not delivered and will not be by trying again (invalid input, TLS)
 
 
 class DeliveryResult(TypedDict):
@@ -263,43 +254,22 @@ def outcome(
 
 
 def classify(error: FluxMailException, policy: Policy) -> tuple[Status, bool]:
-    """(status, worth retrying) for a failed try.
-
-    Unknown: lost after the final '.' (retried only with ``resend_unknown``). Deferred:
-    transient, before the final '.' (4xx replies, dropped or refused connections,
-    timeouts), always safe to retry. Refused: the server said 5xx. Failed: everything
-    else that will not fix itself (invalid input, TLS, credentials)."""
-    if isinstance(error, OutcomeUnknownError):
+    """(status, worth retrying) for a failed try: the delivery policy's outcome and
+    retry rule (:mod:`fluxmail.delivery.policy`); an unknown outcome is retried only
+    with ``resend_unknown``."""
+    outcome = delivery.outcome_of(error)
+    if outcome is delivery.Outcome.UNKNOWN:
         return Status.UNKNOWN, policy.resend_unknown
-    if error.transient:
-        return Status.DEFERRED, True
-    if isinstance(error, SMTPResponseError):
-        return Status.REFUSED, False
-    return Status.FAILED, False
-
-
-#: Errors that say the worker is misconfigured rather than the message bad: every message
-#: it tried would fail the same way (BulkSender stops a batch on them).
-_WORKER_FAULTS = (
-    AuthenticationError,
-    TLSRequiredError,
-    TLSVerifyError,
-    ConfigurationError,
-    MissingDependencyError,
-)
+    return Status(outcome.value), delivery.retryable(error)
 
 
 def worker_fault(error: FluxMailException) -> bool:
-    """True when ``error`` (raised while connecting) is the worker's, not the message's:
-    the message goes back to the queue untouched instead of failing for good."""
-    return isinstance(error, _WORKER_FAULTS) and not error.transient
+    """True when ``error`` (raised while connecting) is the worker's, not the message's
+    (the policy's "stops a batch" rows): the message goes back to the queue untouched
+    instead of failing for good."""
+    return delivery.stops_batch(error)
 
 
-def free_retry(error: FluxMailException, *, reused: bool, still_open: bool) -> bool:
-    """A reused connection that the server had closed (idle timeout, 421) fails before
-    the final '.'; one immediate try on a fresh connection is free of the retry budget."""
-    if not reused or still_open:
-        return False
-    if isinstance(error, SMTPResponseError):
-        return error.smtp_code == 421
-    return isinstance(error, ConnectError) and error.transient
+#: A reused connection that the server had closed (idle timeout, 421) fails before the
+#: final '.'; one immediate try on a fresh connection is free of the retry budget.
+free_retry = delivery.free_retry

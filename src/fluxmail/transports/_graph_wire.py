@@ -93,6 +93,7 @@ class GraphConfig:
     oauth2: TokenSource = field(repr=False)
     graph_url: str = DEFAULT_GRAPH_URL
     timeout: float = 30.0
+    ssl_context: ssl.SSLContext | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "graph_url", check_graph_url(self.graph_url))

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from .._mime import fold
 from ..errors import ConfigurationError
+from .base import SinkTransport
 from .sink import accepted
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ def delivery_bytes(composed: Composed) -> bytes:
     return head.encode("utf-8") + composed.data
 
 
-class ConsoleTransport:
+class ConsoleTransport(SinkTransport):
     """Print each message to ``sys.stdout`` (looked up at each send, so redirection and
     pytest's capsys work). Control characters are shown escaped, never sent to the
     terminal."""
@@ -65,7 +66,7 @@ class ConsoleTransport:
         return accepted(composed, "2.0.0 printed to the console")
 
 
-class FileTransport:
+class FileTransport(SinkTransport):
     """Write each message to ``<directory>/<timestamp>-<random>.eml``."""
 
     name = "file"

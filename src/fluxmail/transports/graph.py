@@ -33,8 +33,9 @@ from collections.abc import (
 )
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .._retry import is_retryable, retry_delays
+from .._retry import retry_delays
 from .._tokens import aget_token, get_token, invalidate
+from ..delivery import policy
 from ..envelope import Composed
 from ..errors import (
     AuthenticationError,
@@ -70,7 +71,7 @@ __all__ = [
     "GraphConfig",
     "GraphTransport",
     "Outcome",
-    "graph_transports",
+    "graph_config",
     "save_draft",
 ]
 
@@ -124,7 +125,7 @@ class _Common:
         self.max_retries = max_retries
         self.retry_delay = retry_delay
         self.throttle = throttle if throttle is not None else Throttle()
-        self._options = _client_options(config, ssl_context)
+        self._options = _client_options(config, ssl_context or config.ssl_context)
         self._tokens: set[str] = set()  # redacted from any Graph text quoted in an error
 
     def __repr__(self) -> str:
@@ -138,7 +139,7 @@ class _Common:
 
     def _next_wait(self, exc: FluxMailException, delays: Iterator[float]) -> float | None:
         """None: give up. A throttled request waits at the throttle, not here."""
-        if not is_retryable(exc):
+        if not policy.retryable(exc):
             return None
         delay = next(delays, None)
         if delay is None:
@@ -366,7 +367,7 @@ class AsyncGraphTransport(_Common):
         self.hold()
         try:
             async for composed in _each(messages):
-                window.append(asyncio.ensure_future(self._send_retrying(composed)))
+                window.append(asyncio.ensure_future(self.send_retrying(composed)))
                 if len(window) >= max(1, concurrency):
                     yield await _outcome(window.popleft())
             while window:
@@ -390,7 +391,7 @@ class AsyncGraphTransport(_Common):
 
     # --- requests --------------------------------------------------------------------
 
-    async def _send_retrying(self, composed: Composed) -> SendResult:
+    async def send_retrying(self, composed: Composed) -> SendResult:
         body = request_body(composed)
         delays = retry_delays(self.max_retries, self.retry_delay)
         while True:
@@ -473,42 +474,26 @@ async def _outcome(task: asyncio.Task[SendResult]) -> Outcome:
         return exc
 
 
-def graph_transports(
+def graph_config(
     username: str | None,
     oauth2: Any,
     graph_url: str | None,
     timeout: float,
     ssl_context: ssl.SSLContext | None,
-    max_retries: int,
-    retry_delay: float,
-) -> tuple[GraphTransport, AsyncGraphTransport]:
-    """What ``FluxMail(object_type="graph", ...)`` holds: the two transports, sharing the
-    settings and one throttle (sync and async requests of a mailer wait alike)."""
-    config = GraphConfig(
+) -> GraphConfig:
+    """The settings of ``FluxMail(object_type="graph", ...)``, checked now."""
+    return GraphConfig(
         username=username or "",
         oauth2=oauth2,
         graph_url=DEFAULT_GRAPH_URL if graph_url is None else graph_url,
         timeout=timeout,
+        ssl_context=ssl_context,
     )
-    options: dict[str, Any] = {
-        "max_retries": max_retries,
-        "retry_delay": float(retry_delay),
-        "throttle": Throttle(),
-        "ssl_context": ssl_context,
-    }
-    return GraphTransport(config, **options), AsyncGraphTransport(config, **options)
 
 
-def save_draft(transport: GraphTransport, composed: Composed) -> str:
-    """``display()`` for Graph: save the draft, print and return its webLink. Inside
-    ``fluxmail.testing.capture()`` the message goes to the outbox and no draft is made."""
-    from .sink import active_capture
-
-    capture = active_capture()
-    if capture is not None:
-        capture.deliver(composed)
-        link = ""
-    else:
-        link = transport.create_draft(composed)[1]
-    print(f"Draft saved in {transport.config.username}: {link or '(captured: no draft)'}")
+def save_draft(transport: Any, composed: Composed) -> str:
+    """``display()`` for Graph: save the draft (through the factory's Switch, so a test
+    capture takes it instead), print and return its webLink ("" under a capture)."""
+    link: str = transport.create_draft(composed)[1]
+    print(f"Draft saved: {link or '(captured: no draft)'}")
     return link

@@ -1,21 +1,18 @@
-"""The transport edge for messages that do not travel over SMTP, and the capture override.
-
-A :class:`Sink` takes a finished :class:`~fluxmail.envelope.Composed` message and returns a
-:class:`~fluxmail.smtp.SendResult`, as the SMTP engine does. Three exist: the outbox of
-:func:`fluxmail.testing.capture`, and the console and file development transports
-(:mod:`fluxmail.transports.dev`).
+"""The capture registry: which :func:`fluxmail.testing.capture` outbox is active.
 
 While a capture is active, every send in the process lands in it instead of the network.
-The one question every sending path asks, right after validating and composing a message
-and before it would connect, is :func:`active_capture` (``FluxMail.send``,
-``FluxMail.send_async``, ``BulkSender``, the ``fluxmail.scale`` courier and the Django
-backend). When nothing is capturing that is a read of one module global.
+Only one place asks: the transport that :mod:`fluxmail.transports.factory` builds (every
+FluxMail, the Django backend and the ``fluxmail.scale`` courier hold one), at each send,
+after validation and composition and before any connection. When nothing is capturing
+that is a read of one module global.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
+
+from .base import SinkTransport
 
 if TYPE_CHECKING:
     from ..envelope import Composed
@@ -23,14 +20,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Sink", "accepted", "active_capture", "start_capture", "stop_capture"]
 
-
-class Sink(Protocol):
-    """Where a composed message goes instead of an SMTP server."""
-
-    def deliver(self, composed: Composed) -> SendResult:
-        """Take the message; return what an SMTP server that accepted it would say."""
-        ...
-
+#: Where a composed message goes instead of a server (the capture, console, file).
+Sink = SinkTransport
 
 _active: Sink | None = None
 _stack: list[Sink] = []

@@ -1,10 +1,20 @@
-"""SMTP transports: deliver a Composed message, with retries and an optional held connection.
+"""The SMTP transport: delivery through fluxmail's engine (:mod:`fluxmail.smtp`).
 
-The sync transport retries transient failures (see ``_retry``). The async transport does
-not retry on its own (the API page says so for ``send_async``); bulk sending layers its own
-retry on top. Both reopen a held connection once, transparently, when the server dropped it
-while it sat idle between messages: that failure happens before the final '.', so nothing
-can be delivered twice.
+One class, :class:`SMTPTransport`, is both the blocking and the asyncio transport. What
+a failure means (retry or not, the free retry of a reused connection, the outcome) is the
+delivery policy's call (:mod:`fluxmail.delivery.policy`); this module only applies it:
+
+* ``send()`` retries up to ``max_retries``; ``send_async()`` does not retry (the API page
+  says so); both reopen a held connection once, transparently, when the server closed it
+  while it sat idle between messages (that failure comes before the final dot);
+* ``send_many()`` / ``send_many_async()`` (:mod:`._pipeline`) run a batch on a
+  connection of their own, pipelined, with retries;
+* whatever is raised after the retries keeps its cause: the low-level error of the last
+  try (``OSError``, ``ssl.SSLError``) or, for a reply, the :class:`~fluxmail.errors.
+  ServerReply` (see ``docs/errors.md``).
+
+A held async connection belongs to the event loop that opened it: used from another loop
+(a second ``asyncio.run()``), the transport starts afresh in that loop.
 """
 
 from __future__ import annotations
@@ -12,41 +22,27 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
-from .._retry import is_retryable, retry_delays
 from ..config import SmtpConfig
+from ..delivery import policy
 from ..envelope import Composed
-from ..errors import (
-    ConnectError,
-    FluxMailException,
-    ProtocolError,
-    SendTimeoutError,
-    SMTPResponseError,
-    TLSRequiredError,
-    TLSVerifyError,
-)
+from ..errors import FluxMailException
 from ..smtp import AsyncSMTPConnection, SendResult, SessionInfo, SMTPConnection
+from . import _pipeline
+from .base import AsyncBatchHooks, AsyncTransport, BatchHooks, Item, Source, Transport
 
 T = TypeVar("T")
 
-
-def _stale_connection_failure(exc: FluxMailException) -> bool:
-    """How a reused connection fails when the server closed it while it sat idle: a plain
-    connection failure, or a 421 reply ("service not available, closing"). Either comes
-    before the server accepted the message, so sending it on a new connection is safe.
-    A timeout is not one of them: the server is there but stalling, and waiting a second
-    full timeout on a new connection would hold the caller twice as long as configured."""
-    if isinstance(exc, SMTPResponseError):
-        return exc.smtp_code == 421
-    return isinstance(exc, ConnectError) and not isinstance(
-        exc, (TLSRequiredError, TLSVerifyError, ProtocolError, SendTimeoutError)
-    )
+__all__ = ["SMTPTransport", "diagnostics"]
 
 
-class SMTPTransport:
-    """Blocking SMTP delivery. Thread-safe: one send at a time on a held connection."""
+class SMTPTransport(Transport, AsyncTransport):
+    """Blocking and asyncio SMTP delivery. Thread-safe: one blocking send at a time on
+    the held connection; concurrent async sends on it are serialised."""
+
+    name = "smtp"
 
     def __init__(
         self,
@@ -62,106 +58,185 @@ class SMTPTransport:
         self._sleep = sleep
         self._lock = threading.RLock()
         self._held: SMTPConnection | None = None
+        self._used = False  # the held connection carried a message (so it can go stale)
         self._holding = 0
+        self._async = _AsyncHeld()
+
+    def __repr__(self) -> str:
+        return f"<SMTPTransport {self.config.host}:{self.config.port}>"
+
+    def _attempts(self, retries: bool = True) -> policy.Attempts:
+        return policy.Attempts(self.max_retries if retries else 0, self.retry_delay)
+
+    # --- blocking ---------------------------------------------------------------------
 
     def hold(self) -> None:
-        """Keep one connection open across sends until :meth:`release`."""
         with self._lock:
             self._holding += 1
+
+    def hold_async(self) -> None:
+        self._async.holding += 1
 
     def release(self) -> None:
         with self._lock:
             self._holding = max(0, self._holding - 1)
-            if self._holding == 0 and self._held is not None:
-                held, self._held = self._held, None
+            if self._holding == 0:
+                self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            held, self._held = self._held, None
+            if held is not None:
                 held.close()
+
+    def open(self) -> None:
+        """Open the held connection now (connect, TLS, AUTH), retrying what the policy
+        retries, so that a wrong password or a dead server shows up here rather than at
+        the first message."""
+        self._retrying(self._open_once)
+
+    def _open_once(self) -> None:
+        with self._lock:
+            if self._held is None or not self._held.is_open:
+                self._held, self._used = SMTPConnection(self.config), False
+                self._held.open()
 
     def send(self, composed: Composed) -> SendResult:
         return self._retrying(lambda: self._send_once(composed))
 
-    def connect(self) -> SessionInfo:
-        """Open the held connection now (connect, TLS, AUTH), retrying transient failures,
-        so that a wrong password or a dead server shows up here rather than at the first
-        message. Returns the session of the already open connection if there is one."""
-        return self._retrying(self._connect_once)
-
     def _retrying(self, attempt: Callable[[], T]) -> T:
-        delays = retry_delays(self.max_retries, self.retry_delay)
+        attempts = self._attempts()
         while True:
             try:
                 return attempt()
             except FluxMailException as exc:
-                delay = next(delays, None) if is_retryable(exc) else None
+                delay = attempts.after(exc, reused=False, still_open=False)
                 if delay is None:
+                    _pipeline.chained(exc)
                     raise
             self._sleep(delay)
-
-    def _connect_once(self) -> SessionInfo:
-        with self._lock:
-            if self._held is None or not self._held.is_open or self._held.info is None:
-                self._held = SMTPConnection(self.config)
-                return self._held.open()
-            return self._held.info
 
     def _send_once(self, composed: Composed) -> SendResult:
         with self._lock:
             if self._holding == 0:
                 with SMTPConnection(self.config) as conn:
                     return conn.send(composed)
-            reused = self._held is not None and self._held.is_open
-            if self._held is None or not self._held.is_open:
-                self._held = SMTPConnection(self.config)
+            held = self._held
+            reused = held is not None and held.is_open and self._used
+            if held is None or not held.is_open:
+                held = self._held = SMTPConnection(self.config)
+            self._used = True
             try:
-                return self._held.send(composed)
+                return held.send(composed)
             except FluxMailException as exc:
-                if not (reused and _stale_connection_failure(exc)):
+                if not policy.free_retry(exc, reused=reused, still_open=held.is_open):
                     raise
-            self._held.close()
+            held.close()  # the server had closed it while idle: once more, on a fresh one
             self._held = SMTPConnection(self.config)
             return self._held.send(composed)
 
-    def probe(self) -> SessionInfo:
+    def send_many(self, items: Iterable[Item], hooks: BatchHooks) -> None:
+        """Pipelined, on a connection of its own (closed at the end), with retries."""
+        _pipeline.Batch(self, hooks).run(items)
+
+    def probe(self) -> dict[str, Any]:
         """Open a fresh session (TLS, AUTH) and close it: the health check."""
         with SMTPConnection(self.config) as conn:
-            return conn.open()
+            return diagnostics(conn.open())
 
+    # --- asyncio ----------------------------------------------------------------------
 
-class AsyncSMTPTransport:
-    """asyncio delivery; concurrent sends on a held connection are serialised."""
+    async def release_async(self) -> None:
+        self._async.holding = max(0, self._async.holding - 1)
+        if self._async.holding == 0:
+            await self.close_async()
 
-    def __init__(self, config: SmtpConfig) -> None:
-        self.config = config
-        self._lock: asyncio.Lock | None = None
-        self._held: AsyncSMTPConnection | None = None
-        self._holding = 0
-
-    def _get_lock(self) -> asyncio.Lock:
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        return self._lock
-
-    def hold(self) -> None:
-        self._holding += 1
-
-    async def release(self) -> None:
-        self._holding = max(0, self._holding - 1)
-        if self._holding == 0 and self._held is not None:
-            held, self._held = self._held, None
+    async def close_async(self) -> None:
+        held = self._async.take()
+        if held is not None:
             await held.close()
 
-    async def send(self, composed: Composed) -> SendResult:
-        if self._holding == 0:
+    async def send_async(self, composed: Composed) -> SendResult:
+        try:
+            return await self._send_async_once(composed)
+        except FluxMailException as exc:
+            _pipeline.chained(exc)
+            raise
+
+    async def _send_async_once(self, composed: Composed) -> SendResult:
+        state = self._async
+        if state.holding == 0:
             async with AsyncSMTPConnection(self.config) as conn:
                 return await conn.send(composed)
-        async with self._get_lock():
-            reused = self._held is not None and self._held.is_open
-            if self._held is None or not self._held.is_open:
-                self._held = AsyncSMTPConnection(self.config)
+        async with state.lock():
+            held = state.connection()
+            reused = held is not None and held.is_open and state.used
+            if held is None or not held.is_open:
+                held = state.replace(AsyncSMTPConnection(self.config))
+            state.used = True
             try:
-                return await self._held.send(composed)
+                return await held.send(composed)
             except FluxMailException as exc:
-                if not (reused and _stale_connection_failure(exc)):
+                if not policy.free_retry(exc, reused=reused, still_open=held.is_open):
                     raise
-            await self._held.close()
-            self._held = AsyncSMTPConnection(self.config)
-            return await self._held.send(composed)
+            await held.close()  # the server had closed it while idle: once more, afresh
+            held = state.replace(AsyncSMTPConnection(self.config))
+            state.used = True
+            return await held.send(composed)
+
+    async def send_many_async(self, source: Source, hooks: AsyncBatchHooks) -> None:
+        """Pipelined, on a connection of its own (closed at the end), with retries."""
+        await _pipeline.AsyncBatch(self, hooks).run(source)
+
+
+class _AsyncHeld:
+    """The held async connection and its lock, both bound to the event loop that made
+    them. In another loop (a second ``asyncio.run()``) they are dropped and made anew:
+    an asyncio lock or stream cannot be used from a loop other than its own."""
+
+    def __init__(self) -> None:
+        self.holding = 0
+        self.used = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock: asyncio.Lock | None = None
+        self._held: AsyncSMTPConnection | None = None
+
+    def _check_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            # the old loop's connection cannot be closed from here; its loop is gone or
+            # busy elsewhere, and the server will time it out
+            self._loop, self._lock, self._held, self.used = loop, asyncio.Lock(), None, False
+
+    def lock(self) -> asyncio.Lock:
+        self._check_loop()
+        assert self._lock is not None
+        return self._lock
+
+    def connection(self) -> AsyncSMTPConnection | None:
+        self._check_loop()
+        return self._held
+
+    def replace(self, conn: AsyncSMTPConnection) -> AsyncSMTPConnection:
+        self._held, self.used = conn, False
+        return conn
+
+    def take(self) -> AsyncSMTPConnection | None:
+        if self._loop is not asyncio.get_running_loop():
+            self._held = None
+        held, self._held = self._held, None
+        return held
+
+
+def diagnostics(info: SessionInfo) -> dict[str, Any]:
+    """What ``FluxMail.test_connection()`` reports about an SMTP session."""
+    return {
+        "tls": info.tls_version,
+        "authenticated": info.authenticated,
+        "auth_mechanism": info.auth_mechanism,
+        "esmtp": info.esmtp,
+        "max_size": info.max_size,
+        "pipelining": info.pipelining,
+        "smtputf8": info.smtputf8,
+        "greeting": info.greeting,
+    }

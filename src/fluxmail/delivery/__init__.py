@@ -1,0 +1,1 @@
+"""Delivery rules shared by every sending path: the failure policy (:mod:`.policy`)."""

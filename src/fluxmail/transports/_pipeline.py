@@ -1,0 +1,213 @@
+"""``SMTPTransport.send_many``: a batch on one connection, pipelined, with retries.
+
+The next message's envelope (MAIL, RCPT, DATA) goes out in the same write as the current
+message's final dot when the server offers PIPELINING: one round trip per message. That
+next message is *started* (the hooks take its rate-limit slot and record it durably as
+being sent) only when the engine asks for it, right before that write.
+
+When the batch stops (an error that stops it, KeyboardInterrupt, an exception from the
+input, asyncio cancellation), every started message without an outcome is *abandoned*
+(deferred: none of its data left the process) except the one whose final dot may be on
+the wire at that moment (:attr:`_Run.in_flight`), whose outcome is unknown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, TypeVar
+
+from ..delivery import policy
+from ..errors import AuthenticationError, FluxMailException, ServerReply, SMTPResponseError
+from ..smtp import AsyncSMTPConnection, SendResult, SMTPConnection
+
+if TYPE_CHECKING:
+    from ..envelope import Composed
+    from .base import AsyncBatchHooks, BatchHooks, Item, Source
+    from .smtp import SMTPTransport
+
+_C = TypeVar("_C", SMTPConnection, AsyncSMTPConnection)
+
+
+def chained(exc: FluxMailException) -> FluxMailException:
+    """``exc`` with its cause: a failure the server answered (a reply) gets the
+    :class:`ServerReply` as ``__cause__``; I/O failures already carry their ``OSError``.
+    Errors fluxmail detects itself before sending (invalid input, SIZE, SMTPUTF8) are
+    their own origin and stay as they are."""
+    if exc.__cause__ is not None or not exc.message.startswith("SMTP server "):
+        return exc
+    if isinstance(exc, SMTPResponseError):
+        exc.__cause__ = ServerReply(exc.smtp_code, exc.enhanced_code, exc.server_message)
+    elif isinstance(exc, AuthenticationError) and exc.smtp_code is not None:
+        text = exc.message.partition(": ")[2]
+        exc.__cause__ = ServerReply(exc.smtp_code, exc.enhanced_code, text)
+    return exc
+
+
+class _Run:
+    """The bookkeeping of one batch on one connection."""
+
+    def __init__(self, hooks: BatchHooks | AsyncBatchHooks, source: Source | None = None):
+        self.hooks = hooks
+        self.source = source  # async: where the next message is taken from, unwaited
+        self.ahead: Item | None = None  # the next message, maybe written ahead
+        self.drained = False  # async: the end of the input was taken from the source
+        self.started: dict[int, Composed] = {}  # started, no outcome yet
+        self.in_flight: int | None = None  # its final dot may have been written
+
+    def upcoming(self) -> Composed | None:
+        """The engine asks, right before the current message's final dot: the next
+        message, if it may go out now (started here), else None."""
+        if self.ahead is None and self.source is not None and not self.drained:
+            try:
+                self.ahead = self.source.get_nowait()
+            except asyncio.QueueEmpty:
+                return None
+            self.drained = self.ahead is None
+        if self.ahead is None:
+            return None
+        key, composed = self.ahead
+        if key not in self.started:
+            if not self.hooks.ready(key, composed):
+                return None  # its rate-limit slot is not due: it waits for its turn
+            self.started[key] = composed
+        return composed
+
+    def finish(self, key: int, outcome: SendResult | FluxMailException) -> None:
+        self.started.pop(key, None)
+        self.hooks.finished(key, outcome)
+
+    def abandon(self, error: BaseException) -> None:
+        for key in list(self.started):
+            if key != self.in_flight:
+                del self.started[key]
+                self.hooks.abandoned(key, error)
+
+
+class Batch:
+    """The blocking loop."""
+
+    def __init__(self, transport: SMTPTransport, hooks: BatchHooks) -> None:
+        self.transport = transport
+        self.hooks = hooks
+        self.run_ = _Run(hooks)
+
+    def run(self, items: Iterable[Item]) -> None:
+        run = self.run_
+        conn = SMTPConnection(self.transport.config)
+        try:
+            messages = iter(items)
+            item = next(messages, None)
+            while item is not None:
+                run.ahead = next(messages, None)  # prepared before the dot of item
+                key, composed = item
+                if key not in run.started:
+                    self.hooks.start(key, composed)
+                    run.started[key] = composed
+                conn = self._deliver(conn, key, composed)
+                item = run.ahead
+        except BaseException as exc:
+            run.abandon(exc)
+            raise
+        finally:
+            conn.close()  # an envelope written ahead is dropped, never ended
+
+    def _deliver(self, conn: SMTPConnection, key: int, composed: Composed) -> SMTPConnection:
+        run = self.run_
+        attempts = self.transport._attempts()
+        lost = conn.lost_ahead(composed)  # its envelope went out ahead, then the connection
+        while True:
+            reused = conn.is_open or lost is not None
+            connected = reused
+            try:
+                if lost is not None:
+                    error, lost = lost, None
+                    raise error
+                if not reused:
+                    conn = SMTPConnection(self.transport.config)
+                    conn.open()
+                    connected = True
+                run.in_flight = key
+                result = conn.send_pipelined(composed, run.upcoming)
+            except FluxMailException as exc:
+                run.in_flight, error = None, exc
+            else:
+                run.in_flight = None
+                run.finish(key, result)
+                return conn
+            wait = attempts.after(error, reused=reused, still_open=conn.is_open)
+            if wait is None:
+                return _give_up(run, conn, key, error, connected)
+            self.transport._sleep(wait)
+
+
+class AsyncBatch:
+    """The asyncio loop (one per connection of a pool)."""
+
+    def __init__(self, transport: SMTPTransport, hooks: AsyncBatchHooks) -> None:
+        self.transport = transport
+        self.hooks = hooks
+        self.run_ = _Run(hooks)
+
+    async def run(self, source: Source) -> None:
+        run = self.run_ = _Run(self.hooks, source)
+        conn = AsyncSMTPConnection(self.transport.config)
+        try:
+            while True:
+                item, run.ahead = run.ahead, None
+                if item is None and not run.drained:
+                    item = await source.get()
+                if item is None:
+                    break
+                key, composed = item
+                if key not in run.started:
+                    await self.hooks.start(key, composed)
+                    run.started[key] = composed
+                else:  # written ahead: a cancellation asked for meanwhile lands here,
+                    await asyncio.sleep(0)  # while none of its data has left
+                conn = await self._deliver(conn, key, composed)
+        except BaseException as exc:
+            run.abandon(exc)
+            raise
+        finally:
+            await conn.close()
+
+    async def _deliver(
+        self, conn: AsyncSMTPConnection, key: int, composed: Composed
+    ) -> AsyncSMTPConnection:
+        run = self.run_
+        attempts = self.transport._attempts()
+        lost = conn.lost_ahead(composed)  # its envelope went out ahead, then the connection
+        while True:
+            reused = conn.is_open or lost is not None
+            connected = reused
+            try:
+                if lost is not None:
+                    error, lost = lost, None
+                    raise error
+                if not reused:
+                    conn = AsyncSMTPConnection(self.transport.config)
+                    await conn.open()
+                    connected = True
+                run.in_flight = key
+                result = await conn.send_pipelined(composed, run.upcoming)
+            except FluxMailException as exc:
+                run.in_flight, error = None, exc
+            else:
+                run.in_flight = None
+                run.finish(key, result)
+                return conn
+            wait = attempts.after(error, reused=reused, still_open=conn.is_open)
+            if wait is None:
+                return _give_up(run, conn, key, error, connected)
+            await asyncio.sleep(wait)
+
+
+def _give_up(run: _Run, conn: _C, key: int, error: FluxMailException, connected: bool) -> _C:
+    """No more tries for this message: the batch stops (raised; the loop abandons the
+    message) or the message fails alone and the batch goes on."""
+    error = chained(error)
+    if policy.stops_batch(error, connected=connected):
+        raise error
+    run.finish(key, error)
+    return conn

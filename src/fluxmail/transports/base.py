@@ -1,0 +1,195 @@
+"""The transport interface: where a composed message goes.
+
+Every way fluxmail delivers a message is a :class:`Transport` (blocking) and an
+:class:`AsyncTransport` (asyncio): SMTP (:mod:`.smtp`), the test capture
+(:func:`fluxmail.testing.capture`), the console and file development transports
+(:mod:`.dev`). The interface speaks only fluxmail's own types, a
+:class:`~fluxmail.envelope.Composed` message in and a :class:`~fluxmail.smtp.SendResult`
+or a :class:`~fluxmail.errors.FluxMailException` out, so an HTTP transport (Microsoft
+Graph, say) can implement it without knowing about SMTP.
+
+* ``send(composed)`` delivers one message (an SMTP transport retries what the delivery
+  policy says may be retried, up to its ``max_retries``);
+* ``send_many(items, hooks)`` delivers a stream of messages, in order, one outcome per
+  message. An SMTP transport pipelines it: the next message's envelope goes out behind
+  the current message's final dot, one round trip per message. ``hooks`` hear about each
+  message at the two moments a journal and a rate limit need (see :class:`BatchHooks`);
+* ``hold()`` / ``release()`` (async: ``hold_async()`` / ``release_async()``) keep one
+  session open across sends; ``open()`` opens it now (so a wrong password shows up
+  there); ``close()`` ends it; ``probe()`` opens a fresh session and closes it
+  (``FluxMail.test_connection()``).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ..delivery import policy
+from ..errors import FluxMailException, UnsupportedOperationError
+
+if TYPE_CHECKING:
+    from ..envelope import Composed
+    from ..smtp import SendResult
+
+__all__ = [
+    "AsyncBatchHooks",
+    "AsyncTransport",
+    "BatchHooks",
+    "Item",
+    "SinkTransport",
+    "Source",
+    "Transport",
+]
+
+#: One message of a batch: the caller's number for it and the message.
+Item = tuple[int, "Composed"]
+
+
+class BatchHooks(Protocol):
+    """What a caller of :meth:`Transport.send_many` hears about each message.
+
+    ``ready`` or ``start`` is called once per message, right before its envelope may be
+    written (take its rate-limit slot, record it durably as being sent); ``finished``
+    once, with its outcome after its retries, before anything is said about the next
+    message; ``abandoned`` instead of ``finished`` when the batch stops (an error that
+    stops it, KeyboardInterrupt, an exception from the input, cancellation) after the
+    message was started but before its final dot could have been written: nothing of it
+    was delivered, so it is deferred. A message whose final dot may have been written
+    when the batch was interrupted gets neither: its outcome is unknown.
+    """
+
+    def ready(self, key: int, composed: Composed) -> bool:
+        """Without waiting: may the message go out now, behind the previous message's
+        final dot? True: it was started. False: its turn is not due; it waits."""
+        ...
+
+    def start(self, key: int, composed: Composed) -> None:
+        """Wait for the message's turn (its rate-limit slot), then start it."""
+        ...
+
+    def finished(self, key: int, outcome: SendResult | FluxMailException) -> None: ...
+
+    def abandoned(self, key: int, error: BaseException) -> None: ...
+
+
+class AsyncBatchHooks(Protocol):
+    """:class:`BatchHooks` for :meth:`AsyncTransport.send_many_async` (``start`` may
+    await; ``ready`` is called from inside the send, so it never waits)."""
+
+    def ready(self, key: int, composed: Composed) -> bool: ...
+
+    async def start(self, key: int, composed: Composed) -> None: ...
+
+    def finished(self, key: int, outcome: SendResult | FluxMailException) -> None: ...
+
+    def abandoned(self, key: int, error: BaseException) -> None: ...
+
+
+class Source(Protocol):
+    """The input of an async batch (an ``asyncio.Queue`` fits): ``None`` ends it."""
+
+    async def get(self) -> Item | None: ...
+
+    def get_nowait(self) -> Item | None:
+        """The next item if one is waiting; raises ``asyncio.QueueEmpty`` if not."""
+        ...
+
+
+class Transport(ABC):
+    """Blocking delivery of composed messages."""
+
+    name: str = "transport"
+
+    @abstractmethod
+    def send(self, composed: Composed) -> SendResult:
+        """Deliver one message; raises a FluxMailException when it was not accepted."""
+
+    def send_many(self, items: Iterable[Item], hooks: BatchHooks) -> None:
+        """Deliver every item in order (see :class:`BatchHooks`); raises the error that
+        stops the batch (the delivery policy's "stops" rows). This default sends one
+        message at a time with :meth:`send`."""
+        for key, composed in items:
+            hooks.start(key, composed)
+            try:
+                result = self.send(composed)
+            except FluxMailException as exc:
+                if policy.stops_batch(exc):
+                    hooks.abandoned(key, exc)
+                    raise
+                hooks.finished(key, exc)
+            else:
+                hooks.finished(key, result)
+
+    def hold(self) -> None:
+        """Keep one session open across sends until :meth:`release`."""
+        return None  # (no session to keep by default)
+
+    def release(self) -> None:
+        """End one :meth:`hold`; the session closes when none is left."""
+        return None  # (no session to keep by default)
+
+    def open(self) -> None:
+        """Open the held session now (connect, TLS, AUTH); a no-op without sessions."""
+        return None  # (no session to keep by default)
+
+    def close(self) -> None:
+        """Close the open session, if any."""
+        return None  # (no session to keep by default)
+
+    def probe(self) -> dict[str, Any]:
+        """Open a fresh session and close it; return what it learned (diagnostics)."""
+        raise UnsupportedOperationError(f"the {self.name} transport has no connection to test")
+
+
+class AsyncTransport(ABC):
+    """asyncio delivery of composed messages (the twin of :class:`Transport`)."""
+
+    name: str = "transport"
+
+    @abstractmethod
+    async def send_async(self, composed: Composed) -> SendResult:
+        """Deliver one message (no retries: the API page says so for send_async)."""
+
+    async def send_many_async(self, source: Source, hooks: AsyncBatchHooks) -> None:
+        """Deliver items from ``source`` until it gives ``None``; see :meth:`Transport.
+        send_many` (this one retries as the sync one does)."""
+        while (item := await source.get()) is not None:
+            key, composed = item
+            await hooks.start(key, composed)
+            try:
+                result = await self.send_async(composed)
+            except FluxMailException as exc:
+                if policy.stops_batch(exc):
+                    hooks.abandoned(key, exc)
+                    raise
+                hooks.finished(key, exc)
+            else:
+                hooks.finished(key, result)
+
+    def hold_async(self) -> None:
+        """Keep one session open across async sends until :meth:`release_async`."""
+        return None  # (no session to keep by default)
+
+    async def release_async(self) -> None:
+        """End one :meth:`hold`; the session closes when none is left."""
+        return None  # (no session to keep by default)
+
+    async def close_async(self) -> None:
+        """Close the open session, if any."""
+        return None  # (no session to keep by default)
+
+
+class SinkTransport(Transport, AsyncTransport):
+    """A transport without a connection (capture, console, file): ``deliver`` takes the
+    message and returns what a server that accepted it would say."""
+
+    @abstractmethod
+    def deliver(self, composed: Composed) -> SendResult: ...
+
+    def send(self, composed: Composed) -> SendResult:
+        return self.deliver(composed)
+
+    async def send_async(self, composed: Composed) -> SendResult:
+        return self.deliver(composed)
