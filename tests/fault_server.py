@@ -1,11 +1,13 @@
 """A scripted, deliberately misbehaving SMTP server (asyncio, in a background thread).
 
 For what aiosmtpd cannot do: stalls, drops, garbage, endless multi-line replies, bytes
-injected after STARTTLS, slow readers. Its script maps a stage name (``"greeting"``,
-``"EHLO"``, ``"MAIL"``, ``"RCPT"``, ``"DATA"``, ``"DOT"`` (after the final dot),
-``"STARTTLS"``, ``"AUTH"``, ...) to an action, or to a callable
-``(FaultSession) -> action | None`` (``None`` means "behave normally"). Import it through
-``servers``.
+injected after STARTTLS, slow readers, replies in the middle of DATA (:class:`EarlyReply`),
+garbage or oversized replies to the final dot (:class:`Garbage`). Every DATA the server
+opens is recorded as a :class:`Transaction` that says whether its final dot arrived.
+Its script maps a stage name (``"greeting"``, ``"EHLO"``, ``"MAIL"``, ``"RCPT"``,
+``"DATA"``, ``"DOT"`` (after the final dot), ``"STARTTLS"``, ``"AUTH"``, ...) to an
+action, or to a callable ``(FaultSession) -> action | None`` (``None`` means "behave
+normally"). Import it through ``servers``.
 """
 
 from __future__ import annotations
@@ -105,8 +107,57 @@ class SlowRead:
     chunk: int = 4096
 
 
-Action = Reply | Stall | Close | Endless | Trickle | StartTLS | DropMidData | SlowRead | HangUp
+@dataclass
+class EarlyReply:
+    """Answer DATA with 354, read ``after`` bytes of the body, send ``reply`` (before the
+    final dot, as no server should), then keep reading as usual: the final dot, if it
+    comes, is answered by the ``DOT`` script or normally. ``after=0`` sends ``reply`` in
+    the same write as the 354."""
+
+    reply: bytes | str
+    after: int = 65536
+
+    def raw(self) -> bytes:
+        return Reply(self.reply).raw()
+
+
+@dataclass
+class Garbage:
+    """A reply that is not SMTP (``oversized=False``) or one over the client's size caps
+    (a 250 line of 10,000 bytes), then keep reading."""
+
+    oversized: bool = False
+
+    def raw(self) -> bytes:
+        if self.oversized:
+            return b"250 " + b"x" * 10_000 + b"\r\n"
+        return b"Hello? This is not SMTP\r\n"
+
+
+Action = (
+    Reply
+    | Stall
+    | Close
+    | Endless
+    | Trickle
+    | StartTLS
+    | DropMidData
+    | SlowRead
+    | HangUp
+    | EarlyReply
+    | Garbage
+)
 Script = Mapping[str, "Action | Callable[[FaultSession], Action | None]"]
+
+
+@dataclass
+class Transaction:
+    """One DATA the server opened (answered 354): ``completed`` once its final dot
+    arrived, with ``size`` bytes of data read until then (or until the client left)."""
+
+    session: int
+    completed: bool = False
+    size: int = 0
 
 
 @dataclass
@@ -239,6 +290,7 @@ class FaultServer:
         self.auth_mechanisms = auth_mechanisms
         self.greeting = greeting
         self.sessions: list[FaultSession] = []
+        self.transactions: list[Transaction] = []  # every DATA opened (see Transaction)
         self.received: list[ReceivedMessage] = []
         self.messages: list[ReceivedMessage] = []
         material = tls_material() if tls else None
@@ -338,6 +390,17 @@ class FaultServer:
         with self._lock:
             return message_ids(self.received if received else self.messages)
 
+    def wait_closed(self, timeout: float = 5.0) -> None:
+        """Wait until the server has seen every session end (the client dropped it)."""
+        deadline = time.monotonic() + timeout
+        while any(not s.closed for s in self.sessions) and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    def completed(self) -> list[bool]:
+        """For every DATA opened, in order: whether its final dot arrived."""
+        with self._lock:
+            return [t.completed for t in self.transactions]
+
     # serving
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -420,6 +483,15 @@ class FaultServer:
             while await conn.reader.read(65536):
                 pass
             return False
+        if isinstance(action, Garbage):
+            await conn.write(action.raw())
+            return True
+        if isinstance(action, EarlyReply):
+            if action.after <= 0:
+                await conn.write(b"354 Go ahead\r\n" + action.raw())
+                return await self._data(conn)
+            await conn.write(b"354 Go ahead\r\n")
+            return await self._data(conn, early=action)
         if isinstance(action, SlowRead):
             await conn.write(b"354 Go ahead (slowly)\r\n")
             conn.read_size = action.chunk
@@ -533,14 +605,23 @@ class FaultServer:
                 return int(value) > limit
         return False
 
-    async def _data(self, conn: _Conn) -> bool:
+    async def _data(self, conn: _Conn, early: EarlyReply | None = None) -> bool:
+        """Read DATA up to the final dot (sending ``early``'s reply on the way)."""
         lines: list[bytes] = []
         raw: list[bytes] = []
+        transaction = Transaction(conn.session.number)
+        with self._lock:
+            self.transactions.append(transaction)
         while True:
             line = await conn.readline()
             raw.append(line)
+            transaction.size += len(line)
+            if early is not None and transaction.size >= early.after:
+                await conn.write(early.raw())
+                early = None
             if line == b".\r\n":
                 conn.session.dots.append(conn.reads)
+                transaction.completed = True
                 break
             lines.append(line[1:] if line.startswith(b".") else line)
         session = conn.session

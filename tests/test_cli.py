@@ -613,3 +613,117 @@ def test_outlook_on_linux(tmp_path: Path) -> None:
     )
     line = assert_one_line_error(result, 1, "outlook_unavailable")
     assert "Windows" in line
+
+
+# --- the CLI speaks in flags ----------------------------------------------------------------
+
+API_ARGUMENTS = ("use_tls", "use_ssl", "allow_insecure_auth", "object_type", "sender=", "create(")
+MESSAGE = ("--subject", "S", "--recipients", "a@example.com", "--body", "x")
+
+
+def assert_in_flags(line: str) -> None:
+    for word in API_ARGUMENTS:
+        assert word not in line, line
+
+
+def test_debug_prints_the_transcript_with_auth_redacted(
+    starttls_server: SMTPTestServer, tls_env: dict[str, str]
+) -> None:
+    result = run(
+        "--debug", "--type", "smtp", "--host", "localhost", "--port", str(starttls_server.port),
+        "--tls", "--username", USERNAME, *MESSAGE,
+        env={**tls_env, "FLUXMAIL_PASSWORD": PASSWORD},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == SUCCESS
+    lines = result.stderr.splitlines()
+    assert "fluxmail: C: STARTTLS" in lines
+    assert any(line.startswith("fluxmail: S: 220") for line in lines)
+    auth = [line for line in lines if "C: AUTH" in line]
+    assert auth, result.stderr
+    assert all("[redacted]" in line for line in auth)
+    assert any(line.startswith("fluxmail: C: MAIL FROM:<") for line in lines)
+    assert_no_password(result, PASSWORD)
+    import base64
+
+    for secret in (PASSWORD, base64.b64encode(PASSWORD.encode()).decode()):
+        assert secret not in result.stderr
+    assert len(starttls_server.messages) == 1
+
+
+def test_without_debug_nothing_on_stderr(smtp_server: SMTPTestServer) -> None:
+    result = run(*plain_args(smtp_server), "--sender", "me@example.com", *MESSAGE)
+    assert result.returncode == 0
+    assert result.stderr == ""
+
+
+def test_body_file_dash_reads_stdin(smtp_server: SMTPTestServer) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLUXMAIL_")}
+    done = subprocess.run(
+        [str(FLUXMAIL), *plain_args(smtp_server), "--sender", "me@example.com",
+         "--subject", "S", "--recipients", "a@example.com", "--body-file", "-"],
+        input="Körper aus stdin\n".encode(),
+        capture_output=True,
+        env=env,
+        timeout=30,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    body = smtp_server.messages[0].message.get_content()
+    assert body.strip() == "Körper aus stdin"
+
+
+def test_allow_insecure_auth_flag(make_server: MakeServer) -> None:
+    server = make_server(auth=True)
+    args = [*plain_args(server), "--username", USERNAME, *MESSAGE]
+    refused = run(*args, env={"FLUXMAIL_PASSWORD": PASSWORD})
+    line = assert_one_line_error(refused, 1, "tls_required")
+    assert "--allow-insecure-auth only for a trusted local relay" in line
+    assert "use --tls (STARTTLS, port 587) or --ssl (implicit TLS, port 465)" in line
+    assert_in_flags(line)
+    assert server.messages == []
+    sent = run(*args, "--allow-insecure-auth", env={"FLUXMAIL_PASSWORD": PASSWORD})
+    assert sent.returncode == 0, sent.stderr
+    assert len(server.messages) == 1
+    assert_no_password(sent, PASSWORD)
+
+
+def test_after_n_attempts_when_retries_ran() -> None:
+    args = ["--type", "smtp", "--host", "127.0.0.1", "--port", str(closed_port()),
+            "--sender", "me@example.com", *MESSAGE, "--retry-delay", "0.01"]  # fmt: skip
+    line = assert_one_line_error(run(*args, "--max-retries", "2"), 1, "connection_failed")
+    assert line.endswith("(after 3 attempts) [connection_failed]")
+    once = assert_one_line_error(run(*args), 1, "connection_failed")
+    assert "attempts" not in once
+
+
+def test_no_sender_names_flags(smtp_server: SMTPTestServer) -> None:
+    line = assert_one_line_error(run(*plain_args(smtp_server), *MESSAGE), 2, "invalid_address")
+    assert "pass --sender, or use an email address as --username" in line
+    assert_in_flags(line)
+
+
+def test_tls_not_offered_names_flags(smtp_server: SMTPTestServer) -> None:
+    result = run(*plain_args(smtp_server), "--tls", "--sender", "me@example.com", *MESSAGE)
+    line = assert_one_line_error(result, 1, "tls_required")
+    assert "--tls asks for STARTTLS" in line
+    assert "use --ssl" in line
+    assert_in_flags(line)
+
+
+def test_outlook_messages_name_flags() -> None:
+    if sys.platform == "win32":
+        pytest.skip("Outlook may exist on Windows")
+    line = assert_one_line_error(run("--type", "outlook", *MESSAGE), 1, "outlook_unavailable")
+    assert "use --type smtp" in line
+    assert_in_flags(line)
+
+
+def test_a_password_without_username_names_the_flags(smtp_server: SMTPTestServer) -> None:
+    result = run(
+        *plain_args(smtp_server), "--sender", "me@example.com", *MESSAGE,
+        env={"FLUXMAIL_PASSWORD": "Pw-0nly-Zq9"},
+    )  # fmt: skip
+    line = assert_one_line_error(result, 2, "invalid_option")
+    assert "(--password or FLUXMAIL_PASSWORD) was given without --username" in line
+    assert_no_password(result, "Pw-0nly-Zq9")

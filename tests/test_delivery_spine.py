@@ -43,6 +43,8 @@ from fluxmail.delivery.policy import Outcome
 from fluxmail.errors import GraphError, GraphThrottledError, ServerReply
 from fluxmail.scale import LocalFleet
 from fluxmail.scale._decide import Policy, classify
+from fluxmail.smtp._errors import early_reply_error
+from fluxmail.smtp._replies import Reply as SMTPReply
 from fluxmail.testing import capture
 from fluxmail.transports.base import AsyncTransport, Transport
 from fluxmail.transports.factory import Switch
@@ -72,6 +74,9 @@ def token_endpoint(status: int) -> AuthenticationError:
 
 # --- the table, row by row -------------------------------------------------------------------
 
+# what the engine raises for a 250 in the middle of DATA (the dot was never written)
+EARLY_250 = early_reply_error(SMTPReply(250, ("ok",)), host="h", cause=OSError("early"))
+
 ROWS = [
     # (error, row, retry, free retry, outcome, stops a batch)
     (OutcomeUnknownError("lost after the dot"), "after_dot", False, False, U, False),
@@ -88,6 +93,14 @@ ROWS = [
     (TLSRequiredError("no STARTTLS"), "tls", False, False, F, True),
     (TLSVerifyError("bad certificate"), "tls_verify", False, False, F, True),
     (ProtocolError("garbage before the dot"), "protocol", False, False, F, False),
+    (
+        early_reply_error(SMTPReply(250, ("ok",)), host="h", cause=OSError("early")),
+        "early_reply",
+        True,
+        False,
+        D,
+        False,
+    ),
     (AuthenticationError("454 later", smtp_code=454), "auth_later", True, False, D, False),
     (token_endpoint(503), "auth_later", True, False, D, False),
     (token_endpoint(400), "auth_refused", False, False, F, True),

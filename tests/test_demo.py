@@ -95,3 +95,46 @@ def test_demo_raw() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "MIME-Version: 1.0" in result.stdout
     assert "Content-Type: multipart/mixed" in result.stdout
+
+
+def test_demo_shows_the_code_it_ran_and_what_to_try_next(
+    demo: subprocess.CompletedProcess[str],
+) -> None:
+    out = demo.stdout
+    assert "The code that ran" in out
+    port = out.split("Local SMTP server on 127.0.0.1:", 1)[1].split(" ", 1)[0]
+    code = out.split("The code that ran (HTML and PLAIN are the texts above):\n\n", 1)[1]
+    code = code.split("Try next:", 1)[0]
+    assert f"port={port}," in code
+    assert "use_tls=True" in code
+    assert "Try next:" in out
+    assert "fluxmail serve" in out.split("Try next:", 1)[1]
+
+
+def test_the_printed_code_runs(demo: subprocess.CompletedProcess[str], tmp_path: Path) -> None:
+    """Run the code the demo printed, against a fresh server of the same kind: it is the
+    code the demo ran, not a paraphrase of it."""
+    import textwrap
+
+    from fluxmail._demo import HTML, PLAIN, demo_png
+    from fluxmail.localserver import LocalSMTPServer
+
+    printed = demo.stdout.split("(HTML and PLAIN are the texts above):\n\n", 1)[1]
+    code = textwrap.dedent(printed.split("Try next:", 1)[0])
+    (tmp_path / "logo.png").write_bytes(demo_png())
+    (tmp_path / "report-2026.csv").write_text("month,sent\nMay,1\n")
+    with LocalSMTPServer(starttls=True, auth=("demo@fluxmail.test", "s3cret")) as server:
+        port = code.split("port=", 1)[1].split(",", 1)[0]
+        code = code.replace(f"port={port},", f"port={server.port},")
+        namespace = {
+            "server": server,
+            "login": {"password": "s3cret"},
+            "folder": tmp_path,
+            "HTML": HTML,
+            "PLAIN": PLAIN,
+        }
+        exec(compile(code, "<demo code>", "exec"), namespace)
+        [received] = server.messages
+    assert received.auth_user == "demo@fluxmail.test"
+    assert received.tls
+    assert "audit@example.com" in received.rcpt_tos

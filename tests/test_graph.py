@@ -754,3 +754,24 @@ def test_graph_scope_defaults_from_the_environment() -> None:
     assert getattr(provider_from_env(custom, graph=True), "scope", None) == (
         "https://graph.microsoft.us/.default"
     )
+
+
+def test_send_message_over_graph(graph: GraphServer) -> None:
+    from email.message import EmailMessage
+
+    built = EmailMessage()
+    built["From"] = MAILBOX
+    built["To"] = "a@example.com"
+    built["Subject"] = "Built by hand"
+    built.set_content("hello")
+    m = mailer(graph)
+    assert m.send_message(built) == GRAPH_SUCCESS
+    assert graph.sent[0].message["Subject"] == "Built by hand"
+    with pytest.raises(UnsupportedOperationError, match="recipients"):
+        m.send_message(built, recipients=["b@example.com"])
+    built["Bcc"] = "hidden@example.com"  # it would be stripped, and Graph never see it
+    with pytest.raises(UnsupportedOperationError, match="Bcc"):
+        m.send_message(built)
+    with pytest.raises(UnsupportedOperationError, match="Bcc"):
+        m.send_message(bytes(built))
+    assert len(graph.sent) == 1

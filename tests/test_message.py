@@ -550,7 +550,8 @@ def test_inline_css_missing_dependency(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(MissingDependencyError) as info:
         build(body="<p>x</p>", html_body=True, inline_css=True)
     assert info.value.code == "missing_dependency"
-    assert 'pip install "fluxmail[css]"' in str(info.value)
+    assert 'pip install -e ".[css]"' in str(info.value)  # this project's extra, from a clone
+    assert 'install "fluxmail[' not in str(info.value)  # never the index's unrelated fluxmail
 
 
 def test_every_error_is_a_fluxmail_exception() -> None:

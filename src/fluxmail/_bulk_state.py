@@ -42,7 +42,8 @@ class _Counts(TypedDict):
 
 
 class BulkResult(_Counts, total=False):
-    """``sent + failed (+ skipped) == total``; ``errors`` holds ``(index, exception)``."""
+    """``sent + failed (+ skipped) == total`` for a finished batch (a stopped one keeps its
+    length in ``total``); ``errors`` holds ``(index, exception)``."""
 
     skipped: int  # with a journal: messages an earlier run finished (accepted or refused)
 
@@ -57,8 +58,10 @@ class _Tally:
         on_error: OnError | None,
         progress: Progress,
         journal: Journal | None = None,
+        total: int | None = None,
     ) -> None:
         self.result: BulkResult = {"sent": 0, "failed": 0, "total": 0, "errors": []}
+        self._total = total  # len(messages) when it has one, for a batch that stops early
         if journal is not None:
             self.result["skipped"] = 0
         self.journal = journal
@@ -97,6 +100,8 @@ class _Tally:
 
     def abort(self, exc: FluxMailException) -> FluxMailException:
         """The error that stops the batch, with the counts so far."""
+        if self._total is not None:  # the batch's size, not how far it got
+            self.result["total"] = self._total
         exc.batch_result = self.result
         return exc
 

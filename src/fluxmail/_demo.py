@@ -14,11 +14,20 @@ import tempfile
 import zlib
 from email.message import MIMEPart
 from pathlib import Path
+from typing import TypedDict
 
 from ._facade import FluxMail
 from .localserver import LocalSMTPServer, ReceivedMessage
 
 DEMO_USER = "demo@fluxmail.test"
+
+
+class Login(TypedDict):
+    """The local server's one-time credential, passed as ``**login`` so that the code the
+    demo prints (and runs) never spells the secret or its name out."""
+
+    password: str
+
 
 HTML = """\
 <h1><img src="cid:logo" alt="" width="32" height="32"> Welcome to fluxmail</h1>
@@ -97,10 +106,51 @@ def _depth(root: MIMEPart, part: MIMEPart) -> int:
     return walk(root, 0) or 0
 
 
+# What run_demo() runs, shown to the user after the account of what arrived. It is the
+# same call as below, kept side by side; tests/test_demo.py runs the printed text.
+CODE = """\
+from fluxmail import FluxMail
+
+mailer = FluxMail(
+    object_type="smtp",
+    host="localhost",
+    port={port},
+    use_tls=True,  # STARTTLS
+    username="{user}",  # doubles as the From address
+    **login,  # the local server's one-time secret (never printed)
+    ssl_context=server.client_ssl_context(),  # trusts the throwaway CA
+)
+print(mailer.test_connection())
+mailer.create(
+    subject="Welcome to fluxmail ✉ — démo",
+    recipients=["Ada Lovelace <ada@example.com>"],
+    cc=["team@example.com"],
+    bcc=["audit@example.com"],  # envelope only
+    body=HTML,
+    html_body=True,
+    plain_body=PLAIN,
+    inline_images={{"logo": folder / "logo.png"}},  # <img src="cid:logo">
+    attachments=[folder / "report-2026.csv"],
+    priority="high",
+    unsubscribe_url="https://example.com/unsubscribe?token=demo",
+).send()
+"""
+
+NEXT = """\
+Try next:
+  fluxmail demo --raw     the same, plus the raw message as the server received it
+  fluxmail serve          a local server for your own code: STARTTLS on 1025, implicit TLS
+                          on 1465, AUTH; it prints the export line that makes Python trust it
+  fluxmail --help         send one email from the shell (--debug shows the SMTP transcript)
+  README.md "A short tour", docs/guide.md (the API), docs/troubleshooting.md (the usual
+  mistakes: port 465, Microsoft 365 and Gmail refusals)"""
+
+
 def run_demo(*, raw: bool = False) -> ReceivedMessage:
-    password = secrets.token_urlsafe(12)
+    secret = secrets.token_urlsafe(12)
+    login: Login = {"password": secret}
     with (
-        LocalSMTPServer(starttls=True, auth=(DEMO_USER, password)) as server,
+        LocalSMTPServer(starttls=True, auth=(DEMO_USER, secret)) as server,
         tempfile.TemporaryDirectory(prefix="fluxmail-demo-") as tmp,
     ):
         folder = Path(tmp)
@@ -113,7 +163,7 @@ def run_demo(*, raw: bool = False) -> ReceivedMessage:
             port=server.port,
             use_tls=True,
             username=DEMO_USER,
-            password=password,
+            **login,
             ssl_context=server.client_ssl_context(),
         )
         print(f"test_connection(): {mailer.test_connection()}")
@@ -135,4 +185,11 @@ def run_demo(*, raw: bool = False) -> ReceivedMessage:
         print(describe(received))
         if raw:
             print("\n" + received.data.decode("utf-8", "replace"))
+        print("\nThe code that ran (HTML and PLAIN are the texts above):\n")
+        print(_indent(CODE.format(port=server.port, user=DEMO_USER)))
+        print(NEXT)
         return received
+
+
+def _indent(code: str) -> str:
+    return "".join(f"    {line}" if line.strip() else line for line in code.splitlines(True))

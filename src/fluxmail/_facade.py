@@ -2,9 +2,10 @@
 
 ``create()`` validates everything and freezes a :class:`~fluxmail.message.Message`; ``send()``
 composes it and hands the bytes to a transport. The message waiting between ``create()`` and
-``send()`` is kept per thread, and ``send_async()`` takes it the moment it is called, so one
-FluxMail can be shared by threads and by concurrent asyncio tasks, as long as each does its
-``create()`` and its ``send()``/``send_async()`` call back to back.
+``send()`` belongs to the context (thread, asyncio task) that created it and is sendable from
+any thread (``asyncio.to_thread(mailer.send)``, an executor); ``send_async()`` takes it the
+moment it is called. So one FluxMail can be shared by threads and by concurrent asyncio
+tasks; the rule is in ``_pending``.
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ from __future__ import annotations
 import math
 import os
 import sys
-import threading
 import time
 from collections.abc import Coroutine, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from ._pending import PendingMessages
 from .config import (
     EmailInstance,
     EmailObject,
@@ -39,6 +40,7 @@ from .message import Address, Message, build_message, parse_address
 
 if TYPE_CHECKING:
     import ssl
+    from email.message import EmailMessage
     from os import PathLike
 
     from ._tokens import TokenSource
@@ -144,7 +146,7 @@ class FluxMail:
         self.retry_delay = float(retry_delay)
         self.username = username
         self._default_sender = self._resolve_default_sender(sender, username)
-        self._pending = threading.local()
+        self._pending = PendingMessages(self)
         self._outlook: OutlookTransport | None = None
         self.transport: Switch | None = None  # None for Outlook, which only displays
         if self.object_type is EmailObject.SMTP:
@@ -259,7 +261,7 @@ class FluxMail:
         invite: Invite | None = None,
     ) -> Self:
         """Validate and hold one message for the next ``send()``; returns ``self``."""
-        self._pending.message = self.build_message(
+        message = self.build_message(
             subject=subject,
             recipients=recipients,
             body=body,
@@ -280,6 +282,7 @@ class FluxMail:
             auto_text=auto_text,
             invite=invite,
         )
+        self._pending.put(message)
         return self
 
     def build_message(self, **options: Any) -> Message:
@@ -302,18 +305,20 @@ class FluxMail:
             from .transports.outlook import OUTLOOK_SENDER
 
             return OUTLOOK_SENDER
-        raise InvalidAddressError(
-            "no sender: pass sender= to create() or FluxMail(), "
-            "or use an email address as username"
-        )
+        from ._hints import attach, make
+
+        raise attach(InvalidAddressError("no sender"), make("no_sender"))
 
     @property
     def message(self) -> Message | None:
-        """The message waiting for ``send()`` in this thread, if any."""
-        return getattr(self._pending, "message", None)
+        """The message a ``send()`` here would send, if any (see ``_pending``)."""
+        return self._pending.peek()
 
-    def _take_message(self) -> Message:
-        message = self.message
+    def _take_message(self, *, claim: bool = False) -> Message:
+        """The pending message: left in place (dry runs, previews, compose()), or with
+        ``claim`` taken for a send, so that no other send() takes it meanwhile (give it
+        back with ``self._pending.finish(message, sent=...)``)."""
+        message = self._pending.take() if claim else self.message
         if message is None:
             raise NoMessageError("nothing to send: call create() first")
         return message
@@ -342,20 +347,57 @@ class FluxMail:
 
     def send(self, dry_run: bool = False) -> str:
         """Send the message from ``create()``; with ``dry_run`` print and return a preview."""
-        message = self._take_message()
         if dry_run:
-            return self._print_preview(message)
-        result = self._transport_for_send().send(self.compose(message))
-        self._pending.message = None
+            return self._print_preview(self._take_message())
+        message = self._take_message(claim=True)
+        sent = False
+        try:
+            receipt = self._send_now(message)
+            sent = True
+        finally:  # a failed send can be called again, from here or any thread
+            self._pending.finish(message, sent=sent)
+        return receipt
+
+    def send_message(
+        self,
+        message: EmailMessage | bytes,
+        *,
+        mail_from: str | None = None,
+        recipients: Sequence[str] | None = None,
+    ) -> str:
+        """Send an ``email.message.EmailMessage`` (or raw bytes) you built, through the
+        same checks, transports, retries, DKIM and capture as ``send()``; the envelope
+        comes from its headers unless given, Bcc is stripped (rules: ``_prebuilt``)."""
+        from ._prebuilt import prebuilt
+
+        if self._graph:  # Graph reads the recipients from the headers
+            from .transports.graph import check_prebuilt
+
+            check_prebuilt(message, recipients)
+        composed = prebuilt(
+            message, mail_from=mail_from, recipients=recipients, domain=self.domain
+        )
+        if self.dkim is not None:
+            from .dkim import sign
+
+            composed = sign(composed, self.dkim)
+        return self._send_now(composed)
+
+    def _send_now(self, message: Message | Composed) -> SendReceipt:
+        """The one sync send path, for send() and send_message()."""
+        transport = self._transport_for_send()  # Outlook refuses before composing
+        composed = message if isinstance(message, Composed) else self.compose(message)
+        result = transport.send(composed)
         return _receipt(result, GRAPH_SUCCESS if self._graph else SUCCESS)
 
     def send_async(self, dry_run: bool = False) -> Coroutine[Any, Any, str]:
         """Async ``send()``. The message is taken now, so concurrent tasks can share one
         FluxMail. No automatic retry (as the API page says). A dry run, like
         ``send(dry_run=True)``, leaves the message in place."""
-        message = self._take_message()
-        if not dry_run:
-            self._pending.message = None
+        if dry_run:
+            return self._send_async(self._take_message(), dry_run)
+        message = self._take_message(claim=True)
+        self._pending.finish(message, sent=True)
         return self._send_async(message, dry_run)
 
     async def _send_async(self, message: Message, dry_run: bool) -> str:
@@ -381,13 +423,18 @@ class FluxMail:
         """Outlook: open the compose window. SMTP: print the preview. Graph: save the
         message as a draft in the mailbox and print and return its webLink (a person
         reviews it in Outlook on the web and clicks Send)."""
-        message = self._take_message()
         if self._graph and self.transport is not None:
             from .transports.graph import save_draft
 
-            link = save_draft(self.transport, self.compose(message))
-            self._pending.message = None
+            draft = self._take_message(claim=True)
+            saved = False
+            try:
+                link = save_draft(self.transport, self.compose(draft))
+                saved = True
+            finally:  # as for send(): a draft that failed can be saved again
+                self._pending.finish(draft, sent=saved)
             return link
+        message = self._take_message()
         if self._outlook is not None:
             self._outlook.display(message)
         else:

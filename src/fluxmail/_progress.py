@@ -31,28 +31,60 @@ class NoProgress:
         return None
 
 
+def rate_text(speed: float | None) -> str:
+    """``"12.5 msg/s"``; Rich has no speed until it holds two samples, so say so."""
+    return "-- msg/s" if speed is None else f"{speed:.1f} msg/s"
+
+
+def _columns(total: int | None) -> list[Any]:
+    """Count, rate and sent/failed always; the bar, ``N/total`` and the ETA only when
+    the total is known (a generator has none)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        ProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        # Not a format string: ``task.speed`` is None before the second update, and
+        # "{task.speed:.1f}" on None raised TypeError before the first message went out.
+        def render(self, task: Any) -> Text:
+            return Text(rate_text(task.speed))
+
+    counts = TextColumn("[green]{task.fields[sent]} sent [red]{task.fields[failed]} failed")
+    if total is None:
+        return [
+            TextColumn("[bold]sending"),
+            TextColumn("{task.completed} done", markup=False),
+            RateColumn(),
+            counts,
+            TimeElapsedColumn(),
+        ]
+    return [
+        TextColumn("[bold]sending"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(),
+        counts,
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    ]
+
+
 class RichProgress:
     """Bar, count, rate, ETA and sent/failed counts, drawn on stderr."""
 
     def __init__(self, total: int | None) -> None:
         from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
         from rich.progress import Progress as RichBar
 
         self._bar = RichBar(
-            TextColumn("[bold]sending"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.speed:>6.1f} msg/s" if total else "", markup=False),
-            TextColumn("[green]{task.fields[sent]} sent [red]{task.fields[failed]} failed"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
+            *_columns(total),
             console=Console(stderr=True),
             transient=False,
         )
@@ -71,14 +103,17 @@ class RichProgress:
 
 def make_progress(progress: bool | None, total: int | None) -> Progress:
     """``None`` (the default) shows a bar only on a terminal with Rich installed;
-    ``True`` insists on Rich (and names the extra if it is missing) but still stays quiet
-    when stderr is not a terminal; ``False`` never shows one."""
-    if progress is False or not sys.stderr.isatty():
+    ``True`` insists on Rich, on every stream (a missing extra is an error whether or not
+    stderr is a terminal, so it shows up in CI too), and still draws nothing when stderr
+    is not a terminal; ``False`` never shows one."""
+    if progress is False:
         return NoProgress()
     try:
         import rich  # noqa: F401
     except ImportError:
         if progress:
             raise MissingDependencyError("The progress bar", "progress", "rich") from None
+        return NoProgress()
+    if not sys.stderr.isatty():
         return NoProgress()
     return RichProgress(total)

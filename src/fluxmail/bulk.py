@@ -164,7 +164,7 @@ class BulkSender:
         journal = self._open_journal()
         try:
             with make_progress(progress, _total(messages)) as bar:
-                tally = _Tally(on_success, on_error, bar, journal)
+                tally = _Tally(on_success, on_error, bar, journal, _total(messages))
                 hooks = _Hooks(tally, RateLimiter(max_per_second))
                 try:
                     transport.send_many(self._items(messages, tally, hooks), hooks)
@@ -227,7 +227,7 @@ class BulkSender:
         transport = self._transport()
         queue: asyncio.Queue[Item | None] = asyncio.Queue(maxsize=2 * pool)
         with make_progress(progress, _total(messages)) as bar:
-            tally = _Tally(on_success, on_error, bar, journal)
+            tally = _Tally(on_success, on_error, bar, journal, _total(messages))
             hooks = _AsyncHooks(tally, RateLimiter(max_per_second))
             workers = [
                 asyncio.create_task(transport.send_many_async(queue, hooks)) for _ in range(pool)

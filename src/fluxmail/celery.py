@@ -1,6 +1,6 @@
 """fluxmail on Celery workers: exactly once per message, one rate limit for the whole fleet.
 
-``pip install "fluxmail[celery]"``, then, in the module your workers import::
+``pip install -e ".[celery]"``, then, in the module your workers import::
 
     from celery import Celery
     from fluxmail.celery import register

@@ -2,14 +2,20 @@
 
 Errors end in one line on stderr and a non-zero status, never a traceback: 2 for bad
 usage or bad input, 1 for a delivery failure. The password is never printed.
+
+Every line speaks in flags. An error raised by the library carries its advice in API words
+(``use_ssl=True``); :func:`fluxmail._hints.cli_wording` swaps in the same advice in flags
+(``--ssl``), from the one table of hints in ``_hints.py``.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
 
@@ -39,7 +45,14 @@ class UsageProblem(Exception):
 
 
 def _split_host(value: str | None) -> Any:
-    """``HOST`` or ``HOST:DOMAIN`` (an EmailInstance); ``[v6]`` literals are left whole."""
+    """``HOST`` or ``HOST:DOMAIN`` (an EmailInstance); ``[v6]`` literals are left whole.
+    ``HOST:2525`` or a URL is refused: it is a port (or a scheme) in the wrong place, and
+    would otherwise be taken for a domain."""
+    from ._hints import host_hint
+
+    mistake = host_hint(value or "")
+    if mistake is not None:
+        raise UsageProblem(f"--host {value!r} is not a hostname: {mistake.cli}")
     if not value or value.startswith("[") or ":" not in value:
         return value
     from .config import EmailInstance
@@ -54,6 +67,11 @@ def _read_body(body: str | None, body_file: str | None) -> str:
     if body is not None:
         return body
     assert body_file is not None
+    if body_file == "-":  # the usual Unix convention: the body comes from stdin
+        try:
+            return sys.stdin.buffer.read().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise UsageProblem(f"--body-file -: stdin is not UTF-8: {exc}") from None
     try:
         return Path(body_file).read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -95,6 +113,7 @@ def _send(options: dict[str, Any]) -> str:
         timeout=options["timeout"],
         max_retries=options["max_retries"],
         retry_delay=options["retry_delay"],
+        allow_insecure_auth=options["allow_insecure_auth"],
     )
     mailer.create(
         subject=options["subject"],
@@ -159,7 +178,7 @@ _ENV = "FLUXMAIL_"
 @click.option("--reply-to")
 @click.option("--sender", envvar=_ENV + "SENDER", help="From address.")
 @click.option("--body")
-@click.option("--body-file", type=str)
+@click.option("--body-file", type=str, help="Read the body from this file; - for stdin.")
 @click.option("--html/--no-html", default=False, help="The body is HTML.")
 @click.option("--attachments", multiple=True, help="Repeat for several.")
 @click.option("--dry-run", is_flag=True, help="Print the message, send nothing.")
@@ -168,6 +187,12 @@ _ENV = "FLUXMAIL_"
 @click.option(
     "--retry-delay", type=float, default=1.0, envvar=_ENV + "RETRY_DELAY", show_default=True
 )
+@click.option(
+    "--allow-insecure-auth",
+    is_flag=True,
+    help="Send the password without TLS (a trusted local relay only).",
+)
+@click.option("--debug", is_flag=True, help="Print the SMTP transcript on stderr (AUTH redacted).")
 @click.pass_context
 def cli(ctx: click.Context, /, **options: Any) -> None:
     """Send one email.
@@ -178,8 +203,20 @@ def cli(ctx: click.Context, /, **options: Any) -> None:
 
     Try it with no server at all: fluxmail demo
     """
+    if options.pop("debug"):
+        _transcript_on_stderr()
     if ctx.invoked_subcommand is None:
         _send(options)
+
+
+def _transcript_on_stderr() -> None:
+    """``--debug``: the engine's DEBUG log (``C: ...`` / ``S: ...``, credentials already
+    replaced by ``[redacted]`` where they are logged) goes to stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("fluxmail: %(message)s"))
+    log = logging.getLogger("fluxmail.smtp")
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG)
 
 
 @cli.command()
@@ -198,7 +235,30 @@ def demo(raw: bool) -> None:
     type=click.IntRange(0, 65535),
     default=1025,
     show_default=True,
-    help="0: any free port.",
+    help="Plain SMTP and STARTTLS. 0: any free port.",
+)
+@click.option(
+    "--ssl-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Implicit TLS.  [default: 1465; any free port with --port 0]",
+)
+@click.option(
+    "--tls/--no-tls",
+    default=True,
+    show_default=True,
+    help="Offer STARTTLS and listen for implicit TLS, with a throwaway CA.",
+)
+@click.option(
+    "--auth",
+    "auth",
+    metavar="USER:PASSWORD",
+    help="Accept only these credentials.  [default: any username and password]",
+)
+@click.option(
+    "--cert-dir",
+    type=click.Path(file_okay=False),
+    help="Where to write the throwaway CA.  [default: ~/.cache/fluxmail/serve]",
 )
 @click.option(
     "--dir",
@@ -206,14 +266,44 @@ def demo(raw: bool) -> None:
     type=click.Path(file_okay=False),
     help="Also save each message as an .eml file in this directory.",
 )
-def serve(host: str, port: int, directory: str | None) -> None:
+@click.option("--details", is_flag=True, help="Print each message in full, as fluxmail demo does.")
+def serve(
+    host: str,
+    port: int,
+    ssl_port: int | None,
+    tls: bool,
+    auth: str | None,
+    cert_dir: str | None,
+    directory: str | None,
+    details: bool,
+) -> None:
     """Run a local SMTP server that catches mail (development): one line per message.
 
-    Nothing is relayed. Ctrl-C stops it. Needs pip install "fluxmail[server]".
+    It offers STARTTLS and implicit TLS (a throwaway CA, with the export line that makes
+    Python trust it) and AUTH, so code written for a real provider runs against it with
+    only host and port changed. Nothing is relayed. Ctrl-C stops it. Needs the server
+    extra (pip install -e ".[server]" in a clone).
     """
     from ._serve import run_server
+    from .localserver import ANY_CREDENTIALS
 
-    run_server(host=host, port=port, directory=directory, echo=click.echo)
+    credentials: tuple[str, str] | Literal["any"] = ANY_CREDENTIALS
+    if auth is not None:
+        user, colon, password = auth.partition(":")
+        if not colon or not user:
+            raise UsageProblem("--auth: give USER:PASSWORD")
+        credentials = (user, password)
+    run_server(
+        host=host,
+        port=port,
+        ssl_port=ssl_port,
+        tls=tls,
+        auth=credentials,
+        cert_dir=cert_dir,
+        directory=directory,
+        details=details,
+        echo=click.echo,
+    )
 
 
 def _fail(message: str, status: int) -> int:
@@ -235,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc), USAGE_EXIT)
     except FluxMailException as exc:
         status = USAGE_EXIT if isinstance(exc, _INPUT_ERRORS) else DELIVERY_EXIT
-        return _fail(f"{_one_line(exc)} [{exc.code}]", status)
+        return _fail(f"{_in_flags(exc)} [{exc.code}]", status)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
     return 0
@@ -243,3 +333,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
+
+
+def _in_flags(exc: FluxMailException) -> str:
+    """The error's one line, with its advice in flags, and how often it was tried."""
+    from ._hints import cli_wording
+
+    text = cli_wording(_one_line(exc), exc.hint)
+    if exc.attempts > 1:
+        text += f" (after {exc.attempts} attempts)"
+    return text

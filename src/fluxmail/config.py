@@ -95,6 +95,11 @@ class SmtpConfig:
             raise ConfigurationError("host is required for SMTP (a hostname or EmailInstance)")
         if any(ch in self.host for ch in _UNSAFE_CHARS) or any(c.isspace() for c in self.host):
             raise HeaderInjectionError("host contains whitespace, CR, LF or NUL")
+        from ._hints import attach, host_hint
+
+        mistake = host_hint(self.host)
+        if mistake is not None:  # "smtp.example.com:2525" would be looked up as a name
+            raise attach(ConfigurationError(f"host {self.host!r} is not a hostname"), mistake)
         if isinstance(self.port, bool) or not isinstance(self.port, int):
             raise ConfigurationError(f"port must be an integer, got {self.port!r}")
         if not 0 < self.port < 65536:

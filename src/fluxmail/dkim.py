@@ -1,4 +1,4 @@
-"""DKIM signing (RFC 6376) of composed messages, through dkimpy (``pip install "fluxmail[dkim]"``).
+"""DKIM signing (RFC 6376) of composed messages, through dkimpy (``pip install -e ".[dkim]"``).
 
 ``FluxMail(..., dkim=DKIM(domain="example.com", selector="s1", private_key=...))`` signs
 every message it sends: :func:`sign` adds a ``DKIM-Signature`` header to

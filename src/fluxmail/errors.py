@@ -82,6 +82,11 @@ class FluxMailException(Exception):
     transient: bool = False
     #: Set by BulkSender when this error stopped a batch: the counts up to that point.
     batch_result: Any = None
+    #: A recognised usual mistake (``fluxmail._hints.Hint``): its advice is already at the
+    #: end of the message; the CLI prints it in flags instead.
+    hint: Any = None
+    #: How many times the send was tried before this error (more than 1 when retries ran).
+    attempts: int = 1
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
@@ -100,13 +105,20 @@ class ConfigurationError(FluxMailException, ValueError):
 
 
 class MissingDependencyError(FluxMailException, ImportError):
-    """An optional extra is not installed; the message names the pip command."""
+    """An optional extra is not installed; the message names the pip command.
+
+    The command installs *this* project's extra (from a clone, or from a built wheel):
+    the package index's ``fluxmail`` is an unrelated project without our extras, so the
+    message never says ``pip install "fluxmail[...]"``.
+    """
 
     code = "missing_dependency"
 
     def __init__(self, feature: str, extra: str, module: str) -> None:
         super().__init__(
-            f"{feature} needs the '{module}' package: pip install \"fluxmail[{extra}]\""
+            f"{feature} needs the '{module}' package, from the extra fluxmail[{extra}]: "
+            f'in a clone of fluxmail, pip install -e ".[{extra}]" (from a wheel: '
+            f'pip install "fluxmail-<version>-py3-none-any.whl[{extra}]")'
         )
         self.extra = extra
 

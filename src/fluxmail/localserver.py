@@ -1,8 +1,9 @@
 """A local SMTP server that catches mail: for ``fluxmail demo``, ``fluxmail serve`` and tests.
 
-It runs aiosmtpd on 127.0.0.1 in a background thread, optionally with STARTTLS (a
-throwaway certificate from a private CA made by trustme) and AUTH, and keeps every message
-it receives. Needs the ``[server]`` extra: ``pip install "fluxmail[server]"``.
+It runs aiosmtpd on 127.0.0.1 in a background thread, optionally with STARTTLS or
+implicit TLS (a throwaway certificate from a private CA made by trustme) and AUTH (given
+credentials, or any), and keeps every message it receives. Needs the ``server`` extra
+(``pip install -e ".[server]"`` in a clone).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from .errors import MissingDependencyError
 
@@ -81,7 +82,7 @@ class _Handler:
             mail_from=envelope.mail_from,
             rcpt_tos=list(envelope.rcpt_tos),
             data=bytes(envelope.original_content or envelope.content),
-            tls=session.ssl is not None,
+            tls=session.ssl is not None or self._server.implicit_tls,
             auth_user=user,
             received_at=time.monotonic(),
         )
@@ -89,11 +90,20 @@ class _Handler:
         return "250 2.0.0 OK: queued"
 
 
+ANY_CREDENTIALS: Literal["any"] = "any"
+
+
 class LocalSMTPServer:
     """``with LocalSMTPServer(starttls=True, auth=("me@x.test", "pw")) as server: ...``
 
     ``server.port`` is the port; ``server.client_ssl_context()`` trusts its certificate;
     ``server.messages`` holds what arrived; ``on_message`` is called for each one.
+
+    ``implicit_tls=True`` speaks TLS from the first byte (port 465 style) instead of
+    offering STARTTLS. ``auth=ANY_CREDENTIALS`` accepts every username and password.
+    ``strict`` (the default) requires the STARTTLS and the AUTH it offers; ``strict=False``
+    (``fluxmail serve``) offers them and requires neither, so every kind of client works.
+    ``ca`` shares one trustme CA between several servers.
     """
 
     def __init__(
@@ -102,7 +112,10 @@ class LocalSMTPServer:
         host: str = "127.0.0.1",
         port: int = 0,
         starttls: bool = False,
-        auth: tuple[str, str] | None = None,
+        implicit_tls: bool = False,
+        auth: tuple[str, str] | Literal["any"] | None = None,
+        strict: bool = True,
+        ca: Any = None,
         on_message: Callable[[ReceivedMessage], None] | None = None,
         save_dir: str | Path | None = None,
     ) -> None:
@@ -113,12 +126,14 @@ class LocalSMTPServer:
         self.host = host
         self.port = port or free_port(host)
         self.starttls = starttls
+        self.implicit_tls = implicit_tls
         self.auth = auth
+        self.strict = strict
         self.messages: list[ReceivedMessage] = []
         self._on_message = on_message
         self._save_dir = Path(save_dir) if save_dir else None
         self._lock = threading.Lock()
-        self._ca: Any = None
+        self._ca: Any = ca
         self._controller: Any = None
 
     def record(self, received: ReceivedMessage) -> None:
@@ -143,12 +158,12 @@ class LocalSMTPServer:
         try:
             import trustme
         except ImportError:
-            raise MissingDependencyError(
-                "STARTTLS on the local server", "server", "trustme"
-            ) from None
-        self._ca = trustme.CA()
+            raise MissingDependencyError("TLS on the local server", "server", "trustme") from None
+        if self._ca is None:
+            self._ca = trustme.CA()
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self._ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
+        names = dict.fromkeys(("localhost", "127.0.0.1", self.host))  # and where it listens
+        self._ca.issue_cert(*names).configure_cert(context)
         return context
 
     def _authenticate(
@@ -157,10 +172,16 @@ class LocalSMTPServer:
         from aiosmtpd.smtp import AuthResult
 
         assert self.auth is not None
-        user, password = self.auth
         login = getattr(auth_data, "login", b"") or b""
         secret = getattr(auth_data, "password", b"") or b""
-        ok = login.decode(errors="replace") == user and secret.decode(errors="replace") == password
+        if self.auth == ANY_CREDENTIALS:
+            ok = bool(login)
+        else:
+            user, password = self.auth
+            ok = (
+                login.decode(errors="replace") == user
+                and secret.decode(errors="replace") == password
+            )
         # auth_data becomes session.auth_data, which is how _Handler knows who logged in.
         return AuthResult(success=ok, handled=False, auth_data=auth_data if ok else None)
 
@@ -173,12 +194,16 @@ class LocalSMTPServer:
 
         options: dict[str, Any] = {"enable_SMTPUTF8": True, "ident": "fluxmail local server"}
         if self.starttls:
-            options.update(tls_context=self._server_ssl_context(), require_starttls=True)
+            options.update(tls_context=self._server_ssl_context(), require_starttls=self.strict)
+        elif self.implicit_tls:
+            options.update(ssl_context=self._server_ssl_context())
         if self.auth is not None:
             options.update(
                 authenticator=self._authenticate,
-                auth_required=True,
-                auth_require_tls=self.starttls,
+                auth_required=self.strict,
+                # A strict server takes credentials only over TLS; a lenient one also in
+                # plaintext, for clients run with allow_insecure_auth / --allow-insecure-auth.
+                auth_require_tls=self.strict and self.starttls,
             )
         self._controller = Controller(
             _Handler(self),

@@ -13,7 +13,7 @@ A token is kept until shortly before it expires (``expires_in`` less a minute, o
 half its lifetime for short ones). ``token()`` is thread-safe and ``atoken()`` task-safe:
 concurrent callers share one request. ``invalidate()`` drops the cached token; the SMTP
 engine calls it when the server refuses the token, then asks for a new one and retries
-once. The HTTP requests use httpx (``pip install "fluxmail[oauth]"``). Refresh tokens,
+once. The HTTP requests use httpx (``pip install -e ".[oauth]"``). Refresh tokens,
 client secrets and access tokens never appear in ``repr``, errors or logs.
 """
 

@@ -34,6 +34,9 @@ greeting or EHLO refused (5xx)     no       no     failed     no     ConnectErro
 timeout before the dot             yes      no     deferred   no     SendTimeoutError
 TLS refused or impossible          no       no     failed     yes    TLSRequiredError
 certificate did not verify         no       no     failed     yes    TLSVerifyError
+a reply in the middle of DATA      yes      no     deferred   no     ProtocolError
+  (2xx/3xx or garbage before the                                     (transient)
+  dot: aborted, the dot never sent)
 not SMTP before the dot            no       no     failed     no     ProtocolError
 AUTH 4xx, token endpoint down      yes      no     deferred   no     AuthenticationError
 credentials refused                no       no     failed     yes    AuthenticationError
@@ -127,6 +130,7 @@ RULES: dict[str, Rule] = {
     "timeout": Rule(retry=True, free=False, outcome=_D, stops=False),
     "tls": Rule(retry=False, free=False, outcome=_F, stops=True),
     "tls_verify": Rule(retry=False, free=False, outcome=_F, stops=True),
+    "early_reply": Rule(retry=True, free=False, outcome=_D, stops=False),
     "protocol": Rule(retry=False, free=False, outcome=_F, stops=False),
     "auth_later": Rule(retry=True, free=False, outcome=_D, stops=False),
     "auth_refused": Rule(retry=False, free=False, outcome=_F, stops=True),
@@ -149,8 +153,8 @@ def row_of(exc: FluxMailException) -> str:
         return "tls_verify"
     if isinstance(exc, TLSRequiredError):
         return "tls"
-    if isinstance(exc, ProtocolError):
-        return "protocol"
+    if isinstance(exc, ProtocolError):  # transient: the server spoke before the dot
+        return "early_reply" if exc.transient else "protocol"
     if isinstance(exc, SendTimeoutError):
         return "timeout"
     if isinstance(exc, ConnectError):

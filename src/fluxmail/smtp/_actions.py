@@ -1,14 +1,19 @@
-"""The I/O actions a sans-IO conversation yields to its driver.
+"""The I/O actions a sans-IO conversation yields to its driver, and what drivers report.
 
 * :class:`Exchange` -- write ``data`` (possibly several pipelined commands) and ``tail``,
   then read ``replies`` replies and send them back as a list. The list is shorter when
   the server answered ``421`` (it is closing the connection, nothing more will come).
 * :class:`StartTLS` -- discard every buffered byte (STARTTLS response injection), run the
   TLS handshake, send back an empty list.
+* :class:`NextMessage` -- ask the caller for the message to write ahead behind the
+  final dot (``upcoming()`` of ``send_pipelined``) and send it back (a ``Composed`` or
+  ``None``). The caller's code (a journal fsync, say) runs in the driver, between two
+  steps of the conversation, never inside it.
 
-A driver that fails to perform an action translates the failure into a fluxmail error and
-*throws* it into the conversation, which may handle it (a failed ``RSET`` after an error
-must not hide that error) or let it propagate.
+Drivers only do I/O. When an action fails they throw a :class:`Failure` into the
+conversation, saying what happened (the low-level error, whether every byte of the write
+reached the kernel, the replies read so far); the session decides what it means (a
+retryable failure, a refusal, an unknown outcome) and raises the fluxmail error.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from ..envelope import Composed
 from ._replies import Reply
 
 CRLF = b"\r\n"
@@ -28,13 +34,14 @@ class Exchange:
     """Write ``data`` then ``tail``, then read ``replies`` replies.
 
     ``log`` replaces ``data`` in the debug transcript (redaction, message bodies).
-    ``message_id`` marks a write that ends a message's DATA: a failure after the write
-    completed and before the reply leaves that message's outcome unknown. ``tail`` is the
-    final dot of such a write (and the next message's pipelined envelope, if any), kept
-    apart so that a large message is never copied just to append a few bytes.
-    ``ahead`` counts the trailing replies that answer that next envelope: once the others
-    (the final reply) have arrived, a failure while reading these does not fail the
-    exchange; the driver returns the replies it has and drops the connection.
+    ``message_id`` marks a write that ends a message's DATA (its ``tail`` holds the final
+    dot). ``tail`` is kept apart so that a large message is never copied just to append
+    a few bytes; it may also carry the next message's pipelined envelope, whose replies
+    are the last ``ahead`` of ``replies``.
+
+    ``guarded``: the write is message data. Before each slice of it the driver looks for
+    input: a server that spoke (or hung up) in the middle of DATA gets nothing more, the
+    driver reports a :class:`Failure` with ``early=True`` and whatever it received.
     """
 
     data: bytes = field(repr=False)
@@ -44,6 +51,7 @@ class Exchange:
     message_id: str | None = None
     tail: bytes = field(default=b"", repr=False)
     ahead: int = 0
+    guarded: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +59,40 @@ class StartTLS:
     """Discard buffered input and upgrade the connection to TLS."""
 
 
-Action = Exchange | StartTLS
-Conversation = Generator[Action, list[Reply], T]
+@dataclass(frozen=True, slots=True)
+class NextMessage:
+    """Ask the caller for the next message to write ahead (or ``None``)."""
+
+
+class Failure(Exception):
+    """A driver's report that an action failed (thrown into the conversation).
+
+    ``cause``: the low-level error (``OSError``, a timeout, the parser's
+    ``ProtocolError``, :class:`~fluxmail.smtp._errors.ServerClosedError`, or anything
+    the caller's ``upcoming()`` raised). ``written``: every byte of the action's write
+    reached the kernel before the failure (for a write ending a message's DATA: its
+    final dot may have reached the server). ``early``: the driver stopped writing
+    because the server sent something (or hung up) in the middle of the write.
+    ``replies``: the complete replies read before the failure (for ``early``, what the
+    server sent).
+    """
+
+    def __init__(
+        self,
+        cause: BaseException,
+        *,
+        written: bool = False,
+        early: bool = False,
+        replies: list[Reply] | None = None,
+    ) -> None:
+        super().__init__(str(cause) or type(cause).__name__)
+        self.cause = cause
+        self.written = written
+        self.early = early
+        self.replies = replies or []
+
+
+Action = Exchange | StartTLS | NextMessage
+Answer = list[Reply] | Composed | None  # what a driver sends back for an action
+Conversation = Generator[Action, Answer, T]
 Ask = Callable[[Exchange], Conversation[list[Reply]]]

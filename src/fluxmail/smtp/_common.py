@@ -7,6 +7,7 @@ import ssl
 import threading
 from typing import TYPE_CHECKING
 
+from .._hints import greeting_wait
 from ..config import SmtpConfig
 from ._actions import Exchange
 from ._auth import scrub
@@ -23,6 +24,14 @@ QUIT_TIMEOUT = 1.0  # close() waits at most this long for the reply to QUIT
 
 _default_context: ssl.SSLContext | None = None
 _lock = threading.Lock()
+
+
+def exchange_timeout(config: SmtpConfig, exchange: Exchange) -> float:
+    """The wait for ``exchange``'s replies: the configured timeout, shorter only for the
+    greeting on port 465 without implicit TLS (a TLS server would never send one)."""
+    if exchange.stage == "greeting":
+        return greeting_wait(config.port, config.use_ssl, config.timeout)
+    return config.timeout
 
 
 def tls_context(config: SmtpConfig) -> ssl.SSLContext:

@@ -10,6 +10,7 @@ import asyncio
 import ssl
 from collections.abc import Mapping
 
+from .._hints import attach, greeting_wait, io_hint, reply_hint
 from ..errors import (
     AuthenticationError,
     ConnectError,
@@ -17,6 +18,7 @@ from ..errors import (
     MessageRefusedError,
     MessageTooLargeError,
     OutcomeUnknownError,
+    ProtocolError,
     RecipientsRefusedError,
     SenderRefusedError,
     SendTimeoutError,
@@ -52,6 +54,13 @@ class ServerClosedError(ConnectionError):
         super().__init__("the server closed the connection")
 
 
+class EarlyReplyError(ConnectionError):
+    """The server sent a reply in the middle of DATA, before the final dot was written."""
+
+    def __init__(self) -> None:
+        super().__init__("the server replied before the end of DATA")
+
+
 def describe(reply: Reply, limit: int = 300) -> str:
     text = f"{reply.code} {' '.join(line.strip() for line in reply.lines)}".strip()
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -64,7 +73,19 @@ def reply_error(
     host: str,
     refused: Mapping[str, tuple[int, str]] | None = None,
 ) -> FluxMailException:
-    """The exception for an unexpected ``reply`` at ``stage`` (see :data:`STAGES`)."""
+    """The exception for an unexpected ``reply`` at ``stage`` (see :data:`STAGES`), with
+    a hint when the reply is a usual mistake (``_hints.reply_hint``)."""
+    hint = reply_hint(stage, reply.code, reply.enhanced_code, reply.text)
+    return attach(_reply_error(stage, reply, host=host, refused=refused), hint)
+
+
+def _reply_error(
+    stage: str,
+    reply: Reply,
+    *,
+    host: str,
+    refused: Mapping[str, tuple[int, str]] | None = None,
+) -> FluxMailException:
     where = STAGES.get(stage, stage)
     said = describe(reply)
     if stage in ("greeting", "ehlo", "helo", "rset", "noop"):
@@ -82,7 +103,7 @@ def reply_error(
             enhanced_code=reply.enhanced_code,
         )
     cls: type[SMTPResponseError]
-    if reply.code == 552 and stage in ("mail", "data", "dot"):
+    if reply.code == 552 and stage in ("mail", "data", "body", "dot"):
         cls = MessageTooLargeError
     elif stage == "mail":
         cls = SenderRefusedError
@@ -129,12 +150,33 @@ def io_error(
     port: int,
     timeout: float,
     message_id: str | None = None,
+    use_ssl: bool = False,
 ) -> FluxMailException:
-    """Translate a low-level failure ``exc`` that happened at ``stage``.
+    """Translate a low-level failure ``exc`` that happened at ``stage``, with a hint when
+    it looks like a usual mistake (``_hints.io_hint``: a TLS mode that does not fit the
+    port).
 
     ``message_id`` is given when the final '.' of a message was fully written and its
     reply had not arrived: the outcome of that message is then unknown.
     """
+    if stage == "greeting":
+        timeout = greeting_wait(port, use_ssl, timeout)
+    hint = io_hint(stage, exc, port=port, use_ssl=use_ssl) if message_id is None else None
+    return attach(
+        _io_error(stage, exc, host=host, port=port, timeout=timeout, message_id=message_id),
+        hint,
+    )
+
+
+def _io_error(
+    stage: str,
+    exc: BaseException,
+    *,
+    host: str,
+    port: int,
+    timeout: float,
+    message_id: str | None,
+) -> FluxMailException:
     where = f"{host}:{port}"
     reason = _reason(exc)
     if message_id is not None:
@@ -160,3 +202,41 @@ def io_error(
     if isinstance(exc, ssl.SSLError):
         return ConnectError(f"TLS with SMTP server {where} failed {at}: {reason}")
     return ConnectError(f"connection to SMTP server {where} failed {at}: {reason}")
+
+
+def unknown_error(
+    cause: BaseException, *, message_id: str, host: str, port: int, timeout: float
+) -> FluxMailException:
+    """The final dot of ``message_id`` may have reached the server and no usable reply
+    came: a timeout, a lost connection, or a reply that is not SMTP. The server may have
+    the message, so it is never resent (by default)."""
+    where = f"{host}:{port}"
+    if isinstance(cause, ProtocolError):
+        what = f"the server's reply was not usable: {cause}"
+        return OutcomeUnknownError(
+            f"after the end of DATA, {what} ({where}); the message may or may not have "
+            "been accepted and is not resent",
+            message_id=message_id,
+        )
+    return io_error("dot", cause, host=host, port=port, timeout=timeout, message_id=message_id)
+
+
+def early_reply_error(
+    reply: Reply | None, *, host: str, cause: BaseException
+) -> FluxMailException:
+    """The server said something in the middle of DATA, before the final dot was written.
+
+    The transaction was abandoned without its dot, so the server cannot have completed
+    the message: a 4xx or 5xx reply is the server's refusal (transient for 4xx, as the
+    same reply at the end of DATA); anything else (an early ``250``, garbage, a partial
+    line) is a transient ``protocol_error``, since nothing was delivered.
+    """
+    if reply is not None and reply.code >= 400:
+        return reply_error("body", reply, host=host)
+    said = describe(reply) if reply is not None else _reason(cause)
+    exc = ProtocolError(
+        f"SMTP server {host} spoke in the middle of DATA, before the final dot ({said}); "
+        "the transaction was abandoned without its dot, so nothing was delivered"
+    )
+    exc.transient = True
+    return exc

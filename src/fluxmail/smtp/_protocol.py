@@ -8,7 +8,16 @@ A message goes through :func:`plan_message` (checks and bytes) and a transaction
 envelope commands of a plan are plain bytes, so when the server offers PIPELINING a bulk
 sender writes the next message's MAIL/RCPT/DATA right behind the previous message's
 final dot in one write (RFC 2920: one round trip per message). See
-:meth:`Session.send_message` and its ``upcoming`` argument, and :class:`Ahead`.
+:meth:`Session.send_message` and its ``pipeline`` argument, and :class:`Ahead`.
+
+All protocol state lives in the :class:`Session` (as h11 keeps it in its state machine):
+drivers report what happened to an action (a :class:`~._actions.Failure`), and the
+session decides what it means. Per message it knows whether the final dot may have
+reached the server (:attr:`Session.phase`, kept by ``_transfer.Transfer``): every
+failure after that point is ``outcome_unknown``; any reply that arrives before it
+aborts the transaction (the driver stops writing, the dot is never written, the
+connection is dropped), which is a failure before the dot and safe to retry. See
+docs/errors.md, "Where the final dot is".
 """
 
 from __future__ import annotations
@@ -16,6 +25,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .._hints import attach
+from .._hints import make as make_hint
 from ..config import SmtpConfig
 from ..envelope import Composed
 from ..errors import (
@@ -31,12 +42,13 @@ from ..errors import (
     SMTPUTF8UnsupportedError,
     TLSRequiredError,
 )
-from ._actions import CRLF, Conversation, Exchange, StartTLS
+from ._actions import CRLF, Action, Conversation, Exchange, Failure, NextMessage, StartTLS
 from ._auth import AUTHENTICATORS, Credentials, scrub
 from ._data import check_line_length, normalize_newlines, stuff
 from ._errors import reply_error
 from ._replies import Capabilities, Reply
 from ._results import SendResult, SessionInfo
+from ._transfer import Phase, Transfer
 
 _UNSAFE = ("\r", "\n", "\0")
 
@@ -233,7 +245,8 @@ class Ahead:
 
 Upcoming = Callable[[], Composed | None]
 """Asked once, right before a message's final dot is written: the next message to write
-ahead behind it, or ``None``. What it returns must be the next message sent."""
+ahead behind it, or ``None``. What it returns must be the next message sent. The driver
+calls it when the conversation yields :class:`~._actions.NextMessage`."""
 
 
 # --- the session ----------------------------------------------------------------------
@@ -256,14 +269,43 @@ class Session:
         self.authenticated = False
         self.auth_mechanism: str | None = None
         self.closing = False
-        self.ahead: Ahead | None = None  # see send_message(upcoming=...)
+        self.ahead: Ahead | None = None  # see send_message(pipeline=True)
+        self.transfer = Transfer(config)  # where the current message's data is
+
+    @property
+    def phase(self) -> Phase:
+        """Where the current message is (see :class:`~._transfer.Transfer`)."""
+        return self.transfer.phase
 
     def ask(self, exchange: Exchange) -> Conversation[list[Reply]]:
-        """Yield one exchange; note a ``421`` (the server is closing)."""
-        replies = yield exchange
-        if _closing(replies) is not None:
+        """Yield one exchange; note a ``421`` (the server is closing).
+
+        A failure the driver reports ends the session (the driver drops the connection)
+        and becomes the fluxmail error it means here (see :class:`~._transfer.Transfer`).
+        """
+        self.transfer.starting(exchange)
+        try:
+            answer = yield exchange
+        except Failure as failure:
             self.closing = True
-        return replies
+            answer = self.transfer.failed(exchange, failure)
+        else:
+            self.transfer.answered()
+        assert isinstance(answer, list)
+        if _closing(answer) is not None:
+            self.closing = True
+        return answer
+
+    def _act(self, action: Action, stage: str) -> Conversation[None]:
+        """Yield an action that reads no reply (a TLS handshake)."""
+        try:
+            yield action
+        except Failure as failure:
+            self.closing = True
+            cause = failure.cause
+            if isinstance(cause, FluxMailException):
+                raise cause from cause.__cause__
+            raise self.transfer.io_error(stage, cause) from cause
 
     def _one(self, exchange: Exchange) -> Conversation[Reply]:
         replies = yield from self.ask(exchange)
@@ -297,15 +339,17 @@ class Session:
 
     def _starttls(self) -> Conversation[None]:
         if not self.caps.starttls:
-            raise TLSRequiredError(
-                f"use_tls=True but SMTP server {self.host} does not offer STARTTLS; "
-                "fluxmail never continues in plaintext (use use_ssl=True for a server "
-                "that speaks implicit TLS, usually port 465)"
+            raise attach(
+                TLSRequiredError(
+                    f"SMTP server {self.host} does not offer STARTTLS and fluxmail never "
+                    "continues in plaintext"
+                ),
+                make_hint("starttls_not_offered"),
             )
         reply = yield from self._one(Exchange(b"STARTTLS\r\n", 1, "starttls"))
         if reply.code != 220:
             raise reply_error("starttls", reply, host=self.host)
-        yield StartTLS()
+        yield from self._act(StartTLS(), "tls")
         self.tls = True
         self.caps = Capabilities()  # forget what was said in plaintext
         yield from self._hello()
@@ -313,10 +357,9 @@ class Session:
     def _authenticate(self) -> Conversation[None]:
         config = self.config
         if not self.tls and not config.allow_insecure_auth:
-            raise TLSRequiredError(
-                "refusing to send credentials over a connection without TLS: set "
-                "use_tls=True (STARTTLS, port 587) or use_ssl=True (implicit TLS, port 465)"
-                " (allow_insecure_auth=True only for a trusted local relay)"
+            raise attach(
+                TLSRequiredError("refusing to send credentials over a connection without TLS"),
+                make_hint("insecure_auth"),
             )
         offered = self.caps.auth
         if not offered:
@@ -361,14 +404,13 @@ class Session:
         )
 
     # sending
-    def send_message(
-        self, composed: Composed, upcoming: Upcoming | None = None
-    ) -> Conversation[SendResult]:
+    def send_message(self, composed: Composed, pipeline: bool = False) -> Conversation[SendResult]:
         """One message: a transaction, then more for recipients deferred with 452.
 
-        With ``upcoming`` and a server that offers PIPELINING, the next message's envelope
-        is written in the same write as this message's final dot (see :class:`Ahead`);
-        its replies wait in ``self.ahead`` for the call that sends it.
+        With ``pipeline`` and a server that offers PIPELINING, the conversation asks for
+        the next message (:class:`~._actions.NextMessage`) right before the final dot;
+        that message's envelope is written in the same write as this final dot (see
+        :class:`Ahead`), its replies wait in ``self.ahead`` for the call that sends it.
         """
         ahead, self.ahead = self.ahead, None
         if ahead is not None and ahead.composed is not composed:
@@ -376,13 +418,13 @@ class Session:
         plan = (
             ahead.plan if ahead is not None else plan_message(self.caps, composed, host=self.host)
         )
-        first = yield from self.transaction(plan, plan.rcpts, ahead, upcoming)
+        first = yield from self.transaction(plan, plan.rcpts, ahead, pipeline)
         assert first.final is not None
         accepted, refused = list(first.accepted), dict(first.refused)
         pending = first.deferred
         while pending:  # each round accepts at least one recipient, or stops
             try:
-                more = yield from self.transaction(plan, tuple(pending), None, upcoming)
+                more = yield from self.transaction(plan, tuple(pending), None, pipeline)
             except SMTPResponseError as exc:
                 lost = {a: (exc.smtp_code, exc.server_message) for a, _ in pending}
                 refused.update(exc.refused or lost)
@@ -406,13 +448,14 @@ class Session:
         plan: Plan,
         rcpts: tuple[tuple[str, bytes], ...],
         ahead: Ahead | None = None,
-        upcoming: Upcoming | None = None,
+        pipeline: bool = False,
     ) -> Conversation[Outcome]:
         """MAIL, RCPTs, DATA (pipelined when offered), the payload, the final reply.
 
         ``ahead``: the envelope already went out behind the previous final dot, with these
-        replies. ``upcoming``: the next message, written ahead behind this final dot when
-        this is the message's last transaction and the server offers PIPELINING.
+        replies. ``pipeline``: ask for the next message and write its envelope behind this
+        final dot when this is the message's last transaction and the server offers
+        PIPELINING.
         """
         if ahead is not None:
             outcome = yield from self._pipelined_envelope(plan, rcpts, ahead.replies)
@@ -421,12 +464,18 @@ class Session:
         else:
             outcome = yield from self._stepwise_envelope(plan, rcpts)
         following = None
-        if upcoming is not None and self.caps.pipelining and not outcome.deferred:
-            following = self._plan_upcoming(upcoming)
+        if pipeline and self.caps.pipelining and not outcome.deferred:
+            following = yield from self._next_message()
         log = f"<message data: {plan.size} bytes> ."
         if following is None:
             exchange = Exchange(
-                plan.payload, 1, "dot", log=log, message_id=plan.message_id, tail=plan.tail
+                plan.payload,
+                1,
+                "dot",
+                log=log,
+                message_id=plan.message_id,
+                tail=plan.tail,
+                guarded=True,
             )
         else:
             envelope = following[1].envelope(following[1].rcpts)
@@ -438,6 +487,7 @@ class Session:
                 message_id=plan.message_id,
                 tail=plan.tail + envelope,
                 ahead=len(following[1].rcpts) + 2,
+                guarded=True,
             )
         replies = yield from self.ask(exchange)
         final = replies[0]
@@ -461,17 +511,27 @@ class Session:
         if ahead is None or ahead.composed is not composed or not self.closing:
             return None
         self.ahead = None
-        replies = ahead.replies
+        replies, lost = ahead.replies, self.transfer.take_ahead_lost()
         if replies and replies[-1].code == 421:
             return judge_envelope(ahead.plan.rcpts, replies, host=self.host)[1]
-        return None
+        return lost
 
-    def _plan_upcoming(self, upcoming: Upcoming) -> tuple[Composed, Plan] | None:
+    def _next_message(self) -> Conversation[tuple[Composed, Plan] | None]:
         """The next message and its plan, or None (none, or it fails its checks: then it
-        fails on its own when it is sent, before anything of it is written)."""
-        composed = upcoming()
+        fails on its own when it is sent, before anything of it is written).
+
+        The driver answers :class:`NextMessage` with the caller's ``upcoming()``. If that
+        raised, the server is waiting for this message's data, which must never be ended
+        now: the session is over (the driver drops the connection) and the error goes on.
+        """
+        try:
+            composed = yield NextMessage()
+        except BaseException:
+            self.closing = True
+            raise
         if composed is None:
             return None
+        assert isinstance(composed, Composed)
         try:
             return composed, plan_message(self.caps, composed, host=self.host)
         except FluxMailException:

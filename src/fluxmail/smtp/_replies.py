@@ -213,16 +213,13 @@ def collect(parser: ReplyParser, wanted: int, into: list[Reply]) -> bool:
     return True
 
 
-def early_refusal(parser: ReplyParser) -> Reply | None:
-    """A complete error reply the server sent before the client finished writing (a
-    ``552`` or ``554`` in the middle of DATA, then a hang-up): the server's answer to the
-    message, which must not be mistaken for a mere connection failure (those are retried;
-    a 5xx never is). ``None`` when the parser holds no such reply."""
-    try:
-        reply = parser.next_reply()
-    except ProtocolError:
-        return None
-    return reply if reply is not None and reply.code >= 400 else None
+def drain(parser: ReplyParser) -> list[Reply]:
+    """Every complete reply the parser holds (what a server sent unasked, such as a
+    ``552`` in the middle of DATA); raises ProtocolError on garbage."""
+    replies: list[Reply] = []
+    while (reply := parser.next_reply()) is not None:
+        replies.append(reply)
+    return replies
 
 
 OUT_OF_STEP = (

@@ -1,11 +1,13 @@
-"""The blocking driver: a small loop running the sans-IO conversation over a socket."""
+# GENERATED FILE, do not edit: made from _async.py by scripts/unasync.py.
+# Change _async.py, then run `python scripts/unasync.py` (tests/test_unasync.py
+# fails when this file is out of date).
+"""The blocking SMTP driver, :class:`SMTPConnection`: a small loop running the sans-IO
+conversation over a socket (``SyncStream``). Generated from the asyncio driver
+(``_async.py``), which documents both."""
 
 from __future__ import annotations
 
 import contextlib
-import select
-import socket
-import ssl
 import time
 from types import TracebackType
 from typing import NoReturn, TypeVar
@@ -14,42 +16,42 @@ from .._tokens import open_with_token
 from ..config import SmtpConfig
 from ..envelope import Composed
 from ..errors import FluxMailException, ProtocolError
-from ._actions import Conversation, Exchange, StartTLS
+from ._actions import Answer, Conversation, Exchange, Failure, NextMessage, StartTLS
 from ._common import (
     QUIT_TIMEOUT,
-    READ_SIZE,
     WRITE_CHUNK,
-    log,
+    exchange_timeout,
     log_exchange,
     log_replies,
     tls_context,
     tls_details,
 )
-from ._errors import ServerClosedError, io_error
+from ._errors import EarlyReplyError, ServerClosedError, io_error
 from ._protocol import Session, Upcoming, check_envelope
-from ._replies import OUT_OF_STEP, Reply, ReplyParser, collect, early_refusal
+from ._replies import OUT_OF_STEP, Reply, ReplyParser, collect, drain
 from ._results import SendResult, SessionInfo
+from ._sync_stream import SyncStream, pause
 
 T = TypeVar("T")
 
 
 class SMTPConnection:
-    """One blocking SMTP client connection.
+    """One SMTP client connection.
 
     ``open()`` connects, reads the greeting, says EHLO, upgrades with STARTTLS and
     authenticates as configured; ``send()`` delivers one message (opening first if
     needed) and can be called again on the same connection; ``close()`` says QUIT.
-    Every step has its own deadline of ``config.timeout`` seconds.
+    Every step has its own deadline of ``config.timeout`` seconds. An interrupted call
+    (a cancelled task, a KeyboardInterrupt) drops the connection: it is then closed.
     """
 
     def __init__(self, config: SmtpConfig) -> None:
         self.config = config
-        self._sock: socket.socket | None = None
+        self._stream: SyncStream | None = None
         self._parser = ReplyParser()
         self._session: Session | None = None
         self._info: SessionInfo | None = None
         self._out_of_step = False
-        self._lost: FluxMailException | None = None  # how an envelope sent ahead was lost
 
     def __repr__(self) -> str:
         state = "open" if self.is_open else "closed"
@@ -57,7 +59,8 @@ class SMTPConnection:
 
     @property
     def is_open(self) -> bool:
-        return self._sock is not None and self._usable
+        stream = self._stream
+        return stream is not None and not stream.eof and self._usable
 
     @property
     def _usable(self) -> bool:
@@ -99,8 +102,8 @@ class SMTPConnection:
         except BaseException:
             self.close()
             raise
-        sock = self._sock
-        details = tls_details(sock) if isinstance(sock, ssl.SSLSocket) else None
+        stream = self._stream
+        details = tls_details(stream.tls_details()) if stream is not None else None
         elapsed = (time.monotonic() - started) * 1000
         self._info = session.info(port=self.config.port, connect_ms=elapsed, tls=details)
         return self._info
@@ -118,67 +121,32 @@ class SMTPConnection:
         ahead = self._session.ahead if self._session is not None else None
         if ahead is not None and ahead.composed is not composed:
             self._drop()  # another message's transaction is open: never end it
-        if self._sock is not None and not self._idle_and_quiet(self._sock):
+        if self._stream is not None and not self._idle_and_quiet(self._stream):
             self._drop()  # the server spoke or left while idle (421, timeout): start afresh
         self.open()
         assert self._session is not None
         try:
-            return self._run(self._session.send_message(composed, upcoming))
+            conversation = self._session.send_message(composed, upcoming is not None)
+            return self._run(conversation, upcoming)
         finally:
             if not self._usable:
                 self._drop()
 
     def close(self) -> None:
-        """Say QUIT (best effort, short wait) and close the socket. Idempotent.
+        """Say QUIT (best effort, short wait) and close the connection. Idempotent.
 
         With a next message's envelope in flight (see :meth:`send_pipelined`), the
         connection is dropped without QUIT, which the server would take as message data."""
         session = self._session
-        if session is not None and session.ahead is not None:
+        if session is not None and session.ahead is not None and self._stream is not None:
             self._drop()
-        if self._sock is not None and self._usable:
-            with contextlib.suppress(OSError, FluxMailException):
+            pause()
+        if self._stream is not None and self._usable:
+            with contextlib.suppress(Failure):
                 self._exchange(Exchange(b"QUIT\r\n", 1, "quit"), QUIT_TIMEOUT)
-        self._drop()
-
-    # the driver loop
-    def _run(self, conversation: Conversation[T]) -> T:
-        """Execute actions until the conversation returns; failures are thrown into it."""
-        try:
-            action = next(conversation)
-            while True:
-                try:
-                    if isinstance(action, StartTLS):
-                        result: list[Reply] = []
-                        self._starttls()
-                    else:
-                        result = self._exchange(action, self.config.timeout)
-                except FluxMailException as exc:
-                    action = conversation.throw(exc)
-                else:
-                    action = conversation.send(result)
-        except StopIteration as stop:
-            value: T = stop.value
-            return value
-
-    def _fail(self, stage: str, exc: BaseException, message_id: str | None = None) -> NoReturn:
-        self._drop()
-        raise self._io_error(stage, exc, message_id) from exc
-
-    def _io_error(
-        self, stage: str, exc: BaseException, message_id: str | None = None
-    ) -> FluxMailException:
-        config = self.config
-        error = io_error(
-            stage,
-            exc,
-            host=config.host,
-            port=config.port,
-            timeout=config.timeout,
-            message_id=message_id,
-        )
-        error.__cause__ = exc
-        return error
+        if self._stream is not None:
+            self._drop()
+            pause()  # let the transport finish closing the socket
 
     def lost_ahead(self, composed: Composed) -> FluxMailException | None:
         """If ``composed``'s envelope went out ahead (:meth:`send_pipelined`) and the
@@ -189,161 +157,170 @@ class SMTPConnection:
             return None
         if not session.closing and not self._out_of_step:
             return None
-        error = session.lost_ahead(composed) or self._lost
-        session.ahead, self._lost = None, None
+        error = session.lost_ahead(composed)
+        session.ahead = None
         return error or self._io_error("mail", ServerClosedError())
+
+    # the driver loop
+    def _run(self, conversation: Conversation[T], upcoming: Upcoming | None = None) -> T:
+        """Execute actions until the conversation returns; failures are thrown into it."""
+        try:
+            action = next(conversation)
+            while True:
+                try:
+                    result: Answer = []
+                    if isinstance(action, StartTLS):
+                        self._starttls()
+                    elif isinstance(action, NextMessage):
+                        result = upcoming() if upcoming is not None else None
+                    else:
+                        result = self._exchange(action, exchange_timeout(self.config, action))
+                except Failure as failure:
+                    action = conversation.throw(failure)
+                except BaseException as exc:  # the caller's upcoming(), an interrupt
+                    self._drop()
+                    action = conversation.throw(exc)
+                else:
+                    action = conversation.send(result)
+        except StopIteration as stop:
+            value: T = stop.value
+            return value
+
+    def _fail(self, stage: str, exc: BaseException) -> NoReturn:
+        self._drop()
+        raise self._io_error(stage, exc) from exc
+
+    def _io_error(self, stage: str, exc: BaseException) -> FluxMailException:
+        config = self.config
+        error = io_error(
+            stage,
+            exc,
+            host=config.host,
+            port=config.port,
+            timeout=config.timeout,
+            use_ssl=config.use_ssl,
+        )
+        error.__cause__ = exc
+        return error
 
     def _connect(self, session: Session) -> None:
         config = self.config
         try:
-            sock = socket.create_connection((config.host, config.port), config.timeout)
-        except OSError as exc:
+            stream = SyncStream.connect(config.host, config.port, config.timeout, self._parser)
+        except OSError as exc:  # TimeoutError included
             self._fail("connect", exc)
-        self._sock = sock
+        self._stream = stream
         if config.use_ssl:
-            self._wrap()
+            try:
+                self._handshake()
+            except Failure as failure:
+                self._fail("tls", failure.cause)
             session.tls = True
-
-    def _wrap(self) -> None:
-        assert self._sock is not None
-        context = tls_context(self.config)
-        self._sock.settimeout(self.config.timeout)
-        try:
-            self._sock = context.wrap_socket(self._sock, server_hostname=self.config.host)
-        except OSError as exc:
-            self._fail("tls", exc)
 
     def _starttls(self) -> None:
         self._parser.discard()  # never trust bytes that came before the handshake
-        self._wrap()
+        self._handshake()
+
+    def _handshake(self) -> None:
+        stream = self._stream
+        assert stream is not None
+        config = self.config
+        try:
+            stream.start_tls(tls_context(config), config.host, config.timeout)
+        except OSError as exc:  # ssl.SSLError and TimeoutError included
+            self._drop()
+            raise Failure(exc) from exc
+        except BaseException:
+            self._drop()
+            raise
 
     def _exchange(self, exchange: Exchange, timeout: float) -> list[Reply]:
-        sock = self._sock
-        if sock is None or self._out_of_step:
-            self._drop()
-            raise ProtocolError(OUT_OF_STEP.format(host=self.config.host))
+        """Perform one exchange; any failure drops the connection and is reported as a
+        :class:`Failure` (an interrupt or a cancellation is re-raised as it is)."""
+        stream = self._stream
+        if stream is None or (self._out_of_step and not exchange.guarded):
+            self._drop()  # (a guarded write reports the surplus as an early reply)
+            raise Failure(ProtocolError(OUT_OF_STEP.format(host=self.config.host)))
         written = False
+        replies: list[Reply] = []
         try:
             if exchange.data or exchange.tail:
                 log_exchange(exchange)
-                self._write(sock, exchange, timeout)
+                self._write(stream, exchange, timeout)
             written = True
-            return self._read(sock, exchange, timeout)
-        except ProtocolError:
+            self._read(stream, exchange, time.monotonic() + timeout, replies)
+            return replies
+        except Failure:
             self._drop()
             raise
-        except OSError as exc:
-            if written:
-                self._fail(exchange.stage, exc, exchange.message_id)
-            early = None
-            if exchange.message_id is not None:
-                self._take_input(sock)
-                early = early_refusal(self._parser)
-            if early is None:
-                self._fail("body" if exchange.message_id else exchange.stage, exc)
-            self._drop()  # the server refused the message before the dot, then hung up
-            self._out_of_step = True
-            return [early]
+        except (OSError, ProtocolError) as exc:  # TimeoutError included
+            if exchange.guarded and not written:
+                early = self._early(stream, after_failure=True)
+                if early is not None:  # a refusal sent before the hang-up
+                    self._drop()
+                    raise early from exc
+            self._drop()
+            raise Failure(exc, written=written, replies=replies) from exc
         except BaseException:  # interrupted: the conversation is out of step, drop it
             self._drop()
             raise
-
-    def _write(self, sock: socket.socket, exchange: Exchange, timeout: float) -> None:
-        """Write ``data`` + ``tail`` in slices, each with its own deadline. Before the
-        slice that carries a message's final dot, make sure the server has not already
-        hung up: then the failure provably happened before the dot."""
-        data, tail = exchange.data, exchange.tail
-        ends_message = exchange.message_id is not None
-        sock.settimeout(timeout)
-        if len(data) + len(tail) <= WRITE_CHUNK:
-            if ends_message:
-                self._check_peer(sock)
-            sock.sendall(data + tail if tail else data)
-            return
-        view = memoryview(data)
-        for start in range(0, len(data), WRITE_CHUNK):
-            if ends_message and start + WRITE_CHUNK >= len(data):
-                self._check_peer(sock)
-            sock.sendall(view[start : start + WRITE_CHUNK])
-        if tail:
-            sock.sendall(tail)
-
-    def _check_peer(self, sock: socket.socket) -> None:
-        """Raise ServerClosedError if the server already closed the connection; bytes it
-        sent meanwhile go to the parser (they are read as the next reply, as asyncio's
-        driver does)."""
-        if not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
-            try:
-                readable, _, _ = select.select([sock], [], [], 0)
-            except (OSError, ValueError):
-                return
-            if not readable:
-                return
-        if not self._take_input(sock):
-            raise ServerClosedError()
-
-    def _take_input(self, sock: socket.socket) -> bool:
-        """Feed the parser whatever already arrived, without waiting; False at EOF."""
-        timeout = sock.gettimeout()
-        try:
-            sock.setblocking(False)
-            while True:
-                data = sock.recv(READ_SIZE)
-                if not data:
-                    return False
-                self._parser.feed(data)
-        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
-            return True
-        except (OSError, ProtocolError):
-            return True  # a reset: the caller's write or read reports it
         finally:
-            with contextlib.suppress(OSError):
-                sock.settimeout(timeout)
+            if written and replies:
+                log_replies(replies, self._session, exchange.stage)
 
-    def _read(self, sock: socket.socket, exchange: Exchange, timeout: float) -> list[Reply]:
-        """Read the replies with one deadline: a trickling server cannot extend it."""
-        deadline = time.monotonic() + timeout
-        replies: list[Reply] = []
+    def _write(self, stream: SyncStream, exchange: Exchange, timeout: float) -> None:
+        """Write ``data`` + ``tail`` in slices, each with its own deadline. Before each
+        slice of message data, look for input: a server that spoke or hung up in the
+        middle of DATA gets nothing more (a final dot is never written to a server known
+        to be gone, or to one that already answered)."""
+        data, tail = exchange.data, exchange.tail
+        if len(data) + len(tail) <= WRITE_CHUNK:
+            pieces: list[bytes | memoryview] = [data + tail if tail else data]
+        else:
+            view = memoryview(data)
+            pieces = [view[i : i + WRITE_CHUNK] for i in range(0, len(data), WRITE_CHUNK)]
+            if tail:
+                pieces.append(tail)
+        for piece in pieces:
+            if exchange.guarded:
+                early = self._early(stream)
+                if early is not None:
+                    raise early
+            stream.write(piece, timeout)
+
+    def _early(self, stream: SyncStream, *, after_failure: bool = False) -> Failure | None:
+        """What the server sent (or that it left) before the write finished, as a Failure
+        with ``early``; None if it sent nothing (and, unless ``after_failure``, did not
+        hang up)."""
         try:
-            while not collect(self._parser, exchange.replies, replies):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError("timed out")
-                sock.settimeout(remaining)
-                data = sock.recv(READ_SIZE)
-                if not data:
-                    raise ServerClosedError()
-                self._parser.feed(data)
-        except OSError as exc:
-            if not exchange.ahead or len(replies) < exchange.replies - exchange.ahead:
-                raise
-            # the final reply is in; only the next message's envelope replies are lost
-            self._lost = self._io_error("mail", exc)
-            log_replies(replies, self._session, exchange.stage)
-            self._drop()
-            self._out_of_step = True
-            return replies
-        log_replies(replies, self._session, exchange.stage)
+            alive = stream.take_input()
+        except ProtocolError as exc:
+            return Failure(exc, early=True)
+        if not self._parser.buffered:
+            return Failure(ServerClosedError()) if not (alive or after_failure) else None
+        try:
+            replies = drain(self._parser)
+        except ProtocolError as exc:
+            return Failure(exc, early=True)
+        return Failure(EarlyReplyError(), early=True, replies=replies)
+
+    def _read(
+        self, stream: SyncStream, exchange: Exchange, deadline: float, replies: list[Reply]
+    ) -> None:
+        """Read the replies into ``replies``, all before one deadline: a trickling server
+        cannot extend it."""
+        while not collect(self._parser, exchange.replies, replies):
+            stream.receive(deadline)
         if self._parser.buffered and exchange.stage != "starttls":
             self._out_of_step = True  # use these replies, then never this connection again
-        return replies
 
-    def _idle_and_quiet(self, sock: socket.socket) -> bool:
+    def _idle_and_quiet(self, stream: SyncStream) -> bool:
         """Nothing arrived since the last reply (a live idle session stays silent)."""
-        if self._parser.buffered or (isinstance(sock, ssl.SSLSocket) and sock.pending()):
-            return False
-        try:
-            readable, _, _ = select.select([sock], [], [], 0)
-        except (OSError, ValueError):
-            return False
-        return not readable
+        return not self._parser.buffered and not stream.eof and stream.quiet()
 
     def _drop(self) -> None:
-        """Close the socket without a word (after failures, or after QUIT)."""
-        sock, self._sock = self._sock, None
-        if sock is not None:
-            try:
-                sock.close()
-            except OSError:  # pragma: no cover - close() on a dead socket
-                log.debug("error closing the socket", exc_info=True)
+        """Close the connection without a word (after failures, cancellation or QUIT)."""
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.abort()
         self._parser.discard()

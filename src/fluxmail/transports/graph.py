@@ -497,3 +497,25 @@ def save_draft(transport: Any, composed: Composed) -> str:
     link: str = transport.create_draft(composed)[1]
     print(f"Draft saved: {link or '(captured: no draft)'}")
     return link
+
+
+def check_prebuilt(message: Any, recipients: Any) -> None:
+    """``send_message()`` over Graph: Graph takes the recipients from the headers, so an
+    envelope of one's own (``recipients=``) or a Bcc header (which ``send_message`` strips)
+    would be lost without a word; both are refused."""
+    from email.parser import BytesHeaderParser
+
+    from ..errors import UnsupportedOperationError
+
+    if recipients is not None:
+        raise UnsupportedOperationError(
+            "Microsoft Graph takes the recipients from the headers: no recipients= in "
+            "send_message(); put them in To/Cc"
+        )
+    raw = bytes(message) if isinstance(message, (bytes, bytearray)) else None
+    headers = BytesHeaderParser().parsebytes(raw) if raw is not None else message
+    if headers.get("Bcc") is not None:
+        raise UnsupportedOperationError(
+            "send_message() over Microsoft Graph cannot carry Bcc (it is stripped before "
+            "sending and Graph reads recipients from the headers): use create(bcc=...)"
+        )

@@ -106,12 +106,15 @@ class SMTPTransport(Transport, AsyncTransport):
 
     def _retrying(self, attempt: Callable[[], T]) -> T:
         attempts = self._attempts()
+        tries = 0
         while True:
+            tries += 1
             try:
                 return attempt()
             except FluxMailException as exc:
                 delay = attempts.after(exc, reused=False, still_open=False)
                 if delay is None:
+                    exc.attempts = tries  # "after N attempts" in the CLI
                     _pipeline.chained(exc)
                     raise
             self._sleep(delay)

@@ -1,0 +1,255 @@
+"""The asyncio stream under the driver: connect, write, receive, TLS, close.
+
+It uses a small :class:`asyncio.Protocol` that feeds received bytes straight into the
+reply parser (no stream layer in between) and ``loop.start_tls`` for STARTTLS, which
+works the same on every supported Python. The write buffer limit is zero, so a write
+is complete once the kernel has every byte: that is what "the final dot was sent" means.
+
+:class:`AsyncStream` has the same methods as the blocking ``SyncStream`` (``_sync_stream``)
+so that one driver (``_async``, from which ``_sync`` is generated) runs on both. Timeouts
+are raised as the builtin :class:`TimeoutError` on every Python.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import select
+import ssl
+import time
+
+from ..errors import ProtocolError
+from ._errors import ServerClosedError
+from ._replies import ReplyParser
+
+_NAP = 0.005  # while a TLS write drains, look again this often (seconds)
+
+
+async def pause() -> None:
+    """Let the event loop run once (a transport finishing its close, say)."""
+    await asyncio.sleep(0)
+
+
+class _ClientProtocol(asyncio.Protocol):
+    """Feeds the parser and wakes the driver on data, flow control and connection loss.
+
+    ``raw`` is the TCP transport; ``transport`` is what the driver writes to (TLS on top
+    of ``raw`` after a handshake). A write is complete once both have empty buffers and
+    ``raw`` did not fail: only then has the kernel every byte.
+    """
+
+    def __init__(self, parser: ReplyParser) -> None:
+        self.parser = parser
+        self.raw: asyncio.Transport | None = None
+        self.transport: asyncio.Transport | None = None
+        self.eof = False
+        self.lost = False
+        self.tls = False  # the transport is TLS (after the handshake)
+        self.error: BaseException | None = None
+        self._loop = asyncio.get_running_loop()
+        self._waiter: asyncio.Future[None] | None = None
+        self._expired = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.raw = self.transport = transport
+        transport.set_write_buffer_limits(high=0)  # resume_writing once the kernel has all
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed(data)
+        except ProtocolError as exc:
+            self.error = exc
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._wake()
+        # Plaintext: stay writable, a failing write is what tells that data was lost.
+        # Over TLS the SSL layer closes anyway and warns if we ask otherwise (as
+        # asyncio.streams does, return False there); flushed() still sees the EOF.
+        return not self.tls
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.eof = self.lost = True
+        if exc is not None and self.error is None:
+            self.error = exc
+        self._wake()
+
+    def resume_writing(self) -> None:
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def check_readable(self) -> None:
+        if self.error is not None:
+            raise self.error
+        if self.eof:
+            raise ServerClosedError()
+
+    def flushed(self) -> bool:
+        """True once every written byte is in the kernel; raises if the connection failed
+        or the server hung up (EOF): what is not in the kernel yet will never be answered,
+        so a failure here happened before the end of the write."""
+        raw, transport = self.raw, self.transport
+        assert raw is not None
+        assert transport is not None
+        if self.error is not None:
+            raise self.error
+        if self.lost or self.eof or raw.is_closing():
+            raise ServerClosedError()
+        return transport.get_write_buffer_size() == 0 and raw.get_write_buffer_size() == 0
+
+    def arm(self, delay: float) -> asyncio.TimerHandle:
+        """Start a deadline ``delay`` seconds from now for the waits that follow; cancel
+        it when done."""
+        self._expired = False
+        return self._loop.call_later(max(delay, 0.0), self._expire)
+
+    def _expire(self) -> None:
+        self._expired = True
+        self._wake()
+
+    async def wait(self, nap: float | None = None) -> None:
+        """Sleep until woken (data, flow control, loss) or ``nap`` seconds passed.
+
+        Raises TimeoutError once the armed deadline has passed.
+        """
+        if self._expired:
+            raise TimeoutError("timed out")
+        waiter = self._waiter = self._loop.create_future()
+        timer = self._loop.call_later(nap, self._wake) if nap is not None else None
+        try:
+            await waiter
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self._waiter = None
+        if self._expired:
+            raise TimeoutError("timed out")
+
+
+class AsyncStream:
+    """One asyncio connection to an SMTP server, feeding ``parser``."""
+
+    def __init__(self, proto: _ClientProtocol) -> None:
+        self._proto = proto
+        self._loop = asyncio.get_running_loop()
+
+    @classmethod
+    async def connect(
+        cls, host: str, port: int, timeout: float, parser: ReplyParser
+    ) -> AsyncStream:
+        """Open a TCP connection; raises OSError or TimeoutError."""
+        loop = asyncio.get_running_loop()
+        proto = _ClientProtocol(parser)
+        try:
+            await asyncio.wait_for(loop.create_connection(lambda: proto, host, port), timeout)
+        except asyncio.TimeoutError as exc:
+            raise TimeoutError("timed out") from exc
+        except BaseException:  # cancelled: never leave the socket behind
+            if proto.raw is not None:
+                proto.raw.abort()
+            raise
+        return cls(proto)
+
+    @property
+    def eof(self) -> bool:
+        """The server closed the connection (as far as is known without reading)."""
+        return self._proto.eof
+
+    async def start_tls(
+        self, context: ssl.SSLContext, server_hostname: str, timeout: float
+    ) -> None:
+        """The TLS handshake; raises OSError (ssl.SSLError) or TimeoutError."""
+        proto = self._proto
+        assert proto.raw is not None
+        start = self._loop.start_tls(proto.raw, proto, context, server_hostname=server_hostname)
+        try:
+            transport = await asyncio.wait_for(start, timeout)
+        except asyncio.TimeoutError as exc:
+            raise TimeoutError("timed out") from exc
+        if transport is None:  # pragma: no cover - only for a closing transport
+            raise ServerClosedError()
+        proto.transport = transport
+        proto.tls = True
+
+    async def write(self, data: bytes | memoryview, timeout: float) -> None:
+        """Write ``data`` and wait, at most ``timeout`` seconds, until the kernel has every
+        byte. A failed or hung-up connection raises before anything is written."""
+        proto = self._proto
+        proto.flushed()  # raises if the connection already failed
+        assert proto.transport is not None
+        proto.transport.write(data)
+        if proto.flushed():
+            return
+        timer = proto.arm(timeout)
+        try:
+            while not proto.flushed():
+                await proto.wait(_NAP)
+        finally:
+            timer.cancel()
+
+    async def receive(self, deadline: float) -> None:
+        """Wait for more bytes for the parser until ``deadline`` (``time.monotonic()``);
+        raises TimeoutError, ServerClosedError or the parser's ProtocolError."""
+        proto = self._proto
+        proto.check_readable()
+        timer = proto.arm(deadline - time.monotonic())
+        try:
+            await proto.wait()
+        finally:
+            timer.cancel()
+
+    async def take_input(self) -> bool:
+        """Let whatever already arrived reach the parser, without waiting; False once the
+        server has closed the connection. Raises the parser's ProtocolError.
+
+        If the socket has unread input (data, an EOF, a reset), the event loop delivers
+        it first, so that a server that hung up before the dot is known to have done so.
+        """
+        proto = self._proto
+        raw = proto.raw
+        sock = raw.get_extra_info("socket") if raw is not None else None
+        for _ in range(3):
+            if sock is None or proto.eof or proto.error is not None:
+                break
+            try:
+                readable, _, _ = select.select([sock.fileno()], [], [], 0)
+            except (OSError, ValueError):
+                break
+            if not readable:
+                break
+            await asyncio.sleep(0)
+        if isinstance(proto.error, ProtocolError):
+            raise proto.error
+        return not proto.eof
+
+    def quiet(self) -> bool:
+        """Nothing arrived and the server did not leave (a live idle session is silent).
+
+        The socket is only polled, never read: the event loop still owns it.
+        """
+        proto = self._proto
+        if proto.eof or proto.raw is None:
+            return False
+        sock = proto.raw.get_extra_info("socket")
+        try:
+            readable, _, _ = select.select([sock.fileno()], [], [], 0)
+        except (OSError, ValueError, AttributeError):
+            return False
+        return not readable
+
+    def tls_details(self) -> ssl.SSLObject | None:
+        transport = self._proto.transport
+        obj = transport.get_extra_info("ssl_object") if transport is not None else None
+        return obj if isinstance(obj, ssl.SSLObject) else None
+
+    def abort(self) -> None:
+        """Close the connection at once, without a word."""
+        proto = self._proto
+        if proto.transport is not None:
+            proto.transport.abort()
+        if proto.raw is not None:
+            proto.raw.abort()
