@@ -23,8 +23,8 @@ QUEUE = "fluxmail-tests"
 VISIBILITY_TIMEOUT = 4
 
 
-def make_app(redis_url: str, **settings: Any) -> tuple[Celery, CeleryFleet]:
-    app = Celery("fluxmail_tests", broker=redis_url, set_as_current=False)
+def make_app(broker_url: str, **settings: Any) -> tuple[Celery, CeleryFleet]:
+    app = Celery("fluxmail_tests", broker=broker_url, set_as_current=False)
     app.conf.update(
         broker_transport_options={
             "visibility_timeout": VISIBILITY_TIMEOUT,

@@ -301,6 +301,7 @@ class FaultServer:
         self._thread: threading.Thread | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: dict[int, asyncio.StreamWriter] = {}
+        self._stopping = False
         self._lock = threading.Lock()
 
     # lifecycle
@@ -325,11 +326,18 @@ class FaultServer:
         self.port = server.sockets[0].getsockname()[1]
         loop.call_soon(ready.set)
         loop.run_forever()
+        # Close every connection before the loop goes: a socket left to the garbage
+        # collector is a ResourceWarning, an error in this suite. First let connections
+        # accepted a moment ago start their handler, so that each one is cancelled inside
+        # it and its finally block closes its transport.
+        self._stopping = True
+        loop.run_until_complete(asyncio.sleep(0))
         for task in list(self._tasks):
             task.cancel()
         loop.run_until_complete(asyncio.gather(*self._tasks, return_exceptions=True))
         server.close()
         loop.run_until_complete(server.wait_closed())
+        loop.run_until_complete(asyncio.sleep(0))  # the transports' close callbacks
         loop.close()
 
     def stop(self) -> None:
@@ -415,10 +423,17 @@ class FaultServer:
             await self._serve(conn)
         except (_Closed, OSError, asyncio.IncompleteReadError, ssl.SSLError):
             pass
+        except asyncio.CancelledError:
+            if not self._stopping:
+                raise
+            # Stopping: end normally. (Python 3.11's stream server logs an error for a
+            # handler task that ends cancelled, and leaves its transport open.)
         finally:
             self._writers.pop(session.number, None)
             session.closed = True
-            if not writer.is_closing():
+            if self._stopping:
+                writer.transport.abort()  # now, even with unsent data buffered
+            elif not writer.is_closing():
                 writer.close()
             self._tasks.discard(task)
 

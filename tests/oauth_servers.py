@@ -2,7 +2,9 @@
 
 * :class:`TokenEndpoint` -- a fake OAuth2 token endpoint (stdlib ``http.server`` in a
   thread) that checks the grant's parameters, issues access tokens with the expiry it is
-  told, counts requests, and can be told to fail or to stall.
+  told, counts requests, and can be told to fail or to stall, and to misbehave: ``echo``
+  quotes the request form back in its error (raw, decoded, base64), ``trickle`` sends
+  its answer one byte every so many seconds, ``flood`` sends an endless access token.
 * :class:`OAuthSMTPServer` -- the aiosmtpd test server with the XOAUTH2 and OAUTHBEARER
   mechanisms (aiosmtpd picks up ``auth_<MECHANISM>`` methods of the handler), accepting
   only tokens that are currently valid in a shared :class:`ValidTokens`.
@@ -15,6 +17,7 @@ has cached, as a real server does once the token expires.
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import json
 import sys
@@ -83,12 +86,64 @@ class _Handler(BaseHTTPRequestHandler):
             content_type=self.headers.get("Content-Type", ""),
             accept=self.headers.get("Accept", ""),
         )
-        status, payload = self.server.owner.answer(request)
+        owner = self.server.owner
+        if owner.echo:
+            return self._echo(body, owner.echo)
+        if owner.flood:
+            return self._flood(owner)
+        status, payload = owner.answer(request)
+        if owner.trickle:
+            return self._trickle(owner, status, payload)
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
+
+    def _echo(self, body: str, how: str) -> None:
+        """An endpoint that quotes what it was sent in its error: the form as it came
+        (URL-encoded), its decoded values, or their base64."""
+        values = [value for _, value in parse_qsl(body)]
+        if how == "values":
+            body = " ".join(values)
+        elif how == "base64":
+            body = " ".join(base64.b64encode(value.encode()).decode() for value in values)
+        description = f"bad request: {body}"
+        payload = json.dumps({"error": "invalid_request", "error_description": description})
+        self._raw(400, payload.encode())
+
+    def _raw(self, status: int, payload: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def _trickle(self, owner: TokenEndpoint, status: int, payload: bytes) -> None:
+        """The whole answer, status line first, one byte every ``owner.trickle`` s."""
+        head = (
+            f"HTTP/1.0 {status} OK\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(payload)}\r\n\r\n"
+        ).encode()
+        deadline = time.monotonic() + owner.trickle_for
+        with contextlib.suppress(OSError):
+            for byte in head + payload:
+                if time.monotonic() > deadline:
+                    break  # the server gives up
+                self.wfile.write(bytes([byte]))
+                owner.count_sent(1)
+                time.sleep(owner.trickle)
+
+    def _flood(self, owner: TokenEndpoint) -> None:
+        """200 and an access token of ``owner.flood`` bytes, no Content-Length."""
+        self.wfile.write(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n")
+        self.wfile.write(b'{"token_type": "Bearer", "access_token": "')
+        chunk = b"x" * 65536
+        with contextlib.suppress(OSError):
+            for _ in range(owner.flood // len(chunk)):
+                self.wfile.write(chunk)
+                owner.count_sent(len(chunk))
+            self.wfile.write(b'"}')
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
@@ -122,8 +177,13 @@ class TokenEndpoint:
     token_size: int = 0  # pad tokens to this many characters (Microsoft's are ~2 KB)
     delay: float = 0.0
     failures: list[tuple[int, bytes]] = field(default_factory=list)
+    echo: str = ""  # answer 400 quoting the request: "form", "values" or "base64"
+    trickle: float = 0.0  # seconds between two bytes of the answer
+    trickle_for: float = 8.0  # ... until the endpoint gives up
+    flood: int = 0  # bytes of access token to send
     requests: list[TokenRequest] = field(default_factory=list)
     issued: list[str] = field(default_factory=list)
+    sent: int = 0  # bytes trickle and flood got onto the wire
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -147,6 +207,10 @@ class TokenEndpoint:
 
     def url(self, path: str = "/token") -> str:
         return f"http://{HOST}:{self.port}{path}"
+
+    def count_sent(self, size: int) -> None:
+        with self._lock:
+            self.sent += size
 
     @property
     def count(self) -> int:

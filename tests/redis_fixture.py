@@ -2,8 +2,11 @@
 
 * :class:`RedisServer` runs ``redis-server --port <free> --save '' --appendonly no`` on
   127.0.0.1 in a temporary directory; the ``redis_server`` fixture starts one per test
-  and stops it. A missing ``redis-server`` FAILS the test (``apt-get install
-  redis-server``): these tests are never skipped silently.
+  and stops it. ``RedisServer(persist=True)`` keeps an append-only file fsynced on every
+  write (``appendfsync always``), so that a test can ``kill()`` it by PID and
+  ``restart()`` it on the same port with its data (``restart(empty=True)``: without);
+  ``password`` sets ``requirepass``. A missing ``redis-server`` FAILS the test
+  (``apt-get install redis-server``): these tests are never skipped silently.
 * :class:`WorkerProcess` runs ``celery -A celery_app worker`` (tests/celery_app.py) in
   its own process group, so a test can SIGKILL the whole worker like a crashed machine;
   the ``celery_workers`` fixture stops every worker it started.
@@ -45,42 +48,82 @@ def _free_port() -> int:
 
 
 class RedisServer:
-    """One throwaway redis-server on 127.0.0.1 (no persistence)."""
+    """One throwaway redis-server on 127.0.0.1 (no persistence unless ``persist``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, persist: bool = False, password: str | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             pytest.fail(MISSING, pytrace=False)
         self.binary = binary
         self.dir = tempfile.mkdtemp(prefix="fluxmail-redis-")
+        self.persist = persist
+        self.password = password  # requirepass, when given
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://{HOST}:{self.port}/0"
+        from urllib.parse import quote
+
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{auth}{HOST}:{self.port}/0"
 
     def start(self) -> RedisServer:
         for _ in range(5):  # a free port can be taken between the probe and the bind
             self.port = _free_port()
-            command = [self.binary, "--bind", HOST, "--port", str(self.port)]
-            command += ["--save", "", "--appendonly", "no"]
-            command += ["--dir", self.dir, "--logfile", "redis.log"]
-            self.proc = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            if self._ready(10.0):
+            if self._launch():
                 return self
-            self.stop()
         raise RuntimeError(f"redis-server did not start; see {self.dir}/redis.log")
+
+    def _launch(self) -> bool:
+        command = [self.binary, "--bind", HOST, "--port", str(self.port), "--save", ""]
+        if self.persist:
+            command += ["--appendonly", "yes", "--appendfsync", "always"]
+        else:
+            command += ["--appendonly", "no"]
+        if self.password:
+            command += ["--requirepass", self.password]
+        command += ["--dir", self.dir, "--logfile", "redis.log"]
+        self.proc = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        if self._ready(10.0):
+            return True
+        self.stop()
+        return False
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, "redis-server is not running"
+        return self.proc.pid
+
+    def kill(self) -> None:
+        """SIGKILL the server by its PID (a crash: no shutdown, no final save)."""
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+    def restart(self, *, empty: bool = False) -> None:
+        """Start again on the same port, from its append-only file (or ``empty``)."""
+        assert self.proc is None, "kill() or stop() it first"
+        if empty:
+            for entry in Path(self.dir).iterdir():
+                if entry.name != "redis.log":
+                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        deadline = time.monotonic() + 10
+        while not self._launch():  # the port may linger for a moment after the kill
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not restart; see {self.dir}/redis.log")
+            time.sleep(0.1)
 
     def _ready(self, seconds: float) -> bool:
         import redis
 
-        client = redis.Redis(host=HOST, port=self.port, socket_timeout=1)
+        client = redis.Redis(host=HOST, port=self.port, password=self.password, socket_timeout=1)
         deadline = time.monotonic() + seconds
         try:
             while time.monotonic() < deadline:
@@ -164,9 +207,11 @@ class WorkerProcess:
 
 
 @pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    """A fresh redis-server for this test (FAILS when redis-server is not installed)."""
-    server = RedisServer().start()
+def redis_server(request: pytest.FixtureRequest) -> Iterator[RedisServer]:
+    """A fresh redis-server for this test (FAILS when redis-server is not installed).
+    ``@pytest.mark.parametrize("redis_server", [{"persist": True}], indirect=True)``
+    gives it an append-only file."""
+    server = RedisServer(**getattr(request, "param", {})).start()
     try:
         yield server
     finally:

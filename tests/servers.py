@@ -20,6 +20,7 @@ import asyncio
 import ssl
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -160,12 +161,22 @@ for _verb in _SCRIPTABLE:
 class _Controller(Controller):  # type: ignore[misc]
     def __init__(self, owner: SMTPTestServer, **kwargs: Any) -> None:
         self._owner = owner
+        self._live: weakref.WeakSet[SMTP] = weakref.WeakSet()
         super().__init__(owner, hostname=HOST, port=0, ready_timeout=5.0, **kwargs)
 
     def factory(self) -> SMTP:
         server = _RecordingSMTP(self.handler, **self.SMTP_kwargs)
         server.owner = self._owner
+        self._live.add(server)
         return server
+
+    def cancel_tasks(self, stop_loop: bool = True) -> None:
+        # aiosmtpd stops the loop with the accepted connections still open, and the
+        # garbage collector then warns about each socket (an error in this suite).
+        for server in list(self._live):
+            if server.transport is not None:
+                server.transport.abort()
+        super().cancel_tasks(stop_loop)
 
     def _trigger_server(self) -> None:
         # Bound to port 0: learn the real port before aiosmtpd's readiness probe.

@@ -12,8 +12,8 @@ import pytest
 from fluxmail import (
     AuthenticationError,
     BulkSender,
+    ConnectError,
     FluxMail,
-    FluxMailException,
     InvalidAddressError,
     OutcomeUnknownError,
     RecipientsRefusedError,
@@ -197,7 +197,7 @@ def test_unreachable_server_stops_the_batch(mode: str) -> None:
     from fluxmail.localserver import free_port
 
     mailer = FluxMail(object_type="smtp", host="127.0.0.1", port=free_port(), timeout=2)
-    with pytest.raises(FluxMailException) as caught:
+    with pytest.raises(ConnectError) as caught:
         run_batch(mailer, batch(5), mode)
     assert caught.value.code == "connection_failed"
 
@@ -308,7 +308,7 @@ def test_server_gone_mid_batch_stops_it_without_hanging(
         return Reply("554 5.3.2 Go away", close=True) if session.number > 1 else None
 
     server = make_fault_server({"greeting": greeting}, close_after=3)
-    with pytest.raises(FluxMailException) as info:
+    with pytest.raises(ConnectError) as info:
         run_batch(FluxMail(**server.fluxmail_kwargs()), batch(20), mode)
     assert info.value.code == "connection_failed"
     assert info.value.batch_result["sent"] == 3

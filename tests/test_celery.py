@@ -8,6 +8,7 @@ import base64
 import io
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -437,3 +438,19 @@ def test_celery_without_redis_is_refused_outside_eager_mode() -> None:
         fleet.result("<a@b>")
     with pytest.raises(ConfigurationError, match="register"):
         register(app, max_per_minute=3)
+
+
+def test_apps_in_one_process_each_run_their_own_fleet(smtp_server: SMTPTestServer) -> None:
+    """Celery adds a shared task to every app: without shared=False the second app's
+    fluxmail.send is the first app's task (Celery warns, DuplicateTaskNameWarning),
+    which runs the first app's fleet and mailer."""
+    first = Celery("fluxmail_first", set_as_current=False, broker="memory://")
+    register(first, mailer="nowhere:mailer")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        second = eager_app()
+        fleet = register(second, mailer=lambda: FluxMail(**smtp_server.fluxmail_kwargs()))
+        own = second.tasks["fluxmail.send"]
+    assert own is not first.tasks["fluxmail.send"]
+    mid = fleet.enqueue(message())
+    assert received_ids(smtp_server) == [mid]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import resource
-import socket
 import subprocess
 import sys
 import time
@@ -14,59 +13,11 @@ from pathlib import Path
 import pytest
 
 import fluxmail
+from helpers import FLUXMAIL, assert_one_line_error, closed_port, plain_args, run
 from servers import PASSWORD, USERNAME, SMTPTestServer
 
 SUCCESS = "Email sent successfully via SMTP."
 MakeServer = Callable[..., SMTPTestServer]
-FLUXMAIL = Path(sys.executable).parent / ("fluxmail.exe" if os.name == "nt" else "fluxmail")
-
-
-def closed_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
-def run(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 30
-) -> subprocess.CompletedProcess[str]:
-    """Run the real command with a clean FLUXMAIL_* environment plus ``env``."""
-    if not FLUXMAIL.exists():
-        pytest.fail(f"{FLUXMAIL} is missing: pip install -e .")
-    base = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("FLUXMAIL_") and k not in ("SSL_CERT_FILE", "SSL_CERT_DIR")
-    }
-    base.update(env or {})
-    return subprocess.run(
-        [str(FLUXMAIL), *args],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        env=base,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def plain_args(server: SMTPTestServer, *extra: str) -> list[str]:
-    return ["--type", "smtp", "--host", "127.0.0.1", "--port", str(server.port), *extra]
-
-
-def assert_one_line_error(
-    result: subprocess.CompletedProcess[str], status: int, code: str | None = None
-) -> str:
-    output = result.stdout + result.stderr
-    assert result.returncode == status, output
-    assert "Traceback" not in output
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("fluxmail: error: "), lines[0]
-    if code is not None:
-        assert lines[0].endswith(f"[{code}]"), lines[0]
-    return lines[0]
 
 
 def assert_no_password(result: subprocess.CompletedProcess[str], *passwords: str) -> None:

@@ -1,6 +1,7 @@
 """FluxMailBackend with real Django and real SMTP servers (tests/servers.py).
 
-Django is configured once per process from ``tests/django_settings.py``; each test points
+Django is configured once per process (conftest.py, from ``tests/django_settings.py``);
+each test points
 the EMAIL_* settings at its own server with ``override_settings`` or passes arguments to
 ``get_connection()``, so the file is safe under ``pytest -n 2``.
 """
@@ -16,7 +17,6 @@ from email.message import EmailMessage as StdEmailMessage
 from pathlib import Path
 from typing import Any
 
-import django
 import pytest
 import trustme
 from django.conf import settings
@@ -31,7 +31,6 @@ from django.core.mail import (
 )
 from django.test.utils import override_settings
 
-import django_settings
 from fluxmail.backends.django import FluxMailBackend, compose_django_message, django_envelope
 from fluxmail.errors import (
     AuthenticationError,
@@ -43,12 +42,6 @@ from fluxmail.errors import (
     SMTPUTF8UnsupportedError,
 )
 from servers import HOST, PASSWORD, USERNAME, FaultServer, FaultSession, Reply, SMTPTestServer
-
-if not settings.configured:
-    settings.configure(
-        **{name: getattr(django_settings, name) for name in dir(django_settings) if name.isupper()}
-    )
-    django.setup()
 
 BACKEND = "fluxmail.backends.django.FluxMailBackend"
 
@@ -447,18 +440,27 @@ def test_client_certificate_over_starttls(
         EMAIL_SSL_KEYFILE=keyfile,
     ):
         backend = get_connection()
-        assert isinstance(backend.config.ssl_context, ssl.SSLContext)
+        assert backend.config.ssl_context is None  # loaded when the connection opens
         assert backend.send_messages([message()]) == 1
+        assert isinstance(backend.config.ssl_context, ssl.SSLContext)
     assert starttls_server.messages[0].tls
 
 
-def test_client_certificate_errors(tmp_path: Path) -> None:
+def test_client_certificate_errors(tmp_path: Path, smtp_server: SMTPTestServer) -> None:
+    # As Django's backend: the files are read when the connection opens, not before.
     certfile, _ = _client_cert(tmp_path, split=False)
-    assert isinstance(get_connection(ssl_certfile=certfile).config.ssl_context, ssl.SSLContext)
+    where = {"host": smtp_server.host, "port": smtp_server.port}
+    backend = get_connection(ssl_certfile=certfile, **where)
+    assert backend.open() is True
+    assert isinstance(backend.config.ssl_context, ssl.SSLContext)
+    backend.close()
+    missing = get_connection(ssl_certfile=str(tmp_path / "missing.pem"), **where)
     with pytest.raises(ConfigurationError, match="cannot load"):
-        get_connection(ssl_certfile=str(tmp_path / "missing.pem"))
+        missing.open()
+    keyfile_only = get_connection(ssl_keyfile=certfile, **where)
     with pytest.raises(ConfigurationError, match="needs EMAIL_SSL_CERTFILE"):
-        get_connection(ssl_keyfile=certfile)
+        keyfile_only.open()
+    assert smtp_server.messages == []
     with pytest.raises(ConfigurationError, match="cannot be combined"):
         get_connection(ssl_certfile=certfile, ssl_context=ssl.create_default_context())
     with pytest.raises(ConfigurationError, match=r"ssl\.SSLContext"):
@@ -566,6 +568,9 @@ class BackendContract:
 class FailureContract:
     """For backends that can fail (a network backend): errors raise unless fail_silently."""
 
+    #: What the failing backend raises: each backend names its own class and code.
+    failure: tuple[type[Exception], str]
+
     def make_failing_backend(self, **kwargs: Any) -> Any:
         raise NotImplementedError
 
@@ -577,11 +582,15 @@ class FailureContract:
 
     def test_failure_raises_without_fail_silently(self) -> None:
         backend = self.make_failing_backend()
-        with pytest.raises(Exception):  # noqa: B017 - the type is the backend's own
+        error, code = self.failure
+        with pytest.raises(error) as info:
             backend.send_messages([message()])
+        assert getattr(info.value, "code", None) == code
 
 
 class TestFluxMailBackendContract(BackendContract, FailureContract):
+    failure = (ConnectError, "connection_failed")
+
     @pytest.fixture(autouse=True)
     def _server(self, smtp_server: SMTPTestServer) -> None:
         self.server = smtp_server

@@ -1,6 +1,6 @@
 """The Django backend with fluxmail's extras: DKIM settings (and the testing capture).
 
-Django is configured from ``tests/django_settings.py`` as in ``test_django_backend.py``;
+Django is configured once per process (conftest.py, from ``tests/django_settings.py``);
 each test points the settings at its own server with ``override_settings``.
 """
 
@@ -10,25 +10,16 @@ import base64
 from pathlib import Path
 from typing import Any
 
-import django
 import dkim as dkimpy
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from django.conf import settings
 from django.core.mail import EmailMessage, get_connection, send_mail
 from django.test.utils import override_settings
 
-import django_settings
 from fluxmail import DKIM, ConfigurationError, RecipientsRefusedError
 from fluxmail.testing import capture
 from servers import SMTPTestServer
-
-if not settings.configured:
-    settings.configure(
-        **{name: getattr(django_settings, name) for name in dir(django_settings) if name.isupper()}
-    )
-    django.setup()
 
 BACKEND = "fluxmail.backends.django.FluxMailBackend"
 

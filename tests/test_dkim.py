@@ -142,7 +142,11 @@ def test_received_message_verifies(smtp_server: SMTPTestServer, key: Key) -> Non
     # top-level Content-Transfer-Encoding), and nothing else.
     expected = [name.lower() for name in SIGNED_HEADERS if name != "Content-Transfer-Encoding"]
     assert tags["h"].split(":") == expected
-    assert "bcc" not in received.data.decode().lower().split("\r\n\r\n")[0]
+    # No Bcc header (matching "bcc" anywhere in the head also hit base64 signatures).
+    head = received.data.decode().split("\r\n\r\n")[0]
+    names = {line.split(":")[0].lower() for line in head.split("\r\n") if line[:1] not in " \t"}
+    assert "bcc" not in names
+    assert "hidden@example.org" not in head
     assert sorted(received.rcpt_tos) == sorted(
         ["ada@example.org", "cc@example.org", "hidden@example.org"]
     )
@@ -414,7 +418,10 @@ def test_dkim_is_imported_lazily() -> None:
         "import sys, fluxmail; fluxmail.FluxMail(host='h', sender='a@b.example');"
         "assert 'dkim' not in sys.modules and 'fluxmail.dkim' not in sys.modules"
     )
-    subprocess.run([__import__("sys").executable, "-c", code], check=True)
+    done = subprocess.run(
+        [__import__("sys").executable, "-c", code], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
 
 
 # --- from_env ---------------------------------------------------------------------------
@@ -469,3 +476,67 @@ def test_local_fleet_signs_too(smtp_server: SMTPTestServer, keys: dict[str, Key]
     assert all(ids)
     assert len(smtp_server.messages) == 2
     assert all(key.verifies(received.data) for received in smtp_server.messages)
+
+
+def _seed_and_record() -> tuple[bytes, str]:
+    private = ed25519.Ed25519PrivateKey.generate()
+    seed = private.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    public = private.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+    return seed, f"v=DKIM1; k=ed25519; p={base64.b64encode(public).decode()}"
+
+
+def test_every_documented_key_form_is_accepted(tmp_path: Path, keys: dict[str, Key]) -> None:
+    """PEM (text or bytes), an Ed25519 seed (base64 as dknewkey writes it, as str or
+    bytes, or the raw 32 bytes) and a path to a file holding any of them."""
+    seed, record = _seed_and_record()
+    b64 = base64.b64encode(seed).decode()
+    seed_file = tmp_path / "s1.private"  # what dknewkey writes: the base64 and a newline
+    seed_file.write_text(b64 + "\n")
+    for source in (b64, b64 + "\n", f"  {b64}\r\n", b64.encode(), seed, seed_file, str(seed_file)):
+        assert DKIM(DOMAIN, SELECTOR, source).txt_record() == record, repr(type(source))
+    pem = keys["rsa"].pem
+    pem_file = tmp_path / "rsa.pem"
+    pem_file.write_bytes(pem)
+    for pem_source in (pem, pem.decode(), pem_file, str(pem_file)):
+        assert DKIM(DOMAIN, SELECTOR, pem_source).txt_record().encode() == keys["rsa"].record
+
+
+def test_key_material_never_appears_in_errors_or_logs(
+    tmp_path: Path, keys: dict[str, Key], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Strings that are keys in a form we do not take are taken as paths, and the "file
+    not found" error does not show them; other refusals never quote the key either."""
+    caplog.set_level(logging.DEBUG)
+    seed, _ = _seed_and_record()
+    b64 = base64.b64encode(seed).decode()
+    der = base64.b64encode(
+        ed25519.Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.DER, _PKCS8, serialization.NoEncryption()
+        )
+    ).decode()
+    refused: list[tuple[object, str, str]] = [
+        (b64.rstrip("="), "not found", b64.rstrip("=")),  # a seed without its padding
+        (base64.urlsafe_b64encode(seed).decode().rstrip("="), "not found", b64[:20]),
+        (der, "not found", der),  # PKCS#8 base64 without the PEM armour
+        (f"{b64}\n{b64}", "not found", b64),  # two lines of key
+        (seed[:31], "not a PEM private key", b64[:20]),  # 31 raw bytes
+        (b64[:-2].encode() + b"==", "not a PEM private key", b64[:20]),  # a 31-byte seed
+    ]
+    for source, why, material in refused:
+        with pytest.raises(ConfigurationError, match=why) as info:
+            FluxMail(host="127.0.0.1", dkim=DKIM(DOMAIN, SELECTOR, source))  # type: ignore[arg-type]
+        text = f"{info.value} {info.value!r}"
+        assert material not in text
+        assert seed.hex() not in text
+        if why == "not found":
+            assert "looks like key material" in text
+    assert b64[:20] not in caplog.text
+    assert der[:20] not in caplog.text
+    # A path that cannot be a key is named, so that the operator can fix it.
+    with pytest.raises(ConfigurationError, match="not found") as info:
+        FluxMail(host="127.0.0.1", dkim=DKIM(DOMAIN, SELECTOR, "keys/s1.private"))
+    assert "'keys/s1.private'" in str(info.value)

@@ -18,9 +18,9 @@ import pytest
 from fluxmail import FluxMail
 from fluxmail.errors import AttachmentNotFoundError, InvalidMessageError
 from hardening import MODES, run_batch, send, send_created
+from helpers import assert_one_line_error, plain_args
+from helpers import run as run_cli
 from servers import SMTPTestServer
-from test_cli import assert_one_line_error, plain_args
-from test_cli import run as run_cli
 
 MakeServer = Callable[..., SMTPTestServer]
 needs_fifo = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")

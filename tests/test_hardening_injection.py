@@ -33,9 +33,9 @@ from fluxmail.errors import (
 from fluxmail.message import Address
 from fluxmail.smtp import AsyncSMTPConnection, SMTPConnection
 from hardening import MODES, run_batch, send
+from helpers import assert_one_line_error, plain_args
+from helpers import run as run_cli
 from servers import FaultServer, SMTPTestServer
-from test_cli import assert_one_line_error, plain_args
-from test_cli import run as run_cli
 
 MakeServer = Callable[..., SMTPTestServer]
 MakeFault = Callable[..., FaultServer]
@@ -234,7 +234,6 @@ def test_cli_refuses_cr_lf(smtp_server: SMTPTestServer, flag: str) -> None:
 def test_django_refuses_injection_before_connecting(smtp_server: SMTPTestServer) -> None:
     from django.core.mail import BadHeaderError, EmailMessage
 
-    import test_django_backend  # configures Django once per process
     from fluxmail.backends.django import FluxMailBackend
 
     backend = FluxMailBackend(host=smtp_server.host, port=smtp_server.port)
@@ -252,7 +251,6 @@ def test_django_refuses_injection_before_connecting(smtp_server: SMTPTestServer)
     with pytest.raises(HeaderInjectionError):
         FluxMailBackend(host=smtp_server.host, local_hostname="client\r\nMAIL FROM:<x@y>")
     assert smtp_server.connections == 0
-    assert test_django_backend.BACKEND
 
 
 # --- rule 2: one mailbox per entry; the envelope is exactly the parsed addr-spec ----------
@@ -340,7 +338,6 @@ def test_smtputf8_only_when_offered(make_server: MakeServer, mode: str) -> None:
 def test_cli_and_django_refuse_the_quoted_local_part(smtp_server: SMTPTestServer) -> None:
     from django.core.mail import EmailMessage
 
-    import test_django_backend  # noqa: F401  (configures Django)
     from fluxmail.backends.django import FluxMailBackend
 
     trick = '"a@x.test y"@internal.test'
@@ -384,7 +381,6 @@ def test_bcc_is_envelope_only_cli(smtp_server: SMTPTestServer) -> None:
 def test_bcc_is_envelope_only_django(smtp_server: SMTPTestServer) -> None:
     from django.core.mail import EmailMessage
 
-    import test_django_backend  # noqa: F401  (configures Django)
     from fluxmail.backends.django import FluxMailBackend
 
     backend = FluxMailBackend(host=smtp_server.host, port=smtp_server.port)

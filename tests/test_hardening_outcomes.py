@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from engine_client import Connect, msg, timed
 from fluxmail import FluxMail
 from fluxmail.errors import (
     ConnectError,
@@ -36,9 +37,6 @@ from servers import (
     Stall,
     tls_material,
 )
-from test_smtp_engine import Connect, connect, msg, timed
-
-__all__ = ["connect"]  # the sync/async engine fixture, shared with test_smtp_engine
 
 MakeFault = Callable[..., FaultServer]
 MakeServer = Callable[..., SMTPTestServer]
@@ -293,8 +291,8 @@ def test_5xx_never_retried_4xx_retried(make_fault_server: MakeFault, mode: str) 
 
 @pytest.mark.parametrize("stage", ["greeting", "RCPT", "final dot"])
 def test_cli_stall(make_fault_server: MakeFault, stage: str) -> None:
-    from test_cli import assert_one_line_error
-    from test_cli import run as run_cli
+    from helpers import assert_one_line_error
+    from helpers import run as run_cli
 
     server = make_fault_server(STAGES[stage])
     args = ["--type", "smtp", "--host", server.host, "--port", str(server.port)]
@@ -316,7 +314,6 @@ def test_cli_stall(make_fault_server: MakeFault, stage: str) -> None:
 def test_django_unknown_is_not_resent_and_stalls_time_out(make_fault_server: MakeFault) -> None:
     from django.core.mail import EmailMessage
 
-    import test_django_backend  # noqa: F401  (configures Django)
     from fluxmail.backends.django import FluxMailBackend
 
     for stage, error in (("final dot", OutcomeUnknownError), ("DATA", SendTimeoutError)):

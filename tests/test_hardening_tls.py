@@ -32,6 +32,8 @@ from fluxmail.errors import (
 )
 from fluxmail.smtp import AsyncSMTPConnection, SMTPConnection
 from hardening import MODES, run_batch, send
+from helpers import assert_one_line_error, plain_args
+from helpers import run as run_cli
 from servers import (
     USERNAME,
     FaultServer,
@@ -41,8 +43,6 @@ from servers import (
     StartTLS,
     tls_material,
 )
-from test_cli import assert_one_line_error, plain_args
-from test_cli import run as run_cli
 
 MakeServer = Callable[..., SMTPTestServer]
 MakeFault = Callable[..., FaultServer]
@@ -54,7 +54,6 @@ def message(**extra: Any) -> dict[str, Any]:
 
 
 def django_backend(**options: Any) -> Any:
-    import test_django_backend  # noqa: F401  (configures Django once per process)
     from fluxmail.backends.django import FluxMailBackend
 
     return FluxMailBackend(**options)
@@ -381,6 +380,8 @@ def test_cli_never_prints_the_password(starttls_server: SMTPTestServer, tmp_path
 def test_errors_are_fluxmail_exceptions_with_causes(make_server: MakeServer) -> None:
     server = make_server(tls="starttls", untrusted=True)
     mailer = FluxMail(**server.fluxmail_kwargs(sender="me@example.com"))
-    with pytest.raises(FluxMailException) as info:
+    with pytest.raises(TLSVerifyError) as info:
         send(mailer, "sync", **message())
+    assert isinstance(info.value, FluxMailException)
+    assert info.value.code == "tls_verify_failed"
     assert isinstance(info.value.__cause__, ssl.SSLCertVerificationError)

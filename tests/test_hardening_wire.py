@@ -9,17 +9,15 @@ from collections.abc import Callable
 
 import pytest
 
+from engine_client import Connect
 from fluxmail import FluxMail
 from fluxmail.envelope import Composed, Envelope
 from fluxmail.errors import InvalidMessageError
 from fluxmail.smtp._data import MAX_LINE, check_line_length, prepare_data
 from hardening import MODES, assert_clean_wire, run_batch, send
+from helpers import crlf
+from helpers import run as run_cli
 from servers import FaultServer
-from test_cli import run as run_cli
-from test_compose import crlf
-from test_smtp_engine import Connect, connect
-
-__all__ = ["connect"]
 
 MakeFault = Callable[..., FaultServer]
 
@@ -88,13 +86,11 @@ def test_django_never_smuggles(make_fault_server: MakeFault) -> None:
     pytest.importorskip("django")
     from django.core.mail import EmailMessage
 
-    import test_django_backend  # configures Django once per process
     from fluxmail.backends.django import FluxMailBackend
 
     server = make_fault_server()
     backend = FluxMailBackend(host=server.host, port=server.port, username="", password="")
     message = EmailMessage("s", SMUGGLING[1], "a@example.com", ["b@example.com"])
-    assert test_django_backend.BACKEND
     assert backend.send_messages([message]) == 1
     assert len(server.received) == 1
     assert server.verbs().count("MAIL") == 1
@@ -168,7 +164,6 @@ def test_django_long_body_line(make_fault_server: MakeFault) -> None:
     pytest.importorskip("django")
     from django.core.mail import EmailMessage
 
-    import test_django_backend  # noqa: F401  (configures Django)
     from fluxmail.backends.django import FluxMailBackend
 
     server = make_fault_server()

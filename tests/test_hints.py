@@ -11,7 +11,6 @@ from collections.abc import Iterator
 import pytest
 
 from fluxmail import FluxMail
-from fluxmail._hints import API_WORDS, HINTS, host_hint
 from fluxmail.errors import (
     AuthenticationError,
     ConfigurationError,
@@ -20,6 +19,7 @@ from fluxmail.errors import (
     TLSRequiredError,
 )
 from fluxmail.localserver import LocalSMTPServer
+from fluxmail.smtp._hints import API_WORDS, HINTS, host_hint
 from servers import PASSWORD, USERNAME, FaultServer, Reply, SMTPTestServer, Stall
 from test_cli import assert_one_line_error, run
 

@@ -288,7 +288,7 @@ def kill_when(child: subprocess.Popen[str], ready: Callable[[], bool]) -> None:
         assert child.poll() is None, child.communicate()
         time.sleep(0.002)
     os.kill(child.pid, signal.SIGKILL)
-    child.wait(10)
+    child.communicate(timeout=10)  # reaps it and closes the pipes
     assert child.returncode == -signal.SIGKILL
 
 

@@ -555,13 +555,15 @@ def test_inline_css_missing_dependency(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_every_error_is_a_fluxmail_exception() -> None:
-    bad_calls: list[dict[str, Any]] = [
-        {"recipients": 1},
-        {"subject": 1},
-        {"priority": "x"},
-        {"attachments": ["/nope"]},
-        {"headers": {"From": "x"}},
+    bad_calls: list[tuple[dict[str, Any], type[FluxMailException], str]] = [
+        ({"recipients": 1}, InvalidMessageError, "invalid_message"),
+        ({"subject": 1}, InvalidMessageError, "invalid_message"),
+        ({"priority": "x"}, InvalidMessageError, "invalid_message"),
+        ({"attachments": ["/nope"]}, AttachmentNotFoundError, "attachment_not_found"),
+        ({"headers": {"From": "x"}}, InvalidMessageError, "invalid_message"),
     ]
-    for overrides in bad_calls:
-        with pytest.raises(FluxMailException):
+    for overrides, error, code in bad_calls:
+        with pytest.raises(error) as info:
             build(**overrides)
+        assert isinstance(info.value, FluxMailException)
+        assert info.value.code == code

@@ -10,6 +10,7 @@ import pytest
 
 from fluxmail import ConfigurationError, FluxMail
 from fluxmail.oauth import GoogleOAuth2, MicrosoftOAuth2, provider_from_env
+from helpers import assert_one_line_error, run
 from oauth_servers import (
     CLIENT_ID,
     CLIENT_SECRET,
@@ -19,7 +20,6 @@ from oauth_servers import (
     ValidTokens,
 )
 from servers import USERNAME
-from test_cli import assert_one_line_error, run
 
 
 @pytest.fixture
@@ -127,8 +127,6 @@ def test_django_backend_signs_in_with_oauth2(
     server: OAuthSMTPServer, endpoint: TokenEndpoint
 ) -> None:
     from django.core.mail import EmailMessage, get_connection
-
-    import test_django_backend  # noqa: F401  (configures Django once per process)
 
     provider = GoogleOAuth2(CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN, token_url=endpoint.url())
     connection = get_connection(

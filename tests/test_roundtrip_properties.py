@@ -23,9 +23,8 @@ from fluxmail import FluxMail
 from fluxmail.envelope import Composed, Envelope
 from fluxmail.errors import FluxMailException
 from hardening import assert_clean_wire
+from helpers import TEXT, crlf, filename_param, must_accept, parse, refused
 from servers import FaultServer, ReceivedMessage
-from test_compose import crlf, filename_param, parse
-from test_properties import TEXT
 
 SETTINGS = settings(
     max_examples=100,
@@ -55,7 +54,7 @@ def attempt(server: FaultServer, **create: Any) -> ReceivedMessage | None:
         mailer.create(**options).send()
     except FluxMailException as exc:
         assert len(server.sessions) == sessions, "refused, but after connecting"
-        event(f"refused: {exc.code}")
+        refused(exc)
         return None
     event("delivered")
     received = server.received[-1]
@@ -90,6 +89,7 @@ def ascii_domain(domain: str) -> str:
     return idna.encode(domain, uts46=True).decode("ascii")
 
 
+@must_accept(0.05)
 @SETTINGS
 @given(LOCAL, DOMAIN, st.one_of(st.none(), TEXT))
 def test_address_round_trip(server: FaultServer, local: str, domain: str, name: Any) -> None:
@@ -113,6 +113,7 @@ def test_address_round_trip(server: FaultServer, local: str, domain: str, name: 
 # --- header values -------------------------------------------------------------------------
 
 
+@must_accept(0.05)
 @SETTINGS
 @given(TEXT)
 def test_subject_round_trip(server: FaultServer, subject: str) -> None:
@@ -121,6 +122,7 @@ def test_subject_round_trip(server: FaultServer, subject: str) -> None:
         assert parsed(received)["Subject"] == subject
 
 
+@must_accept(0.05)
 @SETTINGS
 @given(TEXT, TEXT)
 def test_display_names_round_trip(server: FaultServer, sender: str, reply: str) -> None:
@@ -147,6 +149,7 @@ def unfolded(data: bytes, name: str) -> str:
     return match.group(1).replace("\r\n", "")[1:]  # one space after the colon
 
 
+@must_accept(0.05)
 @SETTINGS
 @given(TEXT)
 def test_extra_header_value_round_trip(server: FaultServer, value: str) -> None:
@@ -163,6 +166,7 @@ def test_extra_header_value_round_trip(server: FaultServer, value: str) -> None:
 # --- file names and data -------------------------------------------------------------------
 
 
+@must_accept(0.05)
 @SETTINGS
 @given(TEXT, st.binary(max_size=2000))
 def test_attachment_round_trip(server: FaultServer, filename: str, data: bytes) -> None:
@@ -180,6 +184,7 @@ SMUGGLE = st.sampled_from(["\r\n.\r\n", "\n.\n", "\r.\r", ".", "..", "\x00", "\r
 BODY = st.lists(st.one_of(TEXT, SMUGGLE, st.just("x" * 1200)), max_size=6).map("".join)
 
 
+@must_accept(0.5)
 @SETTINGS
 @given(BODY, st.booleans())
 def test_body_round_trip(server: FaultServer, body: str, html: bool) -> None:

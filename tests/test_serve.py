@@ -82,6 +82,9 @@ def served(tmp_path: Path) -> Iterator[Served]:
     if server.process.poll() is None:
         server.process.kill()
         server.process.wait(timeout=10)
+    for pipe in (server.process.stdout, server.process.stderr):
+        if pipe is not None:
+            pipe.close()
 
 
 def test_serve_catches_prints_saves_and_stops_cleanly(served: Served, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Callable
 
@@ -34,6 +35,8 @@ def test_stop_is_idempotent() -> None:
     for server in (SMTPTestServer().start(), FaultServer().start()):
         server.stop()
         server.stop()
+        with pytest.raises(ConnectionRefusedError):  # stopped: nothing listens any more
+            socket.create_connection((server.host, server.port), timeout=5).close()
 
 
 def test_fail_close_after_and_strip_starttls(make_server: MakeServer) -> None:

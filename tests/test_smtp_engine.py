@@ -13,13 +13,12 @@ import base64
 import logging
 import ssl
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from fluxmail.config import SmtpConfig
-from fluxmail.envelope import Composed, Envelope
+from engine_client import BAD, GOOD, OTHER, Connect, msg, timed
 from fluxmail.errors import (
     AuthenticationError,
     ConnectError,
@@ -35,7 +34,7 @@ from fluxmail.errors import (
     TLSRequiredError,
     TLSVerifyError,
 )
-from fluxmail.smtp import AsyncSMTPConnection, SendResult, SessionInfo, SMTPConnection
+from fluxmail.smtp import AsyncSMTPConnection
 from servers import (
     PASSWORD,
     USERNAME,
@@ -54,73 +53,6 @@ from servers import (
 
 MakeServer = Callable[..., SMTPTestServer]
 MakeFault = Callable[..., FaultServer]
-GOOD, OTHER, BAD = "good@example.com", "other@example.com", "bad@example.com"
-
-
-def msg(
-    *rcpts: str,
-    data: bytes = b"Subject: test\r\n\r\nHello\r\n",
-    sender: str = "sender@example.com",
-    smtputf8: bool = False,
-) -> Composed:
-    return Composed(Envelope(sender, rcpts or (GOOD,), smtputf8), data, "<t1@example.com>")
-
-
-class Client:
-    """The real engine, sync or async, behind one calling style (not a fake)."""
-
-    def __init__(self, mode: str, config: SmtpConfig, loop: asyncio.AbstractEventLoop) -> None:
-        self.mode = mode
-        self.loop = loop
-        self.conn: SMTPConnection | AsyncSMTPConnection
-        if mode == "sync":
-            self.conn = SMTPConnection(config)
-        else:
-            self.conn = AsyncSMTPConnection(config)
-
-    def _call(self, value: Any) -> Any:
-        return self.loop.run_until_complete(value) if self.mode == "async" else value
-
-    def open(self) -> SessionInfo:
-        info: SessionInfo = self._call(self.conn.open())
-        return info
-
-    def send(self, composed: Composed) -> SendResult:
-        result: SendResult = self._call(self.conn.send(composed))
-        return result
-
-    def close(self) -> None:
-        self._call(self.conn.close())
-
-    @property
-    def is_open(self) -> bool:
-        return self.conn.is_open
-
-
-@pytest.fixture(params=["sync", "async"])
-def connect(request: pytest.FixtureRequest) -> Iterator[Callable[[SmtpConfig], Client]]:
-    loop = asyncio.new_event_loop()
-    clients: list[Client] = []
-
-    def factory(config: SmtpConfig) -> Client:
-        client = Client(request.param, config, loop)
-        clients.append(client)
-        return client
-
-    yield factory
-    for client in clients:
-        client.close()
-    loop.close()
-
-
-Connect = Callable[[SmtpConfig], Client]
-
-
-def timed(call: Callable[[], object], exc: type[BaseException]) -> tuple[Any, float]:
-    started = time.monotonic()
-    with pytest.raises(exc) as info:
-        call()
-    return info.value, time.monotonic() - started
 
 
 # --- successful sessions ---------------------------------------------------------------

@@ -246,7 +246,10 @@ def test_import_fluxmail_stays_light() -> None:
         "bad = [m for m in ('fluxmail.testing', 'fluxmail.transports.dev', 'pytest', 'dkim')"
         " if m in sys.modules]; assert not bad, bad"
     )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
 
 
 # --- console and file transports ----------------------------------------------------------

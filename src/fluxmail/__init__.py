@@ -1,9 +1,21 @@
 """fluxmail: send email from Python and the command line.
 
->>> from fluxmail import FluxMail
->>> FluxMail(object_type="smtp", host="smtp.example.com", port=587, use_tls=True,
-...          username="me@example.com", password="...").create(
-...     subject="Hello", recipients=["friend@example.com"], body="Hi!").send()  # doctest: +SKIP
+The names most programs need are here: `FluxMail` (create, send, preview), `BulkSender`,
+`EmailTemplate`, `DKIM`, `EmailInstance` / `EmailObject`, the message types `Message`,
+`Address`, `Attachment`, `Composed` / `Envelope`, `SendReceipt`, and every exception
+(`FluxMailException` and its subclasses, each with a stable `.code`). `BulkSender`,
+`BulkResult`, `DKIM` and `EmailTemplate` are imported on first use, to keep
+`import fluxmail` fast.
+
+Example:
+    ```python
+    from fluxmail import FluxMail
+
+    mailer = FluxMail(object_type="smtp", host="127.0.0.1", port=1025, sender="me@example.com")
+    mailer.create(subject="Hello", recipients=["friend@example.com"], body="Hi!").send()
+    # a provider: FluxMail(host="smtp.example.com", port=587, use_tls=True,
+    #                      username="me@example.com", password=os.environ["SMTP_PASSWORD"])
+    ```
 """
 
 from __future__ import annotations

@@ -99,11 +99,10 @@ class _Tally:
         self._advance()
 
     def abort(self, exc: FluxMailException) -> FluxMailException:
-        """The error that stops the batch, with the counts so far."""
+        """The error that stops the batch, with the counts so far (a copy of ``exc``)."""
         if self._total is not None:  # the batch's size, not how far it got
             self.result["total"] = self._total
-        exc.batch_result = self.result
-        return exc
+        return exc.with_batch_result(self.result)
 
 
 async def _each(

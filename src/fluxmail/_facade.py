@@ -18,16 +18,9 @@ from collections.abc import Coroutine, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from ._env import settings_from_env
 from ._pending import PendingMessages
-from .config import (
-    EmailInstance,
-    EmailObject,
-    SmtpConfig,
-    env_bool,
-    env_float,
-    env_int,
-    env_str,
-)
+from .config import EmailInstance, EmailObject, SmtpConfig
 from .envelope import Composed
 from .errors import (
     ConfigurationError,
@@ -43,10 +36,10 @@ if TYPE_CHECKING:
     from email.message import EmailMessage
     from os import PathLike
 
-    from ._tokens import TokenSource
     from .dkim import DKIM
     from .invite import Invite
     from .smtp import SendResult
+    from .smtp._tokens import TokenSource
     from .transports.factory import Switch
     from .transports.outlook import OutlookTransport
 
@@ -57,6 +50,7 @@ if TYPE_CHECKING:
 
 SUCCESS = "Email sent successfully via SMTP."
 GRAPH_SUCCESS = "Email sent successfully via Microsoft Graph."
+OUTLOOK_DISPLAYED = "Outlook compose window opened."
 _CREATE_OPTIONS = frozenset(
     build_message.__code__.co_varnames[: build_message.__code__.co_kwonlyargcount]
 )
@@ -191,6 +185,33 @@ class FluxMail:
             where = str(self.relay or self.object_type.value)
         return f"FluxMail({self.object_type.value}, {where}, username={self.username!r})"
 
+    # Read-only views of the settings (fluxmail 0.3.3 had these attributes). None for
+    # the settings an Outlook, console or file mailer does not have.
+    @property
+    def host(self) -> EmailInstance:
+        """The relay and domain given as ``host``, as an ``EmailInstance``."""
+        return EmailInstance(self.relay or "", self.domain)
+
+    @property
+    def port(self) -> int | None:
+        """The SMTP port (None when the mailer does not use SMTP)."""
+        return self.config.port if self.object_type is EmailObject.SMTP else None
+
+    @property
+    def timeout(self) -> float | None:
+        """Seconds allowed per stage (None when the mailer does not use SMTP)."""
+        return self.config.timeout if self.object_type is EmailObject.SMTP else None
+
+    @property
+    def use_tls(self) -> bool:
+        """Whether STARTTLS is required."""
+        return self.object_type is EmailObject.SMTP and self.config.use_tls
+
+    @property
+    def use_ssl(self) -> bool:
+        """Whether the connection uses implicit TLS."""
+        return self.object_type is EmailObject.SMTP and self.config.use_ssl
+
     def new_transport(self, *, max_retries: int | None = None) -> Switch:
         """A transport with this mailer's settings (the factory's, so a test capture
         applies): the one it holds, or another for a worker thread (``fluxmail.scale``),
@@ -305,7 +326,7 @@ class FluxMail:
             from .transports.outlook import OUTLOOK_SENDER
 
             return OUTLOOK_SENDER
-        from ._hints import attach, make
+        from .smtp._hints import attach, make
 
         raise attach(InvalidAddressError("no sender"), make("no_sender"))
 
@@ -419,10 +440,10 @@ class FluxMail:
             )
         return self.transport
 
-    def display(self) -> str | None:
-        """Outlook: open the compose window. SMTP: print the preview. Graph: save the
-        message as a draft in the mailbox and print and return its webLink (a person
-        reviews it in Outlook on the web and clicks Send)."""
+    def display(self) -> str:
+        """Outlook: open the compose window. Graph: save the message as a draft in the
+        mailbox, print and return its webLink (a person reviews it in Outlook on the web
+        and clicks Send). Otherwise print the preview and return it."""
         if self._graph and self.transport is not None:
             from .transports.graph import save_draft
 
@@ -437,9 +458,8 @@ class FluxMail:
         message = self._take_message()
         if self._outlook is not None:
             self._outlook.display(message)
-        else:
-            self._print_preview(message)
-        return None
+            return OUTLOOK_DISPLAYED
+        return self._print_preview(message)
 
     def _print_preview(self, message: Message) -> str:
         from ._compose import compose, preview
@@ -502,40 +522,13 @@ class FluxMail:
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> FluxMail:
         """Build a FluxMail from FLUXMAIL_* variables; keyword arguments override them."""
         env = os.environ if environ is None else environ
-        object_type = EmailObject.parse(env_str(env, "FLUXMAIL_TYPE") or "smtp")
-        host = env_str(env, "FLUXMAIL_HOST")
-        if object_type is EmailObject.SMTP and not host and "host" not in overrides:
-            raise ConfigurationError("FLUXMAIL_HOST is not set (required for SMTP)")
-        domain = env_str(env, "FLUXMAIL_DOMAIN")
-        settings: dict[str, Any] = {
-            "object_type": object_type,
-            "host": EmailInstance(host or "", domain) if domain else host,
-            "port": env_int(env, "FLUXMAIL_PORT", 25),
-            "use_tls": env_bool(env, "FLUXMAIL_TLS", False),
-            "use_ssl": env_bool(env, "FLUXMAIL_SSL", False),
-            "username": env_str(env, "FLUXMAIL_USERNAME"),
-            "password": env.get("FLUXMAIL_PASSWORD") or None,
-            "sender": env_str(env, "FLUXMAIL_SENDER"),
-            "timeout": env_float(env, "FLUXMAIL_TIMEOUT", 30.0),
-            "max_retries": env_int(env, "FLUXMAIL_MAX_RETRIES", 0),
-            "retry_delay": env_float(env, "FLUXMAIL_RETRY_DELAY", 1.0),
-        }
-        if any(
-            env_str(env, f"FLUXMAIL_DKIM_{name}") for name in ("DOMAIN", "SELECTOR", "KEY_FILE")
+        settings = settings_from_env(env)  # the table in fluxmail._env, shared with the CLI
+        object_type = settings.get("object_type", EmailObject.SMTP)
+        if (
+            object_type is EmailObject.SMTP
+            and not settings.get("host")
+            and "host" not in overrides
         ):
-            from .dkim import dkim_from_settings
-
-            settings["dkim"] = dkim_from_settings(
-                env_str(env, "FLUXMAIL_DKIM_DOMAIN"),
-                env_str(env, "FLUXMAIL_DKIM_SELECTOR"),
-                env_str(env, "FLUXMAIL_DKIM_KEY_FILE"),
-                ("FLUXMAIL_DKIM_DOMAIN", "FLUXMAIL_DKIM_SELECTOR", "FLUXMAIL_DKIM_KEY_FILE"),
-            )
-        if env_str(env, "FLUXMAIL_OAUTH2_PROVIDER"):
-            from .oauth import provider_from_env
-
-            settings["oauth2"] = provider_from_env(env, graph=object_type is EmailObject.GRAPH)
-        if object_type is EmailObject.GRAPH:
-            settings["graph_url"] = env_str(env, "FLUXMAIL_GRAPH_URL")
+            raise ConfigurationError("FLUXMAIL_HOST is not set (required for SMTP)")
         settings.update(overrides)
         return cls(**settings)

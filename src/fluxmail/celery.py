@@ -22,12 +22,15 @@ across every worker. ``docs/scale.md`` explains the deployment and every crash w
 from __future__ import annotations
 
 import logging
-from typing import Any
+import time
+from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
-from .errors import ConfigurationError, FluxMailException
+from .errors import ConfigurationError, ConnectError, FluxMailException
 from .scale._decide import DeliveryResult, backoff, worker_fault
 from .scale._fleet import Fleet, MailerSource, Settings
 from .scale._payload import read_payload
+from .scale._store import UNAVAILABLE
 
 __all__ = ["TASK_NAME", "CeleryFleet", "register"]
 
@@ -37,6 +40,9 @@ MAX_GIVE_BACKS = 1000
 #: The longest countdown of one give-back: a spent per-day quota is looked at again every
 #: 5 minutes rather than parked for hours (keep the broker's visibility_timeout above it).
 MAX_COUNTDOWN = 300.0
+#: The longest pause between two tries to publish a give-back to a broker that is down.
+_LONGEST_PAUSE = 2.0
+BROKER_UNAVAILABLE = "broker_unavailable"
 
 log = logging.getLogger("fluxmail.scale")
 
@@ -61,11 +67,16 @@ class CeleryFleet(Fleet):
             "acks_late": True,  # a worker that dies mid-task leaves it to be redelivered
             "reject_on_worker_lost": True,
             "max_retries": None,  # fluxmail counts tries itself (settings.max_retries)
+            # This app's task only: a shared task is added to every app created later,
+            # where a second fleet's task of the same name then collides with it.
+            "shared": False,
             **(task_options or {}),
         }
         fleet = self
 
-        @app.task(name=name, bind=True, **options)  # type: ignore[untyped-decorator]
+        # shared=False: Celery adds a shared task to every app, so a second app in the
+        # same process (a test, a second fleet) would run the first one's fleet.
+        @app.task(name=name, bind=True, shared=False, **options)  # type: ignore[untyped-decorator]
         def send_message(task: Any, payload: dict[str, Any]) -> DeliveryResult:
             return fleet.execute(task, payload)
 
@@ -85,11 +96,43 @@ class CeleryFleet(Fleet):
             log.error("fluxmail.send: giving the message back (%s: %s)", type(exc).__name__, exc)
             self._check_give_backs(task, read_payload(payload)[0])
             countdown = backoff(task.request.retries + 1, self.settings.retry_delay)
-            raise task.retry(countdown=countdown, max_retries=None, exc=exc) from exc
+            self._give_back(task, countdown, exc)
         if step.retry_in is None:
             return step.result()
         self._check_give_backs(task, step.message_id)
-        raise task.retry(countdown=min(step.retry_in, MAX_COUNTDOWN), max_retries=None)
+        self._give_back(task, min(step.retry_in, MAX_COUNTDOWN))
+
+    def _give_back(self, task: Any, countdown: float, exc: Exception | None = None) -> NoReturn:
+        """Publish the message again for ``countdown`` seconds (``task.retry``).
+
+        Celery answers a retry it cannot publish (the broker is down) with
+        ``Reject(requeue=False)``, which acknowledges the message away: it would be lost.
+        So a failed publish is tried again with a backoff for up to ``redis_wait``
+        seconds (a broker restart); if the broker is still down, the task raises
+        ``Reject(requeue=True)``: requeued if the broker is back by then, else left
+        unacknowledged in the broker (the Redis transport's ``unacked`` hash), which
+        delivers it again after its ``visibility_timeout``. Either way a copy that runs
+        twice is harmless: the claim and the record decide."""
+        reject = _celery_reject()
+        deadline = time.monotonic() + self.settings.redis_wait
+        pause = 0.1
+        while True:
+            try:
+                raise task.retry(countdown=countdown, max_retries=None, exc=exc) from exc
+            except reject as refused:
+                if refused.requeue:
+                    raise
+                failure = refused.reason
+            if time.monotonic() + pause > deadline:
+                break
+            log.warning("fluxmail.send: the broker cannot take the give-back; trying again")
+            time.sleep(pause)
+            pause = min(pause * 2, _LONGEST_PAUSE)
+        log.error(
+            "fluxmail.send: the broker is unreachable; the message stays unacknowledged "
+            "and comes back after the broker's visibility_timeout"
+        )
+        raise reject(failure, requeue=True)
 
     @staticmethod
     def _check_give_backs(task: Any, message_id: str) -> None:
@@ -103,7 +146,7 @@ class CeleryFleet(Fleet):
         to the queue (another worker, or this one later, takes it); nothing was sent, or
         the claim makes the next try safe."""
         if isinstance(exc, FluxMailException):
-            return worker_fault(exc)
+            return worker_fault(exc) or exc.code == UNAVAILABLE
         if self._redis_url():
             from .scale._deps import redis_module
 
@@ -111,6 +154,29 @@ class CeleryFleet(Fleet):
         return False
 
     def _submit(self, payloads: list[dict[str, Any]], options: dict[str, Any]) -> None:
+        """Publish; a broker that cannot be reached raises ConnectError
+        (``broker_unavailable``, chained, without the broker URL's password). Messages of
+        an ``enqueue_batch()`` chunk published before the failure are queued."""
+        from .scale._deps import celery_module
+
+        kombu_errors = celery_module("exceptions").OperationalError
+        try:
+            self._publish(payloads, options)
+        except kombu_errors as exc:
+            raise ConnectError(
+                f"the Celery broker at {self._broker_host()} cannot be reached: "
+                f"{type(exc).__name__}",
+                code=BROKER_UNAVAILABLE,
+            ) from exc
+
+    def _broker_host(self) -> str:
+        try:
+            parts = urlsplit(str(self.app.conf.broker_url or ""))
+            return f"{parts.hostname}:{parts.port}" if parts.hostname else "(default)"
+        except ValueError:
+            return "(unparsable URL)"
+
+    def _publish(self, payloads: list[dict[str, Any]], options: dict[str, Any]) -> None:
         if self.app.conf.task_always_eager:
             for payload in payloads:
                 self.task.apply_async(args=(payload,), task_id=payload["id"], **options)
@@ -137,6 +203,12 @@ class CeleryFleet(Fleet):
             )
 
 
+def _celery_reject() -> Any:
+    from .scale._deps import celery_module
+
+    return celery_module("exceptions").Reject
+
+
 def register(
     app: Any,
     *,
@@ -155,7 +227,9 @@ def register(
     ``max_per_second``, ``per_minute``, ``per_hour``, ``per_day`` (0 = no limit),
     ``max_retries`` (5), ``retry_delay`` (1.0 s, doubling), ``resend_unknown`` (False),
     ``lease_seconds`` (60 + 10 x the mailer's timeout), ``result_ttl`` (7 days),
-    ``key_prefix`` ("fluxmail"), ``domain`` (for Message-IDs; default the sender's).
+    ``key_prefix`` ("fluxmail"), ``domain`` (for Message-IDs; default the sender's),
+    ``redis_wait`` (30 s: how long a worker waits for Redis or the broker to come back
+    before it gives the message back).
     """
     config = Settings.from_options("register()", settings)
     from .scale._deps import celery_module

@@ -4,8 +4,8 @@ Errors end in one line on stderr and a non-zero status, never a traceback: 2 for
 usage or bad input, 1 for a delivery failure. The password is never printed.
 
 Every line speaks in flags. An error raised by the library carries its advice in API words
-(``use_ssl=True``); :func:`fluxmail._hints.cli_wording` swaps in the same advice in flags
-(``--ssl``), from the one table of hints in ``_hints.py``.
+(``use_ssl=True``); :func:`fluxmail.smtp._hints.cli_wording` swaps in the same advice in flags
+(``--ssl``), from the one table of hints in ``smtp/_hints.py``.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def _split_host(value: str | None) -> Any:
     """``HOST`` or ``HOST:DOMAIN`` (an EmailInstance); ``[v6]`` literals are left whole.
     ``HOST:2525`` or a URL is refused: it is a port (or a scheme) in the wrong place, and
     would otherwise be taken for a domain."""
-    from ._hints import host_hint
+    from .smtp._hints import host_hint
 
     mistake = host_hint(value or "")
     if mistake is not None:
@@ -80,41 +80,52 @@ def _read_body(body: str | None, body_file: str | None) -> str:
         raise UsageProblem(f"--body-file: cannot read {body_file}: {exc}") from None
 
 
-def _send(options: dict[str, Any]) -> str:
+#: Flags that are FluxMail arguments: (flag name, FluxMail keyword).
+_MAILER_FLAGS = (
+    ("type", "object_type"),
+    ("host", "host"),
+    ("port", "port"),
+    ("tls", "use_tls"),
+    ("ssl", "use_ssl"),
+    ("username", "username"),
+    ("password", "password"),
+    ("timeout", "timeout"),
+    ("max_retries", "max_retries"),
+    ("retry_delay", "retry_delay"),
+    ("allow_insecure_auth", "allow_insecure_auth"),
+    ("graph_url", "graph_url"),
+)
+
+
+def _mailer_settings(options: dict[str, Any], given: set[str]) -> dict[str, Any]:
+    """The FLUXMAIL_* variables (read by the same parser as ``FluxMail.from_env()``),
+    overridden by the flags given on the command line."""
+    from ._env import settings_from_env
+
+    settings = settings_from_env(os.environ)
+    for flag, keyword in _MAILER_FLAGS:
+        if flag in given:
+            value = options[flag]
+            settings[keyword] = _split_host(value) if flag == "host" else value
+    return settings
+
+
+def _send(options: dict[str, Any], given: set[str]) -> str:
     from ._facade import FluxMail
 
-    kind = options["type"]
+    if options["tls"] and options["ssl"]:  # both flags given (their defaults are False)
+        raise UsageProblem("--tls and --ssl cannot be used together")
+    settings = _mailer_settings(options, given)
+    kind = settings.get("object_type")
     if kind is None:
         raise UsageProblem("--type is required (smtp, outlook or graph)")
-    if options["tls"] and options["ssl"]:
-        raise UsageProblem("--tls and --ssl cannot be used together")
-    if kind == "smtp" and not options["host"]:
+    if kind == "smtp" and not settings.get("host"):
         raise UsageProblem("--host is required for --type smtp (or set FLUXMAIL_HOST)")
     for name in ("subject", "recipients"):
         if not options[name]:
             raise UsageProblem(f"--{name} is required")
     body = _read_body(options["body"], options["body_file"])
-    extra: dict[str, Any] = {}
-    if os.environ.get("FLUXMAIL_OAUTH2_PROVIDER", "").strip():
-        from .oauth import provider_from_env
-
-        extra["oauth2"] = provider_from_env(os.environ, graph=kind == "graph")
-    if kind == "graph":
-        extra["graph_url"] = options["graph_url"]  # None: Graph's public endpoint
-    mailer = FluxMail(
-        **extra,
-        object_type=kind,
-        host=_split_host(options["host"]),
-        port=options["port"],
-        use_tls=options["tls"],
-        use_ssl=options["ssl"],
-        username=options["username"],
-        password=options["password"],
-        timeout=options["timeout"],
-        max_retries=options["max_retries"],
-        retry_delay=options["retry_delay"],
-        allow_insecure_auth=options["allow_insecure_auth"],
-    )
+    mailer = FluxMail(**settings)
     mailer.create(
         subject=options["subject"],
         recipients=list(options["recipients"]),
@@ -136,9 +147,6 @@ def _send(options: dict[str, Any]) -> str:
     return result
 
 
-_ENV = "FLUXMAIL_"
-
-
 @click.group(
     invoke_without_command=True,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
@@ -148,26 +156,19 @@ _ENV = "FLUXMAIL_"
     "--type",
     "type",
     type=click.Choice(["smtp", "outlook", "graph"]),
-    envvar=_ENV + "TYPE",
     help="Transport.",
 )
-@click.option("--host", envvar=_ENV + "HOST", help="Relay host, or HOST:DOMAIN.")
-@click.option(
-    "--graph-url", envvar=_ENV + "GRAPH_URL", help="--type graph: the Graph API root URL."
-)
-@click.option("--port", type=int, default=25, envvar=_ENV + "PORT", show_default=True)
-@click.option("--tls/--no-tls", default=False, envvar=_ENV + "TLS", help="STARTTLS.")
-@click.option(
-    "--ssl/--no-ssl", default=False, envvar=_ENV + "SSL", help="Implicit TLS (port 465)."
-)
+@click.option("--host", help="Relay host, or HOST:DOMAIN.")
+@click.option("--graph-url", help="--type graph: the Graph API root URL.")
+@click.option("--port", type=int, default=25, show_default=True)
+@click.option("--tls/--no-tls", default=False, help="STARTTLS.")
+@click.option("--ssl/--no-ssl", default=False, help="Implicit TLS (port 465).")
 @click.option(
     "--username",
-    envvar=_ENV + "USERNAME",
     help="Default $FLUXMAIL_USERNAME; an address doubles as the sender.",
 )
 @click.option(
     "--password",
-    envvar=_ENV + "PASSWORD",
     show_default=False,
     help="Default $FLUXMAIL_PASSWORD (prefer the variable).",
 )
@@ -176,17 +177,15 @@ _ENV = "FLUXMAIL_"
 @click.option("--cc", multiple=True)
 @click.option("--bcc", multiple=True)
 @click.option("--reply-to")
-@click.option("--sender", envvar=_ENV + "SENDER", help="From address.")
+@click.option("--sender", help="From address.")
 @click.option("--body")
 @click.option("--body-file", type=str, help="Read the body from this file; - for stdin.")
 @click.option("--html/--no-html", default=False, help="The body is HTML.")
 @click.option("--attachments", multiple=True, help="Repeat for several.")
 @click.option("--dry-run", is_flag=True, help="Print the message, send nothing.")
-@click.option("--timeout", type=float, default=30.0, envvar=_ENV + "TIMEOUT", show_default=True)
-@click.option("--max-retries", type=int, default=0, envvar=_ENV + "MAX_RETRIES", show_default=True)
-@click.option(
-    "--retry-delay", type=float, default=1.0, envvar=_ENV + "RETRY_DELAY", show_default=True
-)
+@click.option("--timeout", type=float, default=30.0, show_default=True)
+@click.option("--max-retries", type=int, default=0, show_default=True)
+@click.option("--retry-delay", type=float, default=1.0, show_default=True)
 @click.option(
     "--allow-insecure-auth",
     is_flag=True,
@@ -206,7 +205,12 @@ def cli(ctx: click.Context, /, **options: Any) -> None:
     if options.pop("debug"):
         _transcript_on_stderr()
     if ctx.invoked_subcommand is None:
-        _send(options)
+        given = {
+            name
+            for name in options
+            if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
+        }
+        _send(options, given)
 
 
 def _transcript_on_stderr() -> None:
@@ -337,7 +341,7 @@ def _one_line(exc: BaseException) -> str:
 
 def _in_flags(exc: FluxMailException) -> str:
     """The error's one line, with its advice in flags, and how often it was tried."""
-    from ._hints import cli_wording
+    from .smtp._hints import cli_wording
 
     text = cli_wording(_one_line(exc), exc.hint)
     if exc.attempts > 1:

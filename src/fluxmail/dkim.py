@@ -9,11 +9,13 @@ path that ``send()``, ``send_async()``, ``BulkSender`` and the Django backend sh
   recommended, RFC 8301), ``ed25519-sha256`` for an Ed25519 key (RFC 8463).
 * Canonicalization is ``relaxed/relaxed``; the signed headers are those of
   :data:`SIGNED_HEADERS` that the message has.
-* The key is PEM (``BEGIN RSA PRIVATE KEY`` or PKCS#8 ``BEGIN PRIVATE KEY``), or the
-  base64 Ed25519 seed that dkimpy's ``dknewkey`` writes; bytes are the key itself, a
-  ``str`` or path-like names a file (a ``str`` holding a PEM block is the key itself).
-  It is loaded and checked when the mailer is built, and never appears in ``repr``,
-  errors or logs.
+* The key is PEM (``BEGIN RSA PRIVATE KEY`` or PKCS#8 ``BEGIN PRIVATE KEY``), or an
+  Ed25519 seed: the base64 of its 32 bytes that dkimpy's ``dknewkey`` writes, or the 32
+  bytes themselves. ``bytes`` are always the key. A ``str`` is the key when it holds a
+  PEM block or is a base64 seed (44 characters, ending in ``=``); any other ``str``, and
+  a path-like, names a file holding one of those forms. It is loaded and checked when
+  the mailer is built, and never appears in ``repr``, errors or logs: an error about a
+  file names its path only when the path cannot be key material.
 
 dkimpy (and, for Ed25519, PyNaCl) are imported only when a key is loaded.
 """
@@ -58,7 +60,8 @@ SIGNED_HEADERS = (
     "List-Unsubscribe",
     "List-Unsubscribe-Post",
 )
-#: ``private_key=``: the key itself (bytes, or a ``str`` holding a PEM block) or a file path.
+#: ``private_key=``: the key itself (bytes; a ``str`` holding a PEM block or a base64
+#: Ed25519 seed) or a file path.
 KeySource = Union[bytes, str, "PathLike[str]"]
 
 _RSA = b"rsa-sha256"
@@ -68,6 +71,11 @@ _OID_RSA = bytes.fromhex("2a864886f70d010101")  # 1.2.840.113549.1.1.1 rsaEncryp
 _OID_ED25519 = bytes.fromhex("2b6570")  # 1.3.101.112
 _PEM = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END \1-----", re.DOTALL)
 _SELECTOR = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+#: The base64 of a 32-byte Ed25519 seed, as ``dknewkey`` writes it (and may end a line).
+_B64_SEED = re.compile(r"\s*[A-Za-z0-9+/]{43}=\s*")
+#: A string made only of base64 characters could be a key given by mistake: not shown.
+_KEYLIKE = re.compile(r"[A-Za-z0-9+/=_-]{16,}")
+_SEED_BYTES = 32
 
 
 @dataclass(frozen=True)
@@ -232,20 +240,33 @@ def _crlf_short(header: bytes) -> bool:
 
 def _load(source: KeySource) -> _SigningKey:
     if isinstance(source, bytes):
+        if len(source) == _SEED_BYTES:  # never valid base64 of a seed (44) nor PEM
+            return _ed25519(source)
         return _parse(source, "the DKIM private key")
-    if isinstance(source, str) and "-----BEGIN" in source:
+    if isinstance(source, str) and ("-----BEGIN" in source or _B64_SEED.fullmatch(source)):
         return _parse(source.encode("ascii", "replace"), "the DKIM private key")
     path = os.fsdecode(source)
+    shown = _shown(path)
     try:
         with open(path, "rb") as handle:
             content = handle.read(1 << 20)
     except FileNotFoundError:
-        raise ConfigurationError(f"DKIM private key file not found: {path!r}") from None
-    except OSError as exc:
-        raise ConfigurationError(
-            f"cannot read the DKIM private key file {path!r}: {exc.strerror}"
-        ) from None
-    return _parse(content, f"the DKIM private key file {path!r}")
+        raise ConfigurationError(f"DKIM private key file not found: {shown}") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the "path"
+        why = getattr(exc, "strerror", None) or "not a usable path"
+        raise ConfigurationError(f"cannot read the DKIM private key file {shown}: {why}") from None
+    return _parse(content, f"the DKIM private key file {shown}")
+
+
+def _shown(path: str) -> str:
+    """How an error names a key file: its path, unless the "path" could be a key given
+    in a form we do not take (a seed without padding, base64 without PEM armour)."""
+    if "-----" in path or any(ch.isspace() for ch in path) or _KEYLIKE.fullmatch(path):
+        return (
+            "(the path is not shown: it looks like key material; give a key as PEM text, "
+            "or an Ed25519 seed as 44 base64 characters or 32 bytes)"
+        )
+    return repr(path)
 
 
 def _parse(content: bytes, where: str) -> _SigningKey:
@@ -277,7 +298,7 @@ def _raw_ed25519(content: bytes, where: str) -> _SigningKey:
         seed = base64.b64decode(content.strip(), validate=True)
     except (ValueError, binascii.Error):
         seed = b""
-    if len(seed) != 32:
+    if len(seed) != _SEED_BYTES:
         raise ConfigurationError(f"{where} is not a PEM private key (nor an Ed25519 seed)")
     return _ed25519(seed)
 

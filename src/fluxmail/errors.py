@@ -37,8 +37,16 @@ transport edge, and chained as ``__cause__``. Messages never contain secrets.
 
 from __future__ import annotations
 
+import copy
+import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    if sys.version_info >= (3, 11):
+        from typing import Self
+    else:
+        from typing_extensions import Self
 
 __all__ = [
     "AttachmentNotFoundError",
@@ -74,28 +82,88 @@ __all__ = [
 class FluxMailException(Exception):
     """Base class of every error fluxmail raises.
 
-    ``code`` is stable API (snake_case); ``transient`` says whether trying again later
-    may succeed (4xx replies, dropped connections before the end of DATA).
+    Attributes:
+        code: stable snake_case API to branch on (``"connection_failed"``, ...); each
+            subclass has its own, listed in the module docstring and on the errors page.
+        transient: whether trying again later may succeed (4xx replies, connections lost
+            before the end of DATA); ``max_retries`` retries exactly these.
+        batch_result: set when this error stopped a ``BulkSender`` batch: the counts so
+            far (``{"sent", "failed", "total", "errors"}``).
+
+    The low-level cause (an ``OSError``, ``ssl.SSLError``, ...) is kept as
+    ``__cause__``. Messages never contain a password, a token or a secret.
+
+    Example:
+        ```python
+        try:
+            mailer.create(subject="Hi", recipients=["ada@example.org"], body="...").send()
+        except FluxMailException as exc:
+            logging.getLogger("app").error("mail failed [%s]: %s", exc.code, exc)
+            if exc.transient:
+                pass  # try again later: a 4xx reply, or the connection dropped
+        ```
+
+    Errors are complete when constructed (nothing sets attributes on them afterwards)
+    and pickle with every attribute, so they cross process pools and task queues intact.
     """
 
     code: str = "fluxmail_error"
     transient: bool = False
     #: Set by BulkSender when this error stopped a batch: the counts up to that point.
     batch_result: Any = None
-    #: A recognised usual mistake (``fluxmail._hints.Hint``): its advice is already at the
+    #: A recognised usual mistake (``fluxmail.smtp._hints.Hint``): its advice is already at the
     #: end of the message; the CLI prints it in flags instead.
     hint: Any = None
     #: How many times the send was tried before this error (more than 1 when retries ran).
     attempts: int = 1
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        transient: bool | None = None,
+        batch_result: Any = None,
+    ) -> None:
         super().__init__(message)
         if code is not None:
             self.code = code
+        if transient is not None:
+            self.transient = transient
+        if batch_result is not None:
+            self.batch_result = batch_result
 
     @property
     def message(self) -> str:
+        """The error text, as ``str(exc)``."""
         return str(self.args[0]) if self.args else ""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The default pickling calls cls(*args), which fails for keyword-only arguments
+        # (smtp_code=...) and other signatures: rebuild without __init__, then restore
+        # every attribute (state applied after creation, so self-references are fine).
+        return (_rebuild, (type(self), self.args), self.__dict__)
+
+    def with_batch_result(self, batch_result: Any) -> Self:
+        """A copy of this error that carries ``batch_result`` (the counts of the batch it
+        stopped), with the same class, attributes, cause and traceback."""
+        clone = copy.copy(self)
+        clone.__dict__["batch_result"] = batch_result
+        clone.__cause__ = self.__cause__
+        clone.__suppress_context__ = True  # the original is the same error: not twice
+        return clone.with_traceback(self.__traceback__)
+
+
+def _rebuild(cls: type[FluxMailException], args: tuple[Any, ...]) -> FluxMailException:
+    """A new ``cls`` without calling ``__init__`` (pickle then restores the attributes)."""
+    # The builtin base whose __new__ the class inherits: with two builtin bases (OSError
+    # and ValueError, say) ``cls.__new__`` can name the wrong one, which Python refuses.
+    maker: type = cls
+    while "__new__" not in vars(maker):
+        maker = maker.__base__ or Exception  # never None: Exception defines __new__
+    error: FluxMailException = maker.__new__(cls, *args)
+    error.args = args  # OSError subclasses with their own __init__ leave args to it
+    return error
 
 
 class ConfigurationError(FluxMailException, ValueError):
@@ -154,6 +222,11 @@ class InvalidMessageError(FluxMailException, ValueError):
 
 
 class InvalidAddressError(InvalidMessageError):
+    """A malformed address, several mailboxes in one entry, no recipient or no sender.
+
+    Raised by ``create()`` before any connection; a ``ValueError``.
+    """
+
     code = "invalid_address"
 
 
@@ -164,6 +237,8 @@ class HeaderInjectionError(InvalidMessageError):
 
 
 class AttachmentNotFoundError(InvalidMessageError, FileNotFoundError):
+    """An attachment or inline image path that does not exist (checked by ``create()``)."""
+
     code = "attachment_not_found"
 
 
@@ -175,6 +250,9 @@ class ConnectError(FluxMailException, ConnectionError):
 
 
 class SendTimeoutError(ConnectError, TimeoutError):
+    """A stage (connect, greeting, a command, the end of DATA) took longer than
+    ``timeout``; also a ``TimeoutError``. Transient before the final '.' of DATA."""
+
     code = "timeout"
 
 
@@ -201,7 +279,14 @@ class ProtocolError(ConnectError):
 
 
 class AuthenticationError(FluxMailException):
-    """The server refused the credentials (or offers no usable AUTH mechanism)."""
+    """The server refused the credentials (or offers no usable AUTH mechanism), or an
+    OAuth2 token could not be had.
+
+    Attributes:
+        smtp_code: the reply code when the server refused (``535``), else None.
+        enhanced_code: the enhanced status code when sent (``"5.7.8"``).
+        transient: True for a 4xx reply or a token endpoint that failed or timed out.
+    """
 
     code = "authentication_failed"
 
@@ -212,11 +297,14 @@ class AuthenticationError(FluxMailException):
         smtp_code: int | None = None,
         enhanced_code: str | None = None,
         code: str | None = None,
+        transient: bool | None = None,
+        batch_result: Any = None,
     ) -> None:
-        super().__init__(message, code=code)
+        if transient is None:  # a 4xx reply to AUTH: try again later
+            transient = smtp_code is not None and 400 <= smtp_code < 500
+        super().__init__(message, code=code, transient=transient, batch_result=batch_result)
         self.smtp_code = smtp_code
         self.enhanced_code = enhanced_code
-        self.transient = smtp_code is not None and 400 <= smtp_code < 500
 
 
 class OutcomeUnknownError(FluxMailException):
@@ -227,8 +315,15 @@ class OutcomeUnknownError(FluxMailException):
 
     code = "outcome_unknown"
 
-    def __init__(self, message: str, *, message_id: str | None = None) -> None:
-        super().__init__(message)
+    def __init__(
+        self,
+        message: str,
+        *,
+        message_id: str | None = None,
+        code: str | None = None,
+        batch_result: Any = None,
+    ) -> None:
+        super().__init__(message, code=code, batch_result=batch_result)
         self.message_id = message_id
 
 
@@ -272,7 +367,15 @@ class GraphThrottledError(GraphError):
 
 
 class SMTPResponseError(FluxMailException):
-    """The server answered with an error reply."""
+    """The server answered with an error reply.
+
+    Attributes:
+        smtp_code: the reply code (``550``).
+        enhanced_code: the enhanced status code when the server sent one (``"5.1.1"``).
+        server_message: the server's text, with secrets scrubbed.
+        refused: address -> ``(code, text)`` for each refused recipient.
+        transient: True for 4xx replies (retried by ``max_retries``), False for 5xx.
+    """
 
     code = "smtp_error"
 
@@ -285,13 +388,14 @@ class SMTPResponseError(FluxMailException):
         server_message: str = "",
         refused: Mapping[str, tuple[int, str]] | None = None,
         code: str | None = None,
+        batch_result: Any = None,
     ) -> None:
-        super().__init__(message, code=code)
+        transient = 400 <= smtp_code < 500  # the reply decides, never the caller
+        super().__init__(message, code=code, transient=transient, batch_result=batch_result)
         self.smtp_code = smtp_code
         self.enhanced_code = enhanced_code
         self.server_message = server_message
         self.refused: dict[str, tuple[int, str]] = dict(refused or {})
-        self.transient = 400 <= smtp_code < 500
 
 
 class ServerReply(Exception):
@@ -310,6 +414,8 @@ class ServerReply(Exception):
 
 
 class SenderRefusedError(SMTPResponseError):
+    """The server refused MAIL FROM (``.smtp_code``, ``.server_message``)."""
+
     code = "sender_refused"
 
 
@@ -326,6 +432,8 @@ class MessageRefusedError(SMTPResponseError):
 
 
 class MessageTooLargeError(SMTPResponseError):
+    """Larger than the server's advertised SIZE (checked before MAIL FROM), or a 552."""
+
     code = "message_too_large"
 
 

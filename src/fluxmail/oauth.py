@@ -14,7 +14,12 @@ half its lifetime for short ones). ``token()`` is thread-safe and ``atoken()`` t
 concurrent callers share one request. ``invalidate()`` drops the cached token; the SMTP
 engine calls it when the server refuses the token, then asks for a new one and retries
 once. The HTTP requests use httpx (``pip install -e ".[oauth]"``). Refresh tokens,
-client secrets and access tokens never appear in ``repr``, errors or logs.
+client secrets and access tokens never appear in ``repr``, errors or logs, in any
+encoding (an endpoint that echoes its URL-encoded request form is redacted too).
+
+A token request has one deadline, ``timeout`` seconds for all of it (connecting, the
+headers, the body), however slowly the endpoint trickles its answer; the answer is read
+up to :data:`MAX_RESPONSE` bytes and the token may be :data:`MAX_TOKEN` characters.
 """
 
 from __future__ import annotations
@@ -22,15 +27,18 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Coroutine, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from ._tokens import AsyncTokenProvider, TokenProvider, TokenSource
 from .errors import AuthenticationError, ConfigurationError, MissingDependencyError
+from .smtp._redact import Secrets, redact
+from .smtp._tokens import AsyncTokenProvider, TokenProvider, TokenSource
 
 __all__ = [
     "AsyncTokenProvider",
@@ -54,6 +62,18 @@ GRAPH_APP_SCOPE = "https://graph.microsoft.com/.default"
 REFRESH_MARGIN = 60.0  # seconds before expiry a cached token is replaced
 DEFAULT_LIFETIME = 300.0  # when the endpoint does not say (no expires_in)
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
+#: A token endpoint answers in a few KB (Microsoft's tokens are about 2 KB); more is
+#: refused unread, so that a broken or hostile endpoint cannot fill the memory.
+MAX_RESPONSE = 64 * 1024
+#: The longest access token sent to the SMTP server (one AUTH line).
+MAX_TOKEN = 16 * 1024
+#: RFC 6750 b64token, a little wider: visible ASCII, no spaces (never CR/LF in AUTH).
+_TOKEN_CHARS = re.compile(r"[\x21-\x7e]+")
+T = TypeVar("T")
+
+
+class _TooLarge(Exception):
+    """The answer passed MAX_RESPONSE bytes (reading stopped there)."""
 
 
 def _require_httpx() -> None:
@@ -184,35 +204,50 @@ class RefreshingTokenProvider:
         return urlsplit(self.token_url).netloc
 
     def _fetch(self) -> tuple[str, float]:
-        import httpx
-
-        try:
-            with httpx.Client(timeout=self.timeout) as client:
-                response = client.post(self.token_url, data=self._form(), headers=_HEADERS)
-        except httpx.HTTPError as exc:
-            raise self._unreachable(exc) from exc
-        return self._answer(response.status_code, response.content)
+        """The blocking request: the asyncio one in a private event loop, so that the
+        deadline covers every byte (httpx's own timeouts are per read)."""
+        return _run_sync(self._afetch)
 
     async def _afetch(self) -> tuple[str, float]:
         import httpx
 
         try:
-            async with httpx.AsyncClient(timeout=self.timeout) as client:
-                response = await client.post(self.token_url, data=self._form(), headers=_HEADERS)
+            status, body = await asyncio.wait_for(self._post(), self.timeout)
+        except (asyncio.TimeoutError, httpx.TimeoutException) as exc:
+            raise self._unreachable(exc) from exc
         except httpx.HTTPError as exc:
             raise self._unreachable(exc) from exc
-        return self._answer(response.status_code, response.content)
+        except _TooLarge:
+            raise self._refused(0, f"the answer is larger than {MAX_RESPONSE} bytes") from None
+        return self._answer(status, body)
+
+    async def _post(self) -> tuple[int, bytes]:
+        import httpx
+
+        async with (
+            httpx.AsyncClient(timeout=self.timeout) as client,
+            client.stream("POST", self.token_url, data=self._form(), headers=_HEADERS) as reply,
+        ):
+            declared = reply.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > MAX_RESPONSE:
+                raise _TooLarge
+            body = bytearray()
+            async for chunk in reply.aiter_bytes():  # decoded: a gzip bomb stops too
+                body += chunk
+                if len(body) > MAX_RESPONSE:
+                    raise _TooLarge
+            return reply.status_code, bytes(body)
 
     def _unreachable(self, exc: Exception) -> AuthenticationError:
         import httpx
 
-        if isinstance(exc, httpx.TimeoutException):
+        if isinstance(exc, (httpx.TimeoutException, asyncio.TimeoutError)):
             why = f"no answer within {self.timeout:g} s"
         else:
             why = f"the request failed ({type(exc).__name__})"
-        error = AuthenticationError(f"{self.name} token endpoint {self._host}: {why}")
-        error.transient = True
-        return error
+        return AuthenticationError(
+            f"{self.name} token endpoint {self._host}: {why}", transient=True
+        )
 
     def _answer(self, status: int, body: bytes) -> tuple[str, float]:
         """The access token and its lifetime in seconds, or AuthenticationError."""
@@ -233,24 +268,38 @@ class RefreshingTokenProvider:
         kind = payload.get("token_type", "Bearer")
         if not isinstance(token, str) or not token or not isinstance(kind, str):
             raise self._refused(status, "the answer has no access_token")
+        if len(token) > MAX_TOKEN:
+            raise self._refused(status, f"the access_token is longer than {MAX_TOKEN} characters")
+        if not _TOKEN_CHARS.fullmatch(token):
+            raise self._refused(status, "the access_token has characters a token cannot have")
         if kind.lower() != "bearer":
             raise self._refused(status, "the token is not a Bearer token")
         self._took(payload)
         return token, _lifetime(payload.get("expires_in"))
 
     def _refused(self, status: int, what: str) -> AuthenticationError:
-        for secret in self._secrets():
-            what = what.replace(secret, "[redacted]")
+        what = redact(what, Secrets(self._secrets()))  # before cutting: no half secret
         if len(what) > 300:
             what = what[:297] + "..."
-        error = AuthenticationError(
-            f"{self.name} token endpoint {self._host} answered HTTP {status} ({what})"
+        answered = f"answered HTTP {status}" if status else "answered"
+        return AuthenticationError(
+            f"{self.name} token endpoint {self._host} {answered} ({what})",
+            transient=status >= 500 or status == 429,
         )
-        error.transient = status >= 500 or status == 429
-        return error
 
 
 _HEADERS = {"Accept": "application/json"}
+
+
+def _run_sync(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine to completion from blocking code: in a new event loop here, or in
+    a helper thread when this thread already runs one (a blocking send() in async code)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(make())
+    with ThreadPoolExecutor(1, thread_name_prefix="fluxmail-oauth") as pool:
+        return pool.submit(lambda: asyncio.run(make())).result()
 
 
 def _lifetime(value: object) -> float:

@@ -35,7 +35,23 @@ def _environment(autoescape: bool) -> jinja2.Environment:
 
 
 class EmailTemplate:
-    """A Jinja2 template: ``EmailTemplate("Hi {{ name }}").render(name="Ann")``."""
+    """A Jinja2 template for an email body, rendered in Jinja2's sandbox.
+
+    Args:
+        source: the template text.
+        autoescape: HTML-escape every variable (use it for HTML bodies).
+        name: how errors name the template (``from_file()`` gives the path).
+
+    Raises:
+        TemplateError: a syntax error, naming the line (code ``template_error``).
+        MissingDependencyError: Jinja2 is not installed (``pip install -e
+            ".[templates]"``; code ``missing_dependency``).
+
+    Example:
+        ```python
+        assert EmailTemplate("Hi {{ name }}").render(name="Ann") == "Hi Ann"
+        ```
+    """
 
     def __init__(self, source: str, autoescape: bool = False, *, name: str = "<string>") -> None:
         if not isinstance(source, str):
@@ -55,7 +71,26 @@ class EmailTemplate:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], autoescape: bool = False) -> EmailTemplate:
-        """Load a UTF-8 template file. A missing file raises TemplateError naming it."""
+        """Load a UTF-8 template file.
+
+        Args:
+            path: the file to read, once, now.
+            autoescape: as for the constructor.
+
+        Returns:
+            The template, named after ``path`` in its errors.
+
+        Raises:
+            TemplateError: the file does not exist (code ``template_not_found``), cannot
+                be read or decoded, or has a syntax error (code ``template_error``).
+
+        Example:
+            ```python
+            Path("receipt.txt").write_text("Thanks {{ name }}!", encoding="utf-8")
+            receipt = EmailTemplate.from_file("receipt.txt")
+            assert receipt.render(name="Ada") == "Thanks Ada!"
+            ```
+        """
         file = Path(path)
         try:
             source = file.read_text(encoding="utf-8")
@@ -68,7 +103,25 @@ class EmailTemplate:
         return cls(source, autoescape=autoescape, name=str(file))
 
     def render(self, **context: Any) -> str:
-        """Render with the given variables; an undefined variable is an error."""
+        """Render the template with the given variables.
+
+        Args:
+            **context: the template's variables.
+
+        Returns:
+            The rendered text.
+
+        Raises:
+            TemplateError: a variable the template uses is not given, the template tried
+                to include, import or extend another template (never allowed), or did
+                something the sandbox forbids (code ``template_error``; the message names
+                the template line).
+
+        Example:
+            ```python
+            assert EmailTemplate("{{ n }} new").render(n=3) == "3 new"
+            ```
+        """
         import jinja2
 
         try:

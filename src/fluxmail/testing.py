@@ -1,12 +1,16 @@
 """Test what your code sends, without a mail server.
 
->>> import fluxmail.testing
->>> with fluxmail.testing.capture() as outbox:  # doctest: +SKIP
-...     signup("ada@example.com")        # your code, which sends with FluxMail
->>> outbox.subjects                       # doctest: +SKIP
-['Welcome, Ada']
->>> outbox.to("ada@example.com")[0].text  # doctest: +SKIP
-'Hello Ada, ...'
+```python
+import fluxmail.testing
+from fluxmail import FluxMail
+
+with fluxmail.testing.capture() as outbox:  # your code sends, as it would in production
+    FluxMail(host="smtp.example.com", sender="app@example.com").create(
+        subject="Welcome, Ada", recipients=["ada@example.com"], body="Hello Ada"
+    ).send()
+assert outbox.subjects == ["Welcome, Ada"]
+assert outbox.to("ada@example.com")[0].text == "Hello Ada\\n"
+```
 
 Inside ``capture()``, every FluxMail send in the process — ``send()``, ``send_async()``,
 ``BulkSender.send_batch()`` / ``send_batch_async()``, ``fluxmail.scale`` couriers and the
@@ -67,6 +71,7 @@ class CapturedMessage:
 
     @property
     def subject(self) -> str:
+        """The Subject header, decoded (``""`` when there is none)."""
         return str(self.message.get("Subject", ""))
 
     @property
@@ -86,6 +91,7 @@ class CapturedMessage:
 
     @property
     def cc(self) -> list[str]:
+        """The addresses of the Cc header."""
         return self._addresses("Cc")
 
     @property
@@ -131,8 +137,20 @@ class CapturedMessage:
 
 
 class Outbox(Sequence[CapturedMessage], SinkTransport):
-    """The messages sent during a :func:`capture`, oldest first. Thread-safe. It is a
-    transport (``send``, ``send_many``, their async twins) like any other."""
+    """The messages sent during a `capture()`, oldest first. Thread-safe.
+
+    A sequence of `CapturedMessage` (`len(outbox)`, `outbox[0]`, iteration), with helpers
+    to find messages and to make the next sends fail. It is a transport (``send``,
+    ``send_many``, their async twins) like any other.
+
+    Example:
+        ```python
+        with fluxmail.testing.capture() as outbox:
+            mailer.create(subject="Hi", recipients=["ada@example.org"], body="...").send()
+        assert outbox.subjects == ["Hi"]
+        assert outbox.to("Ada <ADA@example.org>")[0].text == "...\\n"
+        ```
+    """
 
     name = "capture"
 
@@ -143,6 +161,18 @@ class Outbox(Sequence[CapturedMessage], SinkTransport):
 
     # the transport
     def deliver(self, composed: Composed) -> SendResult:
+        """Record one composed message (what every send calls inside `capture()`).
+
+        Args:
+            composed: the message as it would go on the wire.
+
+        Returns:
+            A result that says the message was accepted by every recipient.
+
+        Raises:
+            FluxMailException: the next error queued by `fail_next()`, if any (the
+                message is then not recorded).
+        """
         with self._lock:
             if self._failures:
                 raise self._failures.pop(0)
@@ -176,16 +206,28 @@ class Outbox(Sequence[CapturedMessage], SinkTransport):
     # helpers
     @property
     def subjects(self) -> list[str]:
+        """The decoded subject of each message, oldest first."""
         return [message.subject for message in self]
 
     @property
     def message_ids(self) -> list[str]:
+        """The Message-ID of each message (with angle brackets), oldest first."""
         return [message.message_id for message in self]
 
     def to(self, address: str) -> list[CapturedMessage]:
         """The messages whose envelope includes ``address`` (To, Cc or Bcc).
 
-        ``Name <a@b.c>`` works too; addresses are compared without regard to case."""
+        Args:
+            address: an address, bare or as ``Name <a@b.c>``; compared without regard
+                to case.
+
+        Returns:
+            The matching messages, oldest first (an empty list when there is none).
+
+        Raises:
+            InvalidAddressError: ``address`` is not a valid address (code
+                ``invalid_address``).
+        """
         from .message import parse_address
 
         wanted = parse_address(address, field="address").addr_spec.lower()
@@ -196,20 +238,56 @@ class Outbox(Sequence[CapturedMessage], SinkTransport):
         ]
 
     def clear(self) -> None:
+        """Forget every captured message (queued failures stay)."""
         with self._lock:
             self._messages.clear()
 
     def fail_next(self, error: FluxMailException, *, times: int = 1) -> None:
-        """Make the next ``times`` sends raise ``error`` instead of being captured, to
-        test how your code handles a failure (for example a ``RecipientsRefusedError``)."""
+        """Make the next ``times`` sends raise ``error`` instead of being captured.
+
+        For testing how your code handles a failure.
+
+        Args:
+            error: the exception to raise, for example
+                ``RecipientsRefusedError("550 no such user", smtp_code=550)``.
+            times: how many of the next sends fail.
+
+        Example:
+            ```python
+            with fluxmail.testing.capture() as outbox:
+                outbox.fail_next(ConnectError("server down"), times=2)
+                for _ in range(2):
+                    try:
+                        mailer.create(subject="Hi", recipients=["a@example.org"], body=".").send()
+                    except ConnectError as exc:
+                        assert exc.code == "connection_failed"
+            assert len(outbox) == 0
+            ```
+        """
         with self._lock:
             self._failures.extend([error] * times)
 
 
 @contextmanager
 def capture() -> Iterator[Outbox]:
-    """``with capture() as outbox:`` -- every FluxMail send in the process lands in
-    ``outbox`` until the block ends. Captures nest: the innermost one gets the messages."""
+    """Capture every FluxMail send in the process until the block ends.
+
+    ``send()``, ``send_async()``, ``BulkSender``, the Django backend and ``fluxmail.scale``
+    couriers, from any thread, validate and compose as usual and then land in the outbox
+    instead of the network; nothing connects. Captures nest: the innermost one gets the
+    messages. The ``fluxmail_outbox`` pytest fixture does the same for one test.
+
+    Yields:
+        The `Outbox` that receives the messages.
+
+    Example:
+        ```python
+        with fluxmail.testing.capture() as outbox:
+            mailer.create(subject="Welcome, Ada", recipients=["ada@example.org"], body="Hi")
+            mailer.send()  # captured: nothing connects
+        assert outbox.subjects == ["Welcome, Ada"]
+        ```
+    """
     outbox = Outbox()
     start_capture(outbox)
     try:

@@ -19,13 +19,15 @@ Compatibility with Django's own SMTP backend (``django.core.mail.backends.smtp``
 
 from __future__ import annotations
 
+import dataclasses
 import email.policy
 import inspect
 import logging
+import re
 import ssl
 import threading
 from collections.abc import Iterable, Sequence
-from email.utils import make_msgid
+from email.utils import make_msgid, parseaddr
 from typing import Any
 
 try:
@@ -39,11 +41,18 @@ except ImportError as exc:  # pragma: no cover - only without the extra
 from ..config import EmailObject, SmtpConfig
 from ..dkim import DKIM, dkim_from_settings, sign
 from ..envelope import Composed, Envelope
-from ..errors import ConfigurationError, FluxMailException, InvalidMessageError
+from ..errors import (
+    ConfigurationError,
+    FluxMailException,
+    HeaderInjectionError,
+    InvalidAddressError,
+    InvalidMessageError,
+)
 from ..message import parse_address
 from ..transports import factory
+from ._django_errors import django_errors
 
-__all__ = ["FluxMailBackend", "compose_django_message", "django_envelope"]
+__all__ = ["FluxMailBackend", "OpenConnection", "compose_django_message", "django_envelope"]
 
 logger = logging.getLogger("fluxmail.django")
 
@@ -53,18 +62,44 @@ DEFAULT_TIMEOUT = 30.0
 # --- composition (pure: no network) ------------------------------------------------------
 
 
+# RFC 5322 dot-atom of ASCII atext: what a bare local part may be, at most 64 octets.
+_LOCAL_PART = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+
+
+def _bare_local_part(text: str) -> str | None:
+    """``"tester"`` or ``"Name <tester>"``: an address without a domain, which Django
+    accepts (Django #15042) and a local relay completes with its own domain. Only a plain
+    ASCII dot-atom qualifies, so nothing but that word reaches MAIL FROM / RCPT TO."""
+    if "@" in text or any(ch in text for ch in "\r\n\0"):
+        return None
+    _name, addr = parseaddr(text)
+    whole = text.strip() == addr or text.rstrip().endswith(f"<{addr}>")  # not '"q"' -> q
+    if whole and len(addr) <= 64 and _LOCAL_PART.fullmatch(addr):
+        return addr
+    return None
+
+
 def _envelope_address(value: object, field: str) -> tuple[str, bool]:
     """The bare addr-spec of one Django address, and whether it needs SMTPUTF8.
 
     Django accepts ``"Name <a@b>"`` strings (and, in older versions, ``(name, addr)``
     pairs). fluxmail's strict mailbox rules apply: the domain is lowercased and
     IDNA-encoded, a non-ASCII local part is kept and needs SMTPUTF8, and quoted local
-    parts or comments raise :class:`~fluxmail.errors.InvalidAddressError`.
+    parts or comments raise :class:`~fluxmail.errors.InvalidAddressError` (a
+    ``ValueError`` whose message starts with ``Invalid address``, as Django's does). An
+    address without a domain (``"tester"``) is sent as it is, as Django's backend does.
     """
     if isinstance(value, tuple) and len(value) == 2:
         value = value[1]
     text = value if isinstance(value, str) else str(value)  # lazy translation strings
-    address = parse_address(text, field=field)
+    local = _bare_local_part(text)
+    if local is not None:
+        return local, False
+    try:
+        address = parse_address(text, field=field)
+    except InvalidMessageError as exc:
+        kind = HeaderInjectionError if isinstance(exc, HeaderInjectionError) else None
+        raise (kind or InvalidAddressError)(f"Invalid address {text!r}: {exc}") from exc
     return address.addr_spec, address.needs_smtputf8
 
 
@@ -72,6 +107,25 @@ def django_envelope(from_email: object, recipients: Iterable[object]) -> Envelop
     """The SMTP envelope of a Django message: ``from_email`` and To + Cc + Bcc.
 
     A recipient listed twice gets one RCPT TO.
+
+    Args:
+        from_email: Django's ``from_email`` (``"Name <a@b>"``, an address, a lazy string).
+        recipients: ``message.recipients()``.
+
+    Returns:
+        The envelope, domains in punycode, with ``smtputf8`` set when an address needs it.
+
+    Raises:
+        InvalidAddressError: an address fluxmail refuses (code ``invalid_address``; the
+            message starts with ``Invalid address``, as Django's does).
+        HeaderInjectionError: CR, LF or NUL in an address (code ``header_injection``).
+
+    Example:
+        ```python
+        envelope = django_envelope("Shop <shop@example.com>", ["ada@bücher.example", "tester"])
+        assert envelope.mail_from == "shop@example.com"
+        assert envelope.rcpt_to == ("ada@xn--bcher-kva.example", "tester")
+        ```
     """
     mail_from, utf8 = _envelope_address(from_email, "from_email")
     rcpt_to: dict[str, None] = {}
@@ -117,9 +171,20 @@ def _mime_bytes(message: Any) -> tuple[bytes, str]:
 def compose_django_message(message: Any) -> Composed:
     """Turn a Django ``EmailMessage`` into what a fluxmail transport sends.
 
+    Args:
+        message: a Django ``EmailMessage`` (or subclass); Django builds the MIME.
+
+    Returns:
+        The envelope (from ``from_email`` and ``recipients()``), Django's bytes with CRLF
+        line endings, and the Message-ID.
+
+    Raises:
+        InvalidAddressError: an envelope address fluxmail refuses (``invalid_address``).
+        InvalidMessageError: a ``Bcc`` header in ``headers=`` (``invalid_message``): it
+            would be shown to every recipient.
+
     Django's own errors (``BadHeaderError`` for CR/LF in a header, ``ValueError`` for an
-    address it cannot parse) propagate unchanged; envelope addresses that fluxmail refuses
-    raise :class:`~fluxmail.errors.InvalidAddressError`.
+    address it cannot parse) propagate unchanged.
     """
     envelope = django_envelope(message.from_email, message.recipients())
     data, message_id = _mime_bytes(message)
@@ -140,25 +205,23 @@ def _check_number(name: str, value: object, *, integer: bool) -> None:
         raise ConfigurationError(f"{name} must be {kind} >= 0, got {value!r}")
 
 
-def _client_ssl_context(
-    context: object, certfile: str | None, keyfile: str | None
-) -> ssl.SSLContext | None:
-    """The context for TLS: the user's own, or a default one with a client certificate.
-
-    ``None`` lets the engine use ``ssl.create_default_context()``.
-    """
+def _check_ssl_settings(context: object, certfile: str | None, keyfile: str | None) -> None:
+    """What can be checked without reading a file (the constructor's part)."""
     if context is not None and not isinstance(context, ssl.SSLContext):
         raise ConfigurationError(
             f"EMAIL_FLUXMAIL_SSL_CONTEXT must be an ssl.SSLContext, got {type(context).__name__}"
         )
-    if not certfile and not keyfile:
-        return context
-    if context is not None:
+    if (certfile or keyfile) and context is not None:
         raise ConfigurationError(
             "EMAIL_SSL_CERTFILE/EMAIL_SSL_KEYFILE cannot be combined with "
             "EMAIL_FLUXMAIL_SSL_CONTEXT: load the client certificate into your context "
             "with load_cert_chain()"
         )
+
+
+def _client_certificate_context(certfile: str | None, keyfile: str | None) -> ssl.SSLContext:
+    """A default context with the client certificate loaded, made when the connection
+    opens (as Django does), so a backend can be built before the files exist."""
     if not certfile:
         raise ConfigurationError("EMAIL_SSL_KEYFILE needs EMAIL_SSL_CERTFILE")
     made = ssl.create_default_context()
@@ -172,6 +235,23 @@ def _client_ssl_context(
             "supported here; pass your own context in EMAIL_FLUXMAIL_SSL_CONTEXT)"
         ) from exc
     return made
+
+
+@dataclasses.dataclass(frozen=True)
+class OpenConnection:
+    """What ``FluxMailBackend.connection`` holds while a connection is open.
+
+    The SMTP session itself belongs to the transport; this says where it goes.
+
+    Attributes:
+        host: the server's host name.
+        port: its port.
+        timeout: seconds allowed per stage.
+    """
+
+    host: str
+    port: int
+    timeout: float
 
 
 def _dkim_settings(dkim: object) -> DKIM | None:
@@ -209,8 +289,47 @@ def _dkim_settings(dkim: object) -> DKIM | None:
 class FluxMailBackend(BaseEmailBackend):  # type: ignore[misc]
     """Django email backend using fluxmail's SMTP engine. One instance is one connection.
 
+    Every argument defaults to its Django setting; an argument wins over the setting.
+
+    Args:
+        host: ``EMAIL_HOST`` (default ``"localhost"``).
+        port: ``EMAIL_PORT`` (default 25).
+        username: ``EMAIL_HOST_USER``; with ``password``, AUTH after TLS.
+        password: ``EMAIL_HOST_PASSWORD``; never shown in ``repr``, errors or logs.
+        use_tls: ``EMAIL_USE_TLS``: STARTTLS, required (never skipped).
+        fail_silently: swallow fluxmail's errors (Django's own still raise).
+        use_ssl: ``EMAIL_USE_SSL``: implicit TLS.
+        timeout: ``EMAIL_TIMEOUT`` seconds per stage (None: 30).
+        ssl_keyfile: ``EMAIL_SSL_KEYFILE``, read when the connection opens.
+        ssl_certfile: ``EMAIL_SSL_CERTFILE``, read when the connection opens.
+        max_retries: ``EMAIL_FLUXMAIL_MAX_RETRIES``: retries of transient failures.
+        retry_delay: ``EMAIL_FLUXMAIL_RETRY_DELAY``: seconds before the first retry.
+        ssl_context: ``EMAIL_FLUXMAIL_SSL_CONTEXT``: your own ``ssl.SSLContext``.
+        local_hostname: ``EMAIL_FLUXMAIL_LOCAL_HOSTNAME``: the EHLO name.
+        allow_insecure_auth: ``EMAIL_FLUXMAIL_ALLOW_INSECURE_AUTH``: AUTH without TLS.
+        dkim: a ``fluxmail.DKIM``, else the ``EMAIL_FLUXMAIL_DKIM_*`` settings.
+        oauth2: a token provider, else ``EMAIL_FLUXMAIL_OAUTH2``.
+        **kwargs: passed to Django's ``BaseEmailBackend``.
+
+    Raises:
+        ConfigurationError: contradictory or invalid settings, such as ``EMAIL_USE_TLS``
+            with ``EMAIL_USE_SSL`` (a ``ValueError`` with Django's message; code
+            ``invalid_option``).
+
+    Errors raised by ``open()``, ``close()`` and ``send_messages()`` are fluxmail's and
+    also the matching ``smtplib`` classes (see ``fluxmail.backends._django_errors``).
+
     Not meant to be shared by concurrent threads (Django hands each caller its own
     backend); a lock still serialises ``open()``, ``close()`` and ``send_messages()``.
+
+    Example:
+        ```python
+        from django.core.mail import EmailMessage, get_connection
+
+        with get_connection() as connection:  # EMAIL_BACKEND = "...FluxMailBackend"
+            message = EmailMessage("Hi", "Body", "shop@example.com", ["ada@example.org"])
+            assert connection.send_messages([message]) == 1
+        ```
     """
 
     def __init__(
@@ -258,8 +377,8 @@ class FluxMailBackend(BaseEmailBackend):  # type: ignore[misc]
         if self.use_tls and self.use_ssl:
             raise ConfigurationError(
                 "EMAIL_USE_TLS/EMAIL_USE_SSL are mutually exclusive, so only set one of "
-                "those settings to True (EMAIL_USE_TLS for STARTTLS on port 587, "
-                "EMAIL_USE_SSL for implicit TLS on port 465)"
+                "those settings to True. EMAIL_USE_TLS is STARTTLS (usually port 587), "
+                "EMAIL_USE_SSL is implicit TLS (usually port 465)."
             )
         context = _setting("EMAIL_FLUXMAIL_SSL_CONTEXT") if ssl_context is None else ssl_context
         insecure = (
@@ -269,6 +388,7 @@ class FluxMailBackend(BaseEmailBackend):  # type: ignore[misc]
         )
         # OAuth2 (EMAIL_FLUXMAIL_OAUTH2: a token provider) signs in as EMAIL_HOST_USER with
         # no password; otherwise, like Django, log in only when user and password are set.
+        _check_ssl_settings(context, self.ssl_certfile, self.ssl_keyfile)
         token_source = _setting("EMAIL_FLUXMAIL_OAUTH2") if oauth2 is None else oauth2
         login = token_source is None and bool(self.username) and bool(self.password)
         self.config = SmtpConfig(
@@ -281,30 +401,60 @@ class FluxMailBackend(BaseEmailBackend):  # type: ignore[misc]
             oauth2=token_source,
             timeout=DEFAULT_TIMEOUT if self.timeout is None else self.timeout,
             local_hostname=local_hostname or _setting("EMAIL_FLUXMAIL_LOCAL_HOSTNAME"),
-            ssl_context=_client_ssl_context(context, self.ssl_certfile, self.ssl_keyfile),
+            ssl_context=context,
             allow_insecure_auth=bool(insecure),
         )
         self.dkim = _dkim_settings(dkim)
-        self._transport = factory.build(
+        self._transport = self._new_transport()
+        self._lock = threading.RLock()
+        #: Django's attribute: None while closed, an :class:`OpenConnection` while open.
+        #: Code that sets it (as Django's own tests do) makes ``open()`` return False.
+        self.connection: Any = None
+
+    def _new_transport(self) -> factory.Switch:
+        return factory.build(
             EmailObject.SMTP,
             config=self.config,
             max_retries=self.max_retries,
             retry_delay=float(self.retry_delay),
         )
-        self._lock = threading.RLock()
-        self._is_open = False
+
+    @property
+    def _is_open(self) -> bool:
+        return self.connection is not None
+
+    @_is_open.setter
+    def _is_open(self, value: bool) -> None:
+        config = self.config
+        self.connection = (
+            OpenConnection(config.host, config.port, config.timeout) if value else None
+        )
 
     @property
     def is_open(self) -> bool:
         """True between a successful ``open()`` and ``close()``."""
         return self._is_open
 
+    def _load_client_certificate(self) -> None:
+        """Load EMAIL_SSL_CERTFILE/KEYFILE into the transport's context, once."""
+        if (self.ssl_certfile or self.ssl_keyfile) and self.config.ssl_context is None:
+            made = _client_certificate_context(self.ssl_certfile, self.ssl_keyfile)
+            self.config = dataclasses.replace(self.config, ssl_context=made)
+            self._transport = self._new_transport()  # nothing is open yet
+
+    @django_errors
     def open(self) -> bool | None:
         """Make sure a connection is open. True: opened now; False: it was already open;
-        None: opening failed and ``fail_silently`` hid the error."""
+        None: opening failed and ``fail_silently`` hid the error.
+
+        Raises the :mod:`fluxmail.backends._django_errors` classes: fluxmail errors that
+        are also :class:`smtplib.SMTPException` (and ``ssl.SSLError`` for TLS failures).
+        """
         with self._lock:
             if self._is_open:
                 return False
+            # Read here, as Django does (also under a test capture: a wrong path shows).
+            self._load_client_certificate()
             self._transport.hold()
             try:
                 self._transport.open()  # (nothing to open under fluxmail.testing.capture())
@@ -317,6 +467,7 @@ class FluxMailBackend(BaseEmailBackend):  # type: ignore[misc]
             self._is_open = True
             return True
 
+    @django_errors
     def close(self) -> None:
         """Close the connection (QUIT). Safe to call when nothing is open."""
         with self._lock:
@@ -329,6 +480,7 @@ class FluxMailBackend(BaseEmailBackend):  # type: ignore[misc]
                 if not self.fail_silently:
                     raise
 
+    @django_errors
     def send_messages(self, email_messages: Sequence[Any]) -> int:
         """Send Django ``EmailMessage`` objects; return how many the server accepted.
 
@@ -340,16 +492,19 @@ class FluxMailBackend(BaseEmailBackend):  # type: ignore[misc]
             return 0
         with self._lock:
             opened_here = False
+            asked = False
             sent = 0
             try:
                 for message in email_messages:
                     composed = self._compose(message)
                     if composed is None:
                         continue
-                    if not self._is_open:
-                        if self.open() is None:
+                    if not asked:  # as Django: open() (or a subclass's) decides, once
+                        asked = True
+                        opened = self.open()
+                        if opened is None:
                             return sent
-                        opened_here = True
+                        opened_here = opened
                     if self._deliver(composed):
                         sent += 1
             finally:

@@ -12,9 +12,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Union
 
-from ..errors import ConfigurationError, FluxMailException
+from ..errors import ConfigurationError, FluxMailException, OutcomeUnknownError
 from ._courier import Courier, pending
-from ._decide import DeliveryResult, Policy
+from ._decide import DeliveryResult, Policy, Record, Status
 from ._limiter import FleetLimiter, MemorySpacer, RedisSpacer
 from ._payload import make_payload
 from ._store import MemoryStore, RedisStore
@@ -47,9 +47,10 @@ class Settings:
     result_ttl: float = 7 * 86400.0
     key_prefix: str = "fluxmail"
     domain: str | None = None
+    redis_wait: float = 30.0
 
     def __post_init__(self) -> None:
-        for name in ("max_per_second", "retry_delay", "result_ttl"):
+        for name in ("max_per_second", "retry_delay", "result_ttl", "redis_wait"):
             _check_number(name, getattr(self, name), minimum=0)
         for name in ("per_minute", "per_hour", "per_day", "max_retries"):
             value = getattr(self, name)
@@ -131,7 +132,7 @@ class Fleet:
         and queue it; returns the Message-ID. ``message_id=`` (``<x@y>``) makes enqueueing
         idempotent: a Message-ID the fleet already delivered is never sent again."""
         payload = make_payload(message, message_id=message_id, domain=self.settings.domain)
-        self._submit([payload], options)
+        self._queue([payload], options)
         return str(payload["id"])
 
     def enqueue_batch(
@@ -156,11 +157,17 @@ class Fleet:
             ids.append(str(payload["id"]))
             payloads.append(payload)
             if len(payloads) >= chunk:
-                self._submit(payloads, options)
+                self._queue(payloads, options)
                 payloads = []
         if payloads:
-            self._submit(payloads, options)
+            self._queue(payloads, options)
         return ids
+
+    def _queue(self, payloads: list[dict[str, Any]], options: dict[str, Any]) -> None:
+        """Note the Message-IDs as queued (so that results() can tell "not started" from
+        "Redis has no trace of it"), then hand the payloads to the broker."""
+        self.courier().store.mark_queued(str(p["id"]) for p in payloads)
+        self._submit(payloads, options)
 
     @staticmethod
     def _enqueue_error(
@@ -177,30 +184,42 @@ class Fleet:
     # --- results ------------------------------------------------------------------------
 
     def result(self, message_id: str) -> DeliveryResult | None:
-        """The recorded outcome of one message (None: not started, or expired)."""
+        """The recorded outcome of one message (None: not started, or no trace of it;
+        :meth:`results` tells the two apart). Raises ConnectError (``redis_unavailable``)
+        when Redis cannot be reached."""
         record = self.courier().store.get(message_id)
         return None if record is None else record.as_result(message_id)
 
-    def results(self, message_ids: Iterable[str]) -> dict[str, DeliveryResult | None]:
+    def results(self, message_ids: Iterable[str]) -> dict[str, DeliveryResult]:
+        """One result per Message-ID: its record; ``pending`` when it was enqueued and
+        has not started; ``unknown`` (final, error_code ``outcome_unknown``) when Redis
+        has no trace of it at all: expired after ``result_ttl``, lost by a Redis that
+        restarted empty, or never enqueued by this fleet."""
         ids = list(message_ids)
-        records = self.courier().store.get_many(ids)
-        return {
-            mid: None if rec is None else rec.as_result(mid)
-            for mid, rec in zip(ids, records, strict=True)
-        }
+        store = self.courier().store
+        records = store.get_many(ids)
+        missing = [mid for mid, rec in zip(ids, records, strict=True) if rec is None]
+        queued = dict(zip(missing, store.queued(missing), strict=True))
+        found: dict[str, DeliveryResult] = {}
+        for mid, rec in zip(ids, records, strict=True):
+            if rec is not None:
+                found[mid] = rec.as_result(mid)
+            else:
+                found[mid] = pending(mid) if queued[mid] else forgotten(mid)
+        return found
 
     def wait(
         self, message_ids: Iterable[str], *, timeout: float, poll: float = 0.2
     ) -> dict[str, DeliveryResult]:
         """Poll until every message has a final result or ``timeout`` seconds passed;
-        the results as they stand (``status "pending"`` for those not started)."""
+        the results as they stand (:meth:`results`)."""
         ids = list(message_ids)
         deadline = time.monotonic() + timeout
         while True:
             found = self.results(ids)
-            done = all(r is not None and r["final"] for r in found.values())
+            done = all(r["final"] for r in found.values())
             if done or time.monotonic() >= deadline:
-                return {mid: r if r is not None else pending(mid) for mid, r in found.items()}
+                return found
             time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
 
     # --- the process's runtime ----------------------------------------------------------
@@ -219,15 +238,19 @@ class Fleet:
         s = self.settings
         url = self._redis_url()
         store: Store
+        calls: Any = None
         if url:
-            store = RedisStore.from_url(url, prefix=s.key_prefix, result_ttl=s.result_ttl)
-            client = store.client
-            spacer: Any = RedisSpacer(client, f"{s.key_prefix}:rate:next")
+            store = RedisStore.from_url(
+                url, prefix=s.key_prefix, result_ttl=s.result_ttl, wait=s.redis_wait
+            )
+            calls = store.calls
+            spacer: Any = RedisSpacer(store.client, f"{s.key_prefix}:rate:next")
             quota_storage = _redis_quotas(url, s.key_prefix)
         else:
             self._check_memory_allowed()
             store, spacer, quota_storage = MemoryStore(), MemorySpacer(), _memory_quotas
         limiter = FleetLimiter(
+            calls=calls,
             max_per_second=s.max_per_second,
             spacer=spacer,
             quotas={"per_minute": s.per_minute, "per_hour": s.per_hour, "per_day": s.per_day},
@@ -253,6 +276,21 @@ class Fleet:
         courier = self._courier
         if courier is not None and courier.pid == os.getpid():
             courier.close()
+
+
+FORGOTTEN = (
+    "Redis has no record of this Message-ID: it expired after result_ttl, Redis lost its "
+    "data (restarted without persistence), or it was never enqueued by this fleet; the "
+    "server may or may not have the message"
+)
+
+
+def forgotten(message_id: str) -> DeliveryResult:
+    """The result of a Message-ID the claim store has no trace of."""
+    record = Record(
+        Status.UNKNOWN, final=True, error_code=OutcomeUnknownError.code, error=FORGOTTEN
+    )
+    return record.as_result(message_id)
 
 
 def _redis_quotas(url: str, prefix: str) -> Callable[[], Any]:

@@ -27,6 +27,7 @@ from .._ratelimit import WINDOW
 if TYPE_CHECKING:
     import redis
 
+Calls = Callable[[Callable[[], Any]], Any]
 _QUOTAS = (("per_minute", "minute"), ("per_hour", "hour"), ("per_day", "day"))
 
 
@@ -37,16 +38,30 @@ class Spacer(Protocol):
 
 
 class RedisSpacer:
-    def __init__(self, client: redis.Redis, key: str) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        key: str,
+        calls: Calls | None = None,
+    ) -> None:
         self.client = client
         self.key = key
+        self.calls = calls or _direct  # RedisCalls: waits out an outage, ConnectError after
 
     def take(self, interval: float) -> float:
-        pipe = self.client.pipeline(transaction=True)
-        pipe.set(self.key, b"1", nx=True, px=max(1, math.ceil(interval * 1000)))
-        pipe.pttl(self.key)
-        taken, left = pipe.execute()
+        def slot() -> tuple[Any, Any]:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.set(self.key, b"1", nx=True, px=max(1, math.ceil(interval * 1000)))
+            pipe.pttl(self.key)
+            taken, left = pipe.execute()
+            return taken, left
+
+        taken, left = self.calls(slot)
         return 0.0 if taken else max(0.001, int(left) / 1000)
+
+
+def _direct(call: Callable[[], Any]) -> Any:
+    return call()
 
 
 class MemorySpacer:
@@ -75,10 +90,12 @@ class FleetLimiter:
         quotas: dict[str, int] | None = None,
         quota_storage: Callable[[], Any] | None = None,
         key: str = "fluxmail",
+        calls: Calls | None = None,
     ) -> None:
         self.interval = WINDOW / max_per_second if max_per_second > 0 else 0.0
         self.spacer = spacer
         self.key = key
+        self._calls = calls or _direct  # for the quotas' storage (the same Redis)
         self._items: list[Any] = []
         self._strategy: Any = None
         wanted = {name: amount for name, amount in (quotas or {}).items() if amount}
@@ -100,6 +117,9 @@ class FleetLimiter:
         return self.interval > 0 or bool(self._items)
 
     def try_acquire(self) -> float:
+        return float(self._calls(self._try_acquire))
+
+    def _try_acquire(self) -> float:
         quota_wait = self._quota_wait()
         if quota_wait > 0:
             return quota_wait

@@ -17,8 +17,8 @@ import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from .._env import env_str
 from .._fields import check_msg_id
-from ..config import env_str
 from ..errors import ConfigurationError, InvalidAddressError, InvalidMessageError
 from ..message import build_message, parse_address
 

@@ -19,8 +19,6 @@ import time
 from types import TracebackType
 from typing import NoReturn, TypeVar
 
-from .._tokens import aopen_with_token
-from ..config import SmtpConfig
 from ..envelope import Composed
 from ..errors import FluxMailException, ProtocolError
 from ._actions import Answer, Conversation, Exchange, Failure, NextMessage, StartTLS
@@ -35,9 +33,11 @@ from ._common import (
     tls_details,
 )
 from ._errors import EarlyReplyError, ServerClosedError, io_error
+from ._options import SmtpConfig
 from ._protocol import Session, Upcoming, check_envelope
 from ._replies import OUT_OF_STEP, Reply, ReplyParser, collect, drain
 from ._results import SendResult, SessionInfo
+from ._tokens import aopen_with_token
 
 T = TypeVar("T")
 

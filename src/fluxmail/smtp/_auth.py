@@ -26,7 +26,7 @@ from ._actions import CRLF, Ask, Conversation, Exchange
 from ._replies import Reply
 
 if TYPE_CHECKING:
-    from ..config import SmtpConfig
+    from ._options import SmtpConfig
 
 REDACTED = "[redacted]"
 _STATUS = re.compile(r"[A-Za-z0-9_.-]{1,40}")

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import logging
 import ssl
-import threading
 from typing import TYPE_CHECKING
 
-from .._hints import greeting_wait
-from ..config import SmtpConfig
 from ._actions import Exchange
 from ._auth import scrub
+from ._hints import greeting_wait
+from ._options import SmtpConfig
 from ._replies import Reply
 
 if TYPE_CHECKING:
@@ -22,9 +21,6 @@ READ_SIZE = 65536
 WRITE_CHUNK = 1 << 20  # large payloads are written in slices, each with its own timeout
 QUIT_TIMEOUT = 1.0  # close() waits at most this long for the reply to QUIT
 
-_default_context: ssl.SSLContext | None = None
-_lock = threading.Lock()
-
 
 def exchange_timeout(config: SmtpConfig, exchange: Exchange) -> float:
     """The wait for ``exchange``'s replies: the configured timeout, shorter only for the
@@ -35,8 +31,8 @@ def exchange_timeout(config: SmtpConfig, exchange: Exchange) -> float:
 
 
 def tls_context(config: SmtpConfig) -> ssl.SSLContext:
-    """The user's context, or a verifying default one with TLS >= 1.2 (built once)."""
-    global _default_context
+    """The user's context, or the options' verifying default one (TLS >= 1.2), which each
+    options object builds once (see :meth:`SmtpConfig.default_tls_context`)."""
     if config.ssl_context is not None:
         if config.ssl_context.verify_mode == ssl.CERT_NONE:
             log.warning(
@@ -51,12 +47,7 @@ def tls_context(config: SmtpConfig) -> ssl.SSLContext:
                 config.host,
             )
         return config.ssl_context
-    with _lock:
-        if _default_context is None:
-            ctx = ssl.create_default_context()
-            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-            _default_context = ctx
-        return _default_context
+    return config.default_tls_context()
 
 
 def tls_details(obj: ssl.SSLObject | ssl.SSLSocket | None) -> tuple[str, str] | None:

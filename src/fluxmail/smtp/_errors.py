@@ -10,7 +10,6 @@ import asyncio
 import ssl
 from collections.abc import Mapping
 
-from .._hints import attach, greeting_wait, io_hint, reply_hint
 from ..errors import (
     AuthenticationError,
     ConnectError,
@@ -26,6 +25,7 @@ from ..errors import (
     TLSRequiredError,
     TLSVerifyError,
 )
+from ._hints import attach, greeting_wait, io_hint, reply_hint
 from ._replies import Reply
 
 STAGES: Mapping[str, str] = {
@@ -89,9 +89,10 @@ def _reply_error(
     where = STAGES.get(stage, stage)
     said = describe(reply)
     if stage in ("greeting", "ehlo", "helo", "rset", "noop"):
-        exc = ConnectError(f"SMTP server {host} refused the session {where}: {said}")
-        exc.transient = 400 <= reply.code < 500
-        return exc
+        return ConnectError(
+            f"SMTP server {host} refused the session {where}: {said}",
+            transient=400 <= reply.code < 500,
+        )
     if stage == "starttls":
         return TLSRequiredError(
             f"SMTP server {host} refused STARTTLS ({said}); fluxmail never falls back to plaintext"

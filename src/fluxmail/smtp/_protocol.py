@@ -25,9 +25,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .._hints import attach
-from .._hints import make as make_hint
-from ..config import SmtpConfig
 from ..envelope import Composed
 from ..errors import (
     AuthenticationError,
@@ -46,6 +43,9 @@ from ._actions import CRLF, Action, Conversation, Exchange, Failure, NextMessage
 from ._auth import AUTHENTICATORS, Credentials, scrub
 from ._data import check_line_length, normalize_newlines, stuff
 from ._errors import reply_error
+from ._hints import attach
+from ._hints import make as make_hint
+from ._options import SmtpConfig
 from ._replies import Capabilities, Reply
 from ._results import SendResult, SessionInfo
 from ._transfer import Phase, Transfer
