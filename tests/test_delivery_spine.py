@@ -40,7 +40,7 @@ from fluxmail import (
 )
 from fluxmail.delivery import policy
 from fluxmail.delivery.policy import Outcome
-from fluxmail.errors import ServerReply
+from fluxmail.errors import GraphError, GraphThrottledError, ServerReply
 from fluxmail.scale import LocalFleet
 from fluxmail.scale._decide import Policy, classify
 from fluxmail.smtp._errors import early_reply_error
@@ -116,6 +116,25 @@ ROWS = [
         True,
     ),
     (UnsupportedOperationError("no"), "other", False, False, F, False),
+    (
+        GraphThrottledError("429", status=429, retry_after=3),
+        "graph_throttled",
+        True,
+        False,
+        D,
+        False,
+    ),
+    (GraphThrottledError("503", status=503), "graph_throttled", True, False, D, False),
+    (
+        GraphError("400 bad recipient", status=400),
+        "graph_refused",
+        False,
+        False,
+        R,
+        False,
+    ),
+    (GraphError("403 ErrorAccessDenied", status=403), "graph_mailbox", False, False, F, True),
+    (GraphError("404 ErrorInvalidUser", status=404), "graph_mailbox", False, False, F, True),
 ]
 
 

@@ -8,7 +8,9 @@ one copy of the encoded message in memory, not several.
 
 Output guarantees: CRLF line ends only, no line longer than 998 octets, headers folded
 at 78 columns where possible, 7-bit clean except raw UTF-8 addresses when the message
-needs SMTPUTF8 (RFC 6532). Bcc is never written; it lives in ``envelope.rcpt_to`` only.
+needs SMTPUTF8 (RFC 6532). Bcc is not written (it lives in ``envelope.rcpt_to``), unless
+the caller asks for ``bcc_header=True``: Microsoft Graph reads the recipients from the
+headers and removes Bcc itself on delivery.
 
 MIME structure, from the inside out::
 
@@ -80,17 +82,19 @@ def compose(
     domain: str | None = None,
     now: datetime | None = None,
     message_id: str | None = None,
+    bcc_header: bool = False,
 ) -> Composed:
     """Build the wire form of ``message``.
 
     ``domain`` names the right side of a generated Message-ID (default: the sender's
     domain); ``now`` fixes the Date header (a naive value is local time; default: now);
-    ``message_id`` (``<x@y>``) replaces the generated one.
+    ``message_id`` (``<x@y>``) replaces the generated one; ``bcc_header`` writes a Bcc
+    header (for a transport that takes its recipients from the headers, never SMTP).
     """
     utf8 = message.needs_smtputf8
     msg_id = _message_id(message, domain, message_id)
     now = now or datetime.now().astimezone()
-    header = _message_headers(message, msg_id, now)
+    header = _message_headers(message, msg_id, now, bcc_header)
     mime_headers, pieces = _structure(message, now)
     out = io.BytesIO()
     head = header.encode("utf-8" if utf8 else "ascii")
@@ -149,7 +153,7 @@ def _pairs(addresses: tuple[Address, ...]) -> list[tuple[str, str]]:
     return [(address.display_name, address.addr_spec) for address in addresses]
 
 
-def _message_headers(message: Message, msg_id: str, now: datetime) -> str:
+def _message_headers(message: Message, msg_id: str, now: datetime, bcc: bool = False) -> str:
     lines = [f"Date: {date_header(now)}\r\n", address_header("From", _pairs((message.sender,)))]
     if message.reply_to:
         lines.append(address_header("Reply-To", _pairs(message.reply_to)))
@@ -157,6 +161,8 @@ def _message_headers(message: Message, msg_id: str, now: datetime) -> str:
         lines.append(address_header("To", _pairs(message.recipients)))
     if message.cc:
         lines.append(address_header("Cc", _pairs(message.cc)))
+    if bcc and message.bcc:
+        lines.append(address_header("Bcc", _pairs(message.bcc)))
     lines.append(unstructured("Subject", message.subject))
     lines.append(f"Message-ID: {msg_id}\r\n")
     if message.in_reply_to:

@@ -99,6 +99,7 @@ VARIABLES: tuple[Variable, ...] = (
 DOMAIN = "FLUXMAIL_DOMAIN"
 DKIM_VARIABLES = ("FLUXMAIL_DKIM_DOMAIN", "FLUXMAIL_DKIM_SELECTOR", "FLUXMAIL_DKIM_KEY_FILE")
 OAUTH2_PROVIDER = "FLUXMAIL_OAUTH2_PROVIDER"
+GRAPH_URL = "FLUXMAIL_GRAPH_URL"  # read with FLUXMAIL_TYPE=graph only
 
 
 def settings_from_env(env: Mapping[str, str]) -> dict[str, Any]:
@@ -120,10 +121,13 @@ def settings_from_env(env: Mapping[str, str]) -> dict[str, Any]:
 
         domain_, selector, key_file = dkim_values
         settings["dkim"] = dkim_from_settings(domain_, selector, key_file, DKIM_VARIABLES)
+    graph = settings.get("object_type") is EmailObject.GRAPH
+    if graph and env_str(env, GRAPH_URL):
+        settings["graph_url"] = env_str(env, GRAPH_URL)
     if env_str(env, OAUTH2_PROVIDER):
         from .oauth import provider_from_env
 
-        settings["oauth2"] = provider_from_env(env)
+        settings["oauth2"] = provider_from_env(env, graph=graph)  # Graph's scope defaults
     return settings
 
 

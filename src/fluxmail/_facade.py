@@ -50,6 +50,7 @@ if TYPE_CHECKING:
         from typing_extensions import Self
 
 SUCCESS = "Email sent successfully via SMTP."
+GRAPH_SUCCESS = "Email sent successfully via Microsoft Graph."
 OUTLOOK_DISPLAYED = "Outlook compose window opened."
 _CREATE_OPTIONS = frozenset(
     build_message.__code__.co_varnames[: build_message.__code__.co_kwonlyargcount]
@@ -69,8 +70,8 @@ class SendReceipt(str):
     smtp_code: int
 
     @classmethod
-    def from_result(cls, result: SendResult) -> SendReceipt:
-        receipt = cls(SUCCESS)
+    def from_result(cls, result: SendResult, text: str = SUCCESS) -> SendReceipt:
+        receipt = cls(text)
         receipt.message_id = result.message_id
         receipt.accepted = tuple(result.accepted)
         receipt.refused = dict(result.refused)
@@ -78,7 +79,7 @@ class SendReceipt(str):
         return receipt
 
 
-def _receipt(result: SendResult) -> SendReceipt:
+def _receipt(result: SendResult, text: str = SUCCESS) -> SendReceipt:
     if result.refused:
         refused = ", ".join(f"{addr} ({code})" for addr, (code, _) in result.refused.items())
         import logging
@@ -86,7 +87,7 @@ def _receipt(result: SendResult) -> SendReceipt:
         logging.getLogger("fluxmail").warning(
             "message %s: some recipients refused: %s", result.message_id, refused
         )
-    return SendReceipt.from_result(result)
+    return SendReceipt.from_result(result, text)
 
 
 def _check_count(name: str, value: object, *, minimum: float, integer: bool) -> None:
@@ -124,6 +125,7 @@ class FluxMail:
         oauth2: TokenSource | None = None,
         outlook_application: Any = None,
         dkim: DKIM | None = None,
+        graph_url: str | None = None,
     ) -> None:
         self.object_type = EmailObject.parse(object_type)
         self.dkim = self._check_dkim(dkim)
@@ -156,6 +158,14 @@ class FluxMail:
                 allow_insecure_auth=allow_insecure_auth,
                 oauth2=oauth2,
             )
+        if graph_url is not None and self.object_type is not EmailObject.GRAPH:
+            raise ConfigurationError('graph_url is for object_type="graph"')
+        if self.object_type is EmailObject.GRAPH:
+            from .transports.graph import graph_config
+
+            if self.relay or password is not None:  # (EmailInstance("", domain) is fine)
+                raise ConfigurationError('object_type="graph" takes no host or password')
+            self.graph_config = graph_config(username, oauth2, graph_url, timeout, ssl_context)
         if self.object_type is not EmailObject.OUTLOOK:
             self.transport = self.new_transport()
         else:
@@ -170,6 +180,8 @@ class FluxMail:
     def __repr__(self) -> str:
         if self.object_type is EmailObject.SMTP:
             where = f"{self.relay}:{self.config.port}"
+        elif self.object_type is EmailObject.GRAPH:
+            where = self.graph_config.graph_url
         else:
             where = str(self.relay or self.object_type.value)
         return f"FluxMail({self.object_type.value}, {where}, username={self.username!r})"
@@ -211,6 +223,7 @@ class FluxMail:
         return factory.build(
             self.object_type,
             config=getattr(self, "config", None),
+            graph=getattr(self, "graph_config", None),
             directory=self.relay,
             max_retries=retries,
             retry_delay=self.retry_delay,
@@ -229,6 +242,8 @@ class FluxMail:
             )
         if self.object_type is EmailObject.OUTLOOK:
             raise UnsupportedOperationError("Outlook signs and sends messages itself: no dkim=")
+        if self.object_type is EmailObject.GRAPH:
+            raise UnsupportedOperationError("Exchange Online signs what Graph sends: no dkim=")
         dkim.load_key()
         return dkim
 
@@ -339,7 +354,10 @@ class FluxMail:
         from ._compose import compose
 
         composed = compose(
-            message or self._take_message(), domain=self.domain, message_id=message_id
+            message or self._take_message(),
+            domain=self.domain,
+            message_id=message_id,
+            bcc_header=self._graph,  # Graph reads Bcc there and strips it on delivery
         )
         if self.dkim is not None:
             from .dkim import sign
@@ -375,6 +393,10 @@ class FluxMail:
         comes from its headers unless given, Bcc is stripped (rules: ``_prebuilt``)."""
         from ._prebuilt import prebuilt
 
+        if self._graph:  # Graph reads the recipients from the headers
+            from .transports.graph import check_prebuilt
+
+            check_prebuilt(message, recipients)
         composed = prebuilt(
             message, mail_from=mail_from, recipients=recipients, domain=self.domain
         )
@@ -389,7 +411,7 @@ class FluxMail:
         transport = self._transport_for_send()  # Outlook refuses before composing
         composed = message if isinstance(message, Composed) else self.compose(message)
         result = transport.send(composed)
-        return _receipt(result)
+        return _receipt(result, GRAPH_SUCCESS if self._graph else SUCCESS)
 
     def send_async(self, dry_run: bool = False) -> Coroutine[Any, Any, str]:
         """Async ``send()``. The message is taken now, so concurrent tasks can share one
@@ -406,7 +428,12 @@ class FluxMail:
         if dry_run:
             return self._print_preview(message)
         transport = self._transport_for_send()
-        return _receipt(await transport.send_async(self.compose(message)))
+        result = await transport.send_async(self.compose(message))
+        return _receipt(result, GRAPH_SUCCESS if self._graph else SUCCESS)
+
+    @property
+    def _graph(self) -> bool:
+        return self.object_type is EmailObject.GRAPH
 
     def _transport_for_send(self) -> Switch:
         """The transport, or the refusal for Outlook (shared by send and send_async)."""
@@ -417,7 +444,20 @@ class FluxMail:
         return self.transport
 
     def display(self) -> str:
-        """Outlook: open the compose window. Otherwise print the preview and return it."""
+        """Outlook: open the compose window. Graph: save the message as a draft in the
+        mailbox, print and return its webLink (a person reviews it in Outlook on the web
+        and clicks Send). Otherwise print the preview and return it."""
+        if self._graph and self.transport is not None:
+            from .transports.graph import save_draft
+
+            draft = self._take_message(claim=True)
+            saved = False
+            try:
+                link = save_draft(self.transport, self.compose(draft))
+                saved = True
+            finally:  # as for send(): a draft that failed can be saved again
+                self._pending.finish(draft, sent=saved)
+            return link
         message = self._take_message()
         if self._outlook is not None:
             self._outlook.display(message)
@@ -427,7 +467,8 @@ class FluxMail:
     def _print_preview(self, message: Message) -> str:
         from ._compose import compose, preview
 
-        text = preview(message, compose(message, domain=self.domain))
+        composed = compose(message, domain=self.domain, bcc_header=self._graph)
+        text = preview(message, composed)
         print(text)
         return text
 
@@ -463,6 +504,8 @@ class FluxMail:
 
     def test_connection(self) -> dict[str, Any]:
         """Connect, do TLS and AUTH, send nothing; return diagnostics or raise."""
+        if self._graph and self.transport is not None:
+            return self.transport.probe()  # a token, and Graph's word on the mailbox
         if self.object_type is not EmailObject.SMTP or self.transport is None:
             raise UnsupportedOperationError("test_connection() is for SMTP mailers")
         started = time.perf_counter()

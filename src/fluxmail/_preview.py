@@ -28,7 +28,8 @@ _NEEDS_QUOTES = re.compile(r'[()<>\[\]:;@\\,."]')
 def preview(message: Message, composed: Composed | None = None) -> str:
     """Headers as a person reads them, then the bodies, then attachments and images.
 
-    Bcc is listed with a note: it is envelope-only and never in the sent bytes.
+    Bcc is listed with a note: it is envelope-only and never in the sent bytes (except
+    for Microsoft Graph, which takes it from the header and removes it on delivery).
     """
     lines = _header_lines(message, composed)
     lines.append("")
@@ -87,7 +88,13 @@ def _header_lines(message: Message, composed: Composed | None) -> list[str]:
     if message.cc:
         lines.append(f"Cc: {_mailboxes(message.cc)}")
     if message.bcc:
-        lines.append(f"Bcc: {_mailboxes(message.bcc)}  (envelope only, not in the message)")
+        in_header = composed is not None and _wire_header(composed.data, b"Bcc") is not None
+        note = (
+            "in the header for Microsoft Graph, which removes it on delivery"
+            if in_header
+            else "envelope only, not in the message"
+        )
+        lines.append(f"Bcc: {_mailboxes(message.bcc)}  ({note})")
     lines.append(f"Subject: {message.subject}")
     if composed is not None:
         lines.append(f"Message-ID: {composed.message_id}")

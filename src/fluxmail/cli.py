@@ -93,6 +93,7 @@ _MAILER_FLAGS = (
     ("max_retries", "max_retries"),
     ("retry_delay", "retry_delay"),
     ("allow_insecure_auth", "allow_insecure_auth"),
+    ("graph_url", "graph_url"),
 )
 
 
@@ -117,7 +118,7 @@ def _send(options: dict[str, Any], given: set[str]) -> str:
     settings = _mailer_settings(options, given)
     kind = settings.get("object_type")
     if kind is None:
-        raise UsageProblem("--type is required (smtp or outlook)")
+        raise UsageProblem("--type is required (smtp, outlook or graph)")
     if kind == "smtp" and not settings.get("host"):
         raise UsageProblem("--host is required for --type smtp (or set FLUXMAIL_HOST)")
     for name in ("subject", "recipients"):
@@ -154,10 +155,11 @@ def _send(options: dict[str, Any], given: set[str]) -> str:
 @click.option(
     "--type",
     "type",
-    type=click.Choice(["smtp", "outlook"]),
+    type=click.Choice(["smtp", "outlook", "graph"]),
     help="Transport.",
 )
 @click.option("--host", help="Relay host, or HOST:DOMAIN.")
+@click.option("--graph-url", help="--type graph: the Graph API root URL.")
 @click.option("--port", type=int, default=25, show_default=True)
 @click.option("--tls/--no-tls", default=False, help="STARTTLS.")
 @click.option("--ssl/--no-ssl", default=False, help="Implicit TLS (port 465).")

@@ -27,12 +27,14 @@ class EmailObject(str, enum.Enum):
 
     ``CONSOLE`` and ``FILE`` are development transports: they print the message, or write
     it to a directory (``host=``), instead of sending it (see ``fluxmail.transports.dev``).
+    ``GRAPH`` sends through the Microsoft Graph API (see docs/graph.md).
     """
 
     SMTP = "smtp"
     OUTLOOK = "outlook"
     CONSOLE = "console"
     FILE = "file"
+    GRAPH = "graph"
 
     @classmethod
     def parse(cls, value: object) -> EmailObject:
@@ -44,7 +46,8 @@ class EmailObject(str, enum.Enum):
             except ValueError:
                 pass
         raise ConfigurationError(
-            "object_type must be 'smtp' or 'outlook' ('console' or 'file' for development), "
+            "object_type must be 'smtp' or 'outlook' ('graph' for Microsoft Graph, 'console' "
+            "or 'file' for development), "
             f"or an EmailObject, got {value!r}"
         )
 

@@ -22,6 +22,8 @@ Every error fluxmail detects is a :class:`FluxMailException` with a stable snake
     │   └── ProtocolError                               protocol_error
     ├── AuthenticationError                             authentication_failed
     ├── OutcomeUnknownError                             outcome_unknown
+    ├── GraphError                                      graph_error
+    │   └── GraphThrottledError                         graph_throttled
     └── SMTPResponseError                               smtp_error
         ├── SenderRefusedError                          sender_refused
         ├── RecipientsRefusedError                      recipients_refused
@@ -52,6 +54,8 @@ __all__ = [
     "ConfigurationError",
     "ConnectError",
     "FluxMailException",
+    "GraphError",
+    "GraphThrottledError",
     "HeaderInjectionError",
     "InvalidAddressError",
     "InvalidMessageError",
@@ -321,6 +325,45 @@ class OutcomeUnknownError(FluxMailException):
     ) -> None:
         super().__init__(message, code=code, batch_result=batch_result)
         self.message_id = message_id
+
+
+class GraphError(FluxMailException):
+    """Microsoft Graph refused a request. ``status`` is the HTTP status, ``graph_code``
+    Graph's own error code (``ErrorInvalidRecipients``, ``ErrorAccessDenied``...), also
+    named in the text. Not retried: trying the same request again gets the same answer."""
+
+    code = "graph_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        graph_code: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message, code=code)
+        self.status = status
+        self.graph_code = graph_code
+
+
+class GraphThrottledError(GraphError):
+    """Graph answered 429 (throttled) or 503 (unavailable): nothing was sent; try again
+    after ``retry_after`` seconds (Graph's Retry-After, when it gave one)."""
+
+    code = "graph_throttled"
+    transient = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        graph_code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, status=status, graph_code=graph_code)
+        self.retry_after = retry_after
 
 
 class SMTPResponseError(FluxMailException):

@@ -56,6 +56,9 @@ MICROSOFT_TOKEN_URL = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/to
 #: Delegated SMTP sending (a user's refresh token) and app-only (client credentials).
 MICROSOFT_DELEGATED_SCOPE = "https://outlook.office.com/SMTP.Send offline_access"
 MICROSOFT_APP_SCOPE = "https://outlook.office365.com/.default"
+#: The same two for Microsoft Graph (object_type="graph", the Mail.Send permission).
+GRAPH_DELEGATED_SCOPE = "https://graph.microsoft.com/Mail.Send offline_access"
+GRAPH_APP_SCOPE = "https://graph.microsoft.com/.default"
 REFRESH_MARGIN = 60.0  # seconds before expiry a cached token is replaced
 DEFAULT_LIFETIME = 300.0  # when the endpoint does not say (no expires_in)
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -429,7 +432,9 @@ class MicrosoftOAuth2(RefreshingTokenProvider):
                     self.refresh_token_rotated = True
 
 
-def provider_from_env(environ: Mapping[str, str]) -> RefreshingTokenProvider | None:
+def provider_from_env(
+    environ: Mapping[str, str], *, graph: bool = False
+) -> RefreshingTokenProvider | None:
     """The token provider the ``FLUXMAIL_OAUTH2_*`` variables describe, or None.
 
     ``FLUXMAIL_OAUTH2_PROVIDER`` is ``google`` or ``microsoft``; then
@@ -437,7 +442,8 @@ def provider_from_env(environ: Mapping[str, str]) -> RefreshingTokenProvider | N
     ``FLUXMAIL_OAUTH2_REFRESH_TOKEN`` (Google: all three; Microsoft: a refresh token for
     the delegated flow, or a client secret alone for client credentials) and
     ``FLUXMAIL_OAUTH2_TENANT`` (Microsoft). ``FLUXMAIL_OAUTH2_TOKEN_URL`` overrides the
-    token endpoint. Errors name the variable, never its value.
+    token endpoint, ``FLUXMAIL_OAUTH2_SCOPE`` Microsoft's scope (with ``graph``, the
+    default is a Graph scope). Errors name the variable, never its value.
     """
     kind = (environ.get("FLUXMAIL_OAUTH2_PROVIDER") or "").strip().lower()
     if not kind:
@@ -464,11 +470,15 @@ def provider_from_env(environ: Mapping[str, str]) -> RefreshingTokenProvider | N
             token_url=token_url or GOOGLE_TOKEN_URL,
         )
     if kind == "microsoft":
+        scope = optional("SCOPE")
+        if scope is None and graph:
+            scope = GRAPH_DELEGATED_SCOPE if optional("REFRESH_TOKEN") else GRAPH_APP_SCOPE
         return MicrosoftOAuth2(
             required("TENANT"),
             required("CLIENT_ID"),
             optional("CLIENT_SECRET"),
             optional("REFRESH_TOKEN"),
+            scope=scope,
             token_url=token_url,
         )
     raise ConfigurationError("FLUXMAIL_OAUTH2_PROVIDER must be 'google' or 'microsoft'")

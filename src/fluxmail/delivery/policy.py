@@ -40,6 +40,10 @@ a reply in the middle of DATA      yes      no     deferred   no     ProtocolErr
 not SMTP before the dot            no       no     failed     no     ProtocolError
 AUTH 4xx, token endpoint down      yes      no     deferred   no     AuthenticationError
 credentials refused                no       no     failed     yes    AuthenticationError
+Graph 429 or 503 (throttled)       yes      no     deferred   no     GraphThrottledError
+Graph 400 and other 4xx            no       no     refused    no     GraphError
+Graph 403 or 404 (the mailbox, or  no       no     failed     yes    GraphError
+  the app's access to it)
 invalid message (local check)      no       no     failed     no     InvalidMessageError
 configuration, missing extra       no       no     failed     yes    ConfigurationError,
                                                                      MissingDependencyError
@@ -67,6 +71,8 @@ from ..errors import (
     ConfigurationError,
     ConnectError,
     FluxMailException,
+    GraphError,
+    GraphThrottledError,
     InvalidMessageError,
     MissingDependencyError,
     OutcomeUnknownError,
@@ -128,6 +134,9 @@ RULES: dict[str, Rule] = {
     "protocol": Rule(retry=False, free=False, outcome=_F, stops=False),
     "auth_later": Rule(retry=True, free=False, outcome=_D, stops=False),
     "auth_refused": Rule(retry=False, free=False, outcome=_F, stops=True),
+    "graph_throttled": Rule(retry=True, free=False, outcome=_D, stops=False),
+    "graph_refused": Rule(retry=False, free=False, outcome=Outcome.REFUSED, stops=False),
+    "graph_mailbox": Rule(retry=False, free=False, outcome=_F, stops=True),
     "invalid": Rule(retry=False, free=False, outcome=_F, stops=False),
     "configuration": Rule(retry=False, free=False, outcome=_F, stops=True),
     "other": Rule(retry=False, free=False, outcome=_F, stops=False),
@@ -152,11 +161,19 @@ def row_of(exc: FluxMailException) -> str:
         return "connection" if exc.transient else "session_refused"
     if isinstance(exc, AuthenticationError):
         return "auth_later" if exc.transient else "auth_refused"
+    if isinstance(exc, GraphError):
+        return _graph_row(exc)
     if isinstance(exc, InvalidMessageError):
         return "invalid"
     if isinstance(exc, (ConfigurationError, MissingDependencyError)):
         return "configuration"
     return "other"
+
+
+def _graph_row(exc: GraphError) -> str:
+    if isinstance(exc, GraphThrottledError):
+        return "graph_throttled"
+    return "graph_mailbox" if exc.status in (403, 404) else "graph_refused"
 
 
 def _reply_row(code: int) -> str:

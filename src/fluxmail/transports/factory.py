@@ -20,12 +20,14 @@ from .sink import active_capture
 if TYPE_CHECKING:
     from ..envelope import Composed
     from ..smtp import SendResult
+    from ._graph_pair import GraphPair
+    from ._graph_wire import GraphConfig
     from .dev import ConsoleTransport, FileTransport
     from .smtp import SMTPTransport
 
 __all__ = ["Switch", "build"]
 
-Inner = Union["SMTPTransport", "ConsoleTransport", "FileTransport"]
+Inner = Union["SMTPTransport", "ConsoleTransport", "FileTransport", "GraphPair"]
 
 
 class Switch(Transport, AsyncTransport):
@@ -81,17 +83,31 @@ class Switch(Transport, AsyncTransport):
     def probe(self) -> dict[str, Any]:
         return self.inner.probe()
 
+    def create_draft(self, composed: Composed) -> tuple[str, str]:
+        """Microsoft Graph's ``display()``: save a draft, its (id, webLink). Under a
+        capture the message goes to the outbox instead and no draft exists: ("", "")."""
+        target = self._target()
+        if target is not self.inner:
+            target.send(composed)
+            return "", ""
+        create = getattr(self.inner, "create_draft", None)
+        if create is None:
+            raise ConfigurationError(f"the {self.name} transport saves no drafts")
+        draft: tuple[str, str] = create(composed)
+        return draft
+
 
 def build(
     kind: EmailObject,
     *,
     config: SmtpConfig | None = None,
+    graph: GraphConfig | None = None,
     directory: str | os.PathLike[str] | None = None,
     max_retries: int = 0,
     retry_delay: float = 1.0,
 ) -> Switch:
-    """The transport for ``kind``: SMTP (``config``, retries), console, or file
-    (``directory``)."""
+    """The transport for ``kind``: SMTP (``config``, retries), Microsoft Graph
+    (``graph``, retries), console, or file (``directory``)."""
     inner: Inner
     if kind is EmailObject.SMTP:
         if config is None:
@@ -99,6 +115,12 @@ def build(
         from .smtp import SMTPTransport
 
         inner = SMTPTransport(config, max_retries=max_retries, retry_delay=retry_delay)
+    elif kind is EmailObject.GRAPH:
+        if graph is None:
+            raise ConfigurationError("a Microsoft Graph transport needs its settings")
+        from ._graph_pair import GraphPair
+
+        inner = GraphPair(graph, max_retries=max_retries, retry_delay=retry_delay)
     elif kind is EmailObject.CONSOLE:
         from .dev import ConsoleTransport
 
