@@ -15,7 +15,6 @@ envelope stays visible. Neither ever sees a password.
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import sys
 import threading
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .._mime import fold
+from .._terminal import safe_text
 from ..errors import ConfigurationError
 from .base import SinkTransport
 from .sink import accepted
@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 __all__ = ["ConsoleTransport", "FileTransport", "delivery_bytes"]
 
 RULE = "-" * 79
-_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def delivery_bytes(composed: Composed) -> bytes:
@@ -49,8 +48,8 @@ def delivery_bytes(composed: Composed) -> bytes:
 
 class ConsoleTransport(SinkTransport):
     """Print each message to ``sys.stdout`` (looked up at each send, so redirection and
-    pytest's capsys work). Control characters are shown escaped, never sent to the
-    terminal."""
+    pytest's capsys work). Control characters (and bidi overrides) are shown escaped,
+    never sent to the terminal: :func:`fluxmail._terminal.safe_text`, the one rule."""
 
     name = "console"
 
@@ -59,7 +58,7 @@ class ConsoleTransport(SinkTransport):
 
     def deliver(self, composed: Composed) -> SendResult:
         text = delivery_bytes(composed).decode("utf-8", "replace").replace("\r\n", "\n")
-        text = _CONTROLS.sub(lambda match: f"\\x{ord(match.group()):02x}", text).rstrip("\n")
+        text = safe_text(text, lines=True).rstrip("\n")
         with self._lock:
             sys.stdout.write(f"{RULE}\n{text}\n{RULE}\n")
             sys.stdout.flush()
