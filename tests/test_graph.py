@@ -775,3 +775,45 @@ def test_send_message_over_graph(graph: GraphServer) -> None:
     with pytest.raises(UnsupportedOperationError, match="Bcc"):
         m.send_message(bytes(built))
     assert len(graph.sent) == 1
+
+
+def test_an_invite_travels_through_graph(graph: GraphServer) -> None:
+    """The calendar invite is part of the composed MIME, so Graph carries it unchanged:
+    the text/calendar alternative and the invite.ics attachment, with Bcc never invited."""
+    from datetime import datetime, timezone
+
+    import icalendar
+
+    from fluxmail import Invite
+
+    invite = Invite(
+        summary="Quarterly review",
+        start=datetime(2027, 1, 15, 13, 0, tzinfo=timezone.utc),
+        end=datetime(2027, 1, 15, 14, 0, tzinfo=timezone.utc),
+        organizer=f"Reports <{MAILBOX}>",
+    )
+    receipt = (
+        mailer(graph)
+        .create(
+            subject="Invitation: Quarterly review",
+            recipients=["bob@example.com"],
+            bcc=["audit@example.com"],
+            body="You are invited.",
+            invite=invite,
+        )
+        .send()
+    )
+    assert receipt == GRAPH_SUCCESS
+    [request] = graph.sent
+    msg = request.message
+    calendars = [p for p in msg.walk() if p.get_content_type() == "text/calendar"]
+    assert len(calendars) == 1
+    assert calendars[0].get_param("method") == "REQUEST"
+    raw = calendars[0].get_payload(decode=True)
+    assert isinstance(raw, bytes)
+    (event,) = icalendar.Calendar.from_ical(raw).walk("VEVENT")
+    assert str(event["UID"]) == invite.uid
+    attendees = event.get("ATTENDEE")
+    attendees = attendees if isinstance(attendees, list) else [attendees]
+    assert [str(a).lower() for a in attendees] == ["mailto:bob@example.com"]
+    assert [p.get_filename() for p in msg.iter_attachments()] == ["invite.ics"]
