@@ -18,11 +18,12 @@ from typing import Any
 
 import pytest
 
+from django_helpers import django_backend
 from fluxmail import BulkSender, EmailTemplate, FluxMail
 from fluxmail.errors import ConfigurationError, FluxMailException, InvalidMessageError
+from helpers import assert_one_line_error, plain_args
+from helpers import run as run_cli
 from servers import PASSWORD, USERNAME, FaultServer
-from test_cli import assert_one_line_error, plain_args
-from test_cli import run as run_cli
 
 MakeFault = Callable[..., FaultServer]
 NOT_BOOLS = ["false", "False", "no", "0", "off", "true", "", 0, 1, None, 0.0, b"", []]
@@ -129,13 +130,6 @@ def test_environment_booleans_take_the_documented_words_only(word: str) -> None:
     assert word in result.stderr
 
 
-def django_backend(**options: Any) -> Any:
-    import test_django_backend  # noqa: F401  (configures Django once per process)
-    from fluxmail.backends.django import FluxMailBackend
-
-    return FluxMailBackend(**options)
-
-
 @pytest.mark.parametrize(
     ("setting", "argument"),
     [
@@ -149,8 +143,6 @@ def test_django_booleans_are_bool_only(
     make_fault_server: MakeFault, setting: str, argument: str, value: object
 ) -> None:
     from django.test import override_settings
-
-    import test_django_backend  # noqa: F401  (configures Django once per process)
 
     server = plaintext_auth_server(make_fault_server)
     base = {"host": server.host, "port": server.port, "username": USERNAME, "password": PASSWORD}
@@ -207,8 +199,6 @@ def test_constructor_types_are_checked_where_given(
 )
 def test_django_setting_types_are_checked(setting: str, value: object) -> None:
     from django.test import override_settings
-
-    import test_django_backend  # noqa: F401  (configures Django once per process)
 
     extra = {"EMAIL_HOST_USER": USERNAME} if setting == "EMAIL_HOST_PASSWORD" else {}
     with override_settings(**extra, **{setting: value}), pytest.raises(FluxMailException) as info:
