@@ -138,8 +138,8 @@ def test_environment_booleans_take_the_documented_words_only(
         assert FluxMail.from_env({**env, "FLUXMAIL_TLS": no}).config.use_tls is False
 
     server = make_server()
-    message = "--sender me@b.test --subject s --recipients a@b.test --body b".split()
-    args = plain_args(server, *message)
+    sender = ("--sender", "me@b.test", "--subject", "s")
+    args = plain_args(server, *sender, "--recipients", "a@b.test", "--body", "b")
     result = run_cli(*args, env={"FLUXMAIL_SSL": word})
     if meaning is None:
         line = assert_one_line_error(result, 2, "invalid_option")
