@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import traceback
 from collections.abc import Iterable
 from typing import Any
 
@@ -75,3 +76,10 @@ def assert_clean_wire(raw: bytes) -> None:
     assert b"\r\n.\r\n" not in body, "a lone dot before the end"
     longest = max((len(line) for line in body.split(b"\r\n")), default=0)
     assert longest <= 999, f"a line of {longest} octets"
+
+
+def everything_about(exc: BaseException) -> str:
+    """str, repr and the whole traceback with every chained cause."""
+    return "\n".join(
+        [str(exc), repr(exc), *traceback.format_exception(type(exc), exc, exc.__traceback__)]
+    )

@@ -19,6 +19,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -236,6 +237,29 @@ def configure_django() -> None:
         values = {name: getattr(django_settings, name) for name in dir(django_settings)}
         settings.configure(**{name: v for name, v in values.items() if name.isupper()})
         django.setup()
+
+
+# --- Celery ------------------------------------------------------------------------------
+
+
+def batch(count: int, tag: str = "Hi") -> list[dict[str, Any]]:
+    return [
+        {
+            "subject": f"{tag} {i}",
+            "recipients": [f"user{i}@example.com"],
+            "body": f"Hello {i}!",
+            "sender": "noreply@myapp.com",
+        }
+        for i in range(count)
+    ]
+
+
+def wait_until(condition: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {seconds}s waiting for {what}")
+        time.sleep(0.05)
 
 
 # --- in a worker process ----------------------------------------------------------------

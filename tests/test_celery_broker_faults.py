@@ -16,9 +16,9 @@ from celery_app import make_app
 from fluxmail import FluxMail
 from fluxmail.errors import ConnectError, FluxMailException
 from fluxmail.scale import LocalFleet
+from helpers import batch, wait_until
 from redis_fixture import RedisServer, StartWorkers
 from servers import FaultServer, FaultSession, Reply, SMTPTestServer
-from test_celery_workers import batch, wait_until
 
 MakeServer = Callable[..., SMTPTestServer]
 MakeFault = Callable[..., FaultServer]

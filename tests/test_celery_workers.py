@@ -8,31 +8,18 @@ variables that point at the SMTP server running in this test process.
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
 from celery_app import make_app
+from helpers import batch, wait_until
 from redis_fixture import RedisServer, StartWorkers
 from servers import PASSWORD, USERNAME, FaultServer, FaultSession, Reply, SMTPTestServer, Stall
 
 MakeServer = Callable[..., SMTPTestServer]
 MakeFault = Callable[..., FaultServer]
-
-
-def batch(count: int, tag: str = "Hi") -> list[dict[str, Any]]:
-    return [
-        {
-            "subject": f"{tag} {i}",
-            "recipients": [f"user{i}@example.com"],
-            "body": f"Hello {i}!",
-            "sender": "noreply@myapp.com",
-        }
-        for i in range(count)
-    ]
 
 
 def max_in_any_window(times: list[float], width: float = 1.0) -> int:
@@ -44,14 +31,6 @@ def max_in_any_window(times: list[float], width: float = 1.0) -> int:
             start += 1
         best = max(best, end - start + 1)
     return best
-
-
-def wait_until(condition: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {seconds}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def test_workers_deliver_retry_refuse_and_reuse_one_connection(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-import socket
 import ssl
 from collections.abc import Callable, Iterator
 from email.message import EmailMessage as StdEmailMessage
@@ -31,6 +30,7 @@ from django.core.mail import (
 )
 from django.test.utils import override_settings
 
+from django_helpers import BACKEND, email_settings
 from fluxmail.backends.django import FluxMailBackend, compose_django_message, django_envelope
 from fluxmail.errors import (
     AuthenticationError,
@@ -41,44 +41,10 @@ from fluxmail.errors import (
     SMTPResponseError,
     SMTPUTF8UnsupportedError,
 )
+from helpers import closed_port
 from servers import HOST, PASSWORD, USERNAME, FaultServer, FaultSession, Reply, SMTPTestServer
 
-BACKEND = "fluxmail.backends.django.FluxMailBackend"
-
-
 # --- helpers ------------------------------------------------------------------------------
-
-
-def email_settings(server: SMTPTestServer | FaultServer, **extra: Any) -> override_settings:
-    """Settings that point Django at ``server`` (TLS mode, AUTH, the test CA)."""
-    values: dict[str, Any] = {
-        "EMAIL_BACKEND": BACKEND,
-        "EMAIL_HOST": server.host,
-        "EMAIL_PORT": server.port,
-        "EMAIL_USE_TLS": False,
-        "EMAIL_USE_SSL": False,
-        "EMAIL_HOST_USER": "",
-        "EMAIL_HOST_PASSWORD": "",
-        "EMAIL_FLUXMAIL_SSL_CONTEXT": server.client_ssl_context,
-    }
-    if isinstance(server, SMTPTestServer):
-        values["EMAIL_USE_TLS"] = server.tls_mode == "starttls"
-        values["EMAIL_USE_SSL"] = server.tls_mode == "ssl"
-        if server.username is not None:
-            values["EMAIL_HOST_USER"] = server.username
-            values["EMAIL_HOST_PASSWORD"] = server.password
-    else:
-        values["EMAIL_USE_TLS"] = server.tls
-    values.update(extra)
-    return override_settings(**values)
-
-
-def closed_port() -> int:
-    """A port on 127.0.0.1 where nothing listens."""
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def message(n: int = 1, **kwargs: Any) -> EmailMessage:

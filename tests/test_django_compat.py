@@ -14,7 +14,7 @@ import pytest
 from django.core.mail import EmailMessage, get_connection, send_mail
 from django.test.utils import override_settings
 
-import test_django_backend  # noqa: F401 - configures Django once per process
+from django_helpers import email_settings
 from fluxmail.backends._django_errors import as_django_error
 from fluxmail.backends.django import FluxMailBackend, OpenConnection, django_envelope
 from fluxmail.errors import (
@@ -30,8 +30,8 @@ from fluxmail.errors import (
     SenderRefusedError,
     TLSRequiredError,
 )
+from helpers import closed_port
 from servers import SMTPTestServer, TLSMaterial
-from test_django_backend import closed_port, email_settings
 
 
 def test_refused_recipient_is_an_smtp_exception(

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from engine_client import Connect, msg, timed
 from fluxmail import FluxMail
 from fluxmail.envelope import Composed, Envelope
 from fluxmail.errors import (
@@ -38,9 +39,6 @@ from fluxmail.smtp._replies import Reply as R
 from fluxmail.smtp._transfer import Phase
 from hardening import MODES, run_batch, send, send_created
 from servers import Close, EarlyReply, FaultServer, FaultSession, Garbage, Reply
-from test_smtp_engine import Connect, connect, msg, timed
-
-__all__ = ["connect"]
 
 MakeFault = Callable[..., FaultServer]
 #: 8.9 MB (under the SIZE limit): many 1 MiB slices, so that an early reply arrives

@@ -9,14 +9,14 @@ from typing import Any
 
 import pytest
 
+from django_helpers import django_backend
 from fluxmail import FluxMail
 from fluxmail.errors import MessageRefusedError, MessageTooLargeError
 from fluxmail.smtp import AsyncSMTPConnection, SMTPConnection
 from hardening import MODES, run_batch, send
+from helpers import plain_args
+from helpers import run as run_cli
 from servers import FaultServer
-from test_cli import plain_args
-from test_cli import run as run_cli
-from test_hardening_tls import django_backend
 
 MakeFault = Callable[..., FaultServer]
 SEVEN_BIT_CAPS = ("PIPELINING", "SIZE 10000000", "ENHANCEDSTATUSCODES")

@@ -17,14 +17,14 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
+from django_helpers import django_backend, django_message
 from fluxmail import FluxMail
 from fluxmail.errors import ProtocolError, SMTPResponseError
 from fluxmail.smtp._redact import Secrets, oauthbearer_text, xoauth2_text
-from hardening import MODES, run_batch, send
+from hardening import MODES, everything_about, run_batch, send
+from helpers import plain_args
+from helpers import run as run_cli
 from servers import PASSWORD, USERNAME, FaultServer, Reply
-from test_cli import plain_args
-from test_cli import run as run_cli
-from test_hardening_tls import django_backend, django_message, everything_about
 
 MakeFault = Callable[..., FaultServer]
 TOKEN = "ya29.a0-Tok/en+with=odd&chars"

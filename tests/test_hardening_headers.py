@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
+from django_helpers import django_backend
 from fluxmail import FluxMail
 from fluxmail._mime import fold_text
 from fluxmail.errors import InvalidMessageError, MessageRefusedError, SMTPResponseError
 from hardening import MODES, assert_clean_wire, run_batch, send
 from servers import FaultServer
-from test_hardening_tls import django_backend
 
 MakeFault = Callable[..., FaultServer]
 

@@ -16,9 +16,9 @@ import pytest
 
 from fluxmail import FluxMail
 from hardening import MODES, run_batch, send
+from helpers import plain_args
+from helpers import run as run_cli
 from servers import FaultServer
-from test_cli import plain_args
-from test_cli import run as run_cli
 
 MakeFault = Callable[..., FaultServer]
 UTF8_TEXT = "naïve café, déjà vu: ünïcödé ✓\n"

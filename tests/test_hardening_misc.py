@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
+from django_helpers import django_backend, django_message
 from fluxmail import EmailInstance, EmailTemplate, FluxMail, TemplateError
 from fluxmail.errors import ConfigurationError
 from hardening import MODES, run_batch, send
+from helpers import run as run_cli
 from servers import FaultServer, Reply
-from test_cli import run as run_cli
-from test_hardening_tls import django_backend, django_message
 
 MakeFault = Callable[..., FaultServer]
 IDN = "Bücher.example"

@@ -18,13 +18,15 @@ from typing import Any
 
 import pytest
 
+from django_helpers import django_backend
 from fluxmail import BulkSender, EmailTemplate, FluxMail
 from fluxmail.errors import ConfigurationError, FluxMailException, InvalidMessageError
-from servers import PASSWORD, USERNAME, FaultServer
-from test_cli import assert_one_line_error, plain_args
-from test_cli import run as run_cli
+from helpers import assert_one_line_error, plain_args
+from helpers import run as run_cli
+from servers import PASSWORD, USERNAME, FaultServer, SMTPTestServer
 
 MakeFault = Callable[..., FaultServer]
+MakeServer = Callable[..., SMTPTestServer]
 NOT_BOOLS = ["false", "False", "no", "0", "off", "true", "", 0, 1, None, 0.0, b"", []]
 FLAGS = ["use_tls", "use_ssl", "allow_insecure_auth"]
 
@@ -112,28 +114,43 @@ def test_bulk_and_template_booleans_are_bool_only() -> None:
         EmailTemplate("Hi {{ name }}", autoescape="false")  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("word", ["maybe", "y", "2", "enabled"])
-def test_environment_booleans_take_the_documented_words_only(word: str) -> None:
+@pytest.mark.parametrize(
+    ("word", "meaning"),
+    [("maybe", None), ("y", True), ("2", None), ("enabled", None), (" T ", True), ("n", False)],
+)
+def test_environment_booleans_take_the_documented_words_only(
+    make_server: MakeServer, word: str, meaning: bool | None
+) -> None:
+    """One rule (``fluxmail._env``) for ``FluxMail.from_env()`` and the command: the true
+    words ``1 true t yes y on`` and the false words ``0 false f no n off``, in any case;
+    any other word is refused with the variable named and the value never repeated (it
+    may be a secret pasted into the wrong variable)."""
     env = {"FLUXMAIL_HOST": "127.0.0.1", "FLUXMAIL_TLS": word}
-    with pytest.raises(ConfigurationError, match="FLUXMAIL_TLS"):
-        FluxMail.from_env(env)
-    for yes in ("true", "TRUE", " 1 ", "yes", "On"):
+    if meaning is None:
+        with pytest.raises(ConfigurationError, match="FLUXMAIL_TLS") as info:
+            FluxMail.from_env(env)
+        assert word not in str(info.value)
+    else:
+        assert FluxMail.from_env(env).config.use_tls is meaning
+    for yes in ("true", "TRUE", " 1 ", "yes", "On", "y", "t"):
         assert FluxMail.from_env({**env, "FLUXMAIL_TLS": yes}).config.use_tls is True
-    for no in ("false", "0", "no", "OFF", ""):
+    for no in ("false", "0", "no", "OFF", "", "n", "F"):
         assert FluxMail.from_env({**env, "FLUXMAIL_TLS": no}).config.use_tls is False
-    if word in ("y", "2"):
-        return  # the CLI's own flag parser (click) reads FLUXMAIL_SSL=y as true: see cli.md
-    args = ["--type", "smtp", "--subject", "s", "--recipients", "a@b.test", "--body", "b"]
-    result = run_cli(*args, env={"FLUXMAIL_HOST": "127.0.0.1", "FLUXMAIL_SSL": word})
-    assert result.returncode == 2, result.stderr
-    assert word in result.stderr
 
-
-def django_backend(**options: Any) -> Any:
-    import test_django_backend  # noqa: F401  (configures Django once per process)
-    from fluxmail.backends.django import FluxMailBackend
-
-    return FluxMailBackend(**options)
+    server = make_server()
+    sender = ("--sender", "me@b.test", "--subject", "s")
+    args = plain_args(server, *sender, "--recipients", "a@b.test", "--body", "b")
+    result = run_cli(*args, env={"FLUXMAIL_SSL": word})
+    if meaning is None:
+        line = assert_one_line_error(result, 2, "invalid_option")
+        assert "FLUXMAIL_SSL" in line
+        assert word not in line
+    elif meaning:  # implicit TLS to a plaintext server: nothing is sent
+        assert_one_line_error(result, 1, "tls_required")
+        assert server.messages == []
+    else:
+        assert result.returncode == 0, result.stderr
+        assert len(server.messages) == 1
 
 
 @pytest.mark.parametrize(
@@ -149,8 +166,6 @@ def test_django_booleans_are_bool_only(
     make_fault_server: MakeFault, setting: str, argument: str, value: object
 ) -> None:
     from django.test import override_settings
-
-    import test_django_backend  # noqa: F401  (configures Django once per process)
 
     server = plaintext_auth_server(make_fault_server)
     base = {"host": server.host, "port": server.port, "username": USERNAME, "password": PASSWORD}
@@ -207,8 +222,6 @@ def test_constructor_types_are_checked_where_given(
 )
 def test_django_setting_types_are_checked(setting: str, value: object) -> None:
     from django.test import override_settings
-
-    import test_django_backend  # noqa: F401  (configures Django once per process)
 
     extra = {"EMAIL_HOST_USER": USERNAME} if setting == "EMAIL_HOST_PASSWORD" else {}
     with override_settings(**extra, **{setting: value}), pytest.raises(FluxMailException) as info:

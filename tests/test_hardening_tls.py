@@ -16,13 +16,13 @@ from __future__ import annotations
 import base64
 import logging
 import ssl
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from django_helpers import django_backend, django_message
 from fluxmail import BulkSender, FluxMail
 from fluxmail.errors import (
     AuthenticationError,
@@ -31,7 +31,7 @@ from fluxmail.errors import (
     TLSVerifyError,
 )
 from fluxmail.smtp import AsyncSMTPConnection, SMTPConnection
-from hardening import MODES, run_batch, send
+from hardening import MODES, everything_about, run_batch, send
 from helpers import assert_one_line_error, plain_args
 from helpers import run as run_cli
 from servers import (
@@ -51,18 +51,6 @@ SECRET = "Tr0ub4dor&3-n0t-the-test-one"
 
 def message(**extra: Any) -> dict[str, Any]:
     return {"subject": "s", "recipients": ["to@example.com"], "body": "b", **extra}
-
-
-def django_backend(**options: Any) -> Any:
-    from fluxmail.backends.django import FluxMailBackend
-
-    return FluxMailBackend(**options)
-
-
-def django_message() -> Any:
-    from django.core.mail import EmailMessage
-
-    return EmailMessage("s", "b", "me@example.com", ["to@example.com"])
 
 
 # --- rule 5: verification on by default -----------------------------------------------------
@@ -257,13 +245,6 @@ def secret_forms(username: str, password: str) -> list[str]:
 def assert_secret_free(text: str, username: str = USERNAME, password: str = SECRET) -> None:
     for form in secret_forms(username, password):
         assert form not in text, f"found {form!r}"
-
-
-def everything_about(exc: BaseException) -> str:
-    """str, repr and the whole traceback with every chained cause."""
-    return "\n".join(
-        [str(exc), repr(exc), *traceback.format_exception(type(exc), exc, exc.__traceback__)]
-    )
 
 
 def echoing(session: FaultSession) -> Reply:

@@ -20,8 +20,8 @@ from fluxmail.errors import (
 )
 from fluxmail.localserver import LocalSMTPServer
 from fluxmail.smtp._hints import API_WORDS, HINTS, host_hint
+from helpers import assert_one_line_error, run
 from servers import PASSWORD, USERNAME, FaultServer, Reply, SMTPTestServer, Stall
-from test_cli import assert_one_line_error, run
 
 MESSAGE = ("--subject", "S", "--recipients", "a@example.com", "--body", "x")
 API_ARGUMENTS = ("use_tls", "use_ssl", "allow_insecure_auth", "object_type", "sender=", "=True")

@@ -13,8 +13,8 @@ import pytest
 import fluxmail
 import fluxmail.backends
 from fluxmail import EmailInstance, EmailObject, FluxMail
+from outlook_fake import FakeOutlookApplication
 from servers import SMTPTestServer
-from test_outlook import FakeOutlookApplication
 
 
 def test_backends_package_exports_the_django_backend() -> None:
@@ -136,8 +136,6 @@ def test_python_dash_m_fluxmail_exit_status_on_bad_usage() -> None:
 
 def test_django_backend_by_the_short_path(smtp_server: SMTPTestServer) -> None:
     from django.core.mail import get_connection, send_mail
-
-    import test_django_backend  # noqa: F401 - configures Django once per process
 
     connection = get_connection(
         "fluxmail.backends.FluxMailBackend", host=smtp_server.host, port=smtp_server.port

@@ -1,7 +1,8 @@
 """Outlook: unavailable off Windows; with an injected recording fake of the COM
 application, display() fills exactly the MailItem fields the message has.
 
-The fake below is the only fake in the test suite (the COM object cannot exist on Linux).
+The fake (``outlook_fake.py``) is the only fake in the test suite (the COM object cannot
+exist on Linux).
 """
 
 from __future__ import annotations
@@ -22,73 +23,12 @@ from fluxmail import (
     OutlookUnavailableError,
     UnsupportedOperationError,
 )
+from outlook_fake import FakeMailItem, FakeOutlookApplication
 
 PR_ATTACH_CONTENT_ID = "http://schemas.microsoft.com/mapi/proptag/0x3712001F"
 OL_MAIL_ITEM = 0
 
 not_windows = pytest.mark.skipif(sys.platform == "win32", reason="Outlook may exist here")
-
-
-# --- the recording fake of Outlook.Application ------------------------------------------------
-
-
-class FakePropertyAccessor:
-    def __init__(self) -> None:
-        self.properties: dict[str, Any] = {}
-
-    def SetProperty(self, name: str, value: Any) -> None:
-        self.properties[name] = value
-
-
-class FakeAttachment:
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.PropertyAccessor = FakePropertyAccessor()
-
-
-class FakeAttachments:
-    def __init__(self) -> None:
-        self.added: list[FakeAttachment] = []
-
-    def Add(self, source: str, *args: Any) -> FakeAttachment:
-        assert not args, args
-        attachment = FakeAttachment(source)
-        self.added.append(attachment)
-        return attachment
-
-
-class FakeMailItem:
-    """Records every property assignment and method call."""
-
-    def __init__(self) -> None:
-        object.__setattr__(self, "assigned", {})
-        object.__setattr__(self, "calls", [])
-        object.__setattr__(self, "Attachments", FakeAttachments())
-
-    assigned: dict[str, Any]
-    calls: list[tuple[Any, ...]]
-    Attachments: FakeAttachments
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        self.assigned[name] = value
-
-    def Display(self, modal: bool = False) -> None:
-        self.calls.append(("Display", modal))
-
-    def Send(self) -> None:
-        self.calls.append(("Send",))
-
-
-class FakeOutlookApplication:
-    def __init__(self) -> None:
-        self.created: list[int] = []
-        self.items: list[FakeMailItem] = []
-
-    def CreateItem(self, kind: int) -> FakeMailItem:
-        self.created.append(kind)
-        item = FakeMailItem()
-        self.items.append(item)
-        return item
 
 
 @pytest.fixture

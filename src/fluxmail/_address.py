@@ -18,16 +18,28 @@ Domains are kept in their ASCII form: lowercased, and IDNA-encoded (UTS-46) when
 contain non-ASCII text. Local parts are kept exactly as given; non-ASCII local parts are
 allowed (RFC 6531) and make the message need SMTPUTF8.
 
-The functions here return plain strings so that :mod:`fluxmail.message` can build its
-values without an import cycle.
+:class:`Address` and :func:`parse_address` live here, below :mod:`fluxmail.message` and
+:mod:`fluxmail.invite` (both use them), so neither has to import the other's importer;
+:mod:`fluxmail.message` re-exports them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
 from .envelope import ascii_domain
 from .errors import HeaderInjectionError, InvalidAddressError, InvalidMessageError
 
-__all__ = ["check_mailbox", "check_text", "normalize_domain", "split_mailbox"]
+__all__ = [
+    "Address",
+    "check_mailbox",
+    "check_text",
+    "normalize_domain",
+    "parse_address",
+    "parse_addresses",
+    "split_mailbox",
+]
 
 _ATEXT = frozenset(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-/=?^_`{|}~"
@@ -42,6 +54,65 @@ _BAD_LOCAL_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp
 MAX_LOCAL_OCTETS = 64
 MAX_ADDRESS_OCTETS = 254
 MAX_DOMAIN_OCTETS = 253
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """One mailbox. ``domain`` is kept in ASCII (IDNA/punycode) form; ``local`` as given."""
+
+    local: str
+    domain: str
+    display_name: str = ""
+
+    @property
+    def addr_spec(self) -> str:
+        return f"{self.local}@{self.domain}"
+
+    @property
+    def needs_smtputf8(self) -> bool:
+        return not self.local.isascii()
+
+    def __str__(self) -> str:
+        if self.display_name:
+            return f"{self.display_name} <{self.addr_spec}>"
+        return self.addr_spec
+
+
+def parse_address(value: str | Address, *, field: str) -> Address:
+    """Validate one mailbox (``a@b.c``, ``Name <a@b.c>``, ``"Doe, J" <a@b.c>``).
+
+    The rules (one mailbox per string, no quoted local parts, no comments, no groups,
+    no domain literals, IDNA domains) are described in :mod:`fluxmail._address`.
+    An :class:`Address` is re-checked the same way. Raises InvalidAddressError,
+    HeaderInjectionError (CR/LF/NUL) or InvalidMessageError (wrong type).
+    """
+    if isinstance(value, Address):
+        display, local, domain = check_mailbox(
+            value.display_name, value.local, value.domain, field
+        )
+    else:
+        display, local, domain = split_mailbox(value, field)
+    return Address(local, domain, display)
+
+
+def parse_addresses(
+    value: str | Address | Iterable[str | Address] | None, *, field: str
+) -> tuple[Address, ...]:
+    """A list of mailboxes; a bare string is exactly one mailbox (never split on commas).
+
+    Errors name the entry: ``recipients[1]: ...``.
+    """
+    if value is None:
+        return ()
+    if isinstance(value, (str, Address)):
+        return (parse_address(value, field=field),)
+    if isinstance(value, (bytes, bytearray, Mapping)) or not isinstance(value, Iterable):
+        raise InvalidMessageError(
+            f"{field}: expected a list of email addresses, got {type(value).__name__}"
+        )
+    return tuple(
+        parse_address(item, field=f"{field}[{index}]") for index, item in enumerate(value)
+    )
 
 
 def check_text(

@@ -19,11 +19,11 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from ._address import Address
 from .errors import FluxMailException, MissingDependencyError
 
 if TYPE_CHECKING:
     from .invite import Invite
-    from .message import Address
 
 __all__ = ["ICS_FILENAME", "attendees_of", "load_icalendar", "render"]
 
@@ -76,8 +76,6 @@ def render(invite: Invite, now: datetime) -> bytes:
 
 
 def organizer_of(invite: Invite) -> Address:
-    from .message import Address
-
     organizer = invite.organizer
     if not isinstance(organizer, Address):  # Invite() always stores an Address
         raise TypeError("invite.organizer was not validated")
@@ -85,8 +83,6 @@ def organizer_of(invite: Invite) -> Address:
 
 
 def attendees_of(invite: Invite) -> tuple[Address, ...]:
-    from .message import Address
-
     people = invite.attendees
     if not isinstance(people, tuple) or not all(isinstance(a, Address) for a in people):
         raise TypeError("invite.attendees were not resolved (create() resolves them)")

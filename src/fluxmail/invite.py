@@ -19,13 +19,10 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, fields, replace
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Literal, Union
+from typing import Any, Literal, Union
 
-from ._address import check_text
+from ._address import Address, check_text, parse_address, parse_addresses
 from .errors import InvalidMessageError
-
-if TYPE_CHECKING:
-    from .message import Address
 
 __all__ = ["Attendees", "Invite", "InviteMethod"]
 
@@ -58,8 +55,6 @@ class Invite:
     method: InviteMethod = "REQUEST"
 
     def __post_init__(self) -> None:
-        from .message import parse_address, parse_addresses  # message imports this module
-
         _set(self, "summary", _one_line(self.summary, "invite.summary", required=True))
         _set(self, "start", _instant(self.start, "invite.start"))
         _set(self, "end", _instant(self.end, "invite.end"))

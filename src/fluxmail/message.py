@@ -18,7 +18,7 @@ from os import PathLike
 from pathlib import Path
 from typing import IO, Any, Literal, Union
 
-from ._address import check_mailbox, check_text, split_mailbox
+from ._address import Address, check_text, parse_address, parse_addresses
 from ._fields import (
     check_body,
     check_cid,
@@ -50,28 +50,6 @@ Priority = Literal["high", "normal", "low"]
 AttachmentSource = Union[
     str, "PathLike[str]", tuple[str, bytes], tuple[str, bytes, "str | None"], IO[bytes]
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class Address:
-    """One mailbox. ``domain`` is kept in ASCII (IDNA/punycode) form; ``local`` as given."""
-
-    local: str
-    domain: str
-    display_name: str = ""
-
-    @property
-    def addr_spec(self) -> str:
-        return f"{self.local}@{self.domain}"
-
-    @property
-    def needs_smtputf8(self) -> bool:
-        return not self.local.isascii()
-
-    def __str__(self) -> str:
-        if self.display_name:
-            return f"{self.display_name} <{self.addr_spec}>"
-        return self.addr_spec
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,43 +143,6 @@ class Message:
 
 
 # --- validation ---------------------------------------------------------------------------
-
-
-def parse_address(value: str | Address, *, field: str) -> Address:
-    """Validate one mailbox (``a@b.c``, ``Name <a@b.c>``, ``"Doe, J" <a@b.c>``).
-
-    The rules (one mailbox per string, no quoted local parts, no comments, no groups,
-    no domain literals, IDNA domains) are described in :mod:`fluxmail._address`.
-    An :class:`Address` is re-checked the same way. Raises InvalidAddressError,
-    HeaderInjectionError (CR/LF/NUL) or InvalidMessageError (wrong type).
-    """
-    if isinstance(value, Address):
-        display, local, domain = check_mailbox(
-            value.display_name, value.local, value.domain, field
-        )
-    else:
-        display, local, domain = split_mailbox(value, field)
-    return Address(local, domain, display)
-
-
-def parse_addresses(
-    value: str | Address | Iterable[str | Address] | None, *, field: str
-) -> tuple[Address, ...]:
-    """A list of mailboxes; a bare string is exactly one mailbox (never split on commas).
-
-    Errors name the entry: ``recipients[1]: ...``.
-    """
-    if value is None:
-        return ()
-    if isinstance(value, (str, Address)):
-        return (parse_address(value, field=field),)
-    if isinstance(value, (bytes, bytearray, Mapping)) or not isinstance(value, Iterable):
-        raise InvalidMessageError(
-            f"{field}: expected a list of email addresses, got {type(value).__name__}"
-        )
-    return tuple(
-        parse_address(item, field=f"{field}[{index}]") for index, item in enumerate(value)
-    )
 
 
 def build_message(

@@ -57,92 +57,87 @@ __all__ = [
 ]
 
 
-def _rebuild(cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
-    """Unpickle without calling ``__init__`` (whose keyword-only arguments pickle drops)."""
-    exc = cls.__new__(cls, *args)
-    exc.args = args
-    exc.__dict__.update(state)
-    return exc
-
-
 class _SMTPCompatible:
-    """Pickles by state; ``str()`` is the fluxmail message (not smtplib's tuple form)."""
+    """Placed after the fluxmail class and before the smtplib one in each twin's bases, so
+    the fluxmail constructor's ``super().__init__(message)`` lands here, not in smtplib's
+    ``__init__`` (which wants ``code, msg``); ``str()`` is the fluxmail message (not
+    smtplib's tuple form). Pickling is ``FluxMailException``'s (state, no ``__init__``)."""
 
     args: tuple[Any, ...]
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
+    def __init__(self, message: str) -> None:
+        BaseException.__init__(cast(BaseException, self), message)
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
 
 
 class DjangoAuthenticationError(  # type: ignore[misc]  # smtp_code: int | None vs int
-    _SMTPCompatible, AuthenticationError, smtplib.SMTPAuthenticationError
+    AuthenticationError, _SMTPCompatible, smtplib.SMTPAuthenticationError
 ):
     """``authentication_failed``, also an :class:`smtplib.SMTPAuthenticationError`."""
 
 
-class DjangoSenderRefusedError(_SMTPCompatible, SenderRefusedError, smtplib.SMTPSenderRefused):
+class DjangoSenderRefusedError(SenderRefusedError, _SMTPCompatible, smtplib.SMTPSenderRefused):
     """``sender_refused``, also an :class:`smtplib.SMTPSenderRefused` (``.sender`` set)."""
 
 
 class DjangoRecipientsRefusedError(
-    _SMTPCompatible, RecipientsRefusedError, smtplib.SMTPRecipientsRefused
+    RecipientsRefusedError, _SMTPCompatible, smtplib.SMTPRecipientsRefused
 ):
     """``recipients_refused``, also an :class:`smtplib.SMTPRecipientsRefused`
     (``.recipients`` maps each address to ``(code, bytes)`` as smtplib does)."""
 
 
-class DjangoMessageRefusedError(_SMTPCompatible, MessageRefusedError, smtplib.SMTPDataError):
+class DjangoMessageRefusedError(MessageRefusedError, _SMTPCompatible, smtplib.SMTPDataError):
     """``message_refused``, also an :class:`smtplib.SMTPDataError`."""
 
 
-class DjangoMessageTooLargeError(_SMTPCompatible, MessageTooLargeError, smtplib.SMTPDataError):
+class DjangoMessageTooLargeError(MessageTooLargeError, _SMTPCompatible, smtplib.SMTPDataError):
     """``message_too_large``, also an :class:`smtplib.SMTPDataError`."""
 
 
 class DjangoSMTPUTF8UnsupportedError(
-    _SMTPCompatible, SMTPUTF8UnsupportedError, smtplib.SMTPNotSupportedError
+    SMTPUTF8UnsupportedError, _SMTPCompatible, smtplib.SMTPNotSupportedError
 ):
     """``smtputf8_unsupported``, also an :class:`smtplib.SMTPNotSupportedError`."""
 
 
-class DjangoSMTPResponseError(_SMTPCompatible, SMTPResponseError, smtplib.SMTPResponseException):
+class DjangoSMTPResponseError(SMTPResponseError, _SMTPCompatible, smtplib.SMTPResponseException):
     """Any other error reply, also an :class:`smtplib.SMTPResponseException`."""
 
 
-class DjangoConnectError(_SMTPCompatible, ConnectError, smtplib.SMTPServerDisconnected):
+class DjangoConnectError(ConnectError, _SMTPCompatible, smtplib.SMTPServerDisconnected):
     """``connection_failed``: a ``ConnectionError`` and an :class:`smtplib.SMTPException`."""
 
 
-class DjangoSendTimeoutError(_SMTPCompatible, SendTimeoutError, smtplib.SMTPServerDisconnected):
+class DjangoSendTimeoutError(SendTimeoutError, _SMTPCompatible, smtplib.SMTPServerDisconnected):
     """``timeout``: a ``TimeoutError`` and an :class:`smtplib.SMTPException`."""
 
 
-class DjangoProtocolError(_SMTPCompatible, ProtocolError, smtplib.SMTPServerDisconnected):
+class DjangoProtocolError(ProtocolError, _SMTPCompatible, smtplib.SMTPServerDisconnected):
     """``protocol_error``: the server does not speak SMTP."""
 
 
 class DjangoOutcomeUnknownError(
-    _SMTPCompatible, OutcomeUnknownError, smtplib.SMTPServerDisconnected
+    OutcomeUnknownError, _SMTPCompatible, smtplib.SMTPServerDisconnected
 ):
     """``outcome_unknown``: smtplib reports this case as ``SMTPServerDisconnected``."""
 
 
-class DjangoTLSRequiredError(_SMTPCompatible, TLSRequiredError, smtplib.SMTPNotSupportedError):
+class DjangoTLSRequiredError(TLSRequiredError, _SMTPCompatible, smtplib.SMTPNotSupportedError):
     """``tls_required`` (STARTTLS not offered, or AUTH without TLS), also an
     :class:`smtplib.SMTPNotSupportedError` as smtplib raises for a missing STARTTLS."""
 
 
 class DjangoTLSHandshakeError(
-    _SMTPCompatible, TLSRequiredError, smtplib.SMTPException, ssl.SSLError
+    TLSRequiredError, _SMTPCompatible, smtplib.SMTPException, ssl.SSLError
 ):
     """``tls_required`` after a failed TLS handshake: also an :class:`ssl.SSLError`."""
 
 
 class DjangoTLSVerifyError(
-    _SMTPCompatible, TLSVerifyError, smtplib.SMTPException, ssl.SSLCertVerificationError
+    TLSVerifyError, _SMTPCompatible, smtplib.SMTPException, ssl.SSLCertVerificationError
 ):
     """``tls_verify_failed``, also an :class:`ssl.SSLCertVerificationError`."""
 

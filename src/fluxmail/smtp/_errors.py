@@ -235,9 +235,8 @@ def early_reply_error(
     if reply is not None and reply.code >= 400:
         return reply_error("body", reply, host=host)
     said = describe(reply) if reply is not None else _reason(cause)
-    exc = ProtocolError(
+    return ProtocolError(
         f"SMTP server {host} spoke in the middle of DATA, before the final dot ({said}); "
-        "the transaction was abandoned without its dot, so nothing was delivered"
+        "the transaction was abandoned without its dot, so nothing was delivered",
+        transient=True,
     )
-    exc.transient = True
-    return exc

@@ -306,6 +306,7 @@ class Session:
         form of the credentials redacted, before anything keeps it (see ``_redact``).
         """
         secrets = self.credentials.secrets
+        error: FluxMailException | None = None
         self.transfer.starting(exchange)
         try:
             answer = yield exchange
@@ -314,8 +315,12 @@ class Session:
             try:
                 answer = self.transfer.failed(exchange, failure)
             except FluxMailException as exc:
-                secrets.exception(exc)
-                raise
+                error = secrets.exception(exc)
+                if error is exc:
+                    raise
+            if error is not None:
+                # outside that handler, so the unredacted error is not the redacted one's context
+                raise error from error.__cause__
         else:
             self.transfer.answered()
         assert isinstance(answer, list)

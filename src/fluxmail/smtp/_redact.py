@@ -3,10 +3,10 @@
 A hostile or broken server can echo what it was sent: the password, its base64 (AUTH
 LOGIN), the AUTH PLAIN token, the XOAUTH2 or OAUTHBEARER response, the bearer token, or
 any of these URL-encoded or JSON-escaped (an OAuth2 token endpoint). :class:`Secrets`
-knows all those forms for one session; :meth:`Secrets.redact` replaces each with ``[redacted]``. The
-SMTP session applies it to every reply the moment it arrives (``Session.ask``), so the
-exception texts, ``.server_message``, ``refused`` maps, logs, batch results, the CLI and
-the Django backend only ever see redacted text.
+knows all those forms for one session; :meth:`Secrets.redact` replaces each with
+``[redacted]``. The SMTP session applies it to every reply the moment it arrives
+(``Session.ask``), so the exception texts, ``.server_message``, ``refused`` maps, logs,
+batch results, the CLI and the Django backend only ever see redacted text.
 
 Matching ignores case: a URL-encoding may come back as ``%2f`` instead of ``%2F``, and
 redacting a little more than needed is harmless. Base64 forms are matched with and
@@ -16,15 +16,19 @@ without their ``=`` padding.
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TypeVar
 from urllib.parse import quote, quote_plus
 
 from ._replies import Reply
 
 REDACTED = "[redacted]"
+
+E = TypeVar("E", bound=BaseException)
 
 
 def _b64(data: bytes) -> tuple[str, ...]:
@@ -131,18 +135,27 @@ class Secrets:
             return replies
         return [self.reply(r) for r in replies]
 
-    def exception(self, exc: BaseException) -> BaseException:
-        """``exc`` redacted in place: its message (a reply line the parser refused is
-        quoted in it), ``server_message`` and ``refused`` (a reply that came early)."""
+    def exception(self, exc: E) -> E:
+        """``exc`` with every secret taken out of its message (a reply line the parser
+        refused is quoted in it), ``server_message`` and ``refused`` (a reply that came
+        early): a new error of the same class, with every other attribute, its cause and
+        traceback (errors are never changed once built); ``exc`` itself when there is no
+        secret to take out."""
         if self._pattern is None:
             return exc
-        if exc.args and isinstance(exc.args[0], str):
-            exc.args = (self.redact(exc.args[0]), *exc.args[1:])
-        said = getattr(exc, "server_message", None)
+        state = dict(vars(exc))
+        said = state.get("server_message")
         if isinstance(said, str):
-            exc.server_message = self.redact(said)  # type: ignore[attr-defined]
-        refused = getattr(exc, "refused", None)
+            state["server_message"] = self.redact(said)
+        refused = state.get("refused")
         if isinstance(refused, dict):
-            for address, (code, text) in list(refused.items()):
-                refused[address] = (code, self.redact(text))
-        return exc
+            state["refused"] = {
+                address: (code, self.redact(text)) for address, (code, text) in refused.items()
+            }
+        clone = copy.copy(exc)
+        if exc.args and isinstance(exc.args[0], str):
+            clone.args = (self.redact(exc.args[0]), *exc.args[1:])
+        clone.__dict__.update(state)
+        clone.__cause__ = exc.__cause__
+        clone.__suppress_context__ = exc.__suppress_context__
+        return clone.with_traceback(exc.__traceback__)

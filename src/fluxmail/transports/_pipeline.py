@@ -14,9 +14,10 @@ the wire at that moment (:attr:`_Run.in_flight`), whose outcome is unknown.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
+from ..config import SmtpConfig
 from ..delivery import policy
 from ..errors import AuthenticationError, FluxMailException, ServerReply, SMTPResponseError
 from ..smtp import AsyncSMTPConnection, SendResult, SMTPConnection
@@ -24,9 +25,17 @@ from ..smtp import AsyncSMTPConnection, SendResult, SMTPConnection
 if TYPE_CHECKING:
     from ..envelope import Composed
     from .base import AsyncBatchHooks, BatchHooks, Item, Source
-    from .smtp import SMTPTransport
 
 _C = TypeVar("_C", SMTPConnection, AsyncSMTPConnection)
+
+
+class Owner(Protocol):
+    """What a batch uses of its :class:`~.smtp.SMTPTransport` (which imports this module)."""
+
+    config: SmtpConfig
+    _sleep: Callable[[float], None]
+
+    def _attempts(self) -> policy.Attempts: ...
 
 
 def chained(exc: FluxMailException) -> FluxMailException:
@@ -87,7 +96,7 @@ class _Run:
 class Batch:
     """The blocking loop."""
 
-    def __init__(self, transport: SMTPTransport, hooks: BatchHooks) -> None:
+    def __init__(self, transport: Owner, hooks: BatchHooks) -> None:
         self.transport = transport
         self.hooks = hooks
         self.run_ = _Run(hooks)
@@ -144,7 +153,7 @@ class Batch:
 class AsyncBatch:
     """The asyncio loop (one per connection of a pool)."""
 
-    def __init__(self, transport: SMTPTransport, hooks: AsyncBatchHooks) -> None:
+    def __init__(self, transport: Owner, hooks: AsyncBatchHooks) -> None:
         self.transport = transport
         self.hooks = hooks
         self.run_ = _Run(hooks)
