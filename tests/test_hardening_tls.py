@@ -85,8 +85,8 @@ def test_certificate_and_host_name_are_verified(
 
 
 def test_default_context_verifies_against_the_system_store(make_server: MakeServer) -> None:
-    # (a CA no store trusts: the default context is built once per process, and other
-    # tests point SSL_CERT_FILE at the trusted test CA while it is built)
+    # (a CA no store trusts: each config builds its default context from SSL_CERT_FILE
+    # or the system store, and neither holds the untrusted test CA)
     server = make_server(tls="ssl", untrusted=True)
     mailer = FluxMail(**server.fluxmail_kwargs(sender="me@example.com", ssl_context=None))
     with pytest.raises(TLSVerifyError):

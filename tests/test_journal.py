@@ -274,8 +274,21 @@ def start_child(
     )
 
 
+def reap(child: subprocess.Popen[str]) -> None:
+    """Kill the child if it still runs, wait for it and close its pipes."""
+    if child.poll() is None:
+        child.kill()
+    child.wait(timeout=10)
+    for pipe in (child.stdout, child.stderr):
+        if pipe is not None:
+            pipe.close()
+
+
 def finish(child: subprocess.Popen[str]) -> dict[str, Any]:
-    out, err = child.communicate(timeout=60)
+    try:
+        out, err = child.communicate(timeout=60)
+    finally:
+        reap(child)
     assert child.returncode == 0, err[-3000:]
     report: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     return report
@@ -283,12 +296,15 @@ def finish(child: subprocess.Popen[str]) -> dict[str, Any]:
 
 def kill_when(child: subprocess.Popen[str], ready: Callable[[], bool]) -> None:
     deadline = time.monotonic() + 30
-    while not ready():
-        assert time.monotonic() < deadline, "the child never got there"
-        assert child.poll() is None, child.communicate()
-        time.sleep(0.002)
-    os.kill(child.pid, signal.SIGKILL)
-    child.communicate(timeout=10)  # reaps it and closes the pipes
+    try:
+        while not ready():
+            assert time.monotonic() < deadline, "the child never got there"
+            assert child.poll() is None, child.communicate()
+            time.sleep(0.002)
+        os.kill(child.pid, signal.SIGKILL)
+        child.communicate(timeout=10)
+    finally:
+        reap(child)  # also when an assertion above failed
     assert child.returncode == -signal.SIGKILL
 
 

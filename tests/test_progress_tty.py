@@ -72,8 +72,23 @@ def run_child(
         return done.returncode, done.stdout, done.stderr
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
-    child = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=slave, env=env, text=True)
-    os.close(slave)
+    with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=slave, env=env, text=True) as child:
+        os.close(slave)
+        try:
+            screen = read_terminal(master, child)
+        except BaseException:
+            child.kill()  # so leaving the with-block does not wait on a stuck child
+            raise
+        finally:
+            os.close(master)
+        assert child.stdout is not None
+        stdout = child.stdout.read()
+        status = child.wait(timeout=30)
+    return status, stdout, MOVES.sub("\n", COLOURS.sub("", screen.decode("utf-8", "replace")))
+
+
+def read_terminal(master: int, child: subprocess.Popen[str]) -> bytearray:
+    """Everything the child draws on the terminal, until it closes it or exits."""
     screen = bytearray()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -90,11 +105,7 @@ def run_child(
             screen += chunk
         elif child.poll() is not None:
             break
-    os.close(master)
-    assert child.stdout is not None
-    stdout = child.stdout.read()
-    status = child.wait(timeout=30)
-    return status, stdout, MOVES.sub("\n", COLOURS.sub("", screen.decode("utf-8", "replace")))
+    return screen
 
 
 def last_line_with(screen: str, needle: str) -> str:

@@ -38,8 +38,18 @@ class Served:
         )
         self.lines: queue.Queue[str] = queue.Queue()
         assert self.process.stdout is not None
-        threading.Thread(target=self._pump, args=(self.process.stdout,), daemon=True).start()
+        self._pump_thread = threading.Thread(
+            target=self._pump, args=(self.process.stdout,), daemon=True
+        )
+        self._pump_thread.start()
         self._pushed: list[str] = []
+        try:
+            self._read_banner()
+        except BaseException:
+            self.close()
+            raise
+
+    def _read_banner(self) -> None:
         first = self.line()
         assert first.startswith("fluxmail serve: listening on 127.0.0.1:"), first
         self.port = int(first.split("127.0.0.1:", 1)[1].split(" ", 1)[0])
@@ -72,19 +82,26 @@ class Served:
             self.process.send_signal(sig)
         status = self.process.wait(timeout=10)
         assert self.process.stderr is not None
-        return status, self.process.stderr.read()
+        stderr = self.process.stderr.read()
+        self.close()
+        return status, stderr
+
+    def close(self) -> None:
+        """Kill the server if it still runs, wait for it and close both pipes."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=10)
+        self._pump_thread.join(timeout=10)  # it ends at EOF; then its pipe can be closed
+        for pipe in (self.process.stdout, self.process.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Served]:
     server = Served("--dir", str(tmp_path / "mail"), "--cert-dir", str(tmp_path / "ca"))
     yield server
-    if server.process.poll() is None:
-        server.process.kill()
-        server.process.wait(timeout=10)
-    for pipe in (server.process.stdout, server.process.stderr):
-        if pipe is not None:
-            pipe.close()
+    server.close()
 
 
 def test_serve_catches_prints_saves_and_stops_cleanly(served: Served, tmp_path: Path) -> None:
@@ -233,9 +250,7 @@ def run_python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[st
 def tls_served(tmp_path: Path) -> Iterator[Served]:
     server = Served("--cert-dir", str(tmp_path / "ca"))
     yield server
-    if server.process.poll() is None:
-        server.process.kill()
-        server.process.wait(timeout=10)
+    server.close()
 
 
 def test_the_api_pages_tls_examples_run_with_the_printed_line(
