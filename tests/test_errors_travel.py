@@ -42,6 +42,9 @@ ARGUMENTS: dict[str, Any] = {
     "message_id": "<m1@example.com>",
     "transient": True,
     "batch_result": {"sent": 2, "failed": 1, "errors": []},
+    "status": 429,
+    "graph_code": "ErrorInvalidRecipients",
+    "retry_after": 2.5,
 }
 ATTRIBUTES = (
     "code",
@@ -54,6 +57,9 @@ ATTRIBUTES = (
     "transient",
     "batch_result",
     "extra",
+    "status",
+    "graph_code",
+    "retry_after",
 )
 
 
