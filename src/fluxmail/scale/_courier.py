@@ -232,16 +232,10 @@ class Courier:
         return Step(claim.message_id, self.store.get(claim.message_id), 0.05)
 
     def _compose(self, message_id: str, options: dict[str, Any]) -> Composed:
-        from .._compose import compose
-
+        """The message as every other path composes it (``FluxMail.compose``: the
+        composer, then DKIM when configured), with the Message-ID fixed at enqueue."""
         mailer = self.mailer
-        message = mailer.build_message(**options)
-        composed = compose(message, domain=mailer.domain, message_id=message_id)
-        if mailer.dkim is not None:  # the same signing step as FluxMail.compose()
-            from ..dkim import sign
-
-            composed = sign(composed, mailer.dkim)
-        return composed
+        return mailer.compose(mailer.build_message(**options), message_id=message_id)
 
     # --- connections --------------------------------------------------------------------
 
