@@ -13,6 +13,7 @@ import pytest
 from engine_client import Client
 from fluxmail.smtp._options import SmtpConfig
 from helpers import configure_django
+from oauth_servers import TokenEndpoint
 from servers import FaultServer, Script, SMTPTestServer, TLSMaterial, tls_material
 
 # Resources left open. Every other warning is an error (pyproject.toml), but a socket or
@@ -118,3 +119,19 @@ def connect(request: pytest.FixtureRequest) -> Iterator[Callable[[SmtpConfig], C
 
 # Redis and Celery worker processes for the fluxmail[celery] tests (tests/redis_fixture.py).
 from redis_fixture import celery_workers, redis_server  # noqa: E402, F401
+
+
+@pytest.fixture
+def make_endpoint() -> Iterator[Callable[..., TokenEndpoint]]:
+    """Factory: ``make_endpoint(**options)`` starts a real local OAuth2 token endpoint
+    (``oauth_servers.TokenEndpoint``); every one started is stopped at teardown."""
+    started: list[TokenEndpoint] = []
+
+    def factory(**options: Any) -> TokenEndpoint:
+        endpoint = TokenEndpoint(**options).start()
+        started.append(endpoint)
+        return endpoint
+
+    yield factory
+    for endpoint in started:
+        endpoint.stop()

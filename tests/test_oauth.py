@@ -6,7 +6,7 @@ import asyncio
 import re
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -21,20 +21,6 @@ from fluxmail.oauth import (
 from oauth_servers import CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN, TokenEndpoint
 
 SECRETS = (CLIENT_SECRET, REFRESH_TOKEN)
-
-
-@pytest.fixture
-def make_endpoint() -> Iterator[Callable[..., TokenEndpoint]]:
-    started: list[TokenEndpoint] = []
-
-    def factory(**options: Any) -> TokenEndpoint:
-        endpoint = TokenEndpoint(**options).start()
-        started.append(endpoint)
-        return endpoint
-
-    yield factory
-    for endpoint in started:
-        endpoint.stop()
 
 
 @pytest.fixture

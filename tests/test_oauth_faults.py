@@ -8,8 +8,7 @@ import base64
 import logging
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 from urllib.parse import quote, quote_plus
 
 import pytest
@@ -22,20 +21,6 @@ from oauth_servers import CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN, TokenEndpoint
 #: Secrets with the characters URL-encoding changes (Google refresh tokens have "/").
 SECRET = "cs-Sup3r/Secret+Key=="
 REFRESH = "1//0gRefresh/Tok+en="
-
-
-@pytest.fixture
-def make_endpoint() -> Iterator[Callable[..., TokenEndpoint]]:
-    started: list[TokenEndpoint] = []
-
-    def factory(**options: Any) -> TokenEndpoint:
-        endpoint = TokenEndpoint(**options).start()
-        started.append(endpoint)
-        return endpoint
-
-    yield factory
-    for endpoint in started:
-        endpoint.stop()
 
 
 def every_form(secret: str) -> list[str]:
