@@ -27,7 +27,7 @@ from typing import Any
 
 
 def bench_html2text(counts: list[int], runs: int) -> None:
-    from fluxmail._html2text import html_to_text
+    from fluxmail.message._html2text import html_to_text
 
     print(f"| links in one paragraph | HTML size | seconds (best of {runs}) | us per link |")
     print("|---:|---:|---:|---:|")

@@ -18,7 +18,7 @@ from fluxmail import (
     OutcomeUnknownError,
     RecipientsRefusedError,
 )
-from fluxmail._ratelimit import WINDOW, RateLimiter
+from fluxmail.delivery._ratelimit import WINDOW, RateLimiter
 from servers import Close, DropMidData, FaultServer, FaultSession, Reply, SMTPTestServer
 
 MakeFault = Callable[..., FaultServer]
@@ -194,7 +194,7 @@ def test_bad_credentials_stop_the_batch(starttls_server: SMTPTestServer, mode: s
 
 @pytest.mark.parametrize("mode", MODES)
 def test_unreachable_server_stops_the_batch(mode: str) -> None:
-    from fluxmail.localserver import free_port
+    from fluxmail.cli.localserver import free_port
 
     mailer = FluxMail(object_type="smtp", host="127.0.0.1", port=free_port(), timeout=2)
     with pytest.raises(ConnectError) as caught:

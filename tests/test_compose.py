@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from fluxmail import _mime
-from fluxmail._compose import compose, preview
+from fluxmail.compose import _mime
+from fluxmail.compose._composer import compose, preview
 from fluxmail.errors import AttachmentNotFoundError, ConfigurationError, InvalidMessageError
 from fluxmail.message import Address, Message, build_message
 from helpers import crlf, filename_param, parse
@@ -399,7 +399,7 @@ def test_non_ascii_filename_uses_rfc2231_and_name_fallback() -> None:
 
 def test_boundary_avoids_content(monkeypatch: pytest.MonkeyPatch) -> None:
     draws = iter([b"\x00" * 12, b"\x01" * 12])
-    monkeypatch.setattr("fluxmail._mime.os.urandom", lambda n: next(draws))
+    monkeypatch.setattr("fluxmail.compose._mime.os.urandom", lambda n: next(draws))
     taken = ("=_fm_" + "00" * 12).encode()
     assert _mime.boundary([b"text " + taken + b" more"]) == "=_fm_" + "01" * 12
 
@@ -453,7 +453,7 @@ def test_preview(tmp_path: Path) -> None:
 
 
 def test_human_sizes() -> None:
-    from fluxmail._preview import human_size
+    from fluxmail.compose._preview import human_size
 
     assert [human_size(n) for n in (0, 1023, 1024, 1536, 5 * 1024**2, 3 * 1024**4)] == [
         "0 B",

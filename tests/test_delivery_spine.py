@@ -167,7 +167,7 @@ def test_non_fluxmail_errors_are_never_retried() -> None:
 
 
 def test_the_journal_and_the_fleet_read_the_table() -> None:
-    from fluxmail._journal import STATES, outcome_of
+    from fluxmail.delivery._journal import STATES, outcome_of
     from fluxmail.scale._decide import Status, free_retry, worker_fault
 
     resend = Policy(resend_unknown=True)

@@ -116,8 +116,8 @@ def test_the_printed_code_runs(demo: subprocess.CompletedProcess[str], tmp_path:
     code the demo ran, not a paraphrase of it."""
     import textwrap
 
-    from fluxmail._demo import HTML, PLAIN, demo_png
-    from fluxmail.localserver import LocalSMTPServer
+    from fluxmail.cli._demo import HTML, PLAIN, demo_png
+    from fluxmail.cli.localserver import LocalSMTPServer
 
     printed = demo.stdout.split("(HTML and PLAIN are the texts above):\n\n", 1)[1]
     code = textwrap.dedent(printed.split("Try next:", 1)[0])

@@ -274,7 +274,7 @@ def test_create_returns_self(smtp_server: SMTPTestServer) -> None:
 
 
 def _png(tmp_path: Path) -> str:
-    from fluxmail._demo import demo_png
+    from fluxmail.cli._demo import demo_png
 
     path = tmp_path / "logo.png"
     path.write_bytes(demo_png(4))

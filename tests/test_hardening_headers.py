@@ -12,7 +12,7 @@ import pytest
 
 from django_helpers import django_backend
 from fluxmail import FluxMail
-from fluxmail._mime import fold_text
+from fluxmail.compose._mime import fold_text
 from fluxmail.errors import InvalidMessageError, MessageRefusedError, SMTPResponseError
 from hardening import MODES, assert_clean_wire, run_batch, send
 from servers import FaultServer

@@ -136,7 +136,7 @@ def test_automatic_text_part_of_40k_links_in_one_paragraph() -> None:
     """1.5 MB of HTML, 40,000 links in one paragraph: was over 8 s (each link re-joined
     the whole line), now linear (benchmarks/hardening_bench.py html2text). The test
     checks the result, within the normal test timeout; the timing is the benchmark's."""
-    from fluxmail._html2text import html_to_text
+    from fluxmail.message._html2text import html_to_text
 
     text = html_to_text(many_links(40_000))
     urls = re.findall(r"\(https://example\.com/item/(\d+)\)", text)
@@ -146,7 +146,7 @@ def test_automatic_text_part_of_40k_links_in_one_paragraph() -> None:
 
 
 def test_link_text_is_the_text_inside_the_link_only() -> None:
-    from fluxmail._html2text import html_to_text
+    from fluxmail.message._html2text import html_to_text
 
     html = '<p>a <a href="https://x.test/1">one <b>bold</b></a> b '
     html += '<a href="https://x.test/2"></a> c</p>'
@@ -255,7 +255,7 @@ def test_limiter_keeps_its_rate_when_each_send_starts_a_little_late(rate: float)
     and no window of WINDOW seconds may hold more than ``rate`` starts."""
     import random
 
-    from fluxmail._ratelimit import WINDOW, RateLimiter
+    from fluxmail.delivery._ratelimit import WINDOW, RateLimiter
 
     jitter = random.Random(12)
     limiter = RateLimiter(rate)
@@ -275,7 +275,7 @@ def test_limiter_keeps_its_rate_when_each_send_starts_a_little_late(rate: float)
 
 
 def test_limiter_starts_a_new_grid_after_a_stall() -> None:
-    from fluxmail._ratelimit import CATCH_UP, WINDOW, RateLimiter
+    from fluxmail.delivery._ratelimit import CATCH_UP, WINDOW, RateLimiter
 
     limiter = RateLimiter(300)
     limiter.take(0.0)

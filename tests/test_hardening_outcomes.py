@@ -262,7 +262,7 @@ def test_every_message_has_one_outcome(make_fault_server: MakeFault, mode: str) 
 
 
 def test_backoff_is_bounded_doubling_with_jitter() -> None:
-    from fluxmail._retry import MAX_DELAY, retry_delays
+    from fluxmail.delivery._retry import MAX_DELAY, retry_delays
 
     low = list(retry_delays(8, 1.0, rand=lambda: 0.0))
     high = list(retry_delays(8, 1.0, rand=lambda: 1.0))

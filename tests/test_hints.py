@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from fluxmail import FluxMail
+from fluxmail.cli.localserver import LocalSMTPServer
 from fluxmail.errors import (
     AuthenticationError,
     ConfigurationError,
@@ -18,7 +19,6 @@ from fluxmail.errors import (
     SendTimeoutError,
     TLSRequiredError,
 )
-from fluxmail.localserver import LocalSMTPServer
 from fluxmail.smtp._hints import API_WORDS, HINTS, host_hint
 from helpers import assert_one_line_error, run
 from servers import PASSWORD, USERNAME, FaultServer, Reply, SMTPTestServer, Stall

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fluxmail._html2text import html_to_text
+from fluxmail.message._html2text import html_to_text
 
 NEWSLETTER = """\
 <!DOCTYPE html>

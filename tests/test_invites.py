@@ -43,7 +43,7 @@ from fluxmail import (
     MissingDependencyError,
     UnsupportedOperationError,
 )
-from fluxmail._compose import compose
+from fluxmail.compose._composer import compose
 from fluxmail.message import build_message
 from servers import SMTPTestServer
 
@@ -524,7 +524,7 @@ def test_any_text_round_trips(summary: str, location: str, description: list[str
 def test_invite_with_html_plain_attachments_inline_images_cc_bcc(
     smtp_server: SMTPTestServer, tmp_path: Path
 ) -> None:
-    from fluxmail._demo import demo_png
+    from fluxmail.cli._demo import demo_png
 
     logo = tmp_path / "logo.png"
     logo.write_bytes(demo_png(8))

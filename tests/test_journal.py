@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from fluxmail import BulkSender, ConfigurationError, ConnectError, FluxMail
-from fluxmail._journal import HEADER, Journal, JournalMismatchError, message_key
+from fluxmail.delivery._journal import HEADER, Journal, JournalMismatchError, message_key
 from hardening import MODES, assert_nothing_lost, batch, run_batch
 from servers import Close, FaultServer, FaultSession, Reply, Stall
 

@@ -129,7 +129,7 @@ def test_html_body_bcc_and_several_recipients(
 def test_inline_images_get_their_content_id(
     outlook: FluxMail, app: FakeOutlookApplication, tmp_path: Path, report: Path
 ) -> None:
-    from fluxmail._demo import demo_png
+    from fluxmail.cli._demo import demo_png
 
     logo = tmp_path / "logo.png"
     logo.write_bytes(demo_png(4))

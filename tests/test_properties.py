@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fluxmail._compose import compose
+from fluxmail.compose._composer import compose
 from fluxmail.errors import ConfigurationError, FluxMailException
 from fluxmail.message import Address, Message, build_message, parse_address
 from helpers import TEXT, crlf, filename_param, must_accept, parse, refused

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from fluxmail import BulkSender, FluxMail
-from fluxmail._serve import summary
-from fluxmail.localserver import ReceivedMessage
+from fluxmail.cli._serve import summary
+from fluxmail.cli.localserver import ReceivedMessage
 
 FLUXMAIL = Path(sys.executable).parent / ("fluxmail.exe" if os.name == "nt" else "fluxmail")
 

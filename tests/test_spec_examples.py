@@ -75,7 +75,7 @@ def tiny_pdf(path: Path) -> Path:
 
 
 def tiny_png(path: Path) -> Path:
-    from fluxmail._demo import demo_png
+    from fluxmail.cli._demo import demo_png
 
     path.write_bytes(demo_png(8))
     return path

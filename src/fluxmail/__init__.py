@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._facade import FluxMail, SendReceipt
 from .config import EmailInstance, EmailObject
 from .envelope import Composed, Envelope
 from .errors import (
@@ -51,8 +50,8 @@ from .errors import (
     TLSVerifyError,
     UnsupportedOperationError,
 )
-from .invite import Invite
-from .message import Address, Attachment, Message
+from .mailer import FluxMail, SendReceipt
+from .message import Address, Attachment, Invite, Message
 
 __version__ = "0.1.0"
 

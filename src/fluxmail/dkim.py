@@ -109,8 +109,8 @@ class DKIM:
                 raise HeaderInjectionError(f"DKIM {name} contains CR, LF or NUL")
         if not isinstance(self.domain, str) or not self.domain.strip():
             raise ConfigurationError("DKIM domain must be a domain name such as 'example.com'")
-        from ._address import normalize_domain
         from .errors import InvalidAddressError
+        from .message._address import normalize_domain
 
         try:
             object.__setattr__(self, "domain", normalize_domain(self.domain.strip(), "domain"))

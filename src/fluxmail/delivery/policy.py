@@ -65,7 +65,6 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from .._retry import retry_delays
 from ..errors import (
     AuthenticationError,
     ConfigurationError,
@@ -82,6 +81,7 @@ from ..errors import (
     TLSRequiredError,
     TLSVerifyError,
 )
+from ._retry import retry_delays
 
 __all__ = [
     "RULES",
@@ -217,7 +217,7 @@ def stops_batch(exc: BaseException, *, connected: bool = True) -> bool:
 
 class Attempts:
     """When to try one message again (pure): the policy's retry rule with the backoff of
-    :mod:`fluxmail._retry`, and the one free retry of a reused connection."""
+    :mod:`fluxmail.delivery._retry`, and the one free retry of a reused connection."""
 
     def __init__(self, max_retries: int, retry_delay: float) -> None:
         self._delays = retry_delays(max_retries, retry_delay)

@@ -40,8 +40,8 @@ from ._decide import (
 from ._payload import read_payload
 
 if TYPE_CHECKING:
-    from .._facade import FluxMail
     from ..envelope import Composed
+    from ..mailer._facade import FluxMail
     from ..transports.factory import Switch
     from ._limiter import FleetLimiter
     from ._store import Store

@@ -26,8 +26,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, TypedDict
 
-from .._retry import JITTER, MAX_DELAY
 from ..delivery import policy as delivery
+from ..delivery._retry import JITTER, MAX_DELAY
 from ..errors import FluxMailException, OutcomeUnknownError, SMTPResponseError
 from ..smtp import SendResult
 
@@ -161,7 +161,7 @@ def on_claim(record: Record | None, enqueue_id: str, policy: Policy, now: float)
 def backoff(attempt: int, base: float, rand: Callable[[], float] = random.random) -> float:
     """The wait before retry number ``attempt`` (1-based): ``base`` doubling each time,
     capped at 60 s, spread by up to ±10 % so that workers do not retry in lockstep
-    (the rule of :mod:`fluxmail._retry`)."""
+    (the rule of :mod:`fluxmail.delivery._retry`)."""
     delay = min(base * 2.0 ** max(0, attempt - 1), MAX_DELAY)
     return max(0.0, delay * (1 + JITTER * (2 * rand() - 1)))
 

@@ -20,7 +20,7 @@ from ._payload import make_payload
 from ._store import MemoryStore, RedisStore
 
 if TYPE_CHECKING:
-    from .._facade import FluxMail
+    from ..mailer._facade import FluxMail
     from ._store import Store
 
 log = logging.getLogger("fluxmail.scale")
@@ -86,7 +86,7 @@ def _check_number(name: str, value: object, *, minimum: float) -> None:
 def resolve_mailer(source: MailerSource) -> Callable[[], FluxMail]:
     """A function that builds the mailer (called once per worker process)."""
     if source is None:
-        from .._facade import FluxMail
+        from ..mailer._facade import FluxMail
 
         return FluxMail.from_env
     if isinstance(source, str):

@@ -1,6 +1,6 @@
 """One send rate for the whole fleet.
 
-``max_per_second`` is the promise BulkSender makes (:mod:`fluxmail._ratelimit`), kept
+``max_per_second`` is the promise BulkSender makes (:mod:`fluxmail.delivery._ratelimit`), kept
 across processes: consecutive sends start at least ``1.05 / rate`` seconds apart, fleet
 wide, so that no one-second window ever holds more than ``rate`` sends, with a 5 % margin
 for the jitter between a worker taking its slot and the server receiving the message. The
@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .._ratelimit import WINDOW
+from ..delivery._ratelimit import WINDOW
 
 if TYPE_CHECKING:
     import redis

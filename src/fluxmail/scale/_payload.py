@@ -18,16 +18,16 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .._env import env_str
-from .._fields import check_msg_id
 from ..errors import ConfigurationError, InvalidAddressError, InvalidMessageError
 from ..message import build_message, parse_address
+from ..message._fields import check_msg_id
 
 VERSION = 1
 _FILE_OPTIONS = ("attachments", "inline_images")
 
 
 def _create_options() -> frozenset[str]:
-    from .._facade import _CREATE_OPTIONS
+    from ..mailer._facade import _CREATE_OPTIONS
 
     return _CREATE_OPTIONS
 
@@ -81,7 +81,7 @@ def message_domain(
     """The right side of a new Message-ID, as FluxMail picks it: ``domain`` (or
     ``FLUXMAIL_DOMAIN``), else the domain of the sender (or of ``FLUXMAIL_SENDER``, or of an
     address-like ``FLUXMAIL_USERNAME``)."""
-    from .._compose import _id_domain
+    from ..compose._composer import _id_domain
 
     if domain:
         return _id_domain(domain)

@@ -46,8 +46,8 @@ from ..errors import (
 from ..smtp import SendResult
 
 if TYPE_CHECKING:
-    from .._tokens import TokenSource
     from ..envelope import Composed
+    from ..smtp._tokens import TokenSource
 
 DEFAULT_GRAPH_URL = "https://graph.microsoft.com/v1.0"
 #: Graph refuses a request over 4 MB; the request is the base64 of the MIME message, so

@@ -22,8 +22,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .._mime import fold
 from .._terminal import safe_text
+from ..compose._mime import fold
 from ..errors import ConfigurationError
 from .base import SinkTransport
 from .sink import accepted

@@ -33,9 +33,8 @@ from collections.abc import (
 )
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .._retry import retry_delays
-from .._tokens import aget_token, get_token, invalidate
 from ..delivery import policy
+from ..delivery._retry import retry_delays
 from ..envelope import Composed
 from ..errors import (
     AuthenticationError,
@@ -45,6 +44,7 @@ from ..errors import (
     MissingDependencyError,
 )
 from ..smtp import SendResult
+from ..smtp._tokens import aget_token, get_token, invalidate
 from ._graph_wire import (
     DEFAULT_GRAPH_URL,
     MAX_ANSWER_BYTES,

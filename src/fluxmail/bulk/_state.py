@@ -15,17 +15,17 @@ from collections.abc import (
 )
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
-from ._journal import Journal, outcome_of
+from ..delivery import policy
+from ..delivery._journal import Journal, outcome_of
+from ..delivery._ratelimit import RateLimiter
+from ..envelope import Composed
+from ..errors import FluxMailException, SMTPResponseError
 from ._progress import Progress
-from ._ratelimit import RateLimiter
-from .delivery import policy
-from .envelope import Composed
-from .errors import FluxMailException, SMTPResponseError
 
 if TYPE_CHECKING:
-    from ._facade import SendReceipt
-    from .smtp import SendResult
-    from .transports.base import Item
+    from ..mailer._facade import SendReceipt
+    from ..smtp import SendResult
+    from ..transports.base import Item
 
 OnSuccess = Callable[[int, str], None]
 OnError = Callable[[int, FluxMailException], None]
@@ -74,7 +74,7 @@ class _Tally:
         self._progress.advance(done, self.result["failed"])
 
     def success(self, index: int, result: SendResult) -> None:
-        from ._facade import _receipt
+        from ..mailer._facade import _receipt
 
         if self.journal is not None:
             self.journal.outcome(index, "accepted")

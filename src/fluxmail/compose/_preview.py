@@ -13,12 +13,12 @@ import re
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from ._terminal import safe_text
+from .._terminal import safe_text
 
 if TYPE_CHECKING:
-    from .envelope import Composed
-    from .invite import Invite
-    from .message import Address, Attachment, Message
+    from ..envelope import Composed
+    from ..message import Address, Attachment, Message
+    from ..message._invite import Invite
 
 __all__ = ["human_size", "preview"]
 

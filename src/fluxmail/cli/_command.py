@@ -19,8 +19,8 @@ from typing import Any, Literal
 
 import click
 
-from . import __version__
-from .errors import (
+from .. import __version__
+from ..errors import (
     ConfigurationError,
     FluxMailException,
     InvalidMessageError,
@@ -48,14 +48,14 @@ def _split_host(value: str | None) -> Any:
     """``HOST`` or ``HOST:DOMAIN`` (an EmailInstance); ``[v6]`` literals are left whole.
     ``HOST:2525`` or a URL is refused: it is a port (or a scheme) in the wrong place, and
     would otherwise be taken for a domain."""
-    from .smtp._hints import host_hint
+    from ..smtp._hints import host_hint
 
     mistake = host_hint(value or "")
     if mistake is not None:
         raise UsageProblem(f"--host {value!r} is not a hostname: {mistake.cli}")
     if not value or value.startswith("[") or ":" not in value:
         return value
-    from .config import EmailInstance
+    from ..config import EmailInstance
 
     relay, domain = value.split(":", 1)
     return EmailInstance(relay, domain or None)
@@ -100,7 +100,7 @@ _MAILER_FLAGS = (
 def _mailer_settings(options: dict[str, Any], given: set[str]) -> dict[str, Any]:
     """The FLUXMAIL_* variables (read by the same parser as ``FluxMail.from_env()``),
     overridden by the flags given on the command line."""
-    from ._env import settings_from_env
+    from .._env import settings_from_env
 
     settings = settings_from_env(os.environ)
     for flag, keyword in _MAILER_FLAGS:
@@ -111,7 +111,7 @@ def _mailer_settings(options: dict[str, Any], given: set[str]) -> dict[str, Any]
 
 
 def _send(options: dict[str, Any], given: set[str]) -> str:
-    from ._facade import FluxMail
+    from ..mailer._facade import FluxMail
 
     if options["tls"] and options["ssl"]:  # both flags given (their defaults are False)
         raise UsageProblem("--tls and --ssl cannot be used together")
@@ -311,7 +311,7 @@ def serve(
 
 
 def _fail(message: str, status: int) -> int:
-    from ._terminal import safe_text  # a server's reply may carry terminal escapes
+    from .._terminal import safe_text  # a server's reply may carry terminal escapes
 
     click.echo(f"fluxmail: error: {safe_text(message)}", err=True)
     return status
@@ -343,7 +343,7 @@ def _one_line(exc: BaseException) -> str:
 
 def _in_flags(exc: FluxMailException) -> str:
     """The error's one line, with its advice in flags, and how often it was tried."""
-    from .smtp._hints import cli_wording
+    from ..smtp._hints import cli_wording
 
     text = cli_wording(_one_line(exc), exc.hint)
     if exc.attempts > 1:

@@ -28,7 +28,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .message import Message
+    from ..message import Message
 
 
 FREE, TAKEN, DONE = "free", "taken", "done"

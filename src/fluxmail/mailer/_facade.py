@@ -18,31 +18,31 @@ from collections.abc import Coroutine, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from ._env import settings_from_env
-from ._pending import PendingMessages
-from .config import EmailInstance, EmailObject, SmtpConfig
-from .envelope import Composed
-from .errors import (
+from .._env import settings_from_env
+from ..config import EmailInstance, EmailObject, SmtpConfig
+from ..envelope import Composed
+from ..errors import (
     ConfigurationError,
     InvalidAddressError,
     InvalidMessageError,
     NoMessageError,
     UnsupportedOperationError,
 )
-from .message import Address, Message, build_message, parse_address
-from .smtp._checks import flag, text
+from ..message import Address, Message, build_message, parse_address
+from ..smtp._checks import flag, text
+from ._pending import PendingMessages
 
 if TYPE_CHECKING:
     import ssl
     from email.message import EmailMessage
     from os import PathLike
 
-    from .dkim import DKIM
-    from .invite import Invite
-    from .smtp import SendResult
-    from .smtp._tokens import TokenSource
-    from .transports.factory import Switch
-    from .transports.outlook import OutlookTransport
+    from ..dkim import DKIM
+    from ..message._invite import Invite
+    from ..smtp import SendResult
+    from ..smtp._tokens import TokenSource
+    from ..transports.factory import Switch
+    from ..transports.outlook import OutlookTransport
 
     if sys.version_info >= (3, 11):
         from typing import Self
@@ -161,7 +161,7 @@ class FluxMail:
         if graph_url is not None and self.object_type is not EmailObject.GRAPH:
             raise ConfigurationError('graph_url is for object_type="graph"')
         if self.object_type is EmailObject.GRAPH:
-            from .transports.graph import graph_config
+            from ..transports.graph import graph_config
 
             if self.relay or password is not None:  # (EmailInstance("", domain) is fine)
                 raise ConfigurationError('object_type="graph" takes no host or password')
@@ -169,7 +169,7 @@ class FluxMail:
         if self.object_type is not EmailObject.OUTLOOK:
             self.transport = self.new_transport()
         else:
-            from .transports.outlook import OutlookTransport
+            from ..transports.outlook import OutlookTransport
 
             if sender is not None:  # refused like create(sender=...), not silently dropped
                 OutlookTransport.check_options(sender=sender)
@@ -217,7 +217,7 @@ class FluxMail:
         """A transport with this mailer's settings (the factory's, so a test capture
         applies): the one it holds, or another for a worker thread (``fluxmail.scale``),
         optionally with other retries."""
-        from .transports import factory
+        from ..transports import factory
 
         retries = self.max_retries if max_retries is None else max_retries
         return factory.build(
@@ -233,7 +233,7 @@ class FluxMail:
         """Load and check the DKIM key now, so a bad key fails here, not at a send."""
         if dkim is None:
             return None
-        from .dkim import DKIM
+        from ..dkim import DKIM
 
         if not isinstance(dkim, DKIM):
             raise ConfigurationError(
@@ -324,10 +324,10 @@ class FluxMail:
         if self._default_sender is not None:
             return self._default_sender
         if self._outlook is not None:
-            from .transports.outlook import OUTLOOK_SENDER
+            from ..transports.outlook import OUTLOOK_SENDER
 
             return OUTLOOK_SENDER
-        from .smtp._hints import attach, make
+        from ..smtp._hints import attach, make
 
         raise attach(InvalidAddressError("no sender"), make("no_sender"))
 
@@ -351,7 +351,7 @@ class FluxMail:
         """The exact bytes and envelope ``send()`` would hand to the server (DKIM-signed
         when the mailer has ``dkim=``). ``message_id`` (``<x@y>``) replaces the generated
         one (BulkSender's journal resends a message with its first Message-ID)."""
-        from ._compose import compose
+        from ..compose._composer import compose
 
         composed = compose(
             message or self._take_message(),
@@ -360,7 +360,7 @@ class FluxMail:
             bcc_header=self._graph,  # Graph reads Bcc there and strips it on delivery
         )
         if self.dkim is not None:
-            from .dkim import sign
+            from ..dkim import sign
 
             composed = sign(composed, self.dkim)
         return composed
@@ -394,14 +394,14 @@ class FluxMail:
         from ._prebuilt import prebuilt
 
         if self._graph:  # Graph reads the recipients from the headers
-            from .transports.graph import check_prebuilt
+            from ..transports.graph import check_prebuilt
 
             check_prebuilt(message, recipients)
         composed = prebuilt(
             message, mail_from=mail_from, recipients=recipients, domain=self.domain
         )
         if self.dkim is not None:
-            from .dkim import sign
+            from ..dkim import sign
 
             composed = sign(composed, self.dkim)
         return self._send_now(composed)
@@ -448,7 +448,7 @@ class FluxMail:
         mailbox, print and return its webLink (a person reviews it in Outlook on the web
         and clicks Send). Otherwise print the preview and return it."""
         if self._graph and self.transport is not None:
-            from .transports.graph import save_draft
+            from ..transports.graph import save_draft
 
             draft = self._take_message(claim=True)
             saved = False
@@ -465,7 +465,7 @@ class FluxMail:
         return self._print_preview(message)
 
     def _print_preview(self, message: Message) -> str:
-        from ._compose import compose, preview
+        from ..compose._composer import compose, preview
 
         composed = compose(message, domain=self.domain, bcc_header=self._graph)
         text = preview(message, composed)

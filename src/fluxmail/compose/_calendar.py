@@ -19,11 +19,11 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from ._address import Address
-from .errors import FluxMailException, MissingDependencyError
+from ..errors import FluxMailException, MissingDependencyError
+from ..message._address import Address
 
 if TYPE_CHECKING:
-    from .invite import Invite
+    from ..message._invite import Invite
 
 __all__ = ["ICS_FILENAME", "attendees_of", "load_icalendar", "render"]
 

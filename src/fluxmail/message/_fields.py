@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Literal, cast
 
+from ..compose._mime import fold_text
+from ..errors import InvalidMessageError, MissingDependencyError
 from ._address import check_text
-from ._mime import fold_text
-from .errors import InvalidMessageError, MissingDependencyError
 
 __all__ = [
     "RESERVED_HEADERS",

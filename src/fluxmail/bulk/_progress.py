@@ -6,8 +6,8 @@ import sys
 from types import TracebackType
 from typing import Any, Protocol
 
-from .errors import MissingDependencyError
-from .smtp._checks import optional_flag
+from ..errors import MissingDependencyError
+from ..smtp._checks import optional_flag
 
 
 class Progress(Protocol):

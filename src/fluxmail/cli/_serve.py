@@ -27,8 +27,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Literal
 
-from ._terminal import safe_text
-from .errors import ConfigurationError, MissingDependencyError
+from .._terminal import safe_text
+from ..errors import ConfigurationError, MissingDependencyError
 from .localserver import ANY_CREDENTIALS, LocalSMTPServer, ReceivedMessage
 
 DEFAULT_PORT = 1025

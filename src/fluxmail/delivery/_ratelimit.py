@@ -26,7 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from .smtp._checks import rate
+from ..smtp._checks import rate
 
 WINDOW = 1.05
 CATCH_UP = 0.05  # seconds: later than this (or an interval) is a stall, not jitter

@@ -45,8 +45,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .delivery import policy
-from .errors import ConfigurationError, FluxMailException, OutcomeUnknownError
+from ..errors import ConfigurationError, FluxMailException, OutcomeUnknownError
+from . import policy
 
 HEADER = {"journal": "fluxmail-bulk", "version": 1}
 DONE = frozenset({"accepted", "refused"})

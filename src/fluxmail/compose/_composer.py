@@ -34,10 +34,19 @@ from datetime import datetime
 from functools import lru_cache
 from typing import IO
 
-from ._address import normalize_domain
+from ..envelope import Composed, Envelope
+from ..errors import (
+    AttachmentNotFoundError,
+    ConfigurationError,
+    InvalidAddressError,
+    InvalidMessageError,
+)
+from ..message import Address, Attachment, Message
+from ..message._address import normalize_domain
+from ..message._fields import check_msg_id
+from ..message._invite import Invite
 from ._calendar import ICS_FILENAME
 from ._calendar import render as render_invite
-from ._fields import check_msg_id
 from ._mime import (
     HARD_LIMIT,
     address_header,
@@ -51,15 +60,6 @@ from ._mime import (
     unstructured,
 )
 from ._preview import preview
-from .envelope import Composed, Envelope
-from .errors import (
-    AttachmentNotFoundError,
-    ConfigurationError,
-    InvalidAddressError,
-    InvalidMessageError,
-)
-from .invite import Invite
-from .message import Address, Attachment, Message
 
 __all__ = ["compose", "preview"]
 

@@ -16,7 +16,7 @@ from email.message import MIMEPart
 from pathlib import Path
 from typing import TypedDict
 
-from ._facade import FluxMail
+from ..mailer._facade import FluxMail
 from .localserver import LocalSMTPServer, ReceivedMessage
 
 DEMO_USER = "demo@fluxmail.test"

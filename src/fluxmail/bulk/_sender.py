@@ -36,7 +36,18 @@ from collections.abc import (
 )
 from typing import TYPE_CHECKING
 
-from ._bulk_state import (
+from ..delivery._journal import DONE, UNKNOWN, Journal, JournalMismatchError, message_key
+from ..delivery._ratelimit import RateLimiter
+from ..envelope import Composed
+from ..errors import (
+    ConfigurationError,
+    FluxMailException,
+    MissingDependencyError,
+    UnsupportedOperationError,
+)
+from ..transports.base import Item
+from ._progress import make_progress
+from ._state import (
     BulkResult,
     MessageSpec,
     OnError,
@@ -49,22 +60,11 @@ from ._bulk_state import (
     _Tally,
     _total,
 )
-from ._journal import DONE, UNKNOWN, Journal, JournalMismatchError, message_key
-from ._progress import make_progress
-from ._ratelimit import RateLimiter
-from .envelope import Composed
-from .errors import (
-    ConfigurationError,
-    FluxMailException,
-    MissingDependencyError,
-    UnsupportedOperationError,
-)
-from .transports.base import Item
 
 if TYPE_CHECKING:
-    from ._facade import FluxMail
-    from .config import SmtpConfig
-    from .transports.factory import Switch
+    from ..config import SmtpConfig
+    from ..mailer._facade import FluxMail
+    from ..transports.factory import Switch
 
 
 class BulkSender:

@@ -3,7 +3,7 @@
 Validation is strict and happens before any connection: a value that cannot be sent
 exactly as given raises a FluxMailException subclass; nothing is silently stripped.
 :func:`build_message` is the one entry point; :func:`parse_address` and
-:func:`parse_addresses` check mailboxes (rules in :mod:`fluxmail._address`).
+:func:`parse_addresses` check mailboxes (rules in :mod:`fluxmail.message._address`).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from os import PathLike
 from pathlib import Path
 from typing import IO, Any, Literal, Union
 
+from ..errors import AttachmentNotFoundError, InvalidAddressError, InvalidMessageError
 from ._address import Address, check_text, parse_address, parse_addresses
 from ._fields import (
     check_body,
@@ -30,8 +31,7 @@ from ._fields import (
     check_unsubscribe_url,
 )
 from ._fields import inline_css as _inline_css
-from .errors import AttachmentNotFoundError, InvalidAddressError, InvalidMessageError
-from .invite import Invite
+from ._invite import Invite
 
 __all__ = [
     "Address",
@@ -224,7 +224,7 @@ def _resolve_invite(invite: object, to_and_cc: tuple[Address, ...]) -> Invite | 
         raise InvalidMessageError(
             f"invite: expected a fluxmail.Invite, got {type(invite).__name__}"
         )
-    from ._calendar import load_icalendar
+    from ..compose._calendar import load_icalendar
 
     load_icalendar()  # a missing [calendar] extra fails here, before any connection
     if invite.attendees is None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-from .errors import MissingDependencyError
+from ..errors import MissingDependencyError
 
 
 @dataclass

@@ -29,10 +29,10 @@ import time
 from collections.abc import Iterable
 from email.message import Message as StdlibMessage
 
-from ._address import normalize_domain
-from .envelope import Composed, Envelope
-from .errors import HeaderInjectionError, InvalidAddressError, InvalidMessageError
-from .message import Address, parse_address
+from ..envelope import Composed, Envelope
+from ..errors import HeaderInjectionError, InvalidAddressError, InvalidMessageError
+from ..message import Address, parse_address
+from ..message._address import normalize_domain
 
 MAX_LINE = 998
 MAX_SIZE = 100 * 1024 * 1024  # far above any server's SIZE; a guard against a wrong file

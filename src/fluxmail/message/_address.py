@@ -18,9 +18,8 @@ Domains are kept in their ASCII form: lowercased, and IDNA-encoded (UTS-46) when
 contain non-ASCII text. Local parts are kept exactly as given; non-ASCII local parts are
 allowed (RFC 6531) and make the message need SMTPUTF8.
 
-:class:`Address` and :func:`parse_address` live here, below :mod:`fluxmail.message` and
-:mod:`fluxmail.invite` (both use them), so neither has to import the other's importer;
-:mod:`fluxmail.message` re-exports them.
+:class:`Address` and :func:`parse_address` live here, below the message model and the
+invite (both use them); :mod:`fluxmail.message` re-exports them.
 """
 
 from __future__ import annotations
@@ -28,8 +27,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from .envelope import ascii_domain
-from .errors import HeaderInjectionError, InvalidAddressError, InvalidMessageError
+from ..envelope import ascii_domain
+from ..errors import HeaderInjectionError, InvalidAddressError, InvalidMessageError
 
 __all__ = [
     "Address",
@@ -82,7 +81,7 @@ def parse_address(value: str | Address, *, field: str) -> Address:
     """Validate one mailbox (``a@b.c``, ``Name <a@b.c>``, ``"Doe, J" <a@b.c>``).
 
     The rules (one mailbox per string, no quoted local parts, no comments, no groups,
-    no domain literals, IDNA domains) are described in :mod:`fluxmail._address`.
+    no domain literals, IDNA domains) are described in :mod:`fluxmail.message._address`.
     An :class:`Address` is re-checked the same way. Raises InvalidAddressError,
     HeaderInjectionError (CR/LF/NUL) or InvalidMessageError (wrong type).
     """

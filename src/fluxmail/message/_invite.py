@@ -6,7 +6,7 @@ between them counts), valid mailboxes for the organizer and attendees, no CR/LF 
 summary or location (one-line texts) and no NUL or other control character anywhere but
 the line breaks of a description.
 
-The calendar itself is written by :mod:`fluxmail._calendar` when the message is composed
+The calendar itself is written by :mod:`fluxmail.compose._calendar` when the message is composed
 (DTSTAMP is the message's Date); it needs the ``icalendar`` package (the ``[calendar]``
 extra). ``updated()`` and ``cancelled()`` return new Invites with the same ``uid`` and the
 next ``sequence``, which is how calendars recognise a change to the same meeting
@@ -21,8 +21,8 @@ from dataclasses import dataclass, fields, replace
 from datetime import datetime, timezone
 from typing import Any, Literal, Union
 
+from ..errors import InvalidMessageError
 from ._address import Address, check_text, parse_address, parse_addresses
-from .errors import InvalidMessageError
 
 __all__ = ["Attendees", "Invite", "InviteMethod"]
 
