@@ -384,6 +384,18 @@ RUNNERS["fluxmail-async-16"] = lambda port, kind, count, _c: run_fluxmail_async(
 )
 
 
+@contender(
+    "lean-pipelining",
+    "benchmarks/_lean.py: template MIME, no validation, one write per message (a ceiling)",
+)
+def run_lean(port: int, kind: str, count: int, connections: int) -> int:
+    import _lean
+
+    texts = {"small": SMALL_TEXT, "plain": RICH_TEXT, "html": RICH_HTML}
+    pdf = pdf_path() if kind == "rich" else None
+    return _lean.run(HOST, port, kind, count, sender=SENDER, rcpt=RCPT, texts=texts, pdf=pdf)
+
+
 # --- the worker entry points -----------------------------------------------------------------
 
 
@@ -405,15 +417,16 @@ def run(name: str, port: int, kind: str, count: int, runs: int, warmup: int, pro
         func(probe, kind, 1, 1)
     if warmup:
         func(port, kind, warmup, 1)
-    times = []
+    times, cpu = [], []
     for _ in range(runs):
         gc.collect()
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         sent = func(port, kind, count, 1)
         times.append(time.perf_counter() - started)
+        cpu.append(time.process_time() - cpu_started)
         if sent != count:
             raise RuntimeError(f"{name}: the server took {sent} of {count} messages")
-    return {"name": name, "count": count, "times": times}
+    return {"name": name, "count": count, "times": times, "cpu": cpu}
 
 
 def _generator(kind: str, count: int, pdf: Path) -> Iterator[dict[str, Any]]:
