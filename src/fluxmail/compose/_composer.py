@@ -24,7 +24,6 @@ MIME structure, from the inside out::
 
 from __future__ import annotations
 
-import binascii
 import io
 import os
 import time
@@ -60,6 +59,8 @@ from ._mime import (
     unstructured,
 )
 from ._preview import preview
+from ._reuse import SHARED
+from ._reuse import base64_lines as _base64_lines
 
 __all__ = ["compose", "preview"]
 
@@ -93,8 +94,11 @@ def compose(
     """
     utf8 = message.needs_smtputf8
     msg_id = _message_id(message, domain, message_id)
-    now = now or datetime.now().astimezone()
-    header = _message_headers(message, msg_id, now, bcc_header)
+    if now is None:
+        now, date = _clock()
+    else:
+        date = date_header(now)
+    header = _message_headers(message, msg_id, date, bcc_header)
     mime_headers, pieces = _structure(message, now)
     out = io.BytesIO()
     head = header.encode("utf-8" if utf8 else "ascii")
@@ -123,6 +127,20 @@ def compose(
 def _clean(piece: bytes) -> bool:
     """CRLF-only, ends with CRLF (or is empty), no line over 998 octets: so the whole
     message is, when every piece is (see ``Composed.clean``)."""
+    if len(piece) < 1024 or len(piece) > _REMEMBERED_TEXT:
+        return _clean_now(piece)
+    return _clean_remembered(piece)  # a body shared by a batch: checked once
+
+
+_REMEMBERED_TEXT = 1 << 15  # bodies up to this size are encoded and checked once per batch
+
+
+@lru_cache(maxsize=32)
+def _clean_remembered(piece: bytes) -> bool:
+    return _clean_now(piece)
+
+
+def _clean_now(piece: bytes) -> bool:
     crlf = piece.count(b"\r\n")
     if piece.count(b"\r") != crlf or piece.count(b"\n") != crlf:
         return False
@@ -153,8 +171,24 @@ def _pairs(addresses: tuple[Address, ...]) -> list[tuple[str, str]]:
     return [(address.display_name, address.addr_spec) for address in addresses]
 
 
-def _message_headers(message: Message, msg_id: str, now: datetime, bcc: bool = False) -> str:
-    lines = [f"Date: {date_header(now)}\r\n", address_header("From", _pairs((message.sender,)))]
+_last_second: tuple[int, datetime, str] = (-1, datetime.min, "")
+
+
+def _clock() -> tuple[datetime, str]:
+    """Now (local time) and its Date header text, worked out once per second: a batch
+    makes thousands of messages a second, all with the same Date."""
+    global _last_second
+    wall = time.time()
+    second, moment, text = _last_second
+    if second != int(wall):
+        moment = datetime.fromtimestamp(wall).astimezone()
+        text = date_header(moment)
+        _last_second = (int(wall), moment, text)  # (one tuple: atomic for other threads)
+    return moment, text
+
+
+def _message_headers(message: Message, msg_id: str, date: str, bcc: bool = False) -> str:
+    lines = [f"Date: {date}\r\n", address_header("From", _pairs((message.sender,)))]
     if message.reply_to:
         lines.append(address_header("Reply-To", _pairs(message.reply_to)))
     if message.recipients:
@@ -217,11 +251,20 @@ def _invite_parts(invite: Invite, now: datetime) -> tuple[_Part, Attachment]:
 
 
 def _text_part(text: str, subtype: str) -> _Part:
-    encoding, payload = text_body(text)
+    if len(text) <= _REMEMBERED_TEXT:
+        encoding, payload = _text_body_remembered(text)
+    else:
+        encoding, payload = text_body(text)
     headers = (
         f"Content-Type: text/{subtype}; charset=utf-8\r\nContent-Transfer-Encoding: {encoding}\r\n"
     )
     return headers.encode("ascii"), [payload]
+
+
+@lru_cache(maxsize=16)
+def _text_body_remembered(text: str) -> tuple[str, bytes]:
+    """:func:`text_body` (pure) of a body seen before: once per batch, not per message."""
+    return text_body(text)
 
 
 def _file_part(attachment: Attachment, disposition: str) -> _Part:
@@ -271,14 +314,28 @@ def _base64_blocks(attachment: Attachment) -> Iterator[bytes]:
     """The attachment as base64 in 76-column CRLF lines (RFC 2045 6.8), a block at a
     time; a file is re-opened as a regular file (never a FIFO or device swapped in after
     create()) and never held whole in memory."""
-    if attachment.data is not None:
-        view = memoryview(attachment.data)
+    data = attachment.data
+    if data is not None:
+        if type(data) is bytes and len(data) <= _BLOCK:  # (immutable: safe to remember)
+            yield SHARED.lines(data)
+            return
+        view = memoryview(data)
         for start in range(0, len(view), _BLOCK):
             yield _base64_lines(view[start : start + _BLOCK])
         return
     with _reading(attachment) as file:
-        while block := file.read(_BLOCK):
+        # sized by the file's size at create() (a read of _BLOCK would allocate ~1 MB)
+        want = min(_BLOCK, max(attachment.size, 0) + 1)
+        block = file.read(want)
+        if len(block) < want:  # the whole file: one shared by a batch is encoded once
+            if block:
+                yield SHARED.lines(block)
+            return
+        if want < _BLOCK:  # it grew since: on in whole blocks (whole base64 lines)
+            block += file.read(_BLOCK - want)
+        while block:
             yield _base64_lines(block)
+            block = file.read(_BLOCK)
 
 
 @contextmanager
@@ -295,13 +352,6 @@ def _reading(attachment: Attachment) -> Iterator[IO[bytes]]:
         raise InvalidMessageError(
             f"attachments: cannot read {str(attachment.path)!r}: {exc.strerror}"
         ) from exc
-
-
-def _base64_lines(block: bytes | memoryview) -> bytes:
-    encoded = binascii.b2a_base64(block, newline=False)
-    lines = [encoded[i : i + 76] for i in range(0, len(encoded), 76)]
-    lines.append(b"")
-    return b"\r\n".join(lines)
 
 
 def _multipart(subtype: str, parts: list[_Part], params: str = "") -> _Part:
