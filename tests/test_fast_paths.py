@@ -246,3 +246,58 @@ def test_stuffing_random_payloads() -> None:
         ]
         data = b"\r\n".join(lines) + rng.choice([b"", b"\r\n"])
         assert stuff(data) == _plain_stuff(data)
+
+
+# --- one-line replies take the parser's short way ------------------------------------------
+
+
+def _reference_replies(data: bytes, max_line: int = 4096) -> list[tuple[int, tuple[str, ...]]]:
+    """The reply grammar, the plain way: lines, codes, continuation marks."""
+    out: list[tuple[int, tuple[str, ...]]] = []
+    lines: list[str] = []
+    out_code = 0
+    for raw in data.split(b"\n")[:-1]:
+        if len(raw) > max_line:
+            raise ValueError("long")
+        raw = raw[:-1] if raw.endswith(b"\r") else raw
+        head, sep = raw[:3], raw[3:4]
+        if len(head) != 3 or not head.isdigit() or head[:1] not in b"2345" or sep not in b" -":
+            raise ValueError("garbage")
+        if lines and int(head) != out_code:
+            raise ValueError("code changed")
+        out_code = int(head)
+        lines.append(raw[4:].decode("utf-8", "replace"))
+        if sep != b"-":
+            out.append((out_code, tuple(lines)))
+            lines = []
+    return out
+
+
+def test_reply_parser_matches_the_grammar_in_any_chunks() -> None:
+    from fluxmail.errors import ProtocolError
+    from fluxmail.smtp._replies import ReplyParser
+
+    rng = random.Random(6)
+    pieces = [b"250 ok\r\n", b"354 go\r\n", b"250-a\r\n250 b\r\n", b"452 4.5.3 too many\r\n",
+              b"221 bye\n", b"250 \r\n", b"250\r\n", b"25 x\r\n", b"250-x\r\n251 y\r\n",
+              b"550 caf\xc3\xa9\r\n", b"650 no\r\n", b"250 x\r\r\n", b"2a0 x\r\n"]  # fmt: skip
+    for _ in range(400):
+        data = b"".join(rng.choice(pieces) for _ in range(rng.randint(1, 8)))
+        try:
+            expected: object = _reference_replies(data)
+        except ValueError:
+            expected = ProtocolError
+        parser = ReplyParser()
+        got: list[tuple[int, tuple[str, ...]]] = []
+        try:
+            cut = sorted(rng.sample(range(len(data) + 1), min(3, len(data) + 1)))
+            for start, end in zip([0, *cut], [*cut, len(data)], strict=True):
+                parser.feed(data[start:end])
+                while (reply := parser.next_reply()) is not None:
+                    got.append((reply.code, reply.lines))
+            result: object = got
+        except ProtocolError:
+            result = ProtocolError
+        assert result == expected, data
+        if result is not ProtocolError:
+            assert parser.buffered == 0
