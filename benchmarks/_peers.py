@@ -113,6 +113,21 @@ def pdf_path() -> Path:
     return path
 
 
+BIG_NAME = "big.bin"
+
+
+def big_path(megabytes: int) -> Path:
+    """A file of ``megabytes`` MB of random bytes for the memory scenario (written once)."""
+    size = megabytes * 2**20
+    path = Path(tempfile.gettempdir()) / "fluxmail-bench" / f"{megabytes}mb-{BIG_NAME}"
+    if not path.exists() or path.stat().st_size != size:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(random.Random(5).randbytes(size))
+        tmp.replace(path)
+    return path
+
+
 def subject(i: int) -> str:
     return f"Benchmark message {i}"
 
@@ -430,6 +445,12 @@ def run(name: str, port: int, kind: str, count: int, runs: int, warmup: int, pro
 
 
 def _generator(kind: str, count: int, pdf: Path) -> Iterator[dict[str, Any]]:
+    """The messages of ``kind``; ``big-N``: the rich message with an N MB file instead."""
+    if kind.startswith("big-"):
+        big = big_path(int(kind[4:]))
+        for i in range(count):
+            yield fluxmail_spec(i, "rich", pdf) | {"attachments": [big]}
+        return
     for i in range(count):
         yield fluxmail_spec(i, kind, pdf)
 
@@ -477,7 +498,7 @@ def memory(name: str, port: int, kind: str, count: int, warmup: int) -> dict:
 
     else:
         raise SystemExit(f"memory mode knows fluxmail-bulk and smtplib, not {name}")
-    send(warmup)
+    send(min(warmup, 1) if kind.startswith("big-") else warmup)
     gc.collect()
     before = rss_mb()
     started = time.perf_counter()
@@ -582,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("mode", choices=["run", "memory", "profile", "wakeup", "list"])
     parser.add_argument("name", nargs="?")
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--kind", choices=["small", "rich"], default="small")
+    parser.add_argument("--kind", default="small", help="small, rich (memory: also big-MB)")
     parser.add_argument("--count", type=int, default=100)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=0)

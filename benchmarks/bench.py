@@ -433,9 +433,17 @@ class Bench:
             return names
         return [n for n in names if any(n == o or n.startswith(o) for o in self.only)]
 
-    def target(self, label: str, value: float | None, goal: float, *, below: bool = False) -> None:
+    def target(
+        self,
+        label: str,
+        value: float | None,
+        goal: float,
+        *,
+        below: bool = False,
+        unit: str | None = None,
+    ) -> None:
         """Print and keep one verdict: ``value`` >= ``goal`` (or < ``goal`` with ``below``)."""
-        unit = " MB" if below else "x"
+        unit = unit or (" MB" if below else "x")
         if value is None:
             met, shown = False, "n/a"
         else:
@@ -514,13 +522,15 @@ class Bench:
     def memory(self, port: int) -> None:
         count = self.plan.memory
         out = []
-        for name, kind in MEMORY:
+        big = f"big-{BIG_MB}"
+        for name, kind in [*MEMORY, ("fluxmail-bulk", big)]:
             if name not in self.wanted([name]):
                 continue
-            say(f"[memory] {name}, {kind}: {count:,} messages from a generator ...")
+            n = BIG_COUNT if kind == big else count
+            say(f"[memory] {name}, {kind}: {n:,} messages from a generator ...")
             timeout = self.plan.timeout
             res = worker(
-                "memory", name, port=port, kind=kind, count=count, warmup=200, timeout=timeout
+                "memory", name, port=port, kind=kind, count=n, warmup=200, timeout=timeout
             )
             out.append(res | {"kind": kind})
         say(f"\n### memory: one batch of {count:,} messages fed by a generator, 1 connection\n")
@@ -536,7 +546,11 @@ class Bench:
                 f"| {res['retained_mb']:.1f} |"
             )
         for res in out:
-            if res["name"] == "fluxmail-bulk":
+            if res["name"] == "fluxmail-bulk" and res["kind"] == big:
+                ratio = None if "error" in res else res["peak_growth_mb"] / BIG_MB
+                label = f"{BIG_COUNT} messages with a {BIG_MB} MB attachment: peak growth / size"
+                self.target(label, ratio, TARGET_BIG_RATIO, below=True, unit="x")
+            elif res["name"] == "fluxmail-bulk":
                 label = f"{count:,}-message batch, {res['kind']}: peak RSS growth"
                 growth = None if "error" in res else res["peak_growth_mb"]
                 self.target(label, growth, TARGET_MEMORY_MB, below=True)

@@ -301,3 +301,39 @@ def test_reply_parser_matches_the_grammar_in_any_chunks() -> None:
         assert result == expected, data
         if result is not ProtocolError:
             assert parser.buffered == 0
+
+
+# --- a big message is sent before the next one is composed ----------------------------------
+
+
+def test_big_message_is_sent_before_the_next_is_composed(
+    make_fault_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fluxmail import BulkSender, FluxMail
+    from fluxmail.transports import _pipeline
+
+    monkeypatch.setattr(_pipeline, "AHEAD_LIMIT", 20_000)  # "big": over 20 KB here
+    server = make_fault_server()
+    bodies = ["small 0", "big 1 " + "x" * 70 + ("\n" + "y" * 70) * 400, "small 2", "small 3"]
+    pulled_with_received: list[int] = []
+
+    def messages() -> Any:
+        for index, body in enumerate(bodies):
+            pulled_with_received.append(len(server.received))
+            yield {
+                "subject": f"Hi {index}",
+                "recipients": [f"user{index}@example.com"],
+                "body": body,
+                "sender": "noreply@myapp.com",
+            }
+
+    mailer = FluxMail(**server.fluxmail_kwargs())
+    result = BulkSender(mailer).send_batch(messages(), progress=False)
+    assert result == {"sent": 4, "failed": 0, "total": 4, "errors": []}
+    assert [str(m.message["Subject"]) for m in server.messages] == [f"Hi {i}" for i in range(4)]
+    # message 1 (big) was taken ahead of message 0's dot; message 2 only once 1 had arrived
+    assert pulled_with_received[:3] == [0, 0, 2]
+    (session,) = server.sessions
+    assert session.chunk_of("MAIL", 1) == session.dots[0]  # small 0: 1's envelope ahead
+    assert session.chunk_of("MAIL", 2) > session.dots[1]  # big 1: nothing written ahead
+    assert session.chunk_of("MAIL", 3) == session.dots[2]
