@@ -100,21 +100,17 @@ def compose(
         date = date_header(now)
     header = _message_headers(message, msg_id, date, bcc_header)
     mime_headers, pieces = _structure(message, now)
-    out = io.BytesIO()
     head = header.encode("utf-8" if utf8 else "ascii")
-    out.write(head)
-    out.write(b"MIME-Version: 1.0\r\n")
-    out.write(mime_headers)
-    out.write(b"\r\n")
     clean = _clean(head) and _clean(mime_headers)
+    out = _Output([head, b"MIME-Version: 1.0\r\n", mime_headers, b"\r\n"])
     for piece in pieces:
         if isinstance(piece, Attachment):  # base64 in 76-column CRLF lines: clean
             for lines in _base64_blocks(piece):
-                out.write(lines)
+                out.add(lines)
         else:
             clean = clean and _clean(piece)
-            out.write(piece)
-    data = out.getvalue()  # the buffer itself, not a copy
+            out.add(piece)
+    data = out.value()
     del out
     envelope = Envelope(
         mail_from=message.sender.addr_spec,
@@ -122,6 +118,39 @@ def compose(
         smtputf8=utf8,
     )
     return Composed(envelope=envelope, data=data, message_id=msg_id, clean=clean)
+
+
+class _Output:
+    """The message bytes: pieces joined once (one copy) while they are small; beyond
+    ``_JOIN_LIMIT`` written on into one buffer, so that a large attachment is never held
+    twice (its blocks and the message made of them)."""
+
+    def __init__(self, pieces: list[bytes]) -> None:
+        self._pieces = pieces
+        self._held = sum(map(len, pieces))
+        self._buffer: io.BytesIO | None = None
+
+    def add(self, piece: bytes) -> None:
+        self._pieces.append(piece)
+        self._held += len(piece)
+        if self._held > _JOIN_LIMIT:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._buffer is None:
+            self._buffer = io.BytesIO()
+        for piece in self._pieces:
+            self._buffer.write(piece)
+        self._pieces, self._held = [], 0
+
+    def value(self) -> bytes:
+        if self._buffer is None:
+            return b"".join(self._pieces)
+        self._flush()
+        return self._buffer.getvalue()  # the buffer itself, not a copy
+
+
+_JOIN_LIMIT = 4 << 20
 
 
 def _clean(piece: bytes) -> bool:
