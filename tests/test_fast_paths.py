@@ -337,3 +337,16 @@ def test_big_message_is_sent_before_the_next_is_composed(
     assert session.chunk_of("MAIL", 1) == session.dots[0]  # small 0: 1's envelope ahead
     assert session.chunk_of("MAIL", 2) > session.dots[1]  # big 1: nothing written ahead
     assert session.chunk_of("MAIL", 3) == session.dots[2]
+
+
+def test_joined_and_buffered_output_are_the_same_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "a.bin"
+    path.write_bytes(random.Random(7).randbytes(300_000))
+    message = build(attachments=[path])
+    joined = fixed(message)
+    monkeypatch.setattr(_composer, "_JOIN_LIMIT", 1000)  # every piece through the buffer
+    assert fixed(message) == joined
+    monkeypatch.setattr(_composer, "_JOIN_LIMIT", 0)
+    assert fixed(message) == joined
