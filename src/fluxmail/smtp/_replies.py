@@ -230,11 +230,12 @@ def collect(parser: ReplyParser, wanted: int, into: list[Reply]) -> bool:
     only answers commands, so a caller that finds ``parser.buffered`` afterwards must not
     take them as the answer to its next command (see :func:`out_of_step`).
     """
-    while len(into) < wanted:
-        reply = parser.next_reply()
+    next_reply, append = parser.next_reply, into.append  # (per message: 4 replies)
+    for _ in range(wanted - len(into)):
+        reply = next_reply()
         if reply is None:
             return False
-        into.append(reply)
+        append(reply)
         if reply.code == 421:
             return True
     return True
