@@ -350,3 +350,15 @@ def test_joined_and_buffered_output_are_the_same_bytes(
     assert fixed(message) == joined
     monkeypatch.setattr(_composer, "_JOIN_LIMIT", 0)
     assert fixed(message) == joined
+
+
+@pytest.mark.parametrize(
+    ("display", "spec"),
+    [("", "a@example.com"), ("Ada Lovelace", "ada@example.org"), ("Jörg, ÄÖÜ", "j@x.example")],
+)
+def test_the_remembered_from_line_is_the_folded_one(display: str, spec: str) -> None:
+    from fluxmail.compose._mime import address_header
+
+    expected = address_header("From", [(display, spec)])
+    assert _composer._from_header(display, spec) == expected
+    assert _composer._from_header(display, spec) == expected

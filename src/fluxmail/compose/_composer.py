@@ -216,8 +216,15 @@ def _clock() -> tuple[datetime, str]:
     return moment, text
 
 
+@lru_cache(maxsize=32)
+def _from_header(display: str, spec: str) -> str:
+    """The From line (pure): a batch has one sender, so it is folded once."""
+    return address_header("From", [(display, spec)])
+
+
 def _message_headers(message: Message, msg_id: str, date: str, bcc: bool = False) -> str:
-    lines = [f"Date: {date}\r\n", address_header("From", _pairs((message.sender,)))]
+    sender = message.sender
+    lines = [f"Date: {date}\r\n", _from_header(sender.display_name, sender.addr_spec)]
     if message.reply_to:
         lines.append(address_header("Reply-To", _pairs(message.reply_to)))
     if message.recipients:
