@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
@@ -35,6 +36,8 @@ from .scale._store import UNAVAILABLE
 __all__ = ["TASK_NAME", "CeleryFleet", "register"]
 
 TASK_NAME = "fluxmail.send"
+#: What a task carries: one message's payload, or a chunk of them.
+Payload = dict[str, Any] | list[dict[str, Any]]
 #: Give-backs one task may take (retries, waits for a claim or the rate limit).
 MAX_GIVE_BACKS = 1000
 #: The longest countdown of one give-back: a spent per-day quota is looked at again every
@@ -75,32 +78,46 @@ class CeleryFleet(Fleet):
         fleet = self
 
         @app.task(name=name, bind=True, **options)  # type: ignore[untyped-decorator]
-        def send_message(task: Any, payload: dict[str, Any]) -> DeliveryResult:
+        def send_message(task: Any, payload: Payload) -> DeliveryResult | list[DeliveryResult]:
             return fleet.execute(task, payload)
 
         self.task: Any = send_message
 
-    def execute(self, task: Any, payload: dict[str, Any]) -> DeliveryResult:
-        """The body of the task: one try, or the whole loop in eager mode."""
+    def execute(self, task: Any, payload: Payload) -> DeliveryResult | list[DeliveryResult]:
+        """The body of the task: one try at its message (a payload) or chunk (a list of
+        them), or the whole loop in eager mode. Messages not done yet are given back,
+        together, for the shortest of their waits."""
+        payloads = payload if isinstance(payload, list) else [payload]
         if task.request.is_eager:
-            return self.courier().run(payload)
+            results = self.courier().run_many(payloads)
+            return results if isinstance(payload, list) else results[0]
         try:
             courier = self.courier()
             courier.mailer  # noqa: B018 - a worker that cannot build it must not eat the queue
-            step = courier.attempt(payload)
+            steps = courier.attempt_many(payloads)
         except Exception as exc:
             if not self._give_back_on(exc):
                 raise
             log.error("fluxmail.send: giving the message back (%s: %s)", type(exc).__name__, exc)
-            self._check_give_backs(task, read_payload(payload)[0])
+            self._check_give_backs(task, read_payload(payloads[0])[0])
             countdown = backoff(task.request.retries + 1, self.settings.retry_delay)
             self._give_back(task, countdown, exc)
-        if step.retry_in is None:
-            return step.result()
-        self._check_give_backs(task, step.message_id)
-        self._give_back(task, min(step.retry_in, MAX_COUNTDOWN))
+        later = [(p, s) for p, s in zip(payloads, steps, strict=True) if s.retry_in is not None]
+        if not later:
+            results = [s.result() for s in steps]
+            return results if isinstance(payload, list) else results[0]
+        self._check_give_backs(task, later[0][1].message_id)
+        countdown = min(s.retry_in or 0.0 for _, s in later)
+        rest: Payload = [p for p, _ in later] if isinstance(payload, list) else payload
+        self._give_back(task, min(countdown, MAX_COUNTDOWN), args=(rest,))
 
-    def _give_back(self, task: Any, countdown: float, exc: Exception | None = None) -> NoReturn:
+    def _give_back(
+        self,
+        task: Any,
+        countdown: float,
+        exc: Exception | None = None,
+        args: tuple[Any, ...] | None = None,
+    ) -> NoReturn:
         """Publish the message again for ``countdown`` seconds (``task.retry``).
 
         Celery answers a retry it cannot publish (the broker is down) with
@@ -116,7 +133,9 @@ class CeleryFleet(Fleet):
         pause = 0.1
         while True:
             try:
-                raise task.retry(countdown=countdown, max_retries=None, exc=exc) from exc
+                raise task.retry(
+                    args=args, countdown=countdown, max_retries=None, exc=exc
+                ) from exc
             except reject as refused:
                 if refused.requeue:
                     raise
@@ -175,15 +194,15 @@ class CeleryFleet(Fleet):
             return "(unparsable URL)"
 
     def _publish(self, payloads: list[dict[str, Any]], options: dict[str, Any]) -> None:
+        """One task: a single message travels alone under its Message-ID as the task ID;
+        a chunk as a list, under a task ID of its own."""
+        args: tuple[Any, ...] = (payloads[0],) if len(payloads) == 1 else (payloads,)
+        task_id = str(payloads[0]["id"]) if len(payloads) == 1 else f"fluxmail-{uuid.uuid4()}"
         if self.app.conf.task_always_eager:
-            for payload in payloads:
-                self.task.apply_async(args=(payload,), task_id=payload["id"], **options)
+            self.task.apply_async(args=args, task_id=task_id, **options)
             return
         with self.app.producer_or_acquire() as producer:
-            for payload in payloads:
-                self.task.apply_async(
-                    args=(payload,), task_id=payload["id"], producer=producer, **options
-                )
+            self.task.apply_async(args=args, task_id=task_id, producer=producer, **options)
 
     def _redis_url(self) -> str | None:
         url = super()._redis_url()

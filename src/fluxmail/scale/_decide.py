@@ -12,9 +12,14 @@ The record of a message (one per Message-ID) moves through these states::
                         │     ──lost after the final .─> unknown    (final unless resend_unknown)
                         └─ claimant vanished (lease expired) ──> unknown (as above)
 
-``sending`` is written just before MAIL FROM. A claimant that dies *before* writing it
-leaves no trace, and the next delivery of the task simply sends. A claimant that dies
-*after* writing it may have sent the final '.', so the next one records ``unknown``.
+``sending`` is written, for a whole chunk of messages at once, before the first MAIL
+FROM. A claimant that dies *before* writing it leaves no trace, and the next delivery of
+the task simply sends. Right before each message's final '.' may be written (the
+spine's "dot written" state: the transport's ``dotting`` hook), its bit in the
+claimant's *dot marks* is set (``Record.mark`` is its index there). A claimant that dies
+after ``sending`` may have sent the final '.' of a marked message, so the next one
+records ``unknown`` (:func:`recover`); an unmarked one never got that far (its envelope
+at most), and is simply sent again (:func:`undotted`).
 """
 
 from __future__ import annotations
@@ -74,6 +79,7 @@ class Record:
     refused: Mapping[str, tuple[int, str]] = field(default_factory=dict)
     retry_at: float | None = None  # a retry should not start before this (unix time)
     updated_at: float = 0.0
+    mark: int = -1  # its bit in the owner's dot marks (-1: none; its dot may be written)
 
     def to_json(self) -> str:
         data = {k: v for k, v in self.__dict__.items() if k != "refused"}
@@ -207,6 +213,22 @@ def recover(record: Record, token: str, policy: Policy, now: float) -> Record:
         error_code=OutcomeUnknownError.code,
         error=VANISHED,
         retry_at=None,
+        updated_at=now,
+    )
+
+
+def undotted(record: Record, token: str, now: float) -> Record:
+    """A ``sending`` record whose claimant vanished before the message's dot could be
+    written (its dot mark was never set): nothing left the process, so the attempt does
+    not count and the message is sent as if that try had not begun."""
+    return replace(
+        record,
+        status=Status.DEFERRED,
+        owner=token,
+        final=False,
+        attempts=max(0, record.attempts - 1),
+        retry_at=None,
+        mark=-1,
         updated_at=now,
     )
 

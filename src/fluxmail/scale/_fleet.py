@@ -13,11 +13,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Union
 
 from ..errors import ConfigurationError, FluxMailException, OutcomeUnknownError
-from ._courier import Courier, pending
-from ._decide import DeliveryResult, Policy, Record, Status
+from ._chunk import pending
+from ._courier import Courier
+from ._decide import DeliveryResult, Policy, Record, Status, settled
 from ._limiter import FleetLimiter, MemorySpacer, RedisSpacer
+from ._memstore import MemoryStore
 from ._payload import make_payload
-from ._store import MemoryStore, RedisStore
+from ._store import RedisStore
 
 if TYPE_CHECKING:
     from ..mailer._facade import FluxMail
@@ -30,6 +32,10 @@ log = logging.getLogger("fluxmail.scale")
 #: called once in each worker process.
 MailerSource = Union["FluxMail", Callable[[], "FluxMail"], str, None]
 OnEnqueueError = Callable[[int, FluxMailException], None]
+#: How long an enqueue's note that it is publishing a message holds off other enqueues
+#: of the same Message-ID before the publish is confirmed (an enqueuer that died in
+#: between leaves the Message-ID free again after this).
+PUBLISH_HOLD = 60.0
 
 
 @dataclass(frozen=True)
@@ -139,17 +145,24 @@ class Fleet:
         self,
         messages: Iterable[Mapping[str, Any]],
         *,
+        message_ids: Iterable[str | None] | None = None,
         on_error: OnEnqueueError | None = None,
         chunk: int = 500,
         **options: Any,
     ) -> list[str | None]:
-        """Queue many messages; one Message-ID per message, in order, or None for a
-        message that failed validation (reported to ``on_error(index, exc)``)."""
+        """Queue many messages, ``chunk`` to a task; one Message-ID per message, in
+        order, or None for a message that failed validation (reported to
+        ``on_error(index, exc)``). ``message_ids`` (one per message, None to generate
+        one) makes the batch idempotent, as ``enqueue(message_id=...)``."""
+        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+            raise ConfigurationError(f"chunk must be a whole number >= 1, got {chunk!r}")
+        fixed = iter(message_ids) if message_ids is not None else None
         ids: list[str | None] = []
         payloads: list[dict[str, Any]] = []
         for index, message in enumerate(messages):
             try:
-                payload = make_payload(message, domain=self.settings.domain)
+                mid = next(fixed, None) if fixed is not None else None
+                payload = make_payload(message, message_id=mid, domain=self.settings.domain)
             except FluxMailException as exc:
                 ids.append(None)
                 self._enqueue_error(index, exc, on_error)
@@ -164,10 +177,28 @@ class Fleet:
         return ids
 
     def _queue(self, payloads: list[dict[str, Any]], options: dict[str, Any]) -> None:
-        """Note the Message-IDs as queued (so that results() can tell "not started" from
-        "Redis has no trace of it"), then hand the payloads to the broker."""
-        self.courier().store.mark_queued(str(p["id"]) for p in payloads)
-        self._submit(payloads, options)
+        """Publish the payloads whose Message-ID has nothing queued yet (so two enqueues
+        of one Message-ID publish one task), noting them queued (so that results() can
+        tell "not started" from "Redis has no trace of it")."""
+        store = self.courier().store
+        entries = [(str(p["id"]), str(p["enqueue"])) for p in payloads]
+        noted = store.reserve_queued(entries, PUBLISH_HOLD)
+        publish, taken_over, seen = [], [], set()
+        for payload, (mid, enqueue_id), (fresh, holder, record) in zip(
+            payloads, entries, noted, strict=True
+        ):
+            if mid in seen or settled(record, enqueue_id, self.settings.policy):
+                continue  # twice in this batch; or sent already, nothing to do
+            seen.add(mid)
+            if not fresh:
+                if record is None or not record.final or record.enqueue_id != holder:
+                    continue  # another enqueue of it is queued or under way
+                taken_over.append((mid, enqueue_id))  # that enqueue is over: try again
+            publish.append(payload)
+        store.take_queued(taken_over, PUBLISH_HOLD)
+        if publish:
+            self._submit(publish, options)
+            store.confirm_queued([str(p["id"]) for p in publish])
 
     @staticmethod
     def _enqueue_error(
@@ -272,8 +303,10 @@ class Fleet:
         """Only one process may work without Redis."""
 
     def close(self) -> None:
-        """Close this process's SMTP connections (QUIT)."""
-        courier = self._courier
+        """Close this process's SMTP connections (QUIT) and its Redis clients; the
+        fleet can still be used (they are opened again)."""
+        with self._lock:
+            courier, self._courier = self._courier, None
         if courier is not None and courier.pid == os.getpid():
             courier.close()
 
@@ -323,6 +356,4 @@ class LocalFleet(Fleet):
     def _submit(self, payloads: list[dict[str, Any]], options: dict[str, Any]) -> None:
         if options:
             raise ConfigurationError(f"unknown option(s): {', '.join(sorted(options))}")
-        courier = self.courier()
-        for payload in payloads:
-            courier.run(payload)
+        self.courier().run_many(payloads)
