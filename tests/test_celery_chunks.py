@@ -14,6 +14,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
@@ -25,6 +26,9 @@ from celery_app import QUEUE, make_app
 from fluxmail import FluxMail, Invite
 from fluxmail.errors import InvalidMessageError
 from fluxmail.scale import LocalFleet
+from fluxmail.scale._decide import sending
+from fluxmail.scale._payload import make_payload
+from fluxmail.scale._store import Write
 from helpers import batch, wait_until
 from redis_fixture import RedisServer, StartWorkers
 from servers import FaultServer, FaultSession, SMTPTestServer, Stall
@@ -236,3 +240,34 @@ def test_1000_messages_two_workers_one_killed_each_delivered_once_under_cpu_load
         f"{max_in_any_window(times)}, statuses {dict(statuses)}"
     )
     assert max_in_any_window(times) <= 40
+
+
+@pytest.mark.parametrize("where", ["memory", "redis"])
+def test_recovery_reads_the_dot_marks_of_the_claimant_that_vanished(
+    where: str, request: pytest.FixtureRequest, smtp_server: SMTPTestServer
+) -> None:
+    """A claimant wrote ``sending`` for three messages and marked only the second one's
+    dot before it vanished: the second is unknown, the other two are simply sent."""
+    url = request.getfixturevalue("redis_server").url if where == "redis" else None
+    fleet = LocalFleet(lambda: FluxMail(**smtp_server.fluxmail_kwargs()), redis_url=url)
+    store = fleet.courier().store
+    payloads = [make_payload(m) for m in batch(3)]
+    ids = [str(p["id"]) for p in payloads]
+    assert all(taken for taken, _, _ in store.claim_many(ids, "dead", 0.05))
+    attempts = [
+        Write(mid, None, sending(None, "dead", str(p["enqueue"]), 1.0).evolve(mark=i))
+        for i, (mid, p) in enumerate(zip(ids, payloads, strict=True))
+    ]
+    assert store.write_many("dead", attempts, 0.05) == [True] * 3
+    scribe = store.scribe("dead")
+    scribe.mark(1)
+    scribe.close()
+    time.sleep(0.1)  # the claims expire
+
+    results = fleet.courier().run_many(payloads)
+    fleet.close()
+
+    assert [r["status"] for r in results] == ["accepted", "unknown", "accepted"]
+    assert [r["attempts"] for r in results] == [1, 1, 1]  # the vanished tries do not count
+    assert results[1]["error_code"] == "outcome_unknown"
+    assert [str(m.message["Message-ID"]) for m in smtp_server.messages] == [ids[0], ids[2]]

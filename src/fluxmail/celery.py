@@ -1,22 +1,31 @@
 """fluxmail on Celery workers: exactly once per message, one rate limit for the whole fleet.
 
-``pip install -e ".[celery]"``, then, in the module your workers import::
+``pip install -e ".[celery]"``, then :func:`register` fluxmail's task on your Celery app in
+the module your workers import, and enqueue from anywhere in your application. A task
+carries a chunk of messages (``enqueue_batch``: 500 by default) or one (``enqueue``); a
+worker claims a chunk in Redis in one round trip, sends it pipelined over its held SMTP
+connection, records each outcome, retries only what is safe with exponential backoff
+and jitter, and shares one rate limit (and per-minute/hour/day quotas) with every other
+worker. The task is acknowledged late. ``docs/scale.md`` explains the deployment, the
+Redis round trips and every crash window.
 
-    from celery import Celery
-    from fluxmail.celery import register
+Example (eager mode: the task runs in the calling process, no broker or worker needed,
+as in your tests; in production give Celery a ``redis://`` broker and start workers):
 
-    app = Celery("myapp", broker="redis://127.0.0.1:6379/0")
-    mail = register(app, max_per_second=20, per_day=10_000)  # mailer: FluxMail.from_env()
+```python
+from celery import Celery
 
-and anywhere in your application::
+from fluxmail import FluxMail
+from fluxmail.celery import register
 
-    message_id = mail.enqueue({"subject": "Hi", "recipients": ["a@example.com"], "body": "..."})
-    mail.result(message_id)  # {"status": "accepted", "smtp_code": 250, "reply": ..., ...}
-
-The task (``fluxmail.send``) is acknowledged late, claims the Message-ID in Redis before
-it talks to the server, records the outcome after, retries only what is safe with
-exponential backoff and jitter, and shares one rate limit (and per-minute/hour/day quotas)
-across every worker. ``docs/scale.md`` explains the deployment and every crash window.
+app = Celery("example", set_as_current=False)
+app.conf.task_always_eager = True
+mail = register(app, mailer=lambda: FluxMail(host="127.0.0.1", port=1025), domain="example.com")
+message = {"subject": "Hi", "recipients": ["ada@example.org"], "body": "Hello"}
+message_id = mail.enqueue({**message, "sender": "app@example.com"})
+assert mail.result(message_id)["status"] == "accepted"
+mail.close()
+```
 """
 
 from __future__ import annotations
@@ -51,8 +60,45 @@ log = logging.getLogger("fluxmail.scale")
 
 
 class CeleryFleet(Fleet):
-    """What :func:`register` returns: ``enqueue()``, ``enqueue_batch()``, ``result()``,
-    ``results()``, ``wait()``, and ``task`` (the Celery task)."""
+    """The fleet handle :func:`register` returns: enqueue messages, read their results.
+
+    ``enqueue()``, ``enqueue_batch()``, ``result()``, ``results()``, ``wait()`` and
+    ``close()`` are :class:`fluxmail.scale.Fleet`'s (their Args, Returns and Raises are
+    there); ``task`` is the Celery task (``fluxmail.send``), whose argument is one
+    message's payload or a chunk (a list) of them. Build it with :func:`register`, which
+    also closes each worker process's connections when the worker stops.
+
+    Raises:
+        ConfigurationError: (``configuration_error``) when a worker has no Redis for its
+            claims: the broker is not ``redis://`` and neither ``redis_url=`` nor
+            ``FLUXMAIL_REDIS_URL`` is given (only eager mode may keep claims in memory).
+        ConnectError: (``broker_unavailable``) from ``enqueue()``/``enqueue_batch()`` when
+            the broker cannot take a task; (``redis_unavailable``) from every call when
+            the claim store cannot be reached.
+
+    Example:
+        ```python
+        from celery import Celery
+
+        from fluxmail import FluxMail
+        from fluxmail.celery import register
+
+        app = Celery("example-fleet", set_as_current=False)
+        app.conf.task_always_eager = True  # the task runs here (tests, one machine)
+        fleet = register(app, mailer=lambda: FluxMail(host="127.0.0.1", port=1025))
+        messages = [
+            {"subject": f"Hi {n}", "recipients": [f"user{n}@example.org"], "body": "...",
+             "sender": "app@example.com"}
+            for n in range(3)
+        ]
+        fixed = [f"<order-{n}@example.com>" for n in range(3)]
+        ids = fleet.enqueue_batch(messages, message_ids=fixed)
+        assert ids == ["<order-0@example.com>", "<order-1@example.com>", "<order-2@example.com>"]
+        assert fleet.enqueue_batch(messages, message_ids=ids) == ids  # sent once, not twice
+        assert {r["status"] for r in fleet.results(ids).values()} == {"accepted"}
+        fleet.close()
+        ```
+    """
 
     def __init__(
         self,
@@ -84,9 +130,26 @@ class CeleryFleet(Fleet):
         self.task: Any = send_message
 
     def execute(self, task: Any, payload: Payload) -> DeliveryResult | list[DeliveryResult]:
-        """The body of the task: one try at its message (a payload) or chunk (a list of
-        them), or the whole loop in eager mode. Messages not done yet are given back,
-        together, for the shortest of their waits."""
+        """The body of the task: one try at its message or chunk, or, in eager mode, every
+        try until each message is done.
+
+        Args:
+            task: the bound Celery task (``self`` of the task).
+            payload: one message's payload, or a list of them (a chunk), as published by
+                ``enqueue()`` / ``enqueue_batch()``.
+
+        Returns:
+            The message's result (a :class:`~fluxmail.scale.DeliveryResult` dict), or
+            one per message of a chunk, in order, once none is left to try.
+
+        Raises:
+            celery.exceptions.Retry: the messages not done yet are given back, together,
+                for the shortest of their waits (``task.retry``).
+            celery.exceptions.Reject: (``requeue=True``) the broker could not take a
+                give-back for ``redis_wait`` seconds: the task stays unacknowledged.
+            InvalidMessageError: (``invalid_message``) the payload is not fluxmail's.
+            RuntimeError: a task given back more than 1,000 times.
+        """
         payloads = payload if isinstance(payload, list) else [payload]
         if task.request.is_eager:
             results = self.courier().run_many(payloads)
@@ -237,16 +300,59 @@ def register(
 ) -> CeleryFleet:
     """Register fluxmail's task on your Celery ``app``; returns the fleet handle.
 
-    ``mailer``: a FluxMail, a function returning one, or ``"pkg.module:name"``; default
-    ``FluxMail.from_env()``, built once in each worker process. ``redis_url``: where
-    claims, results and rate limits live; default ``$FLUXMAIL_REDIS_URL``, else the
-    broker's URL if it is Redis. ``settings`` (the same on every worker):
-    ``max_per_second``, ``per_minute``, ``per_hour``, ``per_day`` (0 = no limit),
-    ``max_retries`` (5), ``retry_delay`` (1.0 s, doubling), ``resend_unknown`` (False),
-    ``lease_seconds`` (60 + 10 x the mailer's timeout), ``result_ttl`` (7 days),
-    ``key_prefix`` ("fluxmail"), ``domain`` (for Message-IDs; default the sender's),
-    ``redis_wait`` (30 s: how long a worker waits for Redis or the broker to come back
-    before it gives the message back).
+    Call it with the same settings in every process (import one module): the workers
+    apply the rate limit and the retry rules, the enqueueing side reads the same keys.
+
+    Args:
+        app: your ``celery.Celery`` application.
+        mailer: a FluxMail, a function returning one, or ``"pkg.module:name"`` naming
+            either; default ``FluxMail.from_env()``. Built once in each worker process;
+            it must send over SMTP.
+        redis_url: where claims, results and rate limits live; default
+            ``$FLUXMAIL_REDIS_URL``, else the broker's URL if it is Redis.
+        name: the task's name (``"fluxmail.send"``).
+        task_options: more ``app.task()`` options (``queue``, ``time_limit``, ...).
+        **settings: ``max_per_second``, ``per_minute``, ``per_hour``, ``per_day`` (0 = no
+            limit), ``max_retries`` (5), ``retry_delay`` (1.0 s, doubling),
+            ``resend_unknown`` (False), ``lease_seconds`` (60 + 10 x the mailer's
+            timeout), ``result_ttl`` (7 days), ``key_prefix`` ("fluxmail"), ``domain``
+            (for Message-IDs; default the sender's), ``redis_wait`` (30 s: how long a
+            worker waits for Redis or the broker to come back before it gives the
+            message back). See ``docs/scale.md``.
+
+    Returns:
+        The :class:`CeleryFleet` (``enqueue``, ``enqueue_batch``, ``result``,
+        ``results``, ``wait``, ``close``, ``task``).
+
+    Raises:
+        ConfigurationError: (``configuration_error``) an unknown setting or a value out of
+            range (``max_per_second=-1``, ``key_prefix=""``).
+        MissingDependencyError: (``missing_dependency``) Celery is not installed
+            (``pip install "fluxmail[celery]"``).
+
+    Example:
+        ```python
+        from celery import Celery
+
+        from fluxmail import FluxMail
+        from fluxmail.celery import register
+
+        app = Celery("example-register", set_as_current=False)
+        app.conf.task_always_eager = True
+        mail = register(
+            app,
+            mailer=lambda: FluxMail(host="127.0.0.1", port=1025),
+            max_per_second=20,
+            domain="example.com",
+        )
+        message_id = mail.enqueue(
+            {"subject": "Hi", "recipients": ["ada@example.org"], "body": "Hello",
+             "sender": "app@example.com"}
+        )
+        assert message_id.endswith("@example.com>")
+        assert mail.wait([message_id], timeout=10)[message_id]["smtp_code"] == 250
+        mail.close()
+        ```
     """
     config = Settings.from_options("register()", settings)
     from .scale._deps import celery_module

@@ -19,11 +19,12 @@ Every decision is :mod:`._decide`'s, which reads the delivery policy.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import FluxMailException
@@ -237,7 +238,7 @@ class Chunk:
             elif e.result is not None:  # recovered, final
                 writes.append(Write(e.message_id, e.current, e.result, release=True))
         for e in self.to_send:
-            attempt = replace(sending(e.before, self.token, e.enqueue_id, now), mark=e.index)
+            attempt = sending(e.before, self.token, e.enqueue_id, now).evolve(mark=e.index)
             try:
                 e.composed = c.compose(e.message_id, e.options)
             except FluxMailException as exc:
@@ -245,7 +246,7 @@ class Chunk:
                 writes.append(Write(e.message_id, e.current, e.result, release=True))
                 continue
             e.attempt = attempt
-            writes.append(Write(e.message_id, e.current, attempt))
+            writes.append(Write(e.message_id, e.current, attempt, renew=False))
             ready.append(e)
         began = time.monotonic()
         done = c.store.write_many(self.token, writes, c.lease)
@@ -302,7 +303,7 @@ class Chunk:
             assert e.attempt is not None
             if e.result is None and self._dotted(e):  # interrupted (time limit, shutdown)
                 gone = recover(e.attempt, self.token, c.policy, now)
-                e.result = replace(gone, error=INTERRUPTED)
+                e.result = gone.evolve(error=INTERRUPTED)
             if e.result is not None:
                 record, retry_in = e.result, e.retry_in
             else:  # its dot was never written: put it back untouched
@@ -350,6 +351,8 @@ class _Hooks:
 
     def start(self, key: int, composed: Composed) -> None:
         """Wait for its slot; one far ahead (a spent quota) gives the rest back."""
+        with contextlib.suppress(FluxMailException):  # else settle() writes them
+            self.chunk.scribe.flush()  # the outcomes so far, before any wait
         wait = self.limiter.acquire(max_wait=min(10.0, self.chunk.courier.lease / 4))
         if wait > 0:
             raise GiveBack(wait)

@@ -134,9 +134,27 @@ class Fleet:
     def enqueue(
         self, message: Mapping[str, Any], *, message_id: str | None = None, **options: Any
     ) -> str:
-        """Validate one message (a dict of ``create()`` arguments), fix its Message-ID
-        and queue it; returns the Message-ID. ``message_id=`` (``<x@y>``) makes enqueueing
-        idempotent: a Message-ID the fleet already delivered is never sent again."""
+        """Validate one message, fix its Message-ID and queue it (one task).
+
+        Args:
+            message: a dict of ``create()`` arguments (attachments as paths the workers
+                can read, or ``(filename, bytes[, type])``; an ``invite=`` Invite).
+            message_id: ``<x@y>`` makes enqueueing idempotent: a Message-ID already
+                queued is not published again, one already delivered is never sent
+                again (see ``docs/scale.md``, "Retries", for after a failure).
+            **options: for Celery's ``apply_async`` (``countdown``, ``eta``, ``queue``).
+
+        Returns:
+            The Message-ID (with angle brackets).
+
+        Raises:
+            InvalidMessageError: (``invalid_message``, ``invalid_address``, ...) the
+                message fails ``create()``'s checks; nothing is queued.
+            ConfigurationError: (``configuration_error``) no domain for a new Message-ID
+                (give a ``sender``, the fleet a ``domain=``, or set ``FLUXMAIL_DOMAIN``).
+            ConnectError: (``redis_unavailable``, ``broker_unavailable``) Redis or the
+                broker cannot be reached.
+        """
         payload = make_payload(message, message_id=message_id, domain=self.settings.domain)
         self._queue([payload], options)
         return str(payload["id"])
@@ -150,10 +168,27 @@ class Fleet:
         chunk: int = 500,
         **options: Any,
     ) -> list[str | None]:
-        """Queue many messages, ``chunk`` to a task; one Message-ID per message, in
-        order, or None for a message that failed validation (reported to
-        ``on_error(index, exc)``). ``message_ids`` (one per message, None to generate
-        one) makes the batch idempotent, as ``enqueue(message_id=...)``."""
+        """Validate many messages and queue them, ``chunk`` messages to a task.
+
+        Args:
+            messages: dicts of ``create()`` arguments (as for :meth:`enqueue`).
+            message_ids: one per message (None: generate one): makes the batch
+                idempotent, as ``enqueue(message_id=...)``; a Message-ID already queued
+                (by this batch or another) is not published again.
+            on_error: ``on_error(index, exc)`` hears about each message that failed
+                validation (default: a warning on the ``fluxmail.scale`` logger).
+            chunk: messages per task (500): a worker claims, sends and records a chunk
+                with a few Redis round trips.
+            **options: for Celery's ``apply_async``.
+
+        Returns:
+            One Message-ID per message, in order; None for a message that failed.
+
+        Raises:
+            ConfigurationError: (``configuration_error``) ``chunk`` below 1.
+            ConnectError: (``redis_unavailable``, ``broker_unavailable``) Redis or the
+                broker cannot be reached; the chunks before the failing one are queued.
+        """
         if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
             raise ConfigurationError(f"chunk must be a whole number >= 1, got {chunk!r}")
         fixed = iter(message_ids) if message_ids is not None else None
@@ -215,17 +250,36 @@ class Fleet:
     # --- results ------------------------------------------------------------------------
 
     def result(self, message_id: str) -> DeliveryResult | None:
-        """The recorded outcome of one message (None: not started, or no trace of it;
-        :meth:`results` tells the two apart). Raises ConnectError (``redis_unavailable``)
-        when Redis cannot be reached."""
+        """The recorded outcome of one message.
+
+        Args:
+            message_id: as ``enqueue()`` returned it.
+
+        Returns:
+            Its result dict (``status``, ``final``, ``smtp_code``, ``reply``, ...), or
+            None: not started, or no trace of it (:meth:`results` tells them apart).
+
+        Raises:
+            ConnectError: (``redis_unavailable``) Redis cannot be reached.
+        """
         record = self.courier().store.get(message_id)
         return None if record is None else record.as_result(message_id)
 
     def results(self, message_ids: Iterable[str]) -> dict[str, DeliveryResult]:
-        """One result per Message-ID: its record; ``pending`` when it was enqueued and
-        has not started; ``unknown`` (final, error_code ``outcome_unknown``) when Redis
-        has no trace of it at all: expired after ``result_ttl``, lost by a Redis that
-        restarted empty, or never enqueued by this fleet."""
+        """One result per Message-ID, read in one step.
+
+        Args:
+            message_ids: as ``enqueue()`` / ``enqueue_batch()`` returned them.
+
+        Returns:
+            Message-ID -> result: its record; ``pending`` when it was enqueued and has
+            not started; ``unknown`` (final, error_code ``outcome_unknown``) when Redis
+            has no trace of it at all: expired after ``result_ttl``, lost by a Redis
+            that restarted empty, or never enqueued by this fleet.
+
+        Raises:
+            ConnectError: (``redis_unavailable``) Redis cannot be reached.
+        """
         ids = list(message_ids)
         store = self.courier().store
         records = store.get_many(ids)
@@ -242,8 +296,19 @@ class Fleet:
     def wait(
         self, message_ids: Iterable[str], *, timeout: float, poll: float = 0.2
     ) -> dict[str, DeliveryResult]:
-        """Poll until every message has a final result or ``timeout`` seconds passed;
-        the results as they stand (:meth:`results`)."""
+        """Poll :meth:`results` until every message has a final result.
+
+        Args:
+            message_ids: the messages to wait for.
+            timeout: seconds to wait at most.
+            poll: seconds between two reads.
+
+        Returns:
+            The results as they stand when all are final or ``timeout`` passed.
+
+        Raises:
+            ConnectError: (``redis_unavailable``) Redis cannot be reached.
+        """
         ids = list(message_ids)
         deadline = time.monotonic() + timeout
         while True:
@@ -303,8 +368,10 @@ class Fleet:
         """Only one process may work without Redis."""
 
     def close(self) -> None:
-        """Close this process's SMTP connections (QUIT) and its Redis clients; the
-        fleet can still be used (they are opened again)."""
+        """Close this process's SMTP connections (QUIT) and its Redis clients.
+
+        The fleet can still be used afterwards: they are opened again when needed.
+        """
         with self._lock:
             courier, self._courier = self._courier, None
         if courier is not None and courier.pid == os.getpid():

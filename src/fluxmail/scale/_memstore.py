@@ -115,7 +115,7 @@ class MemoryStore:
                 self._records.pop(w.message_id, None)
             elif done and w.record is not None:
                 self._records[w.message_id] = w.record
-            if done and ours and w.owned:
+            if done and ours and w.owned and w.renew:
                 self._claims[w.message_id] = (token, self._clock() + lease)
         if w.release and ours:
             del self._claims[w.message_id]
@@ -181,8 +181,11 @@ class _MemoryScribe:
                     store._claims[mid] = (token, store._clock() + lease)
             return ours
 
-    def drain(self) -> None:
+    def flush(self) -> None:
         return None  # (every write is done when it returns)
+
+    def drain(self) -> None:
+        return None
 
     def close(self) -> None:
         return None

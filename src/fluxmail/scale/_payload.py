@@ -15,8 +15,8 @@ import base64
 import os
 import time
 import uuid
-from datetime import datetime, timezone
 from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
 from typing import Any
 
 from .._env import env_str

@@ -20,6 +20,16 @@ if TYPE_CHECKING:
     from ._decide import Record
 
 
+def resp(*parts: bytes | str | int) -> bytes:
+    """One command in Redis's wire format (RESP), packed here: redis-py's packing costs
+    more than the rest of a message's bookkeeping."""
+    out = [b"*%d\r\n" % len(parts)]
+    for part in parts:
+        data = part if isinstance(part, bytes) else str(part).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
 def _text(value: object) -> str | None:
     return value.decode() if isinstance(value, bytes) else None if value is None else str(value)
 
@@ -46,14 +56,22 @@ class RedisScribe:
         self._record_key = record_key
         self._claim_key = claim_key
         self._marked = False
+        self._held: list[bytes] = []  # packed commands not sent yet
         self._ttl_ms = ttl_ms
         self._calls = calls
 
     def mark(self, index: int) -> None:
-        self._send("SETBIT", self._dots_key, index, 1)
         if not self._marked:  # the marks live as long as the records that point at them
             self._marked = True
-            self._send("PEXPIRE", self._dots_key, self._ttl_ms)
+            self._held.append(resp(b"PEXPIRE", self._dots_key, self._ttl_ms))
+        self._held.append(resp(b"SETBIT", self._dots_key, index, b"1"))
+        self.flush()
+
+    def record(self, message_id: str, record: Record) -> None:
+        """Held until the next :meth:`mark`, :meth:`flush` or :meth:`drain` (one write
+        for both: the next message's mark follows its predecessor's outcome at once)."""
+        key = self._record_key(message_id)
+        self._held.append(resp(b"SET", key, record.to_json(), b"PX", self._ttl_ms))
 
     def renew(self, message_ids: list[str], token: str, lease: float) -> bool:
         """Extend the claims (one round trip): True if every one was still ``token``'s.
@@ -61,28 +79,32 @@ class RedisScribe:
         ms = max(1, int(lease * 1000))
         self.drain()
         for mid in message_ids:
-            self._send("SET", self._claim_key(mid), token, "XX", "PX", ms, "GET")
+            self._held.append(resp(b"SET", self._claim_key(mid), token, b"XX", b"PX", ms, b"GET"))
+        self.flush(read=False)
         return all(_text(held) == token for held in self._read())
 
-    def record(self, message_id: str, record: Record) -> None:
-        self._send("SET", self._record_key(message_id), record.to_json(), "PX", self._ttl_ms)
+    def flush(self, *, read: bool = True) -> None:
+        """Send what is held, in one write; read the replies if many are waiting."""
+        if not self._held:
+            return
+        data, count, self._held = b"".join(self._held), len(self._held), []
 
-    def _send(self, *args: Any) -> None:
         def send() -> None:
             if self._conn is None:
                 self._conn = self._pool.get_connection()
             try:
-                self._conn.send_command(*args)
+                self._conn.send_packed_command([data], check_health=False)
             except BaseException:
                 self._drop()
                 raise
 
         self._calls(send, wait=False)
-        self._unread += 1
-        if self._unread >= DRAIN_EVERY:
-            self.drain()
+        self._unread += count
+        if read and self._unread >= DRAIN_EVERY:
+            self._read()
 
     def drain(self) -> None:
+        self.flush(read=False)
         self._read()
 
     def _read(self) -> list[Any]:
@@ -97,7 +119,7 @@ class RedisScribe:
                 raise
             return replies
 
-        return self._calls(read, wait=False) if self._unread else []
+        return list(self._calls(read, wait=False)) if self._unread else []
 
     def _drop(self) -> None:
         conn, self._conn, self._unread = self._conn, None, 0

@@ -50,6 +50,8 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ..errors import ConnectError
 from ._decide import Record
+from ._scribe import RedisScribe
+from ._scribe import resp as _resp
 
 if TYPE_CHECKING:
     import redis
@@ -127,6 +129,7 @@ class Write:
     owned: bool = True
     release: bool = False
     change: bool = True
+    renew: bool = True  # (an owned write renews the claim unless told not to)
 
 
 class Scribe(Protocol):
@@ -145,8 +148,13 @@ class Scribe(Protocol):
         waiting for the replies: False if any was no longer ``token``'s."""
         ...
 
+    def flush(self) -> None:
+        """Send what :meth:`record` holds (before the caller waits for anything)."""
+        ...
+
     def drain(self) -> None:
-        """Read every reply still unread; raises ConnectError if a write failed."""
+        """Send what is held, read every reply still unread; raises ConnectError if a
+        write failed."""
         ...
 
     def close(self) -> None: ...
@@ -348,46 +356,82 @@ class RedisStore:
         if not message_ids:
             return []
         keys = [self._keys(mid) for mid in message_ids]
-        n = len(keys)
+        n, ms = len(keys), _ms(lease)
 
-        def take(retried: bool) -> list[Claimed]:
-            pipe = self.client.pipeline(transaction=True)
-            for _, claim_key in keys:
-                pipe.set(claim_key, token, nx=True, px=_ms(lease))
-            for _, claim_key in keys:
-                pipe.pttl(claim_key)
-            pipe.mget([claim_key for _, claim_key in keys])
-            pipe.mget([record_key for record_key, _ in keys])
-            replies = pipe.execute()
-            taken, left, holders, raws = replies[:n], replies[n : 2 * n], *replies[2 * n :]
-            return [
-                (bool(t) or (retried and _text(h) == token), _record(raw), max(0, ms) / 1000)
-                for t, ms, h, raw in zip(taken, left, holders, raws, strict=True)
+        def take(conn: Any, retried: bool) -> list[Claimed]:
+            commands = [_resp(b"MULTI")]
+            commands += [_resp(b"SET", ck, token, b"NX", b"PX", ms) for _, ck in keys]
+            commands.append(_resp(b"MGET", *(rk for rk, _ in keys)))
+            if retried:  # a first try may have taken some: ours if they hold our token
+                commands.append(_resp(b"MGET", *(ck for _, ck in keys)))
+            replies = _exchange(conn, [*commands, _resp(b"EXEC")])[-1]
+            holders = replies[n + 1] if retried else [None] * n
+            found = [
+                (t is not None or _text(h) == token, _record(raw))
+                for t, h, raw in zip(replies[:n], holders, replies[n], strict=True)
             ]
+            pairs = zip(found, keys, strict=True)
+            lost = [claim_key for (taken, _), (_, claim_key) in pairs if not taken]
+            left = iter(_exchange(conn, [_resp(b"PTTL", k) for k in lost]) if lost else [])
+            return [(t, r, 0.0 if t else max(0, int(next(left))) / 1000) for t, r in found]
 
-        return self.calls.retrying(take)
+        return self.calls.retrying(lambda retried: self._on_connection(take, retried))
 
     def write_many(self, token: str, writes: list[Write], lease: float) -> list[bool]:
+        """Two round trips: ``WATCH`` + ``MGET``, then ``MULTI`` ... ``EXEC`` (read and
+        decide again if another client wrote in between)."""
         if not writes:
             return []
         keys = [self._keys(w.message_id) for w in writes]
         watched = [k for pair in keys for k in pair]
 
-        def body(pipe: Any, retried: bool) -> list[bool]:
-            raws = pipe.mget(watched)
-            pipe.multi()
-            return [
+        def attempt(conn: Any, retried: bool) -> list[bool] | None:
+            raws = _exchange(conn, [_resp(b"WATCH", *watched), _resp(b"MGET", *watched)])[1]
+            commands: list[bytes] = []
+            done = [
                 self._queue_write(
-                    pipe, w, token, lease, keys[i], raws[2 * i], raws[2 * i + 1], retried
+                    commands, w, token, lease, keys[i], raws[2 * i], raws[2 * i + 1], retried
                 )
                 for i, w in enumerate(writes)
             ]
+            released = [
+                claim_key
+                for i, (w, (_, claim_key)) in enumerate(zip(writes, keys, strict=True))
+                if w.release and _text(raws[2 * i + 1]) == token
+            ]
+            if released:
+                commands.append(_resp(b"DEL", *released))
+            if not commands:
+                _exchange(conn, [_resp(b"UNWATCH")])
+                return done
+            replies = _exchange(conn, [_resp(b"MULTI"), *commands, _resp(b"EXEC")])
+            return None if replies[-1] is None else done  # None: a watched key changed
 
-        return self.calls.retrying(lambda retried: self._watched(body, retried, *watched))
+        def body(conn: Any, retried: bool) -> list[bool]:
+            for _ in range(_WATCH_TRIES):
+                done = attempt(conn, retried)
+                if done is not None:
+                    return done
+            raise RuntimeError(f"claim store: {watched[0]} kept changing under us")
+
+        return self.calls.retrying(lambda retried: self._on_connection(body, retried))
+
+    def _on_connection(self, body: Callable[[Any, bool], T], retried: bool) -> T:
+        """``body(conn, retried)`` on a connection of the pool, commands packed here
+        (redis-py's packing costs more per message than the rest of the bookkeeping)."""
+        pool = self.client.connection_pool
+        conn: Any = pool.get_connection()
+        try:
+            return body(conn, retried)
+        except BaseException:
+            conn.disconnect()  # (a reply may be unread, a WATCH pending)
+            raise
+        finally:
+            pool.release(conn)
 
     def _queue_write(
         self,
-        pipe: Any,
+        commands: list[bytes],
         w: Write,
         token: str,
         lease: float,
@@ -405,17 +449,15 @@ class RedisStore:
             done = written or (stored == w.expected and (ours or not w.owned))
             if done and not written:
                 if w.record is None:
-                    pipe.delete(record_key)
+                    commands.append(_resp(b"DEL", record_key))
                 else:
-                    pipe.set(record_key, w.record.to_json(), px=self.result_ttl_ms)
-            if done and w.owned and not w.release:
-                pipe.pexpire(claim_key, _ms(lease))
-        if w.release and ours:
-            pipe.delete(claim_key)
+                    data = w.record.to_json()
+                    commands.append(_resp(b"SET", record_key, data, b"PX", self.result_ttl_ms))
+            if done and w.owned and w.renew and not w.release:
+                commands.append(_resp(b"PEXPIRE", claim_key, _ms(lease)))
         return done
 
     def scribe(self, token: str) -> Scribe:
-        from ._scribe import RedisScribe
 
         return RedisScribe(
             self.client,
@@ -508,6 +550,12 @@ class RedisStore:
                 except watch_error:
                     continue
         raise RuntimeError(f"claim store: {keys[0]} kept changing under us")
+
+
+def _exchange(conn: Any, commands: list[bytes]) -> list[Any]:
+    """Send ``commands`` in one write, read one reply each (one round trip)."""
+    conn.send_packed_command([b"".join(commands)], check_health=False)
+    return [conn.read_response() for _ in commands]
 
 
 def _ms(seconds: float) -> int:
