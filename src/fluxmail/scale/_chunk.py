@@ -291,8 +291,9 @@ class Chunk:
         c = self.courier
         try:
             self.scribe.close()
-        except FluxMailException as exc:  # write them again, compare-and-set
+        except FluxMailException as exc:
             log.warning("claim store: %s; recording the chunk again", exc)
+        if not self.scribe.intact:  # write them again, compare-and-set
             for e in self.to_send:
                 e.stored = False
         writes: list[Write] = []

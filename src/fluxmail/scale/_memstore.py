@@ -184,6 +184,10 @@ class _MemoryScribe:
     def flush(self) -> None:
         return None  # (every write is done when it returns)
 
+    @property
+    def intact(self) -> bool:
+        return True
+
     def drain(self) -> None:
         return None
 

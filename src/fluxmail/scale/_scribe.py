@@ -57,6 +57,7 @@ class RedisScribe:
         self._claim_key = claim_key
         self._marked = False
         self._held: list[bytes] = []  # packed commands not sent yet
+        self._broken = False
         self._ttl_ms = ttl_ms
         self._calls = calls
 
@@ -121,7 +122,12 @@ class RedisScribe:
 
         return list(self._calls(read, wait=False)) if self._unread else []
 
+    @property
+    def intact(self) -> bool:
+        return not self._broken
+
     def _drop(self) -> None:
+        self._broken = True  # what was held, sent or unread may be lost
         conn, self._conn, self._unread = self._conn, None, 0
         if conn is not None:
             conn.disconnect()

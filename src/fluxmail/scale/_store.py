@@ -152,6 +152,12 @@ class Scribe(Protocol):
         """Send what :meth:`record` holds (before the caller waits for anything)."""
         ...
 
+    @property
+    def intact(self) -> bool:
+        """False once a write may have been lost (Redis went away): what was given to
+        the scribe must be written again."""
+        ...
+
     def drain(self) -> None:
         """Send what is held, read every reply still unread; raises ConnectError if a
         write failed."""
@@ -385,13 +391,11 @@ class RedisStore:
         keys = [self._keys(w.message_id) for w in writes]
         watched = [k for pair in keys for k in pair]
 
-        def attempt(conn: Any, retried: bool) -> list[bool] | None:
+        def attempt(conn: Any) -> list[bool] | None:
             raws = _exchange(conn, [_resp(b"WATCH", *watched), _resp(b"MGET", *watched)])[1]
             commands: list[bytes] = []
             done = [
-                self._queue_write(
-                    commands, w, token, lease, keys[i], raws[2 * i], raws[2 * i + 1], retried
-                )
+                self._queue_write(commands, w, token, lease, keys[i], raws[2 * i], raws[2 * i + 1])
                 for i, w in enumerate(writes)
             ]
             released = [
@@ -409,7 +413,7 @@ class RedisStore:
 
         def body(conn: Any, retried: bool) -> list[bool]:
             for _ in range(_WATCH_TRIES):
-                done = attempt(conn, retried)
+                done = attempt(conn)
                 if done is not None:
                     return done
             raise RuntimeError(f"claim store: {watched[0]} kept changing under us")
@@ -438,14 +442,14 @@ class RedisStore:
         keys: tuple[str, str],
         raw: object,
         holder: object,
-        retried: bool,
     ) -> bool:
         record_key, claim_key = keys
         ours = _text(holder) == token
         done = True
         if w.change:
             stored = _record(raw)
-            written = retried and stored == w.record and (ours or not w.owned)
+            # already as wanted: a first try whose reply was lost, or the scribe's write
+            written = stored == w.record and (ours or not w.owned)
             done = written or (stored == w.expected and (ours or not w.owned))
             if done and not written:
                 if w.record is None:
