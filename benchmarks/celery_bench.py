@@ -13,8 +13,9 @@ Contenders, all sending the same small text message:
 
     bulk        BulkSender(mailer).send_batch(list): one process, one pipelined connection
     bulk-async4 BulkSender.send_batch_async(connections=4): one process, a pool of 4
-    celery-N    fluxmail.celery with N pool processes: each message is enqueued (not
-                timed: the queue is filled first), claimed in Redis, sent, recorded
+    celery-N    fluxmail.celery with N pool processes: the messages are enqueued with
+                enqueue_batch (not timed: the queue is filled first, chunks of 500),
+                claimed in Redis a chunk at a time, sent pipelined, recorded
 
 A Celery contender's rate is measured between the first and the last recorded outcome
 (``updated_at`` of the records), so worker start-up is not counted; BulkSender's is the
@@ -23,8 +24,9 @@ message, the Redis commands the server ran (``INFO commandstats``, enqueueing ex
 and the Redis round trips the workers waited for: every worker process counts the times
 one of its Redis connections read a reply after having sent something (redis-py's
 ``send_packed_command`` then ``read_response``; kombu's included; commands sent without
-waiting and read in one go count once), and adds its count to a Redis key when it stops. Every worker, sink, proxy and redis-server is stopped at
-the end; every loop is bounded in count and time.
+waiting and read in one go count once), and adds its count to a Redis key when it stops.
+Every worker, sink, proxy and redis-server is stopped at the end; every loop is bounded
+in count and time.
 
     apt-get install -y postfix redis-server
     pip install -e ".[celery]"
