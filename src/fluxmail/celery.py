@@ -328,7 +328,7 @@ def register(
         ConfigurationError: (``configuration_error``) an unknown setting or a value out of
             range (``max_per_second=-1``, ``key_prefix=""``).
         MissingDependencyError: (``missing_dependency``) Celery is not installed
-            (``pip install "fluxmail[celery]"``).
+            (``pip install -e ".[celery]"`` in a checkout).
 
     Example:
         ```python

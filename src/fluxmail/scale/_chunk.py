@@ -252,10 +252,15 @@ class Chunk:
         done = c.store.write_many(self.token, writes, c.lease)
         self._lease_from(began if ready else -1e9)
         written = {w.message_id for w, ok in zip(writes, done, strict=True) if ok}
-        for e in self.held:
-            if e.step is None and e.message_id not in written:  # changed under us
-                e.attempt = e.result = None
-                e.step = c.step(e.message_id, None, LOOK_AGAIN)
+        changed = [e for e in self.held if e.step is None and e.message_id not in written]
+        for e in changed:  # another worker wrote meanwhile: let go, look again shortly
+            e.attempt = e.result = None
+            e.step = c.step(e.message_id, None, LOOK_AGAIN)
+        c.store.write_many(
+            self.token,
+            [Write(e.message_id, None, None, change=False, release=True) for e in changed],
+            c.lease,
+        )
         self.to_send = [e for e in ready if e.step is None]
 
     # --- 3. send --------------------------------------------------------------------------
