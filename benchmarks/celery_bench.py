@@ -13,13 +13,20 @@ Contenders, all sending the same small text message:
 
     bulk        BulkSender(mailer).send_batch(list): one process, one pipelined connection
     bulk-async4 BulkSender.send_batch_async(connections=4): one process, a pool of 4
-    celery-N    fluxmail.celery with N pool processes: each message is enqueued (not
-                timed: the queue is filled first), claimed in Redis, sent, recorded
+    celery-N    fluxmail.celery with N pool processes: the messages are enqueued with
+                enqueue_batch (not timed: the queue is filled first, chunks of 500),
+                claimed in Redis a chunk at a time, sent pipelined, recorded
 
 A Celery contender's rate is measured between the first and the last recorded outcome
 (``updated_at`` of the records), so worker start-up is not counted; BulkSender's is the
-wall time of ``send_batch``. Every worker, sink, proxy and redis-server is stopped at
-the end; every loop is bounded in count and time.
+wall time of ``send_batch``. For each Celery contender the script also prints, per
+message, the Redis commands the server ran (``INFO commandstats``, enqueueing excluded)
+and the Redis round trips the workers waited for: every worker process counts the times
+one of its Redis connections read a reply after having sent something (redis-py's
+``send_packed_command`` then ``read_response``; kombu's included; commands sent without
+waiting and read in one go count once), and adds its count to a Redis key when it stops.
+Every worker, sink, proxy and redis-server is stopped at the end; every loop is bounded
+in count and time.
 
     apt-get install -y postfix redis-server
     pip install -e ".[celery]"
@@ -61,10 +68,48 @@ def message(i: int) -> dict[str, Any]:
 
 # --- the worker side: `celery -A celery_bench worker` imports this module -----------------
 
+ROUND_TRIPS_KEY = "fluxmail-bench:round-trips"
+
+
+def count_round_trips(redis_url: str) -> None:
+    """In a worker process: count Redis round trips (see the module docstring) and add
+    the count to ROUND_TRIPS_KEY when the process stops."""
+    import redis
+    from celery import signals
+    from redis.connection import AbstractConnection
+
+    counted = {"round_trips": 0}
+    send, read = AbstractConnection.send_packed_command, AbstractConnection.read_response
+
+    def sending(self: Any, *args: Any, **kwargs: Any) -> Any:
+        self._bench_sent = True
+        return send(self, *args, **kwargs)
+
+    def reading(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if getattr(self, "_bench_sent", False):
+            self._bench_sent = False
+            counted["round_trips"] += 1
+        return read(self, *args, **kwargs)
+
+    AbstractConnection.send_packed_command = sending  # type: ignore[method-assign]
+    AbstractConnection.read_response = reading  # type: ignore[method-assign]
+
+    def report(**_: Any) -> None:
+        total, counted["round_trips"] = counted["round_trips"], 0
+        client = redis.Redis.from_url(redis_url)
+        client.incrby(ROUND_TRIPS_KEY, total)
+        client.close()
+
+    signals.worker_process_shutdown.connect(report, weak=False)
+    signals.worker_shutdown.connect(report, weak=False)
+
+
 if os.environ.get("FLUXMAIL_BENCH_REDIS"):
     from celery import Celery
 
     from fluxmail.celery import register
+
+    count_round_trips(os.environ["FLUXMAIL_BENCH_REDIS"])
 
     app = Celery("fluxmail_bench", broker=os.environ["FLUXMAIL_BENCH_REDIS"])
     app.conf.update(
@@ -160,8 +205,16 @@ def time_bulk_async(port: int, count: int, connections: int = 4) -> float:
     return count / elapsed
 
 
-def time_celery(redis_url: str, port: int, count: int, processes: int) -> tuple[float, float]:
-    """(messages/s between the first and the last outcome, enqueue rate)."""
+def redis_commands(client: Any) -> int:
+    """Commands Redis has run so far (``INFO commandstats``), the INFO calls excluded."""
+    stats = client.info("commandstats")
+    return sum(int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info")
+
+
+def time_celery(redis_url: str, port: int, count: int, processes: int) -> dict[str, float]:
+    """Messages/s between the first and the last outcome, the enqueue rate, and Redis
+    commands and round trips per message on the workers' side."""
+    import redis
     from celery import Celery
 
     from fluxmail.celery import register
@@ -169,16 +222,39 @@ def time_celery(redis_url: str, port: int, count: int, processes: int) -> tuple[
     app = Celery("fluxmail_bench_client", broker=redis_url, set_as_current=False)
     app.conf.update(task_default_queue=QUEUE, task_ignore_result=True)
     fleet = register(app)  # only its store is used here, to read the results
+    client = redis.Redis.from_url(redis_url)
     started = time.perf_counter()
     ids = [i for i in fleet.enqueue_batch([message(i) for i in range(count)]) if i]
     enqueue_rate = count / (time.perf_counter() - started)
+    client.delete(ROUND_TRIPS_KEY)
+    before = redis_commands(client)
     with celery_worker(redis_url, port, processes):
-        results = fleet.wait(ids, timeout=60 + count / 5, poll=0.5)
+        results = wait_quietly(fleet, ids, timeout=60 + count / 5)
+        commands = redis_commands(client) - before
+    round_trips = int(client.get(ROUND_TRIPS_KEY) or 0)
+    client.close()
+    fleet.close()
     statuses = {r["status"] for r in results.values()}
     if statuses != {"accepted"}:
         raise RuntimeError(f"celery-{processes}: not all accepted: {statuses}")
     times = sorted(r["updated_at"] for r in results.values())
-    return (count - 1) / (times[-1] - times[0]), enqueue_rate
+    return {
+        "rate": (count - 1) / (times[-1] - times[0]),
+        "enqueue": enqueue_rate,
+        "commands": commands / count,
+        "round_trips": round_trips / count,
+    }
+
+
+def wait_quietly(fleet: Any, ids: list[str], timeout: float) -> dict[str, Any]:
+    """``fleet.wait`` with few polls (each is Redis commands the count would include)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = fleet.results(ids[-1:])  # the last enqueued is (about) the last sent
+        if all(r["final"] for r in found.values()) or time.monotonic() >= deadline:
+            break
+        time.sleep(0.5)
+    return dict(fleet.wait(ids, timeout=max(1.0, deadline - time.monotonic()), poll=0.5))
 
 
 def scenario(name: str, port: int, redis_url: str, count: int, workers: list[int]) -> list[Any]:
@@ -188,18 +264,21 @@ def scenario(name: str, port: int, redis_url: str, count: int, workers: list[int
     pool = time_bulk_async(port, count)
     rows.append((name, "bulk-async4", count, pool, pool / bulk, None))
     for processes in workers:
-        rate, enqueue_rate = time_celery(redis_url, port, count, processes)
-        rows.append((name, f"celery-{processes}", count, rate, rate / bulk, enqueue_rate))
+        got = time_celery(redis_url, port, count, processes)
+        rows.append((name, f"celery-{processes}", count, got["rate"], got["rate"] / bulk, got))
     return rows
 
 
 def print_rows(rows: list[Any]) -> None:
     print(
-        f"\n{'scenario':<10} {'contender':<12} {'msgs':>6} {'msg/s':>9} {'x bulk':>7}  enqueue/s"
+        f"\n{'scenario':<10} {'contender':<12} {'msgs':>6} {'msg/s':>9} {'x bulk':>7}"
+        f"  {'enqueue/s':>9}  {'redis cmds/msg':>14}  {'round trips/msg':>15}"
     )
-    for name, contender, count, rate, ratio, enqueue in rows:
-        extra = f"{enqueue:9.0f}" if enqueue else ""
-        print(f"{name:<10} {contender:<12} {count:>6} {rate:>9.1f} {ratio:>7.2f}  {extra}")
+    for name, contender, count, rate, ratio, got in rows:
+        extra = ""
+        if got:
+            extra = f"  {got['enqueue']:9.0f}  {got['commands']:14.2f}  {got['round_trips']:15.3f}"
+        print(f"{name:<10} {contender:<12} {count:>6} {rate:>9.1f} {ratio:>7.2f}{extra}")
 
 
 def main(argv: list[str] | None = None) -> int:

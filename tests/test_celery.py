@@ -27,8 +27,9 @@ from fluxmail.errors import (
 from fluxmail.scale import LocalFleet
 from fluxmail.scale._decide import Record, Status, sending
 from fluxmail.scale._limiter import FleetLimiter, MemorySpacer, RedisSpacer
+from fluxmail.scale._memstore import MemoryStore
 from fluxmail.scale._payload import make_payload, read_payload
-from fluxmail.scale._store import MemoryStore, RedisStore, Store
+from fluxmail.scale._store import RedisStore, Store
 from redis_fixture import RedisServer
 from servers import Close, FaultServer, SMTPTestServer
 
@@ -279,6 +280,7 @@ def test_local_fleet_retries_and_refuses(make_fault_server: MakeFault) -> None:
     assert refused is not None
     assert (refused["smtp_code"], refused["reply"]) == (554, "5.7.1 No thanks")
     assert seen.count("user2@example.com") == 1  # 5xx: never retried
+    fleet.close()
 
 
 @pytest.mark.parametrize("resend_unknown", [False, True])
@@ -309,6 +311,7 @@ def test_lost_after_the_final_dot_is_unknown(
     else:
         assert (result["status"], result["final"]) == ("unknown", True)
         assert server.message_ids(received=True) == [mid]
+    fleet.close()
 
 
 def test_a_worker_that_died_mid_send_leaves_unknown(smtp_server: SMTPTestServer) -> None:
@@ -322,6 +325,7 @@ def test_a_worker_that_died_mid_send_leaves_unknown(smtp_server: SMTPTestServer)
     result = fleet.courier().run(payload)
     assert (result["status"], result["unknown"], result["final"]) == ("unknown", 1, True)
     assert smtp_server.messages == []
+    fleet.close()
 
 
 def test_a_worker_that_died_before_sending_is_simply_retried(
@@ -334,6 +338,7 @@ def test_a_worker_that_died_before_sending_is_simply_retried(
     result = fleet.courier().run(payload)  # waits for the claim to expire, then sends
     assert (result["status"], result["unknown"]) == ("accepted", 0)
     assert received_ids(smtp_server) == [payload["id"]]
+    fleet.close()
 
 
 def test_a_connection_the_server_closed_is_reopened(make_fault_server: MakeFault) -> None:
@@ -344,6 +349,7 @@ def test_a_connection_the_server_closed_is_reopened(make_fault_server: MakeFault
     second = fleet.enqueue(message(2))
     assert server.message_ids() == [first, second]
     assert len(server.sessions) == 2
+    fleet.close()
 
 
 def test_bad_credentials_raise_and_leave_the_message_untouched(
@@ -355,6 +361,7 @@ def test_bad_credentials_raise_and_leave_the_message_untouched(
         fleet.enqueue(message(), message_id="<bad-login@myapp.com>")
     assert fleet.result("<bad-login@myapp.com>") is None
     assert starttls_server.messages == []
+    fleet.close()
 
 
 def test_attachment_gone_before_the_worker_ran_fails_that_message(
@@ -367,6 +374,7 @@ def test_attachment_gone_before_the_worker_ran_fails_that_message(
     fleet = LocalFleet(lambda: FluxMail(**smtp_server.fluxmail_kwargs()))
     result = fleet.courier().run(payload)
     assert (result["status"], result["error_code"]) == ("failed", "attachment_not_found")
+    fleet.close()
 
 
 def test_local_fleet_rate_limit_holds_on_the_server(smtp_server: SMTPTestServer) -> None:
@@ -376,6 +384,7 @@ def test_local_fleet_rate_limit_holds_on_the_server(smtp_server: SMTPTestServer)
     assert len(times) == 25
     assert max_in_any_window(times) <= 20
     assert times[-1] - times[0] >= 24 * 1.05 / 20 - 0.01
+    fleet.close()
 
 
 def test_settings_are_checked() -> None:

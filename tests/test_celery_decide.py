@@ -31,6 +31,7 @@ from fluxmail.scale._decide import (
     recover,
     sending,
     settled,
+    undotted,
     worker_fault,
 )
 from fluxmail.smtp import SendResult
@@ -110,6 +111,26 @@ def test_recover_marks_unknown_final_unless_resend_unknown() -> None:
     assert on_claim(again, "e1", RESEND, now=3.0).action is Action.SEND
     exhausted = replace(stale, attempts=3)  # max_retries=2: three tries were the budget
     assert recover(exhausted, "tok", RESEND, now=2.0).final
+
+
+def test_a_try_whose_dot_was_never_written_does_not_count() -> None:
+    stale = sending(None, "dead", "e1", now=1.0).evolve(mark=7)
+    back = undotted(stale, "tok", now=2.0)
+    assert (back.status, back.final, back.attempts, back.unknown, back.mark) == (
+        Status.DEFERRED,
+        False,
+        0,
+        0,
+        -1,
+    )
+    assert on_claim(back, "e1", DEFAULT, now=3.0).action is Action.SEND
+    assert sending(back, "tok", "e1", now=3.0).attempts == 1
+
+
+def test_evolve_is_replace() -> None:
+    record = sending(None, "tok", "e1", now=1.0)
+    assert record.evolve(mark=3, error="x") == replace(record, mark=3, error="x")
+    assert record.mark == -1  # unchanged
 
 
 # --- outcomes ------------------------------------------------------------------------------

@@ -1,28 +1,38 @@
 """fluxmail on Celery workers: exactly once per message, one rate limit for the whole fleet.
 
-``pip install -e ".[celery]"``, then, in the module your workers import::
+``pip install -e ".[celery]"``, then :func:`register` fluxmail's task on your Celery app in
+the module your workers import, and enqueue from anywhere in your application. A task
+carries a chunk of messages (``enqueue_batch``: 500 by default) or one (``enqueue``); a
+worker claims a chunk in Redis in one round trip, sends it pipelined over its held SMTP
+connection, records each outcome, retries only what is safe with exponential backoff
+and jitter, and shares one rate limit (and per-minute/hour/day quotas) with every other
+worker. The task is acknowledged late. ``docs/scale.md`` explains the deployment, the
+Redis round trips and every crash window.
 
-    from celery import Celery
-    from fluxmail.celery import register
+Example (eager mode: the task runs in the calling process, no broker or worker needed,
+as in your tests; in production give Celery a ``redis://`` broker and start workers):
 
-    app = Celery("myapp", broker="redis://127.0.0.1:6379/0")
-    mail = register(app, max_per_second=20, per_day=10_000)  # mailer: FluxMail.from_env()
+```python
+from celery import Celery
 
-and anywhere in your application::
+from fluxmail import FluxMail
+from fluxmail.celery import register
 
-    message_id = mail.enqueue({"subject": "Hi", "recipients": ["a@example.com"], "body": "..."})
-    mail.result(message_id)  # {"status": "accepted", "smtp_code": 250, "reply": ..., ...}
-
-The task (``fluxmail.send``) is acknowledged late, claims the Message-ID in Redis before
-it talks to the server, records the outcome after, retries only what is safe with
-exponential backoff and jitter, and shares one rate limit (and per-minute/hour/day quotas)
-across every worker. ``docs/scale.md`` explains the deployment and every crash window.
+app = Celery("example", set_as_current=False)
+app.conf.task_always_eager = True
+mail = register(app, mailer=lambda: FluxMail(host="127.0.0.1", port=1025), domain="example.com")
+message = {"subject": "Hi", "recipients": ["ada@example.org"], "body": "Hello"}
+message_id = mail.enqueue({**message, "sender": "app@example.com"})
+assert mail.result(message_id)["status"] == "accepted"
+mail.close()
+```
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import uuid
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
@@ -35,6 +45,8 @@ from .scale._store import UNAVAILABLE
 __all__ = ["TASK_NAME", "CeleryFleet", "register"]
 
 TASK_NAME = "fluxmail.send"
+#: What a task carries: one message's payload, or a chunk of them.
+Payload = dict[str, Any] | list[dict[str, Any]]
 #: Give-backs one task may take (retries, waits for a claim or the rate limit).
 MAX_GIVE_BACKS = 1000
 #: The longest countdown of one give-back: a spent per-day quota is looked at again every
@@ -48,8 +60,45 @@ log = logging.getLogger("fluxmail.scale")
 
 
 class CeleryFleet(Fleet):
-    """What :func:`register` returns: ``enqueue()``, ``enqueue_batch()``, ``result()``,
-    ``results()``, ``wait()``, and ``task`` (the Celery task)."""
+    """The fleet handle :func:`register` returns: enqueue messages, read their results.
+
+    ``enqueue()``, ``enqueue_batch()``, ``result()``, ``results()``, ``wait()`` and
+    ``close()`` are :class:`fluxmail.scale.Fleet`'s (their Args, Returns and Raises are
+    there); ``task`` is the Celery task (``fluxmail.send``), whose argument is one
+    message's payload or a chunk (a list) of them. Build it with :func:`register`, which
+    also closes each worker process's connections when the worker stops.
+
+    Raises:
+        ConfigurationError: (``configuration_error``) when a worker has no Redis for its
+            claims: the broker is not ``redis://`` and neither ``redis_url=`` nor
+            ``FLUXMAIL_REDIS_URL`` is given (only eager mode may keep claims in memory).
+        ConnectError: (``broker_unavailable``) from ``enqueue()``/``enqueue_batch()`` when
+            the broker cannot take a task; (``redis_unavailable``) from every call when
+            the claim store cannot be reached.
+
+    Example:
+        ```python
+        from celery import Celery
+
+        from fluxmail import FluxMail
+        from fluxmail.celery import register
+
+        app = Celery("example-fleet", set_as_current=False)
+        app.conf.task_always_eager = True  # the task runs here (tests, one machine)
+        fleet = register(app, mailer=lambda: FluxMail(host="127.0.0.1", port=1025))
+        messages = [
+            {"subject": f"Hi {n}", "recipients": [f"user{n}@example.org"], "body": "...",
+             "sender": "app@example.com"}
+            for n in range(3)
+        ]
+        fixed = [f"<order-{n}@example.com>" for n in range(3)]
+        ids = fleet.enqueue_batch(messages, message_ids=fixed)
+        assert ids == ["<order-0@example.com>", "<order-1@example.com>", "<order-2@example.com>"]
+        assert fleet.enqueue_batch(messages, message_ids=ids) == ids  # sent once, not twice
+        assert {r["status"] for r in fleet.results(ids).values()} == {"accepted"}
+        fleet.close()
+        ```
+    """
 
     def __init__(
         self,
@@ -75,32 +124,63 @@ class CeleryFleet(Fleet):
         fleet = self
 
         @app.task(name=name, bind=True, **options)  # type: ignore[untyped-decorator]
-        def send_message(task: Any, payload: dict[str, Any]) -> DeliveryResult:
+        def send_message(task: Any, payload: Payload) -> DeliveryResult | list[DeliveryResult]:
             return fleet.execute(task, payload)
 
         self.task: Any = send_message
 
-    def execute(self, task: Any, payload: dict[str, Any]) -> DeliveryResult:
-        """The body of the task: one try, or the whole loop in eager mode."""
+    def execute(self, task: Any, payload: Payload) -> DeliveryResult | list[DeliveryResult]:
+        """The body of the task: one try at its message or chunk, or, in eager mode, every
+        try until each message is done.
+
+        Args:
+            task: the bound Celery task (``self`` of the task).
+            payload: one message's payload, or a list of them (a chunk), as published by
+                ``enqueue()`` / ``enqueue_batch()``.
+
+        Returns:
+            The message's result (a :class:`~fluxmail.scale.DeliveryResult` dict), or
+            one per message of a chunk, in order, once none is left to try.
+
+        Raises:
+            celery.exceptions.Retry: the messages not done yet are given back, together,
+                for the shortest of their waits (``task.retry``).
+            celery.exceptions.Reject: (``requeue=True``) the broker could not take a
+                give-back for ``redis_wait`` seconds: the task stays unacknowledged.
+            InvalidMessageError: (``invalid_message``) the payload is not fluxmail's.
+            RuntimeError: a task given back more than 1,000 times.
+        """
+        payloads = payload if isinstance(payload, list) else [payload]
         if task.request.is_eager:
-            return self.courier().run(payload)
+            results = self.courier().run_many(payloads)
+            return results if isinstance(payload, list) else results[0]
         try:
             courier = self.courier()
             courier.mailer  # noqa: B018 - a worker that cannot build it must not eat the queue
-            step = courier.attempt(payload)
+            steps = courier.attempt_many(payloads)
         except Exception as exc:
             if not self._give_back_on(exc):
                 raise
             log.error("fluxmail.send: giving the message back (%s: %s)", type(exc).__name__, exc)
-            self._check_give_backs(task, read_payload(payload)[0])
+            self._check_give_backs(task, read_payload(payloads[0])[0])
             countdown = backoff(task.request.retries + 1, self.settings.retry_delay)
             self._give_back(task, countdown, exc)
-        if step.retry_in is None:
-            return step.result()
-        self._check_give_backs(task, step.message_id)
-        self._give_back(task, min(step.retry_in, MAX_COUNTDOWN))
+        later = [(p, s) for p, s in zip(payloads, steps, strict=True) if s.retry_in is not None]
+        if not later:
+            results = [s.result() for s in steps]
+            return results if isinstance(payload, list) else results[0]
+        self._check_give_backs(task, later[0][1].message_id)
+        countdown = min(s.retry_in or 0.0 for _, s in later)
+        rest: Payload = [p for p, _ in later] if isinstance(payload, list) else payload
+        self._give_back(task, min(countdown, MAX_COUNTDOWN), args=(rest,))
 
-    def _give_back(self, task: Any, countdown: float, exc: Exception | None = None) -> NoReturn:
+    def _give_back(
+        self,
+        task: Any,
+        countdown: float,
+        exc: Exception | None = None,
+        args: tuple[Any, ...] | None = None,
+    ) -> NoReturn:
         """Publish the message again for ``countdown`` seconds (``task.retry``).
 
         Celery answers a retry it cannot publish (the broker is down) with
@@ -116,7 +196,9 @@ class CeleryFleet(Fleet):
         pause = 0.1
         while True:
             try:
-                raise task.retry(countdown=countdown, max_retries=None, exc=exc) from exc
+                raise task.retry(
+                    args=args, countdown=countdown, max_retries=None, exc=exc
+                ) from exc
             except reject as refused:
                 if refused.requeue:
                     raise
@@ -175,15 +257,15 @@ class CeleryFleet(Fleet):
             return "(unparsable URL)"
 
     def _publish(self, payloads: list[dict[str, Any]], options: dict[str, Any]) -> None:
+        """One task: a single message travels alone under its Message-ID as the task ID;
+        a chunk as a list, under a task ID of its own."""
+        args: tuple[Any, ...] = (payloads[0],) if len(payloads) == 1 else (payloads,)
+        task_id = str(payloads[0]["id"]) if len(payloads) == 1 else f"fluxmail-{uuid.uuid4()}"
         if self.app.conf.task_always_eager:
-            for payload in payloads:
-                self.task.apply_async(args=(payload,), task_id=payload["id"], **options)
+            self.task.apply_async(args=args, task_id=task_id, **options)
             return
         with self.app.producer_or_acquire() as producer:
-            for payload in payloads:
-                self.task.apply_async(
-                    args=(payload,), task_id=payload["id"], producer=producer, **options
-                )
+            self.task.apply_async(args=args, task_id=task_id, producer=producer, **options)
 
     def _redis_url(self) -> str | None:
         url = super()._redis_url()
@@ -218,16 +300,59 @@ def register(
 ) -> CeleryFleet:
     """Register fluxmail's task on your Celery ``app``; returns the fleet handle.
 
-    ``mailer``: a FluxMail, a function returning one, or ``"pkg.module:name"``; default
-    ``FluxMail.from_env()``, built once in each worker process. ``redis_url``: where
-    claims, results and rate limits live; default ``$FLUXMAIL_REDIS_URL``, else the
-    broker's URL if it is Redis. ``settings`` (the same on every worker):
-    ``max_per_second``, ``per_minute``, ``per_hour``, ``per_day`` (0 = no limit),
-    ``max_retries`` (5), ``retry_delay`` (1.0 s, doubling), ``resend_unknown`` (False),
-    ``lease_seconds`` (60 + 10 x the mailer's timeout), ``result_ttl`` (7 days),
-    ``key_prefix`` ("fluxmail"), ``domain`` (for Message-IDs; default the sender's),
-    ``redis_wait`` (30 s: how long a worker waits for Redis or the broker to come back
-    before it gives the message back).
+    Call it with the same settings in every process (import one module): the workers
+    apply the rate limit and the retry rules, the enqueueing side reads the same keys.
+
+    Args:
+        app: your ``celery.Celery`` application.
+        mailer: a FluxMail, a function returning one, or ``"pkg.module:name"`` naming
+            either; default ``FluxMail.from_env()``. Built once in each worker process;
+            it must send over SMTP.
+        redis_url: where claims, results and rate limits live; default
+            ``$FLUXMAIL_REDIS_URL``, else the broker's URL if it is Redis.
+        name: the task's name (``"fluxmail.send"``).
+        task_options: more ``app.task()`` options (``queue``, ``time_limit``, ...).
+        **settings: ``max_per_second``, ``per_minute``, ``per_hour``, ``per_day`` (0 = no
+            limit), ``max_retries`` (5), ``retry_delay`` (1.0 s, doubling),
+            ``resend_unknown`` (False), ``lease_seconds`` (60 + 10 x the mailer's
+            timeout), ``result_ttl`` (7 days), ``key_prefix`` ("fluxmail"), ``domain``
+            (for Message-IDs; default the sender's), ``redis_wait`` (30 s: how long a
+            worker waits for Redis or the broker to come back before it gives the
+            message back). See ``docs/scale.md``.
+
+    Returns:
+        The :class:`CeleryFleet` (``enqueue``, ``enqueue_batch``, ``result``,
+        ``results``, ``wait``, ``close``, ``task``).
+
+    Raises:
+        ConfigurationError: (``configuration_error``) an unknown setting or a value out of
+            range (``max_per_second=-1``, ``key_prefix=""``).
+        MissingDependencyError: (``missing_dependency``) Celery is not installed
+            (``pip install -e ".[celery]"`` in a checkout).
+
+    Example:
+        ```python
+        from celery import Celery
+
+        from fluxmail import FluxMail
+        from fluxmail.celery import register
+
+        app = Celery("example-register", set_as_current=False)
+        app.conf.task_always_eager = True
+        mail = register(
+            app,
+            mailer=lambda: FluxMail(host="127.0.0.1", port=1025),
+            max_per_second=20,
+            domain="example.com",
+        )
+        message_id = mail.enqueue(
+            {"subject": "Hi", "recipients": ["ada@example.org"], "body": "Hello",
+             "sender": "app@example.com"}
+        )
+        assert message_id.endswith("@example.com>")
+        assert mail.wait([message_id], timeout=10)[message_id]["smtp_code"] == 250
+        mail.close()
+        ```
     """
     config = Settings.from_options("register()", settings)
     from .scale._deps import celery_module

@@ -1,9 +1,10 @@
-"""A worker process's side: its mailer, its SMTP connection, and the steps for one message.
+"""A worker process's side: its mailer, its SMTP connection, and the tries at messages.
 
-:meth:`Courier.attempt` does one try and says what happened (:class:`Step`): done (with
-the record) or "give the message back for N seconds" (a retry, a claim held elsewhere, the
-rate limit). Celery turns the latter into ``task.retry(countdown=N)``; eager mode and the
-in-process fallback (:meth:`Courier.run`) sleep and try again.
+:meth:`Courier.attempt_many` does one try at a chunk of messages (:mod:`._chunk`) and
+says what happened to each (:class:`Step`): done (with the record) or "give the message
+back for N seconds" (a retry, a claim held elsewhere, the rate limit). Celery turns
+the latter into ``task.retry(countdown=N)``; eager mode and the in-process fallback
+(:meth:`Courier.run_many`) sleep and try again.
 
 Per process (and per thread, for Celery's thread pools) one transport, built by the
 mailer's factory, keeps its SMTP connection open and reused, reopened when the server
@@ -16,28 +17,12 @@ import logging
 import os
 import threading
 import time
-import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigurationError, FluxMailException
-from ..smtp import SendResult
-from ._decide import (
-    Action,
-    DeliveryResult,
-    Policy,
-    Record,
-    Status,
-    lease_wait,
-    on_claim,
-    outcome,
-    recover,
-    sending,
-    settled,
-    worker_fault,
-)
-from ._payload import read_payload
+from ..errors import ConfigurationError
+from ._chunk import Chunk, Step, pending
+from ._decide import DeliveryResult, Policy, Record
 
 if TYPE_CHECKING:
     from ..envelope import Composed
@@ -50,48 +35,6 @@ log = logging.getLogger("fluxmail.scale")
 
 #: Give-backs (retries, waits) one message may take in :meth:`Courier.run`.
 MAX_STEPS = 1000
-INTERRUPTED = (
-    "the send was interrupted (time limit, shutdown) after the SMTP transaction began; "
-    "the server may or may not have the message"
-)
-
-
-@dataclass(frozen=True)
-class Step:
-    """The state of one message after a try: ``retry_in`` None means done."""
-
-    message_id: str
-    record: Record | None
-    retry_in: float | None = None
-
-    def result(self) -> DeliveryResult:
-        if self.record is None:
-            return pending(self.message_id)
-        return self.record.as_result(self.message_id)
-
-
-def pending(message_id: str) -> DeliveryResult:
-    return {
-        "message_id": message_id,
-        "status": "pending",
-        "final": False,
-        "smtp_code": None,
-        "reply": "",
-        "error_code": None,
-        "error": None,
-        "refused": {},
-        "attempts": 0,
-        "unknown": 0,
-        "updated_at": 0.0,
-    }
-
-
-@dataclass
-class _Claim:
-    message_id: str
-    enqueue_id: str
-    token: str
-    held: bool = True
 
 
 class Courier:
@@ -134,104 +77,20 @@ class Courier:
     # --- one try ------------------------------------------------------------------------
 
     def attempt(self, payload: Mapping[str, Any]) -> Step:
-        message_id, enqueue_id, options = read_payload(payload)
-        claim = _Claim(message_id, enqueue_id, uuid.uuid4().hex)
-        taken, current = self.store.claim(message_id, claim.token, self.lease)
-        if not taken:
-            if settled(current, enqueue_id, self.policy):
-                return Step(message_id, current)
-            return Step(message_id, current, lease_wait(self.store.lease_left(message_id)))
-        try:
-            return self._claimed(claim, options, current)
-        finally:
-            if claim.held:
-                self.store.release(message_id, claim.token)
+        """One try at one message (:meth:`attempt_many` of one)."""
+        return self.attempt_many([payload])[0]
 
-    def _claimed(self, claim: _Claim, options: dict[str, Any], current: Record | None) -> Step:
-        start = on_claim(current, claim.enqueue_id, self.policy, time.time())
-        if start.action is Action.DONE:
-            return Step(claim.message_id, current)
-        if start.action is Action.WAIT:
-            return Step(claim.message_id, current, start.wait)
-        if start.action is Action.RECOVER:
-            assert current is not None
-            recovered = recover(current, claim.token, self.policy, time.time())
-            if not self.store.update(
-                claim.message_id, claim.token, current, recovered, self.lease
-            ):
-                return self._changed(claim)
-            log.warning("message %s: outcome unknown (%s)", claim.message_id, recovered.error)
-            current = recovered
-            if recovered.final:
-                return Step(claim.message_id, recovered)
-        try:
-            composed = self._compose(claim.message_id, options)
-        except FluxMailException as exc:
-            return self._record(claim, current, self._sending(claim, current), exc)
-        wait = self.limiter.acquire(max_wait=min(10.0, self.lease / 4))
-        if wait > 0:
-            return Step(claim.message_id, current, wait)
-        return self._send(claim, current, composed)
+    def attempt_many(self, payloads: Sequence[Mapping[str, Any]]) -> list[Step]:
+        """One try at a chunk of messages (see :mod:`._chunk`), one step per payload."""
+        if not payloads:
+            return []
+        return Chunk(self, payloads).run()
 
-    def _send(self, claim: _Claim, current: Record | None, composed: Composed) -> Step:
-        transport = self._transport()
-        attempt = self._sending(claim, current)
-        try:
-            transport.open()  # (nothing to open under fluxmail.testing.capture())
-        except FluxMailException as exc:
-            if worker_fault(exc):
-                log.error("cannot send (%s): %s", exc.code, exc)
-                raise  # this worker is misconfigured: the message stays as it was
-            return self._record(claim, current, attempt, exc)
-        if not self.store.update(claim.message_id, claim.token, current, attempt, self.lease):
-            return self._changed(claim)
-        # From here until the outcome is recorded, a crash leaves "sending" behind.
-        result: SendResult | FluxMailException
-        try:
-            result = transport.send(composed)  # (one free retry if the server had closed it)
-        except FluxMailException as exc:
-            result = exc
-        except BaseException:
-            interrupted = recover(attempt, claim.token, self.policy, time.time())
-            self._finish(claim, attempt, replace(interrupted, error=INTERRUPTED))
-            raise
-        return self._record(claim, attempt, attempt, result)
+    @staticmethod
+    def step(message_id: str, record: Record | None, retry_in: float | None) -> Step:
+        return Step(message_id, record, retry_in)
 
-    def _sending(self, claim: _Claim, current: Record | None) -> Record:
-        return sending(current, claim.token, claim.enqueue_id, time.time())
-
-    def _record(
-        self,
-        claim: _Claim,
-        expected: Record | None,
-        attempt: Record,
-        result: SendResult | FluxMailException,
-    ) -> Step:
-        new, retry_in = outcome(attempt, result, self.policy, time.time())
-        if new.status is Status.UNKNOWN:
-            log.warning("message %s: outcome unknown (%s)", claim.message_id, new.error)
-        if not self._finish(claim, expected, new):
-            return Step(claim.message_id, self.store.get(claim.message_id))
-        return Step(claim.message_id, new, retry_in)
-
-    def _finish(self, claim: _Claim, expected: Record | None, new: Record) -> bool:
-        claim.held = False
-        if self.store.finish(claim.message_id, claim.token, expected, new):
-            return True
-        log.warning(
-            "message %s: %s, but another worker took it over first (this one outlived "
-            "its claim); its record stands",
-            claim.message_id,
-            new.status.value,
-        )
-        return False
-
-    def _changed(self, claim: _Claim) -> Step:
-        """The record changed under us (another worker outlived its claim and wrote):
-        look again shortly."""
-        return Step(claim.message_id, self.store.get(claim.message_id), 0.05)
-
-    def _compose(self, message_id: str, options: dict[str, Any]) -> Composed:
+    def compose(self, message_id: str, options: dict[str, Any]) -> Composed:
         """The message as every other path composes it (``FluxMail.compose``: the
         composer, then DKIM when configured), with the Message-ID fixed at enqueue."""
         mailer = self.mailer
@@ -239,7 +98,7 @@ class Courier:
 
     # --- connections --------------------------------------------------------------------
 
-    def _transport(self) -> Switch:
+    def transport(self) -> Switch:
         """This thread's transport (the fleet retries by itself: none of its own), with
         its connection held open between messages."""
         transport: Switch | None = getattr(self._local, "transport", None)
@@ -252,12 +111,16 @@ class Courier:
         return transport
 
     def close(self) -> None:
-        """Say QUIT on every connection this process opened."""
+        """Say QUIT on every connection this process opened; close its Redis clients."""
         with self._lock:
             transports, self._transports = self._transports, []
         self._local = threading.local()
-        for transport in transports:
-            transport.release()
+        try:
+            for transport in transports:
+                transport.release()
+        finally:
+            self.limiter.close()
+            self.store.close()
 
     # --- the in-process loop ------------------------------------------------------------
 
@@ -265,10 +128,19 @@ class Courier:
         self, payload: Mapping[str, Any], *, sleep: Callable[[float], None] = time.sleep
     ) -> DeliveryResult:
         """Try until done, sleeping between tries (eager mode, the in-process fallback)."""
-        step = self.attempt(payload)
+        return self.run_many([payload], sleep=sleep)[0]
+
+    def run_many(
+        self, payloads: Sequence[Mapping[str, Any]], *, sleep: Callable[[float], None] = time.sleep
+    ) -> list[DeliveryResult]:
+        """:meth:`run` for a chunk: each try takes every message not done yet."""
+        steps: list[Step | None] = [None] * len(payloads)
+        todo = list(range(len(payloads)))
         for _ in range(MAX_STEPS):
-            if step.retry_in is None:
+            for i, step in zip(todo, self.attempt_many([payloads[i] for i in todo]), strict=True):
+                steps[i] = step
+            todo = [i for i in todo if (s := steps[i]) is not None and s.retry_in is not None]
+            if not todo:
                 break
-            sleep(step.retry_in)
-            step = self.attempt(payload)
-        return step.result()
+            sleep(min(s.retry_in or 0.0 for i in todo if (s := steps[i]) is not None))
+        return [s.result() if s is not None else pending("") for s in steps]

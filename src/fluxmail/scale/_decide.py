@@ -12,9 +12,14 @@ The record of a message (one per Message-ID) moves through these states::
                         │     ──lost after the final .─> unknown    (final unless resend_unknown)
                         └─ claimant vanished (lease expired) ──> unknown (as above)
 
-``sending`` is written just before MAIL FROM. A claimant that dies *before* writing it
-leaves no trace, and the next delivery of the task simply sends. A claimant that dies
-*after* writing it may have sent the final '.', so the next one records ``unknown``.
+``sending`` is written, for a whole chunk of messages at once, before the first MAIL
+FROM. A claimant that dies *before* writing it leaves no trace, and the next delivery of
+the task simply sends. Right before each message's final '.' may be written (the
+spine's "dot written" state: the transport's ``dotting`` hook), its bit in the
+claimant's *dot marks* is set (``Record.mark`` is its index there). A claimant that dies
+after ``sending`` may have sent the final '.' of a marked message, so the next one
+records ``unknown`` (:func:`recover`); an unmarked one never got that far (its envelope
+at most), and is simply sent again (:func:`undotted`).
 """
 
 from __future__ import annotations
@@ -23,13 +28,15 @@ import enum
 import json
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
 from ..delivery import policy as delivery
 from ..delivery._retry import JITTER, MAX_DELAY
 from ..errors import FluxMailException, OutcomeUnknownError, SMTPResponseError
 from ..smtp import SendResult
+
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode
 
 
 class Status(str, enum.Enum):
@@ -74,12 +81,22 @@ class Record:
     refused: Mapping[str, tuple[int, str]] = field(default_factory=dict)
     retry_at: float | None = None  # a retry should not start before this (unix time)
     updated_at: float = 0.0
+    mark: int = -1  # its bit in the owner's dot marks (-1: none; its dot may be written)
 
     def to_json(self) -> str:
-        data = {k: v for k, v in self.__dict__.items() if k != "refused"}
+        data = dict(self.__dict__)
         data["status"] = self.status.value
         data["refused"] = {k: list(v) for k, v in self.refused.items()}
-        return json.dumps(data, separators=(",", ":"))
+        return _ENCODE(data)
+
+    def evolve(self, **changes: Any) -> Record:
+        """``dataclasses.replace`` without its cost (a worker makes two per message;
+        Record has no ``__post_init__`` to skip)."""
+        new = object.__new__(Record)
+        fields = dict(self.__dict__)
+        fields.update(changes)
+        new.__dict__.update(fields)
+        return new
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Record:
@@ -103,6 +120,9 @@ class Record:
             "unknown": self.unknown,
             "updated_at": self.updated_at,
         }
+
+
+_FIRST = Record(Status.SENDING)  # what a message's first ``sending`` starts from
 
 
 @dataclass(frozen=True)
@@ -174,9 +194,8 @@ def lease_wait(lease_left: float, rand: Callable[[], float] = random.random) -> 
 def sending(record: Record | None, token: str, enqueue_id: str, now: float) -> Record:
     """The record written just before MAIL FROM (or kept in memory for a try that fails
     while connecting): one more attempt, owned by ``token``."""
-    base = record if record is not None else Record(Status.SENDING)
-    return replace(
-        base,
+    base = record if record is not None else _FIRST
+    return base.evolve(
         status=Status.SENDING,
         owner=token,
         enqueue_id=enqueue_id,
@@ -198,8 +217,7 @@ def recover(record: Record, token: str, policy: Policy, now: float) -> Record:
     """A ``sending`` record whose claimant vanished becomes ``unknown``. It stays final
     unless the fleet resends unknown outcomes and has retries left."""
     retry = policy.resend_unknown and record.attempts <= policy.max_retries
-    return replace(
-        record,
+    return record.evolve(
         status=Status.UNKNOWN,
         owner=token,
         final=not retry,
@@ -207,6 +225,21 @@ def recover(record: Record, token: str, policy: Policy, now: float) -> Record:
         error_code=OutcomeUnknownError.code,
         error=VANISHED,
         retry_at=None,
+        updated_at=now,
+    )
+
+
+def undotted(record: Record, token: str, now: float) -> Record:
+    """A ``sending`` record whose claimant vanished before the message's dot could be
+    written (its dot mark was never set): nothing left the process, so the attempt does
+    not count and the message is sent as if that try had not begun."""
+    return record.evolve(
+        status=Status.DEFERRED,
+        owner=token,
+        final=False,
+        attempts=max(0, record.attempts - 1),
+        retry_at=None,
+        mark=-1,
         updated_at=now,
     )
 
@@ -222,8 +255,7 @@ def outcome(
 
     ``record`` is the ``sending`` record of this try (its ``attempts`` counts it)."""
     if isinstance(result, SendResult):
-        return replace(
-            record,
+        return record.evolve(
             status=Status.ACCEPTED,
             final=True,
             smtp_code=result.smtp_code,
@@ -237,8 +269,7 @@ def outcome(
     retry_in = backoff(record.attempts, policy.retry_delay, rand)
     retry = retryable and record.attempts <= policy.max_retries
     smtp_code = result.smtp_code if isinstance(result, SMTPResponseError) else None
-    new = replace(
-        record,
+    new = record.evolve(
         status=status,
         final=not retry,
         unknown=record.unknown + (status is Status.UNKNOWN),

@@ -13,11 +13,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Union
 
 from ..errors import ConfigurationError, FluxMailException, OutcomeUnknownError
-from ._courier import Courier, pending
-from ._decide import DeliveryResult, Policy, Record, Status
+from ._chunk import pending
+from ._courier import Courier
+from ._decide import DeliveryResult, Policy, Record, Status, settled
 from ._limiter import FleetLimiter, MemorySpacer, RedisSpacer
+from ._memstore import MemoryStore
 from ._payload import make_payload
-from ._store import MemoryStore, RedisStore
+from ._store import RedisStore
 
 if TYPE_CHECKING:
     from ..mailer._facade import FluxMail
@@ -30,6 +32,10 @@ log = logging.getLogger("fluxmail.scale")
 #: called once in each worker process.
 MailerSource = Union["FluxMail", Callable[[], "FluxMail"], str, None]
 OnEnqueueError = Callable[[int, FluxMailException], None]
+#: How long an enqueue's note that it is publishing a message holds off other enqueues
+#: of the same Message-ID before the publish is confirmed (an enqueuer that died in
+#: between leaves the Message-ID free again after this).
+PUBLISH_HOLD = 60.0
 
 
 @dataclass(frozen=True)
@@ -128,9 +134,27 @@ class Fleet:
     def enqueue(
         self, message: Mapping[str, Any], *, message_id: str | None = None, **options: Any
     ) -> str:
-        """Validate one message (a dict of ``create()`` arguments), fix its Message-ID
-        and queue it; returns the Message-ID. ``message_id=`` (``<x@y>``) makes enqueueing
-        idempotent: a Message-ID the fleet already delivered is never sent again."""
+        """Validate one message, fix its Message-ID and queue it (one task).
+
+        Args:
+            message: a dict of ``create()`` arguments (attachments as paths the workers
+                can read, or ``(filename, bytes[, type])``; an ``invite=`` Invite).
+            message_id: ``<x@y>`` makes enqueueing idempotent: a Message-ID already
+                queued is not published again, one already delivered is never sent
+                again (see ``docs/scale.md``, "Retries", for after a failure).
+            **options: for Celery's ``apply_async`` (``countdown``, ``eta``, ``queue``).
+
+        Returns:
+            The Message-ID (with angle brackets).
+
+        Raises:
+            InvalidMessageError: (``invalid_message``, ``invalid_address``, ...) the
+                message fails ``create()``'s checks; nothing is queued.
+            ConfigurationError: (``configuration_error``) no domain for a new Message-ID
+                (give a ``sender``, the fleet a ``domain=``, or set ``FLUXMAIL_DOMAIN``).
+            ConnectError: (``redis_unavailable``, ``broker_unavailable``) Redis or the
+                broker cannot be reached.
+        """
         payload = make_payload(message, message_id=message_id, domain=self.settings.domain)
         self._queue([payload], options)
         return str(payload["id"])
@@ -139,17 +163,41 @@ class Fleet:
         self,
         messages: Iterable[Mapping[str, Any]],
         *,
+        message_ids: Iterable[str | None] | None = None,
         on_error: OnEnqueueError | None = None,
         chunk: int = 500,
         **options: Any,
     ) -> list[str | None]:
-        """Queue many messages; one Message-ID per message, in order, or None for a
-        message that failed validation (reported to ``on_error(index, exc)``)."""
+        """Validate many messages and queue them, ``chunk`` messages to a task.
+
+        Args:
+            messages: dicts of ``create()`` arguments (as for :meth:`enqueue`).
+            message_ids: one per message (None: generate one): makes the batch
+                idempotent, as ``enqueue(message_id=...)``; a Message-ID already queued
+                (by this batch or another) is not published again.
+            on_error: ``on_error(index, exc)`` hears about each message that failed
+                validation (default: a warning on the ``fluxmail.scale`` logger).
+            chunk: messages per task (500): a worker claims, sends and records a chunk
+                with a few Redis round trips.
+            **options: for Celery's ``apply_async``.
+
+        Returns:
+            One Message-ID per message, in order; None for a message that failed.
+
+        Raises:
+            ConfigurationError: (``configuration_error``) ``chunk`` below 1.
+            ConnectError: (``redis_unavailable``, ``broker_unavailable``) Redis or the
+                broker cannot be reached; the chunks before the failing one are queued.
+        """
+        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+            raise ConfigurationError(f"chunk must be a whole number >= 1, got {chunk!r}")
+        fixed = iter(message_ids) if message_ids is not None else None
         ids: list[str | None] = []
         payloads: list[dict[str, Any]] = []
         for index, message in enumerate(messages):
             try:
-                payload = make_payload(message, domain=self.settings.domain)
+                mid = next(fixed, None) if fixed is not None else None
+                payload = make_payload(message, message_id=mid, domain=self.settings.domain)
             except FluxMailException as exc:
                 ids.append(None)
                 self._enqueue_error(index, exc, on_error)
@@ -164,10 +212,28 @@ class Fleet:
         return ids
 
     def _queue(self, payloads: list[dict[str, Any]], options: dict[str, Any]) -> None:
-        """Note the Message-IDs as queued (so that results() can tell "not started" from
-        "Redis has no trace of it"), then hand the payloads to the broker."""
-        self.courier().store.mark_queued(str(p["id"]) for p in payloads)
-        self._submit(payloads, options)
+        """Publish the payloads whose Message-ID has nothing queued yet (so two enqueues
+        of one Message-ID publish one task), noting them queued (so that results() can
+        tell "not started" from "Redis has no trace of it")."""
+        store = self.courier().store
+        entries = [(str(p["id"]), str(p["enqueue"])) for p in payloads]
+        noted = store.reserve_queued(entries, PUBLISH_HOLD)
+        publish, taken_over, seen = [], [], set()
+        for payload, (mid, enqueue_id), (fresh, holder, record) in zip(
+            payloads, entries, noted, strict=True
+        ):
+            if mid in seen or settled(record, enqueue_id, self.settings.policy):
+                continue  # twice in this batch; or sent already, nothing to do
+            seen.add(mid)
+            if not fresh:
+                if record is None or not record.final or record.enqueue_id != holder:
+                    continue  # another enqueue of it is queued or under way
+                taken_over.append((mid, enqueue_id))  # that enqueue is over: try again
+            publish.append(payload)
+        store.take_queued(taken_over, PUBLISH_HOLD)
+        if publish:
+            self._submit(publish, options)
+            store.confirm_queued([str(p["id"]) for p in publish])
 
     @staticmethod
     def _enqueue_error(
@@ -184,17 +250,36 @@ class Fleet:
     # --- results ------------------------------------------------------------------------
 
     def result(self, message_id: str) -> DeliveryResult | None:
-        """The recorded outcome of one message (None: not started, or no trace of it;
-        :meth:`results` tells the two apart). Raises ConnectError (``redis_unavailable``)
-        when Redis cannot be reached."""
+        """The recorded outcome of one message.
+
+        Args:
+            message_id: as ``enqueue()`` returned it.
+
+        Returns:
+            Its result dict (``status``, ``final``, ``smtp_code``, ``reply``, ...), or
+            None: not started, or no trace of it (:meth:`results` tells them apart).
+
+        Raises:
+            ConnectError: (``redis_unavailable``) Redis cannot be reached.
+        """
         record = self.courier().store.get(message_id)
         return None if record is None else record.as_result(message_id)
 
     def results(self, message_ids: Iterable[str]) -> dict[str, DeliveryResult]:
-        """One result per Message-ID: its record; ``pending`` when it was enqueued and
-        has not started; ``unknown`` (final, error_code ``outcome_unknown``) when Redis
-        has no trace of it at all: expired after ``result_ttl``, lost by a Redis that
-        restarted empty, or never enqueued by this fleet."""
+        """One result per Message-ID, read in one step.
+
+        Args:
+            message_ids: as ``enqueue()`` / ``enqueue_batch()`` returned them.
+
+        Returns:
+            Message-ID -> result: its record; ``pending`` when it was enqueued and has
+            not started; ``unknown`` (final, error_code ``outcome_unknown``) when Redis
+            has no trace of it at all: expired after ``result_ttl``, lost by a Redis
+            that restarted empty, or never enqueued by this fleet.
+
+        Raises:
+            ConnectError: (``redis_unavailable``) Redis cannot be reached.
+        """
         ids = list(message_ids)
         store = self.courier().store
         records = store.get_many(ids)
@@ -211,8 +296,19 @@ class Fleet:
     def wait(
         self, message_ids: Iterable[str], *, timeout: float, poll: float = 0.2
     ) -> dict[str, DeliveryResult]:
-        """Poll until every message has a final result or ``timeout`` seconds passed;
-        the results as they stand (:meth:`results`)."""
+        """Poll :meth:`results` until every message has a final result.
+
+        Args:
+            message_ids: the messages to wait for.
+            timeout: seconds to wait at most.
+            poll: seconds between two reads.
+
+        Returns:
+            The results as they stand when all are final or ``timeout`` passed.
+
+        Raises:
+            ConnectError: (``redis_unavailable``) Redis cannot be reached.
+        """
         ids = list(message_ids)
         deadline = time.monotonic() + timeout
         while True:
@@ -272,8 +368,12 @@ class Fleet:
         """Only one process may work without Redis."""
 
     def close(self) -> None:
-        """Close this process's SMTP connections (QUIT)."""
-        courier = self._courier
+        """Close this process's SMTP connections (QUIT) and its Redis clients.
+
+        The fleet can still be used afterwards: they are opened again when needed.
+        """
+        with self._lock:
+            courier, self._courier = self._courier, None
         if courier is not None and courier.pid == os.getpid():
             courier.close()
 
@@ -323,6 +423,4 @@ class LocalFleet(Fleet):
     def _submit(self, payloads: list[dict[str, Any]], options: dict[str, Any]) -> None:
         if options:
             raise ConfigurationError(f"unknown option(s): {', '.join(sorted(options))}")
-        courier = self.courier()
-        for payload in payloads:
-            courier.run(payload)
+        self.courier().run_many(payloads)

@@ -98,6 +98,7 @@ class FleetLimiter:
         self._calls = calls or _direct  # for the quotas' storage (the same Redis)
         self._items: list[Any] = []
         self._strategy: Any = None
+        self._storage: Any = None
         wanted = {name: amount for name, amount in (quotas or {}).items() if amount}
         if wanted:
             from ._deps import limits_module
@@ -110,7 +111,14 @@ class FleetLimiter:
                     self._items.append(per[unit](wanted[name]))
             assert quota_storage is not None
             strategies = limits_module("strategies")
-            self._strategy = strategies.MovingWindowRateLimiter(quota_storage())
+            self._storage = quota_storage()
+            self._strategy = strategies.MovingWindowRateLimiter(self._storage)
+
+    def close(self) -> None:
+        """Close the quotas' Redis client (the slot's is the claim store's)."""
+        client = getattr(self._storage, "storage", None)
+        if client is not None and hasattr(client, "close"):
+            client.close()
 
     @property
     def enabled(self) -> bool:

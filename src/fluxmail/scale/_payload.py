@@ -4,7 +4,8 @@ A payload is ``{"v": 1, "id": "<message-id>", "enqueue": "<random>", "message": 
 where ``message`` holds the ``create()`` arguments. Attachments and inline images given
 as paths travel as absolute paths (the workers must see the same files, e.g. on shared
 storage); given as ``(filename, bytes[, type])`` or as open binary files they travel as
-base64. The message is validated here, at enqueue time, exactly as the worker will
+base64; an ``invite=`` :class:`~fluxmail.Invite` travels as JSON (its fields, its uid
+fixed). The message is validated here, at enqueue time, exactly as the worker will
 rebuild it, so bad input fails in the caller and never reaches the queue.
 """
 
@@ -15,15 +16,17 @@ import os
 import time
 import uuid
 from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
 from typing import Any
 
 from .._env import env_str
 from ..errors import ConfigurationError, InvalidAddressError, InvalidMessageError
-from ..message import build_message, parse_address
+from ..message import Address, Invite, build_message, parse_address
 from ..message._fields import check_msg_id
 
 VERSION = 1
 _FILE_OPTIONS = ("attachments", "inline_images")
+INVITE = "fluxmail.Invite"  # the key of an Invite's JSON form
 
 
 def _create_options() -> frozenset[str]:
@@ -106,6 +109,8 @@ def message_domain(
 
 
 def _encode_option(name: str, value: Any) -> Any:
+    if name == "invite" and isinstance(value, Invite):
+        return {INVITE: _encode_invite(value)}
     if name == "attachments":
         return _encode_files(value, name)
     if name == "inline_images" and isinstance(value, Mapping):
@@ -155,8 +160,54 @@ def _plain(value: Any, field: str) -> Any:
     )
 
 
+def _encode_invite(invite: Invite) -> dict[str, Any]:
+    """An Invite as JSON: its instants in UTC (the calendar part is written in UTC), its
+    addresses as (display name, local part, domain), its uid as fixed at enqueue."""
+    people = invite.attendees if isinstance(invite.attendees, tuple) else None
+    return {
+        "summary": invite.summary,
+        "start": invite.start.astimezone(timezone.utc).isoformat(),
+        "end": invite.end.astimezone(timezone.utc).isoformat(),
+        "organizer": _encode_address(invite.organizer),
+        "attendees": None if people is None else [_encode_address(a) for a in people],
+        "location": invite.location,
+        "description": invite.description,
+        "uid": invite.uid,
+        "sequence": invite.sequence,
+        "method": invite.method,
+    }
+
+
+def _encode_address(address: object) -> list[str]:
+    if isinstance(address, Address):
+        return [address.display_name, address.local, address.domain]
+    return ["", *str(address).rsplit("@", 1)]  # (built Invites hold Address objects)
+
+
+def _decode_invite(data: Mapping[str, Any]) -> Invite:
+    def address(parts: list[str]) -> Address:
+        return Address(local=parts[1], domain=parts[2], display_name=parts[0])
+
+    people = data.get("attendees")
+    return Invite(
+        summary=data["summary"],
+        start=datetime.fromisoformat(data["start"]),
+        end=datetime.fromisoformat(data["end"]),
+        organizer=address(data["organizer"]),
+        attendees=None if people is None else [address(a) for a in people],
+        location=data.get("location"),
+        description=data.get("description"),
+        uid=data.get("uid"),
+        sequence=int(data.get("sequence", 0)),
+        method=data.get("method", "REQUEST"),
+    )
+
+
 def decode_message(message: Mapping[str, Any]) -> dict[str, Any]:
     options = dict(message)
+    invite = options.get("invite")
+    if isinstance(invite, Mapping) and INVITE in invite:
+        options["invite"] = _decode_invite(invite[INVITE])
     for name in _FILE_OPTIONS:
         value = options.get(name)
         if name == "attachments" and isinstance(value, list):

@@ -12,13 +12,23 @@ Two keys per message, both under ``prefix``:
 A third, ``{prefix}:queued:{message_id}``, is written when the message is enqueued (kept
 ``result_ttl``): it tells "queued, not started yet" from "Redis has no trace of it".
 
+A fourth, ``{prefix}:dots:{token}``, is one claimant's *dot marks*: a bitmap with one bit
+per message of a chunk, set (``SETBIT``, written without waiting for the reply) right
+before that message's envelope goes out; see :mod:`._decide`.
+
+A worker works on a chunk of messages with a few calls per chunk, not per message:
+:meth:`Store.claim_many` (one round trip), :meth:`Store.write_many` (compare-and-set,
+three round trips: ``WATCH``, ``MGET``, ``MULTI``...``EXEC``) and a :class:`Scribe`, which
+sends dot marks and outcomes while the worker's claims are certainly its own, without
+waiting for replies (they are read in one go, :meth:`Scribe.drain`).
+
 Writes are compare-and-set (``WATCH`` + ``MULTI``, no Lua): :meth:`update` writes only
 while the claim is still the writer's *and* the record is still the one the writer last
 saw; :meth:`finish` needs only the latter. So a worker that outlived its claim can still
 record its outcome if nobody took over, and never overwrites what a successor recorded.
 
-:class:`RedisStore` is the fleet's; :class:`MemoryStore` has the same semantics inside one
-process (eager mode, the in-process fallback, users' tests).
+:class:`RedisStore` is the fleet's; :class:`~._memstore.MemoryStore` has the same semantics
+inside one process (eager mode, the in-process fallback, users' tests).
 
 **When Redis is unreachable** every call raises :class:`~fluxmail.errors.ConnectError`
 (code ``redis_unavailable``, chained to redis-py's error, without the URL's password).
@@ -33,13 +43,15 @@ reply was lost is recognised as already done. Reads for callers (``get``, ``get_
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ..errors import ConnectError
 from ._decide import Record
+from ._scribe import RedisScribe
+from ._scribe import resp as _resp
 
 if TYPE_CHECKING:
     import redis
@@ -97,6 +109,63 @@ class RedisCalls:
         )
 
 
+#: (taken, the record, the claim's lease left in seconds) for one message of a chunk.
+Claimed = tuple[bool, Record | None, float]
+
+
+@dataclass(frozen=True)
+class Write:
+    """One message's part of :meth:`Store.write_many`.
+
+    ``record`` replaces ``expected`` (None deletes the record: a try that never began).
+    ``owned``: only while the claim is the writer's (and it is renewed), as
+    :meth:`Store.update`; otherwise as :meth:`Store.finish` (only the record must be
+    unchanged). ``change=False`` writes nothing; ``release`` drops the claim if it is
+    the writer's."""
+
+    message_id: str
+    expected: Record | None
+    record: Record | None
+    owned: bool = True
+    release: bool = False
+    change: bool = True
+    renew: bool = True  # (an owned write renews the claim unless told not to)
+
+
+class Scribe(Protocol):
+    """Writes that need no compare-and-set (the writer's claims are certainly its own),
+    sent without waiting for their replies; :meth:`drain` reads the replies."""
+
+    def mark(self, index: int) -> None:
+        """Set dot mark ``index``: sent before this returns (before the caller writes
+        the message's envelope), its reply read later."""
+        ...
+
+    def record(self, message_id: str, record: Record) -> None: ...
+
+    def renew(self, message_ids: list[str], token: str, lease: float) -> bool:
+        """Extend ``token``'s claims on these messages to ``lease`` seconds from now,
+        waiting for the replies: False if any was no longer ``token``'s."""
+        ...
+
+    def flush(self) -> None:
+        """Send what :meth:`record` holds (before the caller waits for anything)."""
+        ...
+
+    @property
+    def intact(self) -> bool:
+        """False once a write may have been lost (Redis went away): what was given to
+        the scribe must be written again."""
+        ...
+
+    def drain(self) -> None:
+        """Send what is held, read every reply still unread; raises ConnectError if a
+        write failed."""
+        ...
+
+    def close(self) -> None: ...
+
+
 class Store(Protocol):
     def get(self, message_id: str) -> Record | None: ...
 
@@ -129,6 +198,43 @@ class Store(Protocol):
         ...
 
     def queued(self, message_ids: Iterable[str]) -> list[bool]: ...
+
+    # --- chunks ------------------------------------------------------------------------
+
+    def claim_many(self, message_ids: list[str], token: str, lease: float) -> list[Claimed]:
+        """:meth:`claim` for every message, in one step."""
+        ...
+
+    def write_many(self, token: str, writes: list[Write], lease: float) -> list[bool]:
+        """Every :class:`Write` in one compare-and-set step; which of them were done."""
+        ...
+
+    def scribe(self, token: str) -> Scribe:
+        """A :class:`Scribe` for ``token``'s dot marks and records."""
+        ...
+
+    def dotted_many(self, marks: list[tuple[str, int]]) -> list[bool]:
+        """For each (owner token, mark): may that message's dot have been written? A
+        mark below 0 (none was kept) is always True."""
+        ...
+
+    def reserve_queued(
+        self, entries: list[tuple[str, str]], hold: float
+    ) -> list[tuple[bool, str | None, Record | None]]:
+        """For each (message_id, enqueue_id): note it queued by that enqueue for ``hold``
+        seconds unless another enqueue's note is there; (noted, the enqueue_id noted,
+        the record)."""
+        ...
+
+    def take_queued(self, entries: list[tuple[str, str]], hold: float) -> None:
+        """Note them queued by these enqueues, over any older note."""
+        ...
+
+    def confirm_queued(self, message_ids: list[str]) -> None:
+        """They were published: keep their notes as long as results."""
+        ...
+
+    def close(self) -> None: ...
 
 
 class RedisStore:
@@ -250,13 +356,189 @@ class RedisStore:
 
         self._transaction(drop, claim_key)
 
+    # --- chunks ------------------------------------------------------------------------
+
+    def claim_many(self, message_ids: list[str], token: str, lease: float) -> list[Claimed]:
+        if not message_ids:
+            return []
+        keys = [self._keys(mid) for mid in message_ids]
+        n, ms = len(keys), _ms(lease)
+
+        def take(conn: Any, retried: bool) -> list[Claimed]:
+            commands = [_resp(b"MULTI")]
+            commands += [_resp(b"SET", ck, token, b"NX", b"PX", ms) for _, ck in keys]
+            commands.append(_resp(b"MGET", *(rk for rk, _ in keys)))
+            if retried:  # a first try may have taken some: ours if they hold our token
+                commands.append(_resp(b"MGET", *(ck for _, ck in keys)))
+            replies = _exchange(conn, [*commands, _resp(b"EXEC")])[-1]
+            holders = replies[n + 1] if retried else [None] * n
+            found = [
+                (t is not None or _text(h) == token, _record(raw))
+                for t, h, raw in zip(replies[:n], holders, replies[n], strict=True)
+            ]
+            pairs = zip(found, keys, strict=True)
+            lost = [claim_key for (taken, _), (_, claim_key) in pairs if not taken]
+            left = iter(_exchange(conn, [_resp(b"PTTL", k) for k in lost]) if lost else [])
+            return [(t, r, 0.0 if t else max(0, int(next(left))) / 1000) for t, r in found]
+
+        return self.calls.retrying(lambda retried: self._on_connection(take, retried))
+
+    def write_many(self, token: str, writes: list[Write], lease: float) -> list[bool]:
+        """Two round trips: ``WATCH`` + ``MGET``, then ``MULTI`` ... ``EXEC`` (read and
+        decide again if another client wrote in between)."""
+        if not writes:
+            return []
+        keys = [self._keys(w.message_id) for w in writes]
+        watched = [k for pair in keys for k in pair]
+
+        def attempt(conn: Any) -> list[bool] | None:
+            raws = _exchange(conn, [_resp(b"WATCH", *watched), _resp(b"MGET", *watched)])[1]
+            commands: list[bytes] = []
+            done = [
+                self._queue_write(commands, w, token, lease, keys[i], raws[2 * i], raws[2 * i + 1])
+                for i, w in enumerate(writes)
+            ]
+            released = [
+                claim_key
+                for i, (w, (_, claim_key)) in enumerate(zip(writes, keys, strict=True))
+                if w.release and _text(raws[2 * i + 1]) == token
+            ]
+            if released:
+                commands.append(_resp(b"DEL", *released))
+            if not commands:
+                _exchange(conn, [_resp(b"UNWATCH")])
+                return done
+            replies = _exchange(conn, [_resp(b"MULTI"), *commands, _resp(b"EXEC")])
+            return None if replies[-1] is None else done  # None: a watched key changed
+
+        def body(conn: Any, retried: bool) -> list[bool]:
+            for _ in range(_WATCH_TRIES):
+                done = attempt(conn)
+                if done is not None:
+                    return done
+            raise RuntimeError(f"claim store: {watched[0]} kept changing under us")
+
+        return self.calls.retrying(lambda retried: self._on_connection(body, retried))
+
+    def _on_connection(self, body: Callable[[Any, bool], T], retried: bool) -> T:
+        """``body(conn, retried)`` on a connection of the pool, commands packed here
+        (redis-py's packing costs more per message than the rest of the bookkeeping)."""
+        pool = self.client.connection_pool
+        conn: Any = pool.get_connection()
+        try:
+            return body(conn, retried)
+        except BaseException:
+            conn.disconnect()  # (a reply may be unread, a WATCH pending)
+            raise
+        finally:
+            pool.release(conn)
+
+    def _queue_write(
+        self,
+        commands: list[bytes],
+        w: Write,
+        token: str,
+        lease: float,
+        keys: tuple[str, str],
+        raw: object,
+        holder: object,
+    ) -> bool:
+        record_key, claim_key = keys
+        ours = _text(holder) == token
+        done = True
+        if w.change:
+            stored = _record(raw)
+            # already as wanted: a first try whose reply was lost, or the scribe's write
+            written = stored == w.record and (ours or not w.owned)
+            done = written or (stored == w.expected and (ours or not w.owned))
+            if done and not written:
+                if w.record is None:
+                    commands.append(_resp(b"DEL", record_key))
+                else:
+                    data = w.record.to_json()
+                    commands.append(_resp(b"SET", record_key, data, b"PX", self.result_ttl_ms))
+            if done and w.owned and w.renew and not w.release:
+                commands.append(_resp(b"PEXPIRE", claim_key, _ms(lease)))
+        return done
+
+    def scribe(self, token: str) -> Scribe:
+
+        return RedisScribe(
+            self.client,
+            dots_key=self.dots_key(token),
+            record_key=lambda mid: self._keys(mid)[0],
+            claim_key=lambda mid: self._keys(mid)[1],
+            ttl_ms=self.result_ttl_ms,
+            calls=self.calls,
+        )
+
+    def dots_key(self, token: str) -> str:
+        return f"{self.prefix}:dots:{token}"
+
+    def dotted_many(self, marks: list[tuple[str, int]]) -> list[bool]:
+        asked = [(owner, mark) for owner, mark in marks if mark >= 0]
+
+        def read() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            for owner, mark in asked:
+                pipe.getbit(self.dots_key(owner), mark)
+            return list(pipe.execute())
+
+        bits = iter(self.calls(read) if asked else [])
+        return [mark < 0 or bool(next(bits)) for _, mark in marks]
+
+    def reserve_queued(
+        self, entries: list[tuple[str, str]], hold: float
+    ) -> list[tuple[bool, str | None, Record | None]]:
+        if not entries:
+            return []
+
+        def reserve() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            for mid, enqueue_id in entries:
+                key = f"{self.prefix}:queued:{mid}"
+                pipe.set(key, enqueue_id, nx=True, px=_ms(hold))
+                pipe.get(key)
+                pipe.get(self._keys(mid)[0])
+            return list(pipe.execute())
+
+        r = self.calls(reserve, wait=False)
+        return [
+            (bool(r[3 * i]), _text(r[3 * i + 1]), _record(r[3 * i + 2]))
+            for i in range(len(entries))
+        ]
+
+    def take_queued(self, entries: list[tuple[str, str]], hold: float) -> None:
+        def take() -> None:
+            pipe = self.client.pipeline(transaction=False)
+            for mid, enqueue_id in entries:
+                pipe.set(f"{self.prefix}:queued:{mid}", enqueue_id, px=_ms(hold))
+            pipe.execute()
+
+        if entries:
+            self.calls(take, wait=False)
+
+    def confirm_queued(self, message_ids: list[str]) -> None:
+        def confirm() -> None:
+            pipe = self.client.pipeline(transaction=False)
+            for mid in message_ids:
+                pipe.pexpire(f"{self.prefix}:queued:{mid}", self.result_ttl_ms)
+            pipe.execute()
+
+        if message_ids:
+            self.calls(confirm, wait=False)
+
+    def close(self) -> None:
+        """Close this store's connections to Redis."""
+        self.client.close()
+
     def _transaction(self, body: Callable[[Any, bool], bool], *keys: str) -> bool:
         """Run ``body(pipe, retried)`` under WATCH ``keys``: it reads, calls ``multi()``
         and queues the writes. A write by another client in between makes us read and
         decide again; ``retried`` is true after a lost connection."""
         return self.calls.retrying(lambda retried: self._watched(body, retried, *keys))
 
-    def _watched(self, body: Callable[[Any, bool], bool], retried: bool, *keys: str) -> bool:
+    def _watched(self, body: Callable[[Any, bool], T], retried: bool, *keys: str) -> T:
         from ._deps import redis_module
 
         watch_error = redis_module().WatchError
@@ -274,74 +556,10 @@ class RedisStore:
         raise RuntimeError(f"claim store: {keys[0]} kept changing under us")
 
 
-class MemoryStore:
-    """The same semantics in one process (a dict, a lock and a monotonic clock)."""
-
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self._records: dict[str, Record] = {}
-        self._claims: dict[str, tuple[str, float]] = {}
-        self._queued: set[str] = set()
-        self._lock = threading.Lock()
-        self._clock = clock
-
-    def _claim_of(self, message_id: str) -> str | None:
-        held = self._claims.get(message_id)
-        if held is None or held[1] <= self._clock():
-            self._claims.pop(message_id, None)
-            return None
-        return held[0]
-
-    def get(self, message_id: str) -> Record | None:
-        with self._lock:
-            return self._records.get(message_id)
-
-    def get_many(self, message_ids: Iterable[str]) -> list[Record | None]:
-        with self._lock:
-            return [self._records.get(mid) for mid in message_ids]
-
-    def claim(self, message_id: str, token: str, lease: float) -> tuple[bool, Record | None]:
-        with self._lock:
-            taken = self._claim_of(message_id) is None
-            if taken:
-                self._claims[message_id] = (token, self._clock() + lease)
-            return taken, self._records.get(message_id)
-
-    def lease_left(self, message_id: str) -> float:
-        with self._lock:
-            held = self._claims.get(message_id)
-            return 0.0 if held is None else max(0.0, held[1] - self._clock())
-
-    def update(
-        self, message_id: str, token: str, expected: Record | None, record: Record, lease: float
-    ) -> bool:
-        with self._lock:
-            if self._claim_of(message_id) != token or self._records.get(message_id) != expected:
-                return False
-            self._records[message_id] = record
-            self._claims[message_id] = (token, self._clock() + lease)
-            return True
-
-    def finish(self, message_id: str, token: str, expected: Record | None, record: Record) -> bool:
-        with self._lock:
-            if self._claim_of(message_id) == token:
-                del self._claims[message_id]
-            if self._records.get(message_id) != expected:
-                return False
-            self._records[message_id] = record
-            return True
-
-    def release(self, message_id: str, token: str) -> None:
-        with self._lock:
-            if self._claim_of(message_id) == token:
-                del self._claims[message_id]
-
-    def mark_queued(self, message_ids: Iterable[str]) -> None:
-        with self._lock:
-            self._queued.update(message_ids)
-
-    def queued(self, message_ids: Iterable[str]) -> list[bool]:
-        with self._lock:
-            return [mid in self._queued for mid in message_ids]
+def _exchange(conn: Any, commands: list[bytes]) -> list[Any]:
+    """Send ``commands`` in one write, read one reply each (one round trip)."""
+    conn.send_packed_command([b"".join(commands)], check_health=False)
+    return [conn.read_response() for _ in commands]
 
 
 def _ms(seconds: float) -> int:

@@ -21,6 +21,7 @@ from ..config import SmtpConfig
 from ..delivery import policy
 from ..errors import AuthenticationError, FluxMailException, ServerReply, SMTPResponseError
 from ..smtp import AsyncSMTPConnection, SendResult, SMTPConnection
+from .base import dotting
 
 if TYPE_CHECKING:
     from ..envelope import Composed
@@ -87,6 +88,11 @@ class _Run:
             self.started[key] = composed
         return composed
 
+    def dotting(self, key: int) -> None:
+        """Right before the message's final dot may be written: the hooks' optional
+        ``dotting(key)`` (see :class:`~.base.BatchHooks`)."""
+        dotting(self.hooks, key)
+
     def finish(self, key: int, outcome: SendResult | FluxMailException) -> None:
         self.started.pop(key, None)
         self.hooks.finished(key, outcome)
@@ -106,9 +112,13 @@ class Batch:
         self.hooks = hooks
         self.run_ = _Run(hooks)
 
-    def run(self, items: Iterable[Item]) -> None:
+    def run(self, items: Iterable[Item], held: SMTPConnection | None = None) -> SMTPConnection:
+        """Deliver ``items``. On ``held`` (a held connection) when given: it is left open
+        for the next batch and returned (the one the batch ended on; closed if the batch
+        raised); else on a connection of its own, closed at the end."""
         run = self.run_
-        conn = SMTPConnection(self.transport.config)
+        conn = held or SMTPConnection(self.transport.config)
+        keep = held is not None
         try:
             messages = iter(items)
             item = next(messages, None)
@@ -126,9 +136,12 @@ class Batch:
                 item, run.ahead = next(messages, None) if big else run.ahead, None
         except BaseException as exc:
             run.abandon(exc)
+            keep = False
             raise
         finally:
-            conn.close()  # an envelope written ahead is dropped, never ended
+            if not keep:
+                conn.close()  # an envelope written ahead is dropped, never ended
+        return conn
 
     def _deliver(self, conn: SMTPConnection, key: int, composed: Composed) -> SMTPConnection:
         run = self.run_
@@ -145,6 +158,7 @@ class Batch:
                     conn = SMTPConnection(self.transport.config)
                     conn.open()
                     connected = True
+                run.dotting(key)
                 run.in_flight = key
                 result = conn.send_pipelined(composed, run.upcoming)
             except FluxMailException as exc:
@@ -207,6 +221,7 @@ class AsyncBatch:
                     conn = AsyncSMTPConnection(self.transport.config)
                     await conn.open()
                     connected = True
+                run.dotting(key)
                 run.in_flight = key
                 result = await conn.send_pipelined(composed, run.upcoming)
             except FluxMailException as exc:

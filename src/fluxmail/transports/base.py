@@ -41,6 +41,7 @@ __all__ = [
     "SinkTransport",
     "Source",
     "Transport",
+    "dotting",
 ]
 
 #: One message of a batch: the caller's number for it and the message.
@@ -58,6 +59,11 @@ class BatchHooks(Protocol):
     message was started but before its final dot could have been written: nothing of it
     was delivered, so it is deferred. A message whose final dot may have been written
     when the batch was interrupted gets neither: its outcome is unknown.
+
+    Optionally, ``dotting(key)``: called right before the message's final dot may be
+    written (before each try), for a caller that notes durably which messages may have
+    reached the server (the Celery fleet). Every ``send_many`` calls it when present
+    (:func:`dotting`); an exception from it stops the batch, the message abandoned.
     """
 
     def ready(self, key: int, composed: Composed) -> bool:
@@ -72,6 +78,13 @@ class BatchHooks(Protocol):
     def finished(self, key: int, outcome: SendResult | FluxMailException) -> None: ...
 
     def abandoned(self, key: int, error: BaseException) -> None: ...
+
+
+def dotting(hooks: object, key: int) -> None:
+    """Call the hooks' optional ``dotting(key)`` (see :class:`BatchHooks`)."""
+    note = getattr(hooks, "dotting", None)
+    if note is not None:
+        note(key)
 
 
 class AsyncBatchHooks(Protocol):
@@ -113,6 +126,7 @@ class Transport(ABC):
         for key, composed in items:
             hooks.start(key, composed)
             try:
+                dotting(hooks, key)
                 result = self.send(composed)
             except FluxMailException as exc:
                 if policy.stops_batch(exc):
@@ -159,6 +173,7 @@ class AsyncTransport(ABC):
             key, composed = item
             await hooks.start(key, composed)
             try:
+                dotting(hooks, key)
                 result = await self.send_async(composed)
             except FluxMailException as exc:
                 if policy.stops_batch(exc):

@@ -140,8 +140,16 @@ class SMTPTransport(Transport, AsyncTransport):
             return self._held.send(composed)
 
     def send_many(self, items: Iterable[Item], hooks: BatchHooks) -> None:
-        """Pipelined, on a connection of its own (closed at the end), with retries."""
-        _pipeline.Batch(self, hooks).run(items)
+        """Pipelined, with retries: on the held connection while one is held (left open
+        for the next sends), else on a connection of its own (closed at the end)."""
+        with self._lock:
+            if self._holding == 0:
+                _pipeline.Batch(self, hooks).run(items)
+                return
+            held, self._held = self._held, None
+            conn = held if held is not None else SMTPConnection(self.config)
+            self._held = _pipeline.Batch(self, hooks).run(items, conn)
+            self._used = True
 
     def probe(self) -> dict[str, Any]:
         """Open a fresh session (TLS, AUTH) and close it: the health check."""
