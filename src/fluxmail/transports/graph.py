@@ -331,8 +331,10 @@ class AsyncGraphTransport(_Common):
     async def aclose(self) -> None:
         """Close this event loop's pool, if one is held."""
         client = self._clients.pop(asyncio.get_running_loop(), None)
-        if client is not None:
-            await client.aclose()
+        if client is not None:  # a close cut short by a cancellation leaves sockets open
+            _, cancelled = await uninterrupted(client.aclose())
+            if cancelled:
+                raise asyncio.CancelledError
 
     @contextlib.asynccontextmanager
     async def _session(self) -> AsyncIterator[httpx.AsyncClient]:
@@ -456,6 +458,22 @@ class AsyncGraphTransport(_Common):
         finally:
             await response.aclose()
         return Answer(response.status_code, bytes(data), response.headers.get("Retry-After"))
+
+
+async def uninterrupted(work: Awaitable[T]) -> tuple[asyncio.Future[T], bool]:
+    """Run ``work`` to its end even if the caller is cancelled meanwhile: its finished
+    future (``result()`` gives its value or raises its error), and whether the caller was
+    cancelled (it then raises ``CancelledError`` itself, once it has done what it must).
+    For an HTTP request in flight, whose outcome a cancellation would make unknown, and
+    for closing a pool, which a cancellation would leave with open sockets."""
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.wait({task})
+        except asyncio.CancelledError:
+            cancelled = True
+    return task, cancelled
 
 
 async def _each(messages: Iterable[Composed] | AsyncIterable[Composed]) -> AsyncIterator[Composed]:
