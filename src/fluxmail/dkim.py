@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import dataclasses
 import os
 import re
 from dataclasses import dataclass, field
@@ -222,7 +221,10 @@ def sign(composed: Composed, dkim: DKIM) -> Composed:
     except dkimpy.DKIMException as exc:
         raise InvalidMessageError(f"DKIM signing failed: {exc}") from exc
     clean = composed.clean and _crlf_short(header)
-    return dataclasses.replace(composed, data=header + composed.data, clean=clean)
+    from .envelope import Composed
+
+    data = header + composed.data
+    return Composed._checked(composed.envelope, data, composed.message_id, clean=clean)
 
 
 def _crlf_short(header: bytes) -> bool:
