@@ -391,6 +391,32 @@ class FluxMail:
         """Send an ``email.message.EmailMessage`` (or raw bytes) you built, through the
         same checks, transports, retries, DKIM and capture as ``send()``; the envelope
         comes from its headers unless given, Bcc is stripped (rules: ``_prebuilt``)."""
+        return self._send_now(self._prebuilt(message, mail_from, recipients))
+
+    async def send_message_async(
+        self,
+        message: EmailMessage | bytes,
+        *,
+        mail_from: str | None = None,
+        recipients: Sequence[str] | None = None,
+    ) -> str:
+        """Async ``send_message()``: the same checks, envelope rules, DKIM, transports,
+        capture and receipt, sent as ``send_async()`` sends (no automatic retry: the API
+        page says async sends are not retried; a held ``async with`` connection the server
+        closed while idle is reopened once, as for ``send_async()``)."""
+        composed = self._prebuilt(message, mail_from, recipients)
+        transport = self._transport_for_send()
+        result = await transport.send_async(composed)
+        return _receipt(result, GRAPH_SUCCESS if self._graph else SUCCESS)
+
+    def _prebuilt(
+        self,
+        message: EmailMessage | bytes,
+        mail_from: str | None,
+        recipients: Sequence[str] | None,
+    ) -> Composed:
+        """``message`` checked and made ready for the wire (DKIM-signed when the mailer
+        signs): the one step send_message() and send_message_async() share."""
         from ._prebuilt import prebuilt
 
         if self._graph:  # Graph reads the recipients from the headers
@@ -404,7 +430,7 @@ class FluxMail:
             from ..dkim import sign
 
             composed = sign(composed, self.dkim)
-        return self._send_now(composed)
+        return composed
 
     def _send_now(self, message: Message | Composed) -> SendReceipt:
         """The one sync send path, for send() and send_message()."""
