@@ -24,11 +24,11 @@ from ..envelope import Composed
 from ..errors import (
     ConfigurationError,
     InvalidAddressError,
-    InvalidMessageError,
     NoMessageError,
     UnsupportedOperationError,
 )
 from ..message import Address, Message, build_message, parse_address
+from ..message._options import CREATE_OPTIONS, check_option_names
 from ..smtp._checks import flag, text
 from ._pending import PendingMessages
 
@@ -52,9 +52,7 @@ if TYPE_CHECKING:
 SUCCESS = "Email sent successfully via SMTP."
 GRAPH_SUCCESS = "Email sent successfully via Microsoft Graph."
 OUTLOOK_DISPLAYED = "Outlook compose window opened."
-_CREATE_OPTIONS = frozenset(
-    build_message.__code__.co_varnames[: build_message.__code__.co_kwonlyargcount]
-)
+_CREATE_OPTIONS = frozenset(CREATE_OPTIONS)  # the declared schema (message/_options.py)
 
 
 class SendReceipt(str):
@@ -312,9 +310,7 @@ class FluxMail:
         uses this). Applies the default sender."""
         if self._outlook is not None:
             self._outlook.check_options(**options)
-        unknown = set(options) - _CREATE_OPTIONS
-        if unknown:
-            raise InvalidMessageError(f"unknown create() option(s): {', '.join(sorted(unknown))}")
+        check_option_names(options)
         options["sender"] = self._sender_for(options.get("sender"))
         return build_message(**options)
 
