@@ -506,11 +506,11 @@ class FluxMail:
 
         Example:
             ```python
-            mailer.create(subject="Hi", recipients=["ada@example.org"], bcc=["a@example.com"],
+            mailer.create(subject="Hi", recipients=["ada@example.org"], bcc=["audit@example.net"],
                           body="Hello")
             composed = mailer.compose()
-            assert composed.envelope.rcpt_to == ("ada@example.org", "a@example.com")
-            assert b"a@example.com" not in composed.data  # Bcc is never in the bytes
+            assert composed.envelope.rcpt_to == ("ada@example.org", "audit@example.net")
+            assert b"audit@example.net" not in composed.data  # Bcc is never in the bytes
             ```
         """
         from ..compose._composer import compose
