@@ -48,7 +48,7 @@ EMAIL_PORT = 1025
 RUNNER = """
 import importlib, json, sys
 for example in json.load(open(sys.argv[1], encoding="utf-8")):
-    print(f"--- {example['where']}", flush=True)
+    print(f"=== example: {example['where']}", flush=True)
     namespace = dict(vars(importlib.import_module(example["module"])))
     exec(compile(example["prelude"], "<prelude>", "exec"), namespace)
     exec(compile(example["source"], example["where"], "exec"), namespace)
@@ -124,5 +124,5 @@ def test_docstring_examples_run(
         check=False,
     )
     assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-5000:])
-    assert result.stdout.count("--- ") == len(EXAMPLES)
+    assert result.stdout.count("=== example: ") == len(EXAMPLES)
     assert server.messages, "the examples that send reached the server"

@@ -3,15 +3,23 @@ retries and capture as create() + send(), against real servers."""
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
+from collections.abc import Callable
 from email.message import EmailMessage
 
 import pytest
 
 import fluxmail.testing
 from fluxmail import FluxMail
-from fluxmail.errors import HeaderInjectionError, InvalidAddressError, InvalidMessageError
+from fluxmail.errors import (
+    FluxMailException,
+    HeaderInjectionError,
+    InvalidAddressError,
+    InvalidMessageError,
+    RecipientsRefusedError,
+)
 from servers import FaultServer, FaultSession, Reply, SMTPTestServer
 
 SUCCESS = "Email sent successfully via SMTP."
@@ -155,3 +163,86 @@ def test_a_folded_bcc_is_removed_whole(smtp_server: SMTPTestServer) -> None:
     assert b"example.org\r\nTo:" not in received.data
     assert b"two@" not in received.data
     assert b"one@" not in received.data
+
+
+# --- send_message_async: the asyncio twin ------------------------------------------------
+
+
+def test_async_sends_with_the_same_envelope_and_no_bcc(smtp_server: SMTPTestServer) -> None:
+    receipt = asyncio.run(mailer_for(smtp_server).send_message_async(built()))
+    assert receipt == SUCCESS
+    [received] = smtp_server.messages
+    assert received.mail_from == "ada@example.com"
+    assert received.rcpt_tos[-1] == "audit@example.org"
+    assert b"audit@example.org" not in received.data
+    parsed = email.message_from_bytes(received.data, policy=email.policy.default)
+    assert parsed["Message-ID"] == receipt.message_id  # type: ignore[attr-defined]
+
+
+def test_async_capture_catches_it(smtp_server: SMTPTestServer) -> None:
+    with fluxmail.testing.capture() as outbox:
+        asyncio.run(mailer_for(smtp_server).send_message_async(built(), recipients=["x@ex.org"]))
+    assert smtp_server.messages == []
+    [captured] = outbox
+    assert captured.envelope.rcpt_to == ("x@ex.org",)
+
+
+def test_async_a_refused_recipient_is_reported_and_the_rest_get_it(
+    make_server: Callable[..., SMTPTestServer],
+) -> None:
+    server = make_server(reject_rcpt={"carol@example.org": 550})
+    receipt = asyncio.run(mailer_for(server).send_message_async(built()))
+    assert receipt.refused["carol@example.org"][0] == 550  # type: ignore[attr-defined]
+    [received] = server.messages
+    assert "carol@example.org" not in received.rcpt_tos
+    assert "bob@example.org" in received.rcpt_tos
+
+
+def test_async_every_recipient_refused_raises(make_server: Callable[..., SMTPTestServer]) -> None:
+    server = make_server(reject_rcpt={"b@example.org": 550})
+    raw = b"From: a@example.com\r\nTo: b@example.org\r\nSubject: x\r\n\r\nz\r\n"
+    with pytest.raises(RecipientsRefusedError) as info:
+        asyncio.run(mailer_for(server).send_message_async(raw))
+    assert info.value.code == "recipients_refused"
+    assert server.messages == []
+
+
+def test_async_bad_messages_are_refused_before_any_connection(
+    smtp_server: SMTPTestServer,
+) -> None:
+    raw = b"From: a@example.com\r\nTo: b@example.org\r\nSubject: x\r\nnot a header\r\n\r\nz"
+    with pytest.raises(HeaderInjectionError):
+        asyncio.run(mailer_for(smtp_server).send_message_async(raw))
+    assert smtp_server.connections == 0
+
+
+def test_async_is_not_retried_as_the_api_page_says() -> None:
+    seen = {"MAIL": 0}
+
+    def first_mail_deferred(session: FaultSession) -> Reply | None:
+        seen["MAIL"] += 1
+        return Reply("421 4.3.2 try again later", close=True) if seen["MAIL"] == 1 else None
+
+    server = FaultServer({"MAIL": first_mail_deferred}).start()
+    try:
+        mailer = mailer_for(server, max_retries=2, retry_delay=0.01)
+        with pytest.raises(FluxMailException) as info:
+            asyncio.run(mailer.send_message_async(built()))
+        assert info.value.transient
+        assert seen["MAIL"] == 1
+        assert asyncio.run(mailer.send_message_async(built())) == SUCCESS  # the caller retries
+    finally:
+        server.stop()
+
+
+def test_async_held_connection_sends_several(smtp_server: SMTPTestServer) -> None:
+    mailer = mailer_for(smtp_server)
+
+    async def two() -> None:
+        async with mailer:
+            await mailer.send_message_async(built())
+            await mailer.send_message_async(built())
+
+    asyncio.run(two())
+    assert len(smtp_server.messages) == 2
+    assert smtp_server.connections == 1

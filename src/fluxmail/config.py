@@ -38,6 +38,16 @@ class EmailObject(str, enum.Enum):
 
     @classmethod
     def parse(cls, value: object) -> EmailObject:
+        """``value`` as an EmailObject: a member, or its name in any case and spacing.
+
+        Raises:
+            ConfigurationError: ``invalid_option``: not a transport fluxmail has.
+
+        Example:
+            ```python
+            assert EmailObject.parse(" SMTP ") is EmailObject.SMTP
+            ```
+        """
         if isinstance(value, EmailObject):
             return value
         if isinstance(value, str):
@@ -54,8 +64,30 @@ class EmailObject(str, enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class EmailInstance:
-    """A named relay. ``domain`` names the domain used for Message-IDs and the EHLO name;
-    it never invents a sender address."""
+    """A named relay, given to ``FluxMail(host=...)``.
+
+    ``domain`` names the domain used for Message-IDs and the EHLO name; it never invents
+    a sender address.
+
+    Args:
+        relay: the relay's hostname (no port: use ``FluxMail(port=...)``); for
+            ``object_type="file"``, the directory of the ``.eml`` files.
+        domain: the domain of Message-IDs (``<...@domain>``) and the EHLO name.
+
+    Raises:
+        ConfigurationError: ``invalid_option``: ``relay`` or ``domain`` is not a string.
+        HeaderInjectionError: ``header_injection``: CR, LF or NUL in either.
+
+    Example:
+        ```python
+        mailer = FluxMail(host=EmailInstance("127.0.0.1", "example.com"), port=1025,
+                          sender="app@example.com")
+        message = mailer.build_message(subject="s", recipients="a@b.org", body=".")
+        composed = mailer.compose(message)
+        assert composed.message_id.endswith("@example.com>")
+        assert mailer.host == EmailInstance("127.0.0.1", "example.com")
+        ```
+    """
 
     relay: str
     domain: str | None = None

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import dataclasses
 import os
 import re
 from dataclasses import dataclass, field
@@ -92,7 +91,35 @@ class DKIM:
     """Where and how to sign: ``DKIM(domain="example.com", selector="s1", private_key=...)``.
 
     The public key goes in DNS as a TXT record named :attr:`dns_name` with the value
-    :meth:`txt_record` returns. ``repr()`` never shows the key.
+    :meth:`txt_record` returns. ``repr()`` never shows the key. Give it to
+    ``FluxMail(dkim=...)``, which loads and checks the key at once and signs every message
+    it composes (``relaxed/relaxed``, the headers in :data:`SIGNED_HEADERS` present).
+
+    Args:
+        domain: the signing domain (``d=``); IDN names are converted to punycode.
+        selector: the selector (``s=``), DNS labels.
+        private_key: the key: PEM or DER bytes (RSA, or Ed25519 as PKCS#8 or a raw
+            32-byte seed, base64), a ``str`` holding PEM, or the path of a key file.
+
+    Raises:
+        ConfigurationError: ``invalid_option``: a bad domain or selector, a key that is
+            not a key (the key itself is never shown).
+        HeaderInjectionError: ``header_injection``: CR, LF or NUL in a name.
+        MissingDependencyError: ``missing_dependency``: dkimpy (the ``dkim`` extra),
+            when the key is loaded.
+
+    Example:
+        ```python
+        import base64
+
+        seed = base64.b64encode(os.urandom(32)).decode()  # an Ed25519 key, as a base64 seed
+        dkim = DKIM(domain="example.com", selector="s1", private_key=seed)
+        assert dkim.dns_name == "s1._domainkey.example.com"
+        assert dkim.txt_record().startswith("v=DKIM1; k=ed25519; p=")
+        signer = FluxMail(host="127.0.0.1", port=1025, sender="app@example.com", dkim=dkim)
+        signer.create(subject="Signed", recipients=["ada@example.org"], body="Hello")
+        assert signer.compose().data.startswith(b"DKIM-Signature:")
+        ```
     """
 
     domain: str
@@ -153,7 +180,14 @@ class DKIM:
     def load_key(self) -> _SigningKey:
         """Read and check the key (once; FluxMail does it at construction).
 
-        Raises ConfigurationError (never showing the key) or MissingDependencyError."""
+        Returns:
+            The loaded key (private: what the signer uses).
+
+        Raises:
+            ConfigurationError: ``invalid_option``: unreadable, or not an RSA/Ed25519
+                key (the message never shows the key).
+            MissingDependencyError: ``missing_dependency``: dkimpy is not installed.
+        """
         if not self._loaded:
             self._loaded.append(_load(self.private_key))
         return self._loaded[0]
@@ -204,7 +238,19 @@ def present_headers(data: bytes) -> list[str]:
 
 def sign(composed: Composed, dkim: DKIM) -> Composed:
     """``composed`` with a ``DKIM-Signature`` header in front of its data (pure, apart
-    from the clock that dkimpy reads for ``t=``)."""
+    from the clock that dkimpy reads for ``t=``). ``FluxMail.compose()`` calls it.
+
+    Args:
+        composed: the message as composed.
+        dkim: the key and where to sign.
+
+    Returns:
+        A new Composed: the same envelope and Message-ID, the signature first.
+
+    Raises:
+        ConfigurationError: ``invalid_option``: dkimpy refused the key.
+        InvalidMessageError: ``invalid_message``: dkimpy could not sign the message.
+    """
     key = dkim.load_key()
     dkimpy = _import_dkimpy()
     try:
@@ -222,7 +268,10 @@ def sign(composed: Composed, dkim: DKIM) -> Composed:
     except dkimpy.DKIMException as exc:
         raise InvalidMessageError(f"DKIM signing failed: {exc}") from exc
     clean = composed.clean and _crlf_short(header)
-    return dataclasses.replace(composed, data=header + composed.data, clean=clean)
+    from .envelope import Composed
+
+    data = header + composed.data
+    return Composed._checked(composed.envelope, data, composed.message_id, clean=clean)
 
 
 def _crlf_short(header: bytes) -> bool:

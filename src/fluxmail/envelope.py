@@ -6,7 +6,7 @@ Every transport (SMTP sync and async, Outlook aside, memory, console, file) take
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,9 +45,12 @@ class Composed:
         data: the message bytes, CRLF line endings, *not* dot-stuffed (the SMTP engine
             does that).
         message_id: the Message-ID header's value, with the angle brackets.
-        clean: set by fluxmail's own composer only, when it has checked that ``data`` is
-            CRLF-only with no line over 998 octets: the SMTP engine then skips those two
-            checks (never the dot-stuffing). Bytes from anywhere else keep every check.
+        clean: true only for what fluxmail's own composer made, when it has checked that
+            ``data`` is CRLF-only with no line over 998 octets: the SMTP engine then skips
+            those two checks (never the dot-stuffing). It is not a constructor argument
+            (``Composed(..., clean=True)`` is a TypeError), so bytes from anywhere else
+            (``send_message()``, the Django backend, your own ``Composed``) always keep
+            every check; ``dataclasses.replace()`` makes it false again.
 
     Example:
         ```python
@@ -61,7 +64,19 @@ class Composed:
     envelope: Envelope
     data: bytes
     message_id: str
-    clean: bool = False
+    clean: bool = field(default=False, init=False)
+
+    @classmethod
+    def _checked(
+        cls, envelope: Envelope, data: bytes, message_id: str, *, clean: bool
+    ) -> Composed:
+        """The composer's constructor (and the DKIM signer's, which keeps its verdict):
+        the one way to a ``clean`` Composed. Private: only code that has made the checks
+        ``clean`` stands for may call it."""
+        composed = cls(envelope, data, message_id)
+        if clean:
+            object.__setattr__(composed, "clean", True)  # frozen: set once, here
+        return composed
 
 
 def ascii_domain(name: str) -> str:

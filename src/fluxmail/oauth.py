@@ -3,11 +3,17 @@
 ``FluxMail(..., username="me@gmail.com", oauth2=provider)`` authenticates with an access
 token instead of a password. ``provider`` is any function returning a token (sync or
 async) or one of the providers here, which turn a long-lived credential into short-lived
-access tokens at the provider's token endpoint (RFC 6749) and cache them::
+access tokens at the provider's token endpoint (RFC 6749) and cache them. Building one
+contacts nothing; the first token is asked for at the first AUTH:
 
-    GoogleOAuth2(client_id, client_secret, refresh_token)
-    MicrosoftOAuth2(tenant, client_id, client_secret, refresh_token=...)  # delegated
-    MicrosoftOAuth2(tenant, client_id, client_secret)  # client credentials (app-only)
+```python
+google = GoogleOAuth2("client-id", "client-secret", "refresh-token")
+delegated = MicrosoftOAuth2("contoso.onmicrosoft.com", "client-id", refresh_token="rt")
+app_only = MicrosoftOAuth2("contoso.onmicrosoft.com", "client-id", "client-secret")
+assert (delegated.grant, app_only.grant) == ("refresh_token", "client_credentials")
+gmail = FluxMail(host="smtp.gmail.com", port=587, use_tls=True,
+                 username="me@gmail.com", oauth2=google)
+```
 
 A token is kept until shortly before it expires (``expires_in`` less a minute, or less
 half its lifetime for short ones). ``token()`` is thread-safe and ``atoken()`` task-safe:
@@ -315,6 +321,31 @@ class GoogleOAuth2(RefreshingTokenProvider):
 
     The refresh token must have been granted the ``https://mail.google.com/`` scope.
     Use with ``host="smtp.gmail.com", port=587, use_tls=True, username=<the address>``.
+    The secrets never show in ``repr``, errors or logs. ``token()`` / ``atoken()`` give
+    a cached access token (thread- and task-safe); ``invalidate()`` forgets it.
+
+    Args:
+        client_id: the OAuth client's ID.
+        client_secret: the OAuth client's secret.
+        refresh_token: the user's refresh token.
+        token_url: the token endpoint (Google's by default; ``http://`` only on loopback).
+        timeout: seconds for a whole token request.
+        clock: monotonic seconds (tests replace it).
+
+    Raises:
+        ConfigurationError: ``invalid_option``: an empty or non-string value, a token
+            URL that is not ``https://``, a bad timeout.
+        MissingDependencyError: ``missing_dependency``: httpx (the ``oauth`` extra).
+        AuthenticationError: ``authentication_failed``, from ``token()``: the endpoint
+            refused the grant or could not be reached.
+
+    Example:
+        ```python
+        provider = GoogleOAuth2("client-id", os.environ["SMTP_PASSWORD"], "refresh-token")
+        assert "example-password" not in repr(provider)
+        mailer = FluxMail(host="smtp.gmail.com", port=587, use_tls=True,
+                          username="me@gmail.com", oauth2=provider)
+        ```
     """
 
     name = "Google OAuth2"
@@ -361,6 +392,32 @@ class MicrosoftOAuth2(RefreshingTokenProvider):
     Without it: the client credentials grant (app-only, ``client_secret`` required,
     scope ``https://outlook.office365.com/.default``); the app needs the SMTP.SendAsApp
     permission and access to the mailbox named by ``username``.
+
+    Args:
+        tenant: the tenant ID or domain (``contoso.onmicrosoft.com``).
+        client_id: the app registration's client ID.
+        client_secret: its secret (required without ``refresh_token``).
+        refresh_token: a user's refresh token (the delegated flow).
+        scope: the scope asked for (defaults per flow, above; Graph wants
+            ``https://graph.microsoft.com/.default``).
+        token_url: the token endpoint (Microsoft's for ``tenant`` by default).
+        timeout: seconds for a whole token request.
+        clock: monotonic seconds (tests replace it).
+
+    Raises:
+        ConfigurationError: ``invalid_option``: neither ``refresh_token`` nor
+            ``client_secret``, a malformed tenant, a non-https token URL.
+        MissingDependencyError: ``missing_dependency``: httpx (the ``oauth`` extra).
+        AuthenticationError: ``authentication_failed``, from ``token()``.
+
+    Example:
+        ```python
+        provider = MicrosoftOAuth2("contoso.onmicrosoft.com", "client-id", "client-secret")
+        assert provider.grant == "client_credentials"
+        assert provider.scope == "https://outlook.office365.com/.default"
+        mailer = FluxMail(host="smtp.office365.com", port=587, use_tls=True,
+                          username="shared@contoso.com", oauth2=provider)
+        ```
     """
 
     name = "Microsoft OAuth2"

@@ -17,6 +17,24 @@ __all__ = ["fluxmail_outbox"]
 
 @pytest.fixture
 def fluxmail_outbox() -> Iterator[Outbox]:
-    """Capture every FluxMail send of this test; yields the outbox."""
+    """Capture every FluxMail send of this test; yields the outbox.
+
+    Registered through the ``pytest11`` entry point when fluxmail is installed, so a
+    test only names it. The same as ``with fluxmail.testing.capture() as outbox:``
+    around the test.
+
+    Yields:
+        The :class:`fluxmail.testing.Outbox` that receives the test's messages.
+
+    Example:
+        ```python
+        def test_welcome_mail(fluxmail_outbox):
+            mailer.create(subject="Welcome", recipients=["ada@example.org"], body="Hi").send()
+            assert fluxmail_outbox.subjects == ["Welcome"]
+
+        with fluxmail.testing.capture() as outbox:  # what pytest does around the test
+            test_welcome_mail(outbox)
+        ```
+    """
     with capture() as outbox:
         yield outbox

@@ -79,6 +79,26 @@ class BulkSender:
     the messages whose outcome is unknown (a crash or a lost connection after the final
     dot). ``journal_fsync=False`` saves one fsync per message at the price of durability
     across a power loss (see ``docs/guide.md``).
+
+    Args:
+        mailer: the FluxMail whose settings, transport, sender and DKIM key are used
+            (SMTP, Graph, console or file; not Outlook).
+        connections: the size of ``send_batch_async``'s connection pool.
+        journal: a file that makes the batch resumable.
+        resend_unknown: with a journal, resend messages whose outcome is unknown.
+        journal_fsync: fsync the journal after each record.
+
+    Raises:
+        UnsupportedOperationError: ``unsupported_operation``: an Outlook mailer.
+        ConfigurationError: ``invalid_option``: a bad ``connections``, ``journal`` or flag.
+
+    Example:
+        ```python
+        messages = [{"subject": f"Report {n}", "recipients": [f"user{n}@example.org"],
+                     "body": "..."} for n in range(3)]
+        result = BulkSender(mailer).send_batch(messages, progress=False)
+        assert (result["sent"], result["failed"], result["total"]) == (3, 0, 3)
+        ```
     """
 
     def __init__(
@@ -159,7 +179,43 @@ class BulkSender:
         *,
         max_per_second: float = 0,
     ) -> BulkResult:
-        """Send every message over one held connection; see the module docstring."""
+        """Send every message over one held connection, pipelined; see the module docstring.
+
+        Args:
+            messages: dicts of ``create()`` arguments (a list, or any iterable: a
+                generator runs in constant memory).
+            on_success: called as ``on_success(index, receipt)`` after each accepted
+                message (``receipt`` is a ``SendReceipt``).
+            on_error: called as ``on_error(index, exc)`` after each failed message.
+            progress: a progress bar on stderr: ``None`` (default) only on a terminal
+                with Rich installed, ``True`` always (needs Rich), ``False`` never.
+            max_per_second: at most this many messages per second (0: no limit).
+
+        Returns:
+            ``{"sent": n, "failed": n, "total": n, "errors": [(index, exc), ...]}``, plus
+            ``"skipped"`` with a journal.
+
+        Raises:
+            FluxMailException: the error that stops the batch (``authentication_failed``,
+                ``tls_required``, ``tls_verify_failed``, ``connection_failed``, ...), with
+                ``.batch_result`` holding the counts so far. A single message's failure
+                (``invalid_address``, ``recipients_refused``, ``outcome_unknown``, ...) does
+                not raise: it is in ``errors``.
+            JournalMismatchError: the journal belongs to other messages.
+            MissingDependencyError: ``missing_dependency``: ``progress=True`` without Rich.
+
+        Example:
+            ```python
+            failed = []
+            result = BulkSender(mailer).send_batch(
+                [{"subject": "Hi", "recipients": ["ada@example.org"], "body": "."},
+                 {"subject": "Hi", "recipients": ["not an address"], "body": "."}],
+                on_error=lambda index, exc: failed.append((index, exc.code)),
+                progress=False,
+            )
+            assert result["sent"] == 1 and failed == [(1, "invalid_address")]
+            ```
+        """
         transport = self._transport()
         journal = self._open_journal()
         try:
@@ -204,7 +260,36 @@ class BulkSender:
     ) -> BulkResult:
         """The asyncio twin of :meth:`send_batch`, with an optional pool of connections.
 
-        ``max_per_second`` holds across all connections of the pool."""
+        ``max_per_second`` holds across all connections of the pool. Unlike
+        ``send_async()``, a batch retries as ``send_batch`` does (the mailer's
+        ``max_retries``).
+
+        Args:
+            messages: dicts of ``create()`` arguments, from an iterable or an async
+                iterable.
+            max_per_second: at most this many messages per second, over the whole pool.
+            progress: as for :meth:`send_batch`.
+            on_success: called as ``on_success(index, receipt)``.
+            on_error: called as ``on_error(index, exc)``.
+            connections: the pool size for this batch (default: the sender's).
+
+        Returns:
+            The same result dict as :meth:`send_batch`.
+
+        Raises:
+            FluxMailException: the error that stops the batch, with ``.batch_result``.
+            JournalMismatchError: the journal belongs to other messages.
+
+        Example:
+            ```python
+            import asyncio
+
+            messages = [{"subject": "Hi", "recipients": [f"u{n}@example.org"], "body": "."}
+                        for n in range(4)]
+            result = asyncio.run(BulkSender(mailer).send_batch_async(messages, connections=2))
+            assert result["sent"] == 4
+            ```
+        """
         journal = self._open_journal()
         try:
             return await self._batch_async(

@@ -27,7 +27,16 @@ from ..errors import MissingDependencyError
 
 @dataclass
 class ReceivedMessage:
-    """One message as the server received it."""
+    """One message as the server received it.
+
+    Attributes:
+        mail_from: the MAIL FROM address.
+        rcpt_tos: every RCPT TO address.
+        data: the message bytes.
+        tls: whether the session was encrypted.
+        auth_user: who authenticated, if anyone.
+        received_at: ``time.time()`` at the final dot.
+    """
 
     mail_from: str
     rcpt_tos: list[str]
@@ -104,6 +113,36 @@ class LocalSMTPServer:
     ``strict`` (the default) requires the STARTTLS and the AUTH it offers; ``strict=False``
     (``fluxmail serve``) offers them and requires neither, so every kind of client works.
     ``ca`` shares one trustme CA between several servers.
+
+    Args:
+        host: the address to listen on.
+        port: the port (0: a free one).
+        starttls: offer STARTTLS (with a certificate from a throwaway CA).
+        implicit_tls: speak TLS from the first byte instead.
+        auth: ``(username, password)`` to accept, ``"any"`` (``ANY_CREDENTIALS``) for
+            every pair, or None for no AUTH.
+        strict: require the TLS and AUTH offered (``False``: offer them only).
+        ca: a ``trustme.CA`` to share between servers.
+        on_message: called with each :class:`ReceivedMessage`, from the server thread.
+        save_dir: also write each message there as an ``.eml`` file.
+
+    Raises:
+        MissingDependencyError: ``missing_dependency``: aiosmtpd (the ``server`` extra),
+            or trustme for TLS.
+
+    Example:
+        ```python
+        from fluxmail.cli.localserver import LocalSMTPServer
+
+        with LocalSMTPServer(starttls=True, auth=("app", "example-password")) as server:
+            local = FluxMail(host="127.0.0.1", port=server.port, use_tls=True,
+                             username="app", password="example-password",
+                             sender="app@example.com",
+                             ssl_context=server.client_ssl_context())
+            local.create(subject="Over TLS", recipients=["ada@example.org"], body="Hi").send()
+        [received] = server.messages
+        assert received.tls and received.auth_user == "app"
+        ```
     """
 
     def __init__(
@@ -147,7 +186,14 @@ class LocalSMTPServer:
             self._on_message(received)
 
     def client_ssl_context(self) -> ssl.SSLContext:
-        """A verifying client context that trusts this server's private CA."""
+        """A verifying client context that trusts this server's private CA.
+
+        Returns:
+            An ``ssl.SSLContext`` for ``FluxMail(ssl_context=...)``.
+
+        Raises:
+            RuntimeError: the server runs without TLS (no CA exists).
+        """
         if self._ca is None:
             raise RuntimeError("the server runs without TLS")
         context = ssl.create_default_context()
@@ -186,6 +232,15 @@ class LocalSMTPServer:
         return AuthResult(success=ok, handled=False, auth_data=auth_data if ok else None)
 
     def start(self) -> LocalSMTPServer:
+        """Start listening, in a background thread (``with`` does it for you).
+
+        Returns:
+            The server itself.
+
+        Raises:
+            MissingDependencyError: ``missing_dependency``: trustme, for TLS.
+            OSError: the port is taken.
+        """
         from aiosmtpd.controller import Controller
 
         aiosmtpd_log = logging.getLogger("mail.log")

@@ -117,7 +117,7 @@ def compose(
         rcpt_to=tuple(address.addr_spec for address in message.envelope_recipients),
         smtputf8=utf8,
     )
-    return Composed(envelope=envelope, data=data, message_id=msg_id, clean=clean)
+    return Composed._checked(envelope, data, msg_id, clean=clean)
 
 
 class _Output:

@@ -24,11 +24,11 @@ from ..envelope import Composed
 from ..errors import (
     ConfigurationError,
     InvalidAddressError,
-    InvalidMessageError,
     NoMessageError,
     UnsupportedOperationError,
 )
 from ..message import Address, Message, build_message, parse_address
+from ..message._options import CREATE_OPTIONS, check_option_names
 from ..smtp._checks import flag, text
 from ._pending import PendingMessages
 
@@ -52,9 +52,7 @@ if TYPE_CHECKING:
 SUCCESS = "Email sent successfully via SMTP."
 GRAPH_SUCCESS = "Email sent successfully via Microsoft Graph."
 OUTLOOK_DISPLAYED = "Outlook compose window opened."
-_CREATE_OPTIONS = frozenset(
-    build_message.__code__.co_varnames[: build_message.__code__.co_kwonlyargcount]
-)
+_CREATE_OPTIONS = frozenset(CREATE_OPTIONS)  # the declared schema (message/_options.py)
 
 
 class SendReceipt(str):
@@ -62,6 +60,19 @@ class SendReceipt(str):
 
     ``message_id``, ``accepted`` and ``refused`` (address -> (code, text)) tell which
     recipients the server took; a partly refused message is still sent to the rest.
+
+    Attributes:
+        message_id: the Message-ID header of the message sent, with angle brackets.
+        accepted: the envelope recipients the server accepted.
+        refused: each refused recipient's ``(code, text)`` reply.
+        smtp_code: the server's reply to the final dot (``250``; ``202`` over Graph).
+
+    Example:
+        ```python
+        receipt = mailer.create(subject="Hi", recipients=["ada@example.org"], body=".").send()
+        assert receipt == "Email sent successfully via SMTP."
+        assert receipt.accepted == ("ada@example.org",) and not receipt.refused
+        ```
     """
 
     message_id: str
@@ -71,6 +82,24 @@ class SendReceipt(str):
 
     @classmethod
     def from_result(cls, result: SendResult, text: str = SUCCESS) -> SendReceipt:
+        """The receipt for an engine or transport result.
+
+        Args:
+            result: what a transport's ``send()`` returned.
+            text: the string the receipt is equal to.
+
+        Returns:
+            A ``SendReceipt`` equal to ``text`` with ``result``'s fields copied.
+
+        Example:
+            ```python
+            from fluxmail.smtp import SendResult
+
+            result = SendResult("<1@example.com>", ("ada@example.org",), {}, 250, "OK")
+            receipt = SendReceipt.from_result(result)
+            assert receipt.message_id == "<1@example.com>" and receipt.smtp_code == 250
+            ```
+        """
         receipt = cls(text)
         receipt.message_id = result.message_id
         receipt.accepted = tuple(result.accepted)
@@ -103,7 +132,48 @@ def _check_count(name: str, value: object, *, minimum: float, integer: bool) -> 
 
 
 class FluxMail:
-    """Send email over SMTP, or open it in Outlook on Windows. See the API page."""
+    """Send email over SMTP (or Microsoft Graph), or open it in Outlook on Windows.
+
+    One FluxMail holds its settings and one transport; it may be shared by threads and
+    asyncio tasks (each ``create()`` belongs to the context that made it). Everything is
+    checked here, before any connection.
+
+    Args:
+        object_type: ``"smtp"`` (default), ``"graph"``, ``"outlook"``, ``"console"``
+            (print instead of sending) or ``"file"`` (write ``.eml`` files into the
+            directory given as ``host``).
+        host: the relay's hostname, or ``EmailInstance(relay, domain)`` (``domain``
+            names the Message-IDs and the EHLO). Never ``host:port`` (use ``port``).
+        port: the SMTP port (25, 587 with ``use_tls``, 465 with ``use_ssl``).
+        use_tls: require STARTTLS (fail closed if the server does not offer it).
+        use_ssl: implicit TLS from the first byte (port 465).
+        username: the AUTH user (also the default sender when it is an address).
+        password: the AUTH password; never logged or shown.
+        sender: the default From address of every message.
+        timeout: seconds allowed per stage (connect, each reply).
+        max_retries: how often ``send()`` retries what the delivery policy calls
+            transient (async sends never retry).
+        retry_delay: seconds before the first retry (doubled each time).
+        ssl_context: your own ``ssl.SSLContext`` (verification is on by default).
+        local_hostname: the EHLO name (default: the domain of ``host``, or the machine's).
+        allow_insecure_auth: allow AUTH on a connection without TLS.
+        oauth2: XOAUTH2 tokens: ``GoogleOAuth2``, ``MicrosoftOAuth2`` or a callable.
+        outlook_application: the Outlook COM object (tests and special setups).
+        dkim: sign every message with this ``DKIM`` key (checked now).
+        graph_url: the Graph endpoint (``object_type="graph"`` only).
+
+    Raises:
+        ConfigurationError: ``invalid_option``: a bad or contradictory setting.
+        InvalidAddressError: ``invalid_address``: ``sender`` is not one address.
+        UnsupportedOperationError: ``unsupported_operation``: e.g. ``oauth2`` on Outlook.
+        MissingDependencyError: ``missing_dependency``: an extra is not installed.
+
+    Example:
+        ```python
+        mailer = FluxMail(host="127.0.0.1", port=1025, sender="app@example.com")
+        mailer.create(subject="Hello", recipients=["ada@example.org"], body="Hi Ada").send()
+        ```
+    """
 
     def __init__(
         self,
@@ -282,7 +352,59 @@ class FluxMail:
         auto_text: bool = True,
         invite: Invite | None = None,
     ) -> Self:
-        """Validate and hold one message for the next ``send()``; returns ``self``."""
+        """Validate and hold one message for the next ``send()``; returns ``self``.
+
+        Nothing touches the network. The message belongs to the calling thread or task
+        (see the guide, "One mailer, many threads and tasks"); a second ``create()`` there
+        replaces it. The guide's "create(...)" table says what each option does; their
+        names, types and defaults are declared once in ``CreateOptions``.
+
+        Args:
+            subject: the Subject (non-ASCII is RFC 2047-encoded).
+            recipients: To: one address, or a list of them (a string is never split).
+            body: the text, or the HTML when ``html_body=True``.
+            sender: From for this message (default: the mailer's ``sender``).
+            cc: Cc addresses.
+            bcc: Bcc addresses (in the envelope only, never in the bytes).
+            reply_to: Reply-To addresses.
+            attachments: file paths, ``(filename, bytes, mime_type)`` tuples, open files.
+            html_body: ``body`` is HTML.
+            plain_body: with ``html_body``: the text/plain alternative.
+            in_reply_to: a Message-ID, for threading.
+            references: Message-IDs, for threading.
+            priority: ``"high"``, ``"normal"`` or ``"low"``.
+            unsubscribe_url: an ``https://`` one-click unsubscribe URL (RFC 8058).
+            inline_images: ``{cid: path}`` for ``<img src="cid:...">`` (needs HTML).
+            inline_css: inline ``<style>`` rules (the ``css`` extra).
+            headers: extra headers; those fluxmail controls are refused.
+            auto_text: make a text alternative from HTML when none is given.
+            invite: a calendar ``Invite`` (request, update or cancellation).
+
+        Returns:
+            The mailer itself, so ``create(...).send()`` chains.
+
+        Raises:
+            InvalidAddressError: ``invalid_address``: an address is malformed, or there
+                is no sender.
+            HeaderInjectionError: ``header_injection``: CR/LF/NUL in a header value.
+            AttachmentNotFoundError: ``attachment_not_found``: a file is missing.
+            InvalidMessageError: ``invalid_message``: any other invalid option.
+            UnsupportedOperationError: ``unsupported_operation``: an SMTP-only option on
+                an Outlook mailer.
+
+        Example:
+            ```python
+            mailer.create(
+                subject="Report",
+                recipients=["ada@example.org"],
+                body="<p>See <b>attached</b></p>",
+                html_body=True,
+                attachments=[("report.csv", b"a,b\\r\\n1,2\\r\\n", "text/csv")],
+            )
+            assert mailer.message.subject == "Report"
+            mailer.send()
+            ```
+        """
         message = self.build_message(
             subject=subject,
             recipients=recipients,
@@ -308,13 +430,30 @@ class FluxMail:
         return self
 
     def build_message(self, **options: Any) -> Message:
-        """Validate ``create()`` arguments into a Message without keeping it (BulkSender
-        uses this). Applies the default sender."""
+        """Validate ``create()`` arguments into a Message without keeping it.
+
+        What BulkSender does for each dict it is given; the default sender applies.
+
+        Args:
+            **options: ``create()``'s arguments, by name (``CreateOptions``).
+
+        Returns:
+            The frozen :class:`~fluxmail.message.Message`.
+
+        Raises:
+            InvalidMessageError: ``invalid_message``: an unknown option name, or any of
+                ``create()``'s refusals (``invalid_address``, ``header_injection``, ...).
+
+        Example:
+            ```python
+            message = mailer.build_message(subject="Hi", recipients="ada@example.org", body=".")
+            assert message.sender.addr_spec == "app@example.com"
+            assert mailer.message is None  # nothing was kept for send()
+            ```
+        """
         if self._outlook is not None:
             self._outlook.check_options(**options)
-        unknown = set(options) - _CREATE_OPTIONS
-        if unknown:
-            raise InvalidMessageError(f"unknown create() option(s): {', '.join(sorted(unknown))}")
+        check_option_names(options)
         options["sender"] = self._sender_for(options.get("sender"))
         return build_message(**options)
 
@@ -348,9 +487,32 @@ class FluxMail:
     def compose(
         self, message: Message | None = None, *, message_id: str | None = None
     ) -> Composed:
-        """The exact bytes and envelope ``send()`` would hand to the server (DKIM-signed
-        when the mailer has ``dkim=``). ``message_id`` (``<x@y>``) replaces the generated
-        one (BulkSender's journal resends a message with its first Message-ID)."""
+        """The exact bytes and envelope ``send()`` would hand to the server.
+
+        DKIM-signed when the mailer has ``dkim=``. Sends nothing and leaves the pending
+        message in place.
+
+        Args:
+            message: a Message from ``build_message()``; default: the pending one.
+            message_id: a Message-ID (``<x@y>``) to use instead of a new one (BulkSender's
+                journal resends a message with its first Message-ID).
+
+        Returns:
+            The :class:`~fluxmail.envelope.Composed` message (envelope and bytes).
+
+        Raises:
+            NoMessageError: ``no_message``: no message given and none pending.
+            InvalidMessageError: ``invalid_message``: e.g. a bad ``message_id``.
+
+        Example:
+            ```python
+            mailer.create(subject="Hi", recipients=["ada@example.org"], bcc=["audit@example.net"],
+                          body="Hello")
+            composed = mailer.compose()
+            assert composed.envelope.rcpt_to == ("ada@example.org", "audit@example.net")
+            assert b"audit@example.net" not in composed.data  # Bcc is never in the bytes
+            ```
+        """
         from ..compose._composer import compose
 
         composed = compose(
@@ -368,7 +530,39 @@ class FluxMail:
     # --- sending --------------------------------------------------------------------
 
     def send(self, dry_run: bool = False) -> str:
-        """Send the message from ``create()``; with ``dry_run`` print and return a preview."""
+        """Send the message from ``create()``; with ``dry_run`` print and return a preview.
+
+        Retries what the delivery policy calls transient, up to ``max_retries``; the
+        error raised after the last try keeps the original as ``__cause__``. A message
+        that failed stays pending and can be sent again.
+
+        Args:
+            dry_run: print and return the preview (headers, parts, attachments), connect
+                to nothing, keep the message.
+
+        Returns:
+            A :class:`SendReceipt` (the string ``"Email sent successfully via SMTP."``),
+            or the preview text for a dry run.
+
+        Raises:
+            NoMessageError: ``no_message``: ``create()`` was not called.
+            ConnectError: ``connection_failed``, ``timeout``, ``tls_required``,
+                ``tls_verify_failed`` or ``protocol_error``.
+            AuthenticationError: ``authentication_failed``.
+            SMTPResponseError: ``sender_refused``, ``recipients_refused`` (every recipient),
+                ``message_refused``, ``message_too_large``, ``smtputf8_unsupported``.
+            OutcomeUnknownError: ``outcome_unknown``: the connection broke after the final
+                dot; the message may have been delivered, so it is not retried.
+            UnsupportedOperationError: ``unsupported_operation``: an Outlook mailer.
+
+        Example:
+            ```python
+            mailer.create(subject="Hi", recipients=["ada@example.org"], body="Hello")
+            preview = mailer.send(dry_run=True)  # printed, nothing sent
+            assert "Subject: Hi" in preview
+            assert mailer.send() == "Email sent successfully via SMTP."
+            ```
+        """
         flag("dry_run", dry_run)
         if dry_run:
             return self._print_preview(self._take_message())
@@ -388,9 +582,91 @@ class FluxMail:
         mail_from: str | None = None,
         recipients: Sequence[str] | None = None,
     ) -> str:
-        """Send an ``email.message.EmailMessage`` (or raw bytes) you built, through the
-        same checks, transports, retries, DKIM and capture as ``send()``; the envelope
-        comes from its headers unless given, Bcc is stripped (rules: ``_prebuilt``)."""
+        """Send an ``email.message.EmailMessage`` (or raw bytes) you built.
+
+        The same checks, transports, retries, DKIM and capture as ``send()``. The envelope
+        comes from its headers unless given (``Sender`` or the one ``From``; ``To``, ``Cc``,
+        ``Bcc``); Bcc is taken out of the bytes; Message-ID and Date are added if missing.
+
+        Args:
+            message: an ``email.message.EmailMessage`` (any ``email.message.Message``) or
+                the bytes of one.
+            mail_from: the envelope sender, instead of the headers'.
+            recipients: the envelope recipients, instead of the headers'.
+
+        Returns:
+            A :class:`SendReceipt`.
+
+        Raises:
+            InvalidMessageError: ``invalid_message``: not a message, a bare CR, a NUL, a
+                line over 998 octets, over 100 MB.
+            HeaderInjectionError: ``header_injection``: a header line that is not
+                ``Name: value``.
+            InvalidAddressError: ``invalid_address``: no sender or no recipients, or a
+                malformed address.
+            FluxMailException: whatever ``send()`` raises once connected (same codes).
+
+        Example:
+            ```python
+            from email.message import EmailMessage
+
+            msg = EmailMessage()
+            msg["From"], msg["To"], msg["Subject"] = "app@example.com", "ada@example.org", "Hi"
+            msg.set_content("Hello")
+            receipt = mailer.send_message(msg)
+            assert receipt.accepted == ("ada@example.org",)
+            ```
+        """
+        return self._send_now(self._prebuilt(message, mail_from, recipients))
+
+    async def send_message_async(
+        self,
+        message: EmailMessage | bytes,
+        *,
+        mail_from: str | None = None,
+        recipients: Sequence[str] | None = None,
+    ) -> str:
+        """Async ``send_message()``.
+
+        The same checks, envelope rules, DKIM, transports, capture and receipt, sent as
+        ``send_async()`` sends: no automatic retry (the API page says async sends are not
+        retried); a held ``async with`` connection that the server closed while idle is
+        reopened once.
+
+        Args:
+            message: an ``email.message.EmailMessage`` or the bytes of one.
+            mail_from: the envelope sender, instead of the headers'.
+            recipients: the envelope recipients, instead of the headers'.
+
+        Returns:
+            A :class:`SendReceipt`.
+
+        Raises:
+            InvalidMessageError: ``invalid_message`` (and ``header_injection``,
+                ``invalid_address``), as ``send_message()``.
+            FluxMailException: whatever ``send_async()`` raises once connected.
+
+        Example:
+            ```python
+            import asyncio
+
+            raw = b"From: app@example.com\\r\\nTo: ada@example.org\\r\\n\\r\\nHello\\r\\n"
+            assert asyncio.run(mailer.send_message_async(raw)).accepted == ("ada@example.org",)
+            ```
+        """
+        composed = self._prebuilt(message, mail_from, recipients)
+        transport = self._transport_for_send()
+        result = await transport.send_async(composed)
+        return _receipt(result, GRAPH_SUCCESS if self._graph else SUCCESS)
+
+    def _prebuilt(
+        self,
+        message: EmailMessage | bytes,
+        mail_from: str | None,
+        recipients: Sequence[str] | None,
+    ) -> Composed:
+        """``message`` checked and made ready for the wire (DKIM-signed when the mailer
+        signs): the one step send_message() and send_message_async() share."""
         from ._prebuilt import prebuilt
 
         if self._graph:  # Graph reads the recipients from the headers
@@ -404,7 +680,7 @@ class FluxMail:
             from ..dkim import sign
 
             composed = sign(composed, self.dkim)
-        return self._send_now(composed)
+        return composed
 
     def _send_now(self, message: Message | Composed) -> SendReceipt:
         """The one sync send path, for send() and send_message()."""
@@ -414,9 +690,34 @@ class FluxMail:
         return _receipt(result, GRAPH_SUCCESS if self._graph else SUCCESS)
 
     def send_async(self, dry_run: bool = False) -> Coroutine[Any, Any, str]:
-        """Async ``send()``. The message is taken now, so concurrent tasks can share one
-        FluxMail. No automatic retry (as the API page says). A dry run, like
-        ``send(dry_run=True)``, leaves the message in place."""
+        """Async ``send()``: call it, then await what it returns.
+
+        The message is taken when ``send_async()`` is called (not when awaited), so
+        concurrent tasks can share one FluxMail if each does ``create()`` then
+        ``send_async()``. No automatic retry (as the API page says). A dry run, like
+        ``send(dry_run=True)``, leaves the message in place.
+
+        Args:
+            dry_run: print and return the preview instead of sending.
+
+        Returns:
+            A coroutine that gives a :class:`SendReceipt` (or the preview).
+
+        Raises:
+            NoMessageError: ``no_message``, at the call: ``create()`` was not called.
+            FluxMailException: when awaited, the codes ``send()`` raises.
+
+        Example:
+            ```python
+            import asyncio
+
+            async def main() -> str:
+                mailer.create(subject="Hi", recipients=["ada@example.org"], body="Hello")
+                return await mailer.send_async()
+
+            assert asyncio.run(main()) == "Email sent successfully via SMTP."
+            ```
+        """
         flag("dry_run", dry_run)
         if dry_run:
             return self._send_async(self._take_message(), dry_run)
@@ -444,9 +745,28 @@ class FluxMail:
         return self.transport
 
     def display(self) -> str:
-        """Outlook: open the compose window. Graph: save the message as a draft in the
+        """Show the pending message instead of sending it.
+
+        Outlook: open the compose window. Graph: save the message as a draft in the
         mailbox, print and return its webLink (a person reviews it in Outlook on the web
-        and clicks Send). Otherwise print the preview and return it."""
+        and clicks Send). Otherwise (SMTP, console, file): print the preview and return
+        it, as fluxmail 0.3.3 did. The message stays pending, except a Graph draft.
+
+        Returns:
+            The preview text, the draft's webLink, or ``"Outlook compose window opened."``.
+
+        Raises:
+            NoMessageError: ``no_message``: ``create()`` was not called.
+            OutlookUnavailableError: ``outlook_unavailable``: no Outlook on this machine.
+            GraphError: ``graph_error``: Graph refused the draft.
+
+        Example:
+            ```python
+            mailer.create(subject="Check me", recipients=["ada@example.org"], body="Draft")
+            assert "Subject: Check me" in mailer.display()
+            assert mailer.message is not None  # still pending
+            ```
+        """
         if self._graph and self.transport is not None:
             from ..transports.graph import save_draft
 
@@ -503,7 +823,27 @@ class FluxMail:
             await self.transport.release_async()
 
     def test_connection(self) -> dict[str, Any]:
-        """Connect, do TLS and AUTH, send nothing; return diagnostics or raise."""
+        """Connect, do TLS and AUTH, send nothing; return diagnostics or raise.
+
+        Over Graph: get a token and ask Graph about the mailbox.
+
+        Returns:
+            ``{"ok": True, "relay", "port", "latency_ms", ...}`` plus what the server
+            said (its greeting, extensions, TLS version, the AUTH mechanism used).
+
+        Raises:
+            UnsupportedOperationError: ``unsupported_operation``: not an SMTP or Graph
+                mailer.
+            ConnectError: ``connection_failed``, ``timeout``, ``tls_required``,
+                ``tls_verify_failed``, ``protocol_error``.
+            AuthenticationError: ``authentication_failed``.
+
+        Example:
+            ```python
+            info = mailer.test_connection()
+            assert info["ok"] and info["port"] == 1025
+            ```
+        """
         if self._graph and self.transport is not None:
             return self.transport.probe()  # a token, and Graph's word on the mailbox
         if self.object_type is not EmailObject.SMTP or self.transport is None:
@@ -523,7 +863,32 @@ class FluxMail:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> FluxMail:
-        """Build a FluxMail from FLUXMAIL_* variables; keyword arguments override them."""
+        """Build a FluxMail from ``FLUXMAIL_*`` variables; keyword arguments override them.
+
+        The variables are the CLI's (one parser serves both; docs/cli.md lists them):
+        ``FLUXMAIL_HOST``, ``FLUXMAIL_PORT``, ``FLUXMAIL_TLS``, ``FLUXMAIL_SSL``,
+        ``FLUXMAIL_USERNAME``, ``FLUXMAIL_PASSWORD``, ``FLUXMAIL_SENDER``,
+        ``FLUXMAIL_TIMEOUT``, ``FLUXMAIL_TYPE``, ...
+
+        Args:
+            environ: where to read them (default: ``os.environ``).
+            **overrides: FluxMail arguments that win over the environment.
+
+        Returns:
+            The configured FluxMail.
+
+        Raises:
+            ConfigurationError: ``invalid_option``: ``FLUXMAIL_HOST`` missing for SMTP, or
+                a value that does not parse (``FLUXMAIL_PORT=abc``).
+
+        Example:
+            ```python
+            env = {"FLUXMAIL_HOST": "127.0.0.1", "FLUXMAIL_PORT": "1025",
+                   "FLUXMAIL_SENDER": "app@example.com"}
+            mailer = FluxMail.from_env(env, timeout=10)
+            assert mailer.port == 1025 and mailer.timeout == 10
+            ```
+        """
         env = os.environ if environ is None else environ
         settings = settings_from_env(env)  # the table in fluxmail._env, shared with the CLI
         object_type = settings.get("object_type", EmailObject.SMTP)

@@ -63,7 +63,25 @@ MAX_DOMAIN_OCTETS = 253
 
 @dataclass(frozen=True, slots=True)
 class Address:
-    """One mailbox. ``domain`` is kept in ASCII (IDNA/punycode) form; ``local`` as given."""
+    """One mailbox. ``domain`` is kept in ASCII (IDNA/punycode) form; ``local`` as given.
+
+    Made by ``create()`` and :func:`parse_address` (which check it); ``str()`` gives
+    ``Name <local@domain>``.
+
+    Attributes:
+        local: the local part, as given (non-ASCII needs an SMTPUTF8 server).
+        domain: the domain, in ASCII (``bücher.example`` -> ``xn--bcher-kva.example``).
+        display_name: the name shown, or ``""``.
+
+    Example:
+        ```python
+        from fluxmail.message import parse_address
+
+        address = parse_address("Ada <ada@bücher.example>", field="to")
+        assert address.addr_spec == "ada@xn--bcher-kva.example"
+        assert str(address) == "Ada <ada@xn--bcher-kva.example>"
+        ```
+    """
 
     local: str
     domain: str

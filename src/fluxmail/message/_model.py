@@ -54,10 +54,30 @@ AttachmentSource = Union[
 
 @dataclass(frozen=True, slots=True)
 class Attachment:
-    """A file to attach. Exactly one of ``path`` / ``data`` is set.
+    """A file to attach, as ``create()`` checked it. Exactly one of ``path`` / ``data``
+    is set.
 
-    ``content_id`` is set (without angle brackets) for inline images, which are sent
-    with ``Content-Disposition: inline`` inside multipart/related.
+    You rarely build one: ``create(attachments=...)`` makes them from paths,
+    ``(filename, data, mime_type)`` tuples and open files; ``message.attachments`` holds
+    them. ``content_id`` is set (without angle brackets) for inline images, which are
+    sent with ``Content-Disposition: inline`` inside multipart/related.
+
+    Attributes:
+        filename: the name the recipient sees (no path, no CR/LF).
+        content_type: the MIME type (given, or guessed from the name).
+        size: the size in bytes when ``create()`` checked it.
+        path: the file, read at compose time (``None`` for data given in memory).
+        data: the bytes given in memory (``None`` for a file).
+        content_id: the ``cid:`` name of an inline image.
+
+    Example:
+        ```python
+        message = mailer.build_message(subject="s", recipients="a@example.org", body=".",
+                                       attachments=[("notes.txt", b"hello")])
+        [attachment] = message.attachments
+        assert (attachment.filename, attachment.content_type) == ("notes.txt", "text/plain")
+        assert attachment.read_bytes() == b"hello"
+        ```
     """
 
     filename: str
@@ -68,6 +88,23 @@ class Attachment:
     content_id: str | None = None
 
     def read_bytes(self) -> bytes:
+        """The attachment's content: ``data``, or the file's bytes read now.
+
+        Returns:
+            The bytes to attach.
+
+        Raises:
+            OSError: the file is gone (``FileNotFoundError``) or is no longer a regular
+                file (see :meth:`open`).
+
+        Example:
+            ```python
+            Path("report.txt").write_bytes(b"figures")
+            message = mailer.build_message(subject="s", recipients="a@example.org", body=".",
+                                           attachments=["report.txt"])
+            assert message.attachments[0].read_bytes() == b"figures"
+            ```
+        """
         if self.data is not None:
             return self.data
         with self.open() as file:
@@ -101,7 +138,41 @@ def open_regular_file(path: str | PathLike[str]) -> IO[bytes]:
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """A validated email, independent of any transport."""
+    """A validated email, independent of any transport: what ``create()`` holds.
+
+    Frozen; built by ``FluxMail.build_message()`` / ``create()`` (or
+    :func:`build_message`), which check every field, so a Message is always sendable
+    as it is. ``mailer.message`` is the pending one; ``mailer.compose(message)`` turns
+    it into bytes.
+
+    Attributes:
+        subject: the Subject.
+        sender: the From mailbox.
+        recipients: the To mailboxes.
+        body: the text (or HTML, when ``html``).
+        cc: the Cc mailboxes.
+        bcc: the Bcc mailboxes (envelope only).
+        reply_to: the Reply-To mailboxes.
+        html: whether ``body`` is HTML.
+        plain_body: the text alternative of an HTML message.
+        attachments: the attachments.
+        inline_images: the inline images (each with a ``content_id``).
+        in_reply_to: the Message-ID answered.
+        references: the thread's Message-IDs.
+        priority: ``"high"``, ``"normal"``, ``"low"`` or None.
+        unsubscribe_url: the one-click unsubscribe URL.
+        extra_headers: the extra ``(name, value)`` headers.
+        invite: the calendar invitation, attendees resolved (To + Cc by default).
+
+    Example:
+        ```python
+        message = mailer.build_message(subject="Hi", recipients=["Ada <ada@example.org>"],
+                                       bcc="audit@example.com", body="Hello")
+        assert str(message.recipients[0]) == "Ada <ada@example.org>"
+        assert [a.addr_spec for a in message.envelope_recipients] == [
+            "ada@example.org", "audit@example.com"]
+        ```
+    """
 
     subject: str
     sender: Address

@@ -27,8 +27,37 @@ _TLS_LOCK = threading.Lock()
 
 @dataclass(frozen=True)
 class SmtpConfig:
-    """Everything the SMTP engine needs to open a session. The password and the OAuth2
-    token provider never show in ``repr``."""
+    """Everything the SMTP engine needs to open a session.
+
+    ``FluxMail`` builds one from its arguments (``mailer.config``); the Django backend
+    and the Celery courier build theirs. Checked on construction; the password and the
+    OAuth2 token provider never show in ``repr``.
+
+    Args:
+        host: the relay's hostname (never ``host:port`` or a URL).
+        port: the TCP port.
+        use_tls: require STARTTLS (refuse to go on without it).
+        use_ssl: implicit TLS from the first byte (port 465); not with ``use_tls``.
+        username: the AUTH user.
+        password: the AUTH password.
+        timeout: seconds per stage, at most ``MAX_TIMEOUT``.
+        local_hostname: the EHLO name (default: the machine's name).
+        ssl_context: a context of your own instead of the verifying default.
+        allow_insecure_auth: allow AUTH without TLS.
+        oauth2: the XOAUTH2 token source (a provider or a callable).
+
+    Raises:
+        ConfigurationError: ``invalid_option``: a wrong type, both TLS modes, a host
+            that looks like ``host:port``, a port out of range, a bad timeout.
+        HeaderInjectionError: ``header_injection``: whitespace, CR, LF or NUL in a name.
+
+    Example:
+        ```python
+        config = SmtpConfig(host="smtp.example.com", port=587, use_tls=True,
+                            username="app", password="example-password")
+        assert "example-password" not in repr(config)
+        ```
+    """
 
     host: str
     port: int = 25

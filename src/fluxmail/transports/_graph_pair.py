@@ -7,17 +7,25 @@ throttle, built by the factory (which applies the test capture).
 the async transport's retrying send, so BulkSender's pool of ``connections`` workers is
 the number of requests in flight. The delivery policy decides what is retried, what is
 recorded and what stops a batch (its ``graph_*`` rows).
+
+A worker cancelled while its request is in flight (a batch stopped by another worker's
+error, KeyboardInterrupt, asyncio cancellation) lets that request finish, reports its
+outcome, then stops: cancelling an HTTP request half-way would leave its outcome unknown
+(the journal could never resend it) and, cancelled while connecting, leaves the new
+connection's socket unclosed.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from ..delivery import policy
 from ..errors import FluxMailException
 from ._graph_wire import GraphConfig, Throttle
 from .base import AsyncBatchHooks, AsyncTransport, Source, Transport
-from .graph import AsyncGraphTransport, GraphTransport
+from .graph import AsyncGraphTransport, GraphTransport, uninterrupted
 
 if TYPE_CHECKING:
     from ..envelope import Composed
@@ -80,15 +88,15 @@ class GraphPair(Transport, AsyncTransport):
             while (item := await source.get()) is not None:
                 key, composed = item
                 await hooks.start(key, composed)
-                try:
-                    result = await self.aio.send_retrying(composed)
-                except FluxMailException as exc:
-                    if policy.stops_batch(exc):
-                        hooks.abandoned(key, exc)
-                        raise
-                    hooks.finished(key, exc)
+                outcome, cancelled = await _in_flight(self.aio.send_retrying(composed))
+                if isinstance(outcome, FluxMailException) and policy.stops_batch(outcome):
+                    hooks.abandoned(key, outcome)
+                    if not cancelled:
+                        raise outcome
                 else:
-                    hooks.finished(key, result)
+                    hooks.finished(key, outcome)
+                if cancelled:
+                    raise asyncio.CancelledError
         finally:
             await self.aio.release()
 
@@ -100,3 +108,15 @@ class GraphPair(Transport, AsyncTransport):
 
     async def close_async(self) -> None:
         await self.aio.aclose()
+
+
+async def _in_flight(
+    send: Awaitable[SendResult],
+) -> tuple[SendResult | FluxMailException, bool]:
+    """What ``send`` ended with, and whether the caller was cancelled while it ran (a
+    cancellation waits for it instead of interrupting it; see the module docstring)."""
+    task, cancelled = await uninterrupted(send)
+    try:
+        return task.result(), cancelled
+    except FluxMailException as exc:
+        return exc, cancelled

@@ -68,16 +68,48 @@ class BatchHooks(Protocol):
 
     def ready(self, key: int, composed: Composed) -> bool:
         """Without waiting: may the message go out now, behind the previous message's
-        final dot? True: it was started. False: its turn is not due; it waits."""
+        final dot? True: it was started. False: its turn is not due; it waits.
+
+        Args:
+            key: the caller's number for the message (from its :data:`Item`).
+            composed: the message.
+
+        Returns:
+            Whether the message was started (as :meth:`start` would have).
+        """
         ...
 
     def start(self, key: int, composed: Composed) -> None:
-        """Wait for the message's turn (its rate-limit slot), then start it."""
+        """Wait for the message's turn (its rate-limit slot), then start it.
+
+        Called right before the message's envelope may be written; a journal records
+        it as being sent here, durably, before any byte of it leaves.
+
+        Args:
+            key: the caller's number for the message.
+            composed: the message.
+        """
         ...
 
-    def finished(self, key: int, outcome: SendResult | FluxMailException) -> None: ...
+    def finished(self, key: int, outcome: SendResult | FluxMailException) -> None:
+        """The message's outcome, after its retries (once per message, in order).
 
-    def abandoned(self, key: int, error: BaseException) -> None: ...
+        Args:
+            key: the caller's number for the message.
+            outcome: the server's acceptance, or the error that failed it (the delivery
+                policy says whether that is refused, deferred or unknown).
+        """
+        ...
+
+    def abandoned(self, key: int, error: BaseException) -> None:
+        """The batch stopped after the message was started but before its final dot
+        could have been written: nothing of it was delivered (it is deferred).
+
+        Args:
+            key: the caller's number for the message.
+            error: what stopped the batch (a FluxMailException, KeyboardInterrupt, ...).
+        """
+        ...
 
 
 def dotting(hooks: object, key: int) -> None:
@@ -91,19 +123,29 @@ class AsyncBatchHooks(Protocol):
     """:class:`BatchHooks` for :meth:`AsyncTransport.send_many_async` (``start`` may
     await; ``ready`` is called from inside the send, so it never waits)."""
 
-    def ready(self, key: int, composed: Composed) -> bool: ...
+    def ready(self, key: int, composed: Composed) -> bool:
+        """As :meth:`BatchHooks.ready` (never waits)."""
+        ...
 
-    async def start(self, key: int, composed: Composed) -> None: ...
+    async def start(self, key: int, composed: Composed) -> None:
+        """As :meth:`BatchHooks.start`, awaiting the rate-limit slot."""
+        ...
 
-    def finished(self, key: int, outcome: SendResult | FluxMailException) -> None: ...
+    def finished(self, key: int, outcome: SendResult | FluxMailException) -> None:
+        """As :meth:`BatchHooks.finished`."""
+        ...
 
-    def abandoned(self, key: int, error: BaseException) -> None: ...
+    def abandoned(self, key: int, error: BaseException) -> None:
+        """As :meth:`BatchHooks.abandoned`."""
+        ...
 
 
 class Source(Protocol):
     """The input of an async batch (an ``asyncio.Queue`` fits): ``None`` ends it."""
 
-    async def get(self) -> Item | None: ...
+    async def get(self) -> Item | None:
+        """The next item, waiting for one; ``None`` ends the batch."""
+        ...
 
     def get_nowait(self) -> Item | None:
         """The next item if one is waiting; raises ``asyncio.QueueEmpty`` if not."""

@@ -31,7 +31,21 @@ Inner = Union["SMTPTransport", "ConsoleTransport", "FileTransport", "GraphPair"]
 
 
 class Switch(Transport, AsyncTransport):
-    """``inner``, or the active capture while one is active (decided per send)."""
+    """``inner``, or the active capture while one is active (decided per send).
+
+    What every FluxMail holds as ``mailer.transport`` (built by :func:`build`).
+
+    Args:
+        inner: the real transport (SMTP, Graph, console or file).
+
+    Example:
+        ```python
+        with fluxmail.testing.capture() as outbox:
+            mailer.create(subject="Hi", recipients=["ada@example.org"], body=".").send()
+        assert len(outbox) == 1  # the Switch sent it to the capture, not the server
+        assert mailer.transport.name == "smtp"
+        ```
+    """
 
     def __init__(self, inner: Inner) -> None:
         self.inner = inner
@@ -45,42 +59,76 @@ class Switch(Transport, AsyncTransport):
         return self.inner if capture is None else capture
 
     def send(self, composed: Composed) -> SendResult:
+        """Deliver one message through the inner transport, or into the active capture.
+
+        Args:
+            composed: the message.
+
+        Returns:
+            What the server (or the capture) said.
+
+        Raises:
+            FluxMailException: the inner transport's error, after its retries.
+        """
         result: SendResult = self._target().send(composed)
         return result
 
     def send_many(self, items: Iterable[Item], hooks: BatchHooks) -> None:
+        """A batch, through the inner transport or into the capture (decided once, when
+        the batch starts); see :meth:`Transport.send_many`."""
         self._target().send_many(items, hooks)
 
     async def send_async(self, composed: Composed) -> SendResult:
+        """As :meth:`send`, over asyncio (no retries)."""
         result: SendResult = await self._target().send_async(composed)
         return result
 
     async def send_many_async(self, source: Source, hooks: AsyncBatchHooks) -> None:
+        """As :meth:`send_many`, over asyncio; see :meth:`AsyncTransport.send_many_async`."""
         await self._target().send_many_async(source, hooks)
 
     def open(self) -> None:
+        """Open the inner transport's held session now, unless a capture is active
+        (under a capture nothing connects)."""
         if active_capture() is None:  # under a capture nothing connects
             self.inner.open()
 
     def hold(self) -> None:
+        """Keep the inner transport's session open across sends (``with mailer:``)."""
         self.inner.hold()
 
     def release(self) -> None:
+        """End one :meth:`hold`; the session closes when none is left."""
         self.inner.release()
 
     def close(self) -> None:
+        """Close the inner transport's session, if open."""
         self.inner.close()
 
     def hold_async(self) -> None:
+        """As :meth:`hold`, for async sends (``async with mailer:``)."""
         self.inner.hold_async()
 
     async def release_async(self) -> None:
+        """As :meth:`release`, for async sends."""
         await self.inner.release_async()
 
     async def close_async(self) -> None:
+        """As :meth:`close`, for async sends."""
         await self.inner.close_async()
 
     def probe(self) -> dict[str, Any]:
+        """The inner transport's health check (``FluxMail.test_connection()``); never
+        captured: it sends nothing.
+
+        Returns:
+            What the session learned (diagnostics).
+
+        Raises:
+            UnsupportedOperationError: ``unsupported_operation``: a transport without a
+                connection (console, file).
+            FluxMailException: the connection, TLS or AUTH failure.
+        """
         return self.inner.probe()
 
     def create_draft(self, composed: Composed) -> tuple[str, str]:

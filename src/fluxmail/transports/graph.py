@@ -31,32 +31,36 @@ from collections.abc import (
     Iterable,
     Iterator,
 )
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
-from ..delivery import policy
-from ..delivery._retry import retry_delays
 from ..envelope import Composed
 from ..errors import (
-    AuthenticationError,
     FluxMailException,
-    GraphError,
-    GraphThrottledError,
-    MissingDependencyError,
 )
 from ..smtp import SendResult
-from ..smtp._tokens import aget_token, get_token, invalidate
+from ..smtp._tokens import aget_token, get_token
+from ._graph_core import (
+    _ACTION,
+    DRAFT,
+    PROBE,
+    SEND,
+    T,
+    _Common,
+    _httpx,
+    _Plan,
+    _Sleep,
+    _Token,
+)
 from ._graph_wire import (
     DEFAULT_GRAPH_URL,
     MAX_ANSWER_BYTES,
     MAX_CONCURRENCY,
     PROBE_BODY,
-    PROBE_REFUSAL,
     Answer,
     GraphConfig,
     Throttle,
     accepted_result,
     draft_link,
-    failure,
     headers,
     request_body,
     translate,
@@ -77,95 +81,6 @@ __all__ = [
 
 #: What ``send_many`` yields for each message, in order: its result or its error.
 Outcome = SendResult | FluxMailException
-T = TypeVar("T")
-SEND, DRAFT, PROBE = "sendMail", "create draft", "test_connection"
-_ACTION = {SEND: "sendMail", DRAFT: "messages", PROBE: "sendMail"}  # what -> URL path
-
-
-def _httpx() -> Any:
-    try:
-        import httpx
-    except ImportError:
-        raise MissingDependencyError("Microsoft Graph", "oauth", "httpx") from None
-    return httpx
-
-
-def _http2() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("h2") is not None
-
-
-def _client_options(config: GraphConfig, ssl_context: ssl.SSLContext | None) -> dict[str, Any]:
-    httpx = _httpx()
-    half = config.timeout / 2  # a connection that cannot open fails before the deadline
-    return {
-        "timeout": httpx.Timeout(config.timeout, connect=half, pool=half),
-        "http2": _http2(),
-        "verify": ssl_context if ssl_context is not None else True,
-        "follow_redirects": False,  # a redirect would carry the token elsewhere
-        # trust_env stays on: HTTPS_PROXY and SSL_CERT_FILE apply, as for the token request
-    }
-
-
-class _Common:
-    """Settings, the throttle and the retry rule shared by both transports."""
-
-    def __init__(
-        self,
-        config: GraphConfig,
-        *,
-        max_retries: int = 0,
-        retry_delay: float = 1.0,
-        throttle: Throttle | None = None,
-        ssl_context: ssl.SSLContext | None = None,
-    ) -> None:
-        _httpx()
-        self.config = config
-        self.max_retries = max_retries
-        self.retry_delay = retry_delay
-        self.throttle = throttle if throttle is not None else Throttle()
-        self._options = _client_options(config, ssl_context or config.ssl_context)
-        self._tokens: set[str] = set()  # redacted from any Graph text quoted in an error
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.config.graph_url}, username={self.config.username!r})"
-
-    def _judge(self, answer: Answer, what: str, composed: Composed | None) -> FluxMailException:
-        error = failure(answer, what, composed, tuple(self._tokens))
-        if isinstance(error, GraphThrottledError):
-            self.throttle.hold(error.retry_after, cap=self.config.timeout)
-        return error
-
-    def _next_wait(self, exc: FluxMailException, delays: Iterator[float]) -> float | None:
-        """None: give up. A throttled request waits at the throttle, not here."""
-        if not policy.retryable(exc):
-            return None
-        delay = next(delays, None)
-        if delay is None:
-            return None
-        return 0.0 if isinstance(exc, GraphThrottledError) else delay
-
-    @staticmethod
-    def _probe_result(config: GraphConfig, answer: Answer, started: float) -> dict[str, Any]:
-        from ._graph_wire import graph_error
-
-        code, _ = graph_error(answer.body)
-        if answer.status != 400 or code != PROBE_REFUSAL:
-            raise GraphError(
-                f"Microsoft Graph test_connection: unexpected HTTP {answer.status} "
-                f"({code or 'no error code'})",
-                status=answer.status,
-                graph_code=code,
-            )
-        return {
-            "ok": True,
-            "graph_url": config.graph_url,
-            "mailbox": config.username,
-            "latency_ms": round((time.perf_counter() - started) * 1000, 1),
-            "authenticated": True,
-            "http2_available": _http2(),  # used when Graph offers it (https only)
-        }
 
 
 class GraphTransport(_Common):
@@ -211,7 +126,7 @@ class GraphTransport(_Common):
 
     def send(self, composed: Composed) -> SendResult:
         body = request_body(composed)
-        answer = self._retrying(lambda: self._request(SEND, body, composed, (202,)))
+        answer = self._run(self._retrying(lambda: self._request(SEND, body, composed, (202,))))
         return accepted_result(composed, answer.status)
 
     def send_many(self, messages: Iterable[Composed]) -> Iterator[Outcome]:
@@ -225,49 +140,37 @@ class GraphTransport(_Common):
     def create_draft(self, composed: Composed) -> tuple[str, str]:
         """Save the message as a draft in the mailbox: its (id, webLink)."""
         body = request_body(composed)
-        answer = self._retrying(lambda: self._request(DRAFT, body, composed, (201,)))
+        answer = self._run(self._retrying(lambda: self._request(DRAFT, body, composed, (201,))))
         return draft_link(answer)
 
     def probe(self) -> dict[str, Any]:
         """Get a token and ask Graph to send something it must refuse (not base64): the
         token, the permission and the mailbox are checked, and nothing can be sent."""
         started = time.perf_counter()
-        answer = self._retrying(lambda: self._request(PROBE, PROBE_BODY, None, (400,)))
-        return self._probe_result(self.config, answer, started)
+        plan = self._retrying(lambda: self._request(PROBE, PROBE_BODY, None, (400,)))
+        return self._probe_result(self.config, self._run(plan), started)
 
     # --- requests --------------------------------------------------------------------
 
-    def _retrying(self, attempt: Callable[[], T]) -> T:
-        delays = retry_delays(self.max_retries, self.retry_delay)
+    def _run(self, plan: _Plan[T]) -> T:
+        """Perform ``plan``'s steps, blocking (the core above decides what they are)."""
+        value: Any = None
+        error: FluxMailException | None = None
         while True:
             try:
-                return attempt()
+                step = plan.send(value) if error is None else plan.throw(error)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            value, error = None, None
+            try:
+                if isinstance(step, _Sleep):
+                    self._sleep(step.seconds)
+                elif isinstance(step, _Token):
+                    value = get_token(self.config.oauth2)
+                else:
+                    value = self._exchange(step.what, step.body, step.token, step.composed)
             except FluxMailException as exc:
-                wait = self._next_wait(exc, delays)
-                if wait is None:
-                    raise
-            if wait:
-                self._sleep(wait)
-
-    def _request(
-        self, what: str, body: bytes, composed: Composed | None, ok: tuple[int, ...]
-    ) -> Answer:
-        """One request, with a fresh token once if Graph refused the cached one."""
-        for fresh in (False, True):
-            if fresh:
-                invalidate(self.config.oauth2)
-            token = get_token(self.config.oauth2)
-            self._tokens.add(token)
-            wait = self.throttle.remaining()
-            if wait:
-                self._sleep(wait)
-            answer = self._exchange(what, body, token, composed)
-            if answer.status in ok:
-                return answer
-            error = self._judge(answer, what, composed)
-            if not isinstance(error, AuthenticationError) or fresh:
-                raise error
-        raise AssertionError("unreachable")  # pragma: no cover
+                error = exc
 
     def _exchange(self, what: str, body: bytes, token: str, composed: Composed | None) -> Answer:
         action = _ACTION[what]
@@ -331,8 +234,10 @@ class AsyncGraphTransport(_Common):
     async def aclose(self) -> None:
         """Close this event loop's pool, if one is held."""
         client = self._clients.pop(asyncio.get_running_loop(), None)
-        if client is not None:
-            await client.aclose()
+        if client is not None:  # a close cut short by a cancellation leaves sockets open
+            _, cancelled = await uninterrupted(client.aclose())
+            if cancelled:
+                raise asyncio.CancelledError
 
     @contextlib.asynccontextmanager
     async def _session(self) -> AsyncIterator[httpx.AsyncClient]:
@@ -351,7 +256,7 @@ class AsyncGraphTransport(_Common):
     async def send(self, composed: Composed) -> SendResult:
         body = request_body(composed)
         async with self._session() as client:
-            answer = await self._request(client, SEND, body, composed, (202,))
+            answer = await self._run(client, self._request(SEND, body, composed, (202,)))
         return accepted_result(composed, answer.status)
 
     async def send_many(
@@ -380,56 +285,45 @@ class AsyncGraphTransport(_Common):
     async def create_draft(self, composed: Composed) -> tuple[str, str]:
         body = request_body(composed)
         async with self._session() as client:
-            answer = await self._request(client, DRAFT, body, composed, (201,))
+            answer = await self._run(client, self._request(DRAFT, body, composed, (201,)))
         return draft_link(answer)
 
     async def probe(self) -> dict[str, Any]:
         started = time.perf_counter()
         async with self._session() as client:
-            answer = await self._request(client, PROBE, PROBE_BODY, None, (400,))
+            answer = await self._run(client, self._request(PROBE, PROBE_BODY, None, (400,)))
         return self._probe_result(self.config, answer, started)
 
     # --- requests --------------------------------------------------------------------
 
     async def send_retrying(self, composed: Composed) -> SendResult:
+        """``send()`` with the retries of the blocking transport (batches use it)."""
         body = request_body(composed)
-        delays = retry_delays(self.max_retries, self.retry_delay)
+        plan = self._retrying(lambda: self._request(SEND, body, composed, (202,)))
+        async with self._session() as client:
+            answer = await self._run(client, plan)
+        return accepted_result(composed, answer.status)
+
+    async def _run(self, client: httpx.AsyncClient, plan: _Plan[T]) -> T:
+        """Perform ``plan``'s steps with asyncio (the twin of ``GraphTransport._run``)."""
+        value: Any = None
+        error: FluxMailException | None = None
         while True:
             try:
-                async with self._session() as client:
-                    answer = await self._request(client, SEND, body, composed, (202,))
-                return accepted_result(composed, answer.status)
+                step = plan.send(value) if error is None else plan.throw(error)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            value, error = None, None
+            try:
+                if isinstance(step, _Sleep):
+                    await asyncio.sleep(step.seconds)
+                elif isinstance(step, _Token):
+                    value = await aget_token(self.config.oauth2)
+                else:
+                    exchange = self._exchange(client, step.what, step.body, step.token)
+                    value = await self._deadline(exchange, step.what, step.composed)
             except FluxMailException as exc:
-                wait = self._next_wait(exc, delays)
-                if wait is None:
-                    raise
-            if wait:
-                await asyncio.sleep(wait)
-
-    async def _request(
-        self,
-        client: httpx.AsyncClient,
-        what: str,
-        body: bytes,
-        composed: Composed | None,
-        ok: tuple[int, ...],
-    ) -> Answer:
-        for fresh in (False, True):
-            if fresh:
-                invalidate(self.config.oauth2)
-            token = await aget_token(self.config.oauth2)
-            self._tokens.add(token)
-            wait = self.throttle.remaining()
-            if wait:
-                await asyncio.sleep(wait)
-            exchange = self._exchange(client, what, body, token)
-            answer = await self._deadline(exchange, what, composed)
-            if answer.status in ok:
-                return answer
-            error = self._judge(answer, what, composed)
-            if not isinstance(error, AuthenticationError) or fresh:
-                raise error
-        raise AssertionError("unreachable")  # pragma: no cover
+                error = exc
 
     async def _deadline(
         self, exchange: Awaitable[Answer], what: str, composed: Composed | None
@@ -456,6 +350,22 @@ class AsyncGraphTransport(_Common):
         finally:
             await response.aclose()
         return Answer(response.status_code, bytes(data), response.headers.get("Retry-After"))
+
+
+async def uninterrupted(work: Awaitable[T]) -> tuple[asyncio.Future[T], bool]:
+    """Run ``work`` to its end even if the caller is cancelled meanwhile: its finished
+    future (``result()`` gives its value or raises its error), and whether the caller was
+    cancelled (it then raises ``CancelledError`` itself, once it has done what it must).
+    For an HTTP request in flight, whose outcome a cancellation would make unknown, and
+    for closing a pool, which a cancellation would leave with open sockets."""
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.wait({task})
+        except asyncio.CancelledError:
+            cancelled = True
+    return task, cancelled
 
 
 async def _each(messages: Iterable[Composed] | AsyncIterable[Composed]) -> AsyncIterator[Composed]:
