@@ -98,11 +98,19 @@ class _ClientProtocol(asyncio.Protocol):
         raw, transport = self.raw, self.transport
         assert raw is not None
         assert transport is not None
+        self.check_writable()
+        if transport.get_write_buffer_size():
+            return False
+        return transport is raw or raw.get_write_buffer_size() == 0
+
+    def check_writable(self) -> None:
+        """Raise if the connection failed or the server hung up (see :meth:`flushed`)."""
         if self.error is not None:
             raise self.error
+        raw = self.raw
+        assert raw is not None
         if self.lost or self.eof or raw.is_closing():
             raise ServerClosedError()
-        return transport.get_write_buffer_size() == 0 and raw.get_write_buffer_size() == 0
 
     def arm(self, delay: float) -> None:
         """Start a deadline ``delay`` seconds from now for the waits that follow; call
@@ -210,7 +218,7 @@ class AsyncStream:
         """Write ``data`` and wait, at most ``timeout`` seconds, until the kernel has every
         byte. A failed or hung-up connection raises before anything is written."""
         proto = self._proto
-        proto.flushed()  # raises if the connection already failed
+        proto.check_writable()  # raises if the connection already failed
         assert proto.transport is not None
         proto.transport.write(data)
         if proto.flushed():
