@@ -86,6 +86,21 @@ def _compose_chunk(orders: Sequence[tuple[MessageSpec, str | None]]) -> list[Mad
     return made
 
 
+def _context() -> multiprocessing.context.BaseContext:
+    """``forkserver`` where there is one (POSIX), else ``spawn`` (Windows).
+
+    Workers forked from this process would copy its threads mid-flight (an HTTP server, a
+    thread pool); the fork server is a clean process. Unless something started it
+    already, it preloads this module, so that each worker starts with fluxmail imported.
+    (Each worker still imports the main module, as with ``spawn``: a script keeps its
+    batch under ``if __name__ == "__main__":``.)"""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])  # (no effect once the server runs)
+    return context
+
+
 class ComposePool:
     """Worker processes composing chunks of a batch, a bounded number of chunks ahead.
 
@@ -102,7 +117,7 @@ class ComposePool:
         self._local = local
         self._executor: Executor = ProcessPoolExecutor(
             processes,
-            mp_context=multiprocessing.get_context(),
+            mp_context=_context(),
             initializer=_start_worker,
             initargs=(portable(mailer),),
         )
