@@ -22,6 +22,7 @@ from fluxmail.bulk._processes import portable
 from fluxmail.errors import ConfigurationError, FluxMailException
 from hardening import batch
 from servers import FaultServer, SMTPTestServer
+from test_bulk import max_in_any_window
 
 MakeFault = Callable[..., FaultServer]
 
@@ -168,6 +169,16 @@ def test_a_worker_that_dies_leaves_its_chunk_to_the_parent(
     assert index == 40
     assert isinstance(error, FluxMailException)
     exactly_once(smtp_server, messages[:40] + messages[41:])
+
+
+def test_the_rate_limit_holds_across_connections(smtp_server: SMTPTestServer) -> None:
+    """Workers compose far ahead of the limit; the limit still holds at the server."""
+    sender = BulkSender(FluxMail(**smtp_server.fluxmail_kwargs()), compose_processes=2)
+    result = run(sender, batch(25), connections=4, max_per_second=10)
+    assert result["sent"] == 25
+    times = sorted(m.received_at for m in smtp_server.messages)
+    assert max_in_any_window(times) <= 10
+    assert times[-1] - times[0] >= 2.0  # 25 messages at 10/s take at least ~2.5 s
 
 
 def _states(path: Path) -> dict[int, str]:
