@@ -91,6 +91,36 @@ def test_a_generator_and_an_async_generator(smtp_server: SMTPTestServer) -> None
     assert len(smtp_server.messages) == 60
 
 
+def test_a_slow_input_does_not_hold_back_what_is_composed(smtp_server: SMTPTestServer) -> None:
+    """An input that yields its next message only once the previous one was delivered
+    (a queue fed by the application, say): each message goes out on its own."""
+    messages = batch(8)
+    delivered = 0
+
+    async def main() -> Any:
+        progress = asyncio.Event()
+
+        def on_success(index: int, receipt: str) -> None:
+            nonlocal delivered
+            delivered += 1
+            progress.set()
+
+        async def one_at_a_time() -> Any:
+            for number, message in enumerate(messages):
+                yield message
+                while delivered <= number:  # (a bug would wait here for ever)
+                    progress.clear()
+                    await asyncio.wait_for(progress.wait(), 30)
+
+        sender = BulkSender(FluxMail(**smtp_server.fluxmail_kwargs()), compose_processes=2)
+        return await sender.send_batch_async(
+            one_at_a_time(), progress=False, connections=2, on_success=on_success
+        )
+
+    assert asyncio.run(main())["sent"] == 8
+    exactly_once(smtp_server, messages)
+
+
 def _bad_batch() -> list[dict[str, Any]]:
     messages = batch(10)
     messages[2]["recipients"] = ["not an address"]

@@ -104,8 +104,11 @@ def _context() -> multiprocessing.context.BaseContext:
 class ComposePool:
     """Worker processes composing chunks of a batch, a bounded number of chunks ahead.
 
-    ``submit(orders)`` queues a chunk; ``next()`` waits for the oldest chunk's results, in
-    submission order. ``local`` composes one message in this process (the fallback).
+    One task reads the input and ``submit()``s chunks (waiting in ``room()`` while
+    ``depth`` chunks are out); another takes them back with ``next()``, in submission
+    order, as soon as each is back, whatever the reader is waiting for (a slow input
+    does not hold back what is already composed). ``end()`` says no more chunks will
+    come. ``local`` composes one message in this process (the fallback).
     """
 
     def __init__(
@@ -122,14 +125,21 @@ class ComposePool:
             initargs=(portable(mailer),),
         )
         self._ahead: deque[tuple[list[Order], asyncio.Future[list[Made]]]] = deque()
-        self.depth = 2 * processes  # chunks in flight: every worker has its next one
+        self._changed = asyncio.Event()  # a chunk was submitted or taken back, or end()
+        self._ended = False
+        self.processes = processes
+        self.depth = 2 * processes  # chunks out: every worker has its next one
 
     @property
-    def full(self) -> bool:
-        return len(self._ahead) >= self.depth
+    def idle(self) -> bool:
+        """Some worker has nothing to do: a chunk should go now, however small."""
+        return len(self._ahead) < self.processes
 
-    def __bool__(self) -> bool:
-        return bool(self._ahead)
+    async def room(self) -> None:
+        """Wait until fewer than ``depth`` chunks are out."""
+        while len(self._ahead) >= self.depth:
+            self._changed.clear()
+            await self._changed.wait()
 
     def submit(self, orders: list[Order]) -> None:
         loop = asyncio.get_running_loop()
@@ -140,16 +150,29 @@ class ComposePool:
             future = loop.create_future()
             future.set_exception(exc)
         self._ahead.append((orders, future))
+        self._changed.set()
 
-    async def next(self) -> list[tuple[Order, Made]]:
-        """The oldest chunk's orders with what composing each gave."""
-        orders, future = self._ahead.popleft()
+    def end(self) -> None:
+        self._ended = True
+        self._changed.set()
+
+    async def next(self) -> list[tuple[Order, Made]] | None:
+        """The oldest chunk's orders with what composing each gave; None after ``end()``
+        once every chunk was taken back."""
+        while not self._ahead:
+            if self._ended:
+                return None
+            self._changed.clear()
+            await self._changed.wait()
+        orders, future = self._ahead[0]
         try:
             made = await future
         except asyncio.CancelledError:
             raise
         except Exception:  # the chunk did not make the trip: compose it here
             made = [self._made_here(spec, message_id) for _, _, spec, message_id in orders]
+        self._ahead.popleft()
+        self._changed.set()
         return list(zip(orders, made, strict=True))
 
     def _made_here(self, spec: MessageSpec, message_id: str | None) -> Made:

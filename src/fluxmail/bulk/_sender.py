@@ -308,9 +308,29 @@ class BulkSender:
         hooks: _Hooks,
         workers: _Workers,
     ) -> None:
-        """``_produce`` with the composing done in worker processes, a few chunks ahead;
-        the journal is asked here, and the messages reach the queue in input order."""
+        """``_produce`` with the composing done in worker processes, a few chunks ahead:
+        a reader task asks the journal and sends chunks out; here they are taken back, in
+        input order, and fed to the connections. An error of the input is raised once
+        what was taken from it went out."""
         pool = ComposePool(self.mailer, self.compose_processes, self._compose)
+        reader = asyncio.ensure_future(self._order(messages, tally, pool))
+        try:
+            while (made := await pool.next()) is not None:
+                await self._offer_made(made, queue, tally, hooks, workers)
+            await reader
+        finally:
+            # no await from here on: a cancelled or stopped batch must reach the
+            # connections' tasks before any of them writes another message
+            reader.cancel()
+            reader.add_done_callback(_retrieved)
+            pool.close()
+
+    async def _order(
+        self,
+        messages: Iterable[MessageSpec] | AsyncIterable[MessageSpec],
+        tally: _Tally,
+        pool: ComposePool,
+    ) -> None:
         try:
             orders: list[Order] = []
             index = 0
@@ -323,17 +343,16 @@ class BulkSender:
                 if admitted is not None:
                     orders.append((index, admitted[0], spec, admitted[1]))
                 index += 1
-                if orders and (len(orders) >= CHUNK or not pool):  # (idle workers: now)
+                # a full chunk, or any chunk while a worker idles (a slow input, the start)
+                if orders and (len(orders) >= CHUNK or pool.idle):
+                    await pool.room()
                     pool.submit(orders)
                     orders = []
-                    while pool.full:
-                        await self._offer_made(await pool.next(), queue, tally, hooks, workers)
             if orders:
+                await pool.room()
                 pool.submit(orders)
-            while pool:
-                await self._offer_made(await pool.next(), queue, tally, hooks, workers)
         finally:
-            pool.close()
+            pool.end()
 
     async def _offer_made(
         self,
@@ -352,6 +371,12 @@ class BulkSender:
                 raise result  # (as composing it here would have raised)
             else:
                 await _feed(queue, hooks.item((index, result, key)), workers)
+
+
+def _retrieved(task: asyncio.Future[None]) -> None:
+    """(The reader's error, if any, was raised already or is beside the point now.)"""
+    if not task.cancelled():
+        task.exception()
 
 
 class _Workers(list["asyncio.Task[None]"]):
