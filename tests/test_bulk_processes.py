@@ -21,8 +21,8 @@ from fluxmail import BulkSender, FluxMail
 from fluxmail.bulk._processes import portable
 from fluxmail.errors import ConfigurationError, FluxMailException
 from hardening import batch
+from helpers import max_in_any_window
 from servers import FaultServer, SMTPTestServer
-from test_bulk import max_in_any_window
 
 MakeFault = Callable[..., FaultServer]
 
