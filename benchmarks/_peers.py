@@ -113,6 +113,21 @@ def pdf_path() -> Path:
     return path
 
 
+BIG_NAME = "big.bin"
+
+
+def big_path(megabytes: int) -> Path:
+    """A file of ``megabytes`` MB of random bytes for the memory scenario (written once)."""
+    size = megabytes * 2**20
+    path = Path(tempfile.gettempdir()) / "fluxmail-bench" / f"{megabytes}mb-{BIG_NAME}"
+    if not path.exists() or path.stat().st_size != size:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(random.Random(5).randbytes(size))
+        tmp.replace(path)
+    return path
+
+
 def subject(i: int) -> str:
     return f"Benchmark message {i}"
 
@@ -392,6 +407,18 @@ RUNNERS["fluxmail-async-16p"] = lambda port, kind, count, _c: run_fluxmail_async
 )
 
 
+@contender(
+    "lean-pipelining",
+    "benchmarks/_lean.py: template MIME, no validation, one write per message (a ceiling)",
+)
+def run_lean(port: int, kind: str, count: int, connections: int) -> int:
+    import _lean
+
+    texts = {"small": SMALL_TEXT, "plain": RICH_TEXT, "html": RICH_HTML}
+    pdf = pdf_path() if kind == "rich" else None
+    return _lean.run(HOST, port, kind, count, sender=SENDER, rcpt=RCPT, texts=texts, pdf=pdf)
+
+
 # --- the worker entry points -----------------------------------------------------------------
 
 
@@ -413,18 +440,25 @@ def run(name: str, port: int, kind: str, count: int, runs: int, warmup: int, pro
         func(probe, kind, 1, 1)
     if warmup:
         func(port, kind, warmup, 1)
-    times = []
+    times, cpu = [], []
     for _ in range(runs):
         gc.collect()
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         sent = func(port, kind, count, 1)
         times.append(time.perf_counter() - started)
+        cpu.append(time.process_time() - cpu_started)
         if sent != count:
             raise RuntimeError(f"{name}: the server took {sent} of {count} messages")
-    return {"name": name, "count": count, "times": times}
+    return {"name": name, "count": count, "times": times, "cpu": cpu}
 
 
 def _generator(kind: str, count: int, pdf: Path) -> Iterator[dict[str, Any]]:
+    """The messages of ``kind``; ``big-N``: the rich message with an N MB file instead."""
+    if kind.startswith("big-"):
+        big = big_path(int(kind[4:]))
+        for i in range(count):
+            yield fluxmail_spec(i, "rich", pdf) | {"attachments": [big]}
+        return
     for i in range(count):
         yield fluxmail_spec(i, kind, pdf)
 
@@ -472,7 +506,7 @@ def memory(name: str, port: int, kind: str, count: int, warmup: int) -> dict:
 
     else:
         raise SystemExit(f"memory mode knows fluxmail-bulk and smtplib, not {name}")
-    send(warmup)
+    send(min(warmup, 1) if kind.startswith("big-") else warmup)
     gc.collect()
     before = rss_mb()
     started = time.perf_counter()
@@ -577,7 +611,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("mode", choices=["run", "memory", "profile", "wakeup", "list"])
     parser.add_argument("name", nargs="?")
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--kind", choices=["small", "rich"], default="small")
+    parser.add_argument("--kind", default="small", help="small, rich (memory: also big-MB)")
     parser.add_argument("--count", type=int, default=100)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=0)

@@ -120,7 +120,7 @@ def test_the_engine_imports_only_errors_and_envelope() -> None:
 
 _ERROR_ATTRIBUTES = frozenset(
     {"code", "transient", "batch_result", "smtp_code", "enhanced_code", "server_message"}
-    | {"refused", "message_id"}
+    | {"refused", "message_id", "hint", "attempts"}
 )
 
 

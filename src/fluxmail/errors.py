@@ -147,8 +147,25 @@ class FluxMailException(Exception):
     def with_batch_result(self, batch_result: Any) -> Self:
         """A copy of this error that carries ``batch_result`` (the counts of the batch it
         stopped), with the same class, attributes, cause and traceback."""
+        return self._copy(batch_result=batch_result)
+
+    def with_attempts(self, attempts: int) -> Self:
+        """A copy of this error that says how many times the send was tried (the CLI
+        prints "after N attempts")."""
+        return self._copy(attempts=attempts)
+
+    def with_hint(self, hint: Any) -> Self:
+        """A copy of this error with a recognised usual mistake's advice at the end of
+        its message (``hint.api``), and the hint kept for the CLI's wording."""
+        clone = self._copy(hint=hint)
+        text = self.message
+        clone.args = (f"{text}: {hint.api}" if text else hint.api, *self.args[1:])
+        return clone
+
+    def _copy(self, **attributes: Any) -> Self:
+        """The same class, attributes, cause and traceback, with ``attributes`` set."""
         clone = copy.copy(self)
-        clone.__dict__["batch_result"] = batch_result
+        clone.__dict__.update(attributes)
         clone.__cause__ = self.__cause__
         clone.__suppress_context__ = True  # the original is the same error: not twice
         return clone.with_traceback(self.__traceback__)

@@ -214,7 +214,9 @@ class BulkSender:
         for index, spec in enumerate(messages):
             item = self._prepare(index, spec, tally)
             if item is not None:
-                yield hooks.item(item)
+                ready, item = hooks.item(item), None  # (the message is not kept here
+                yield ready  # while the next one is composed: memory, see _pipeline)
+                del ready
 
     # --- async ------------------------------------------------------------------------
 

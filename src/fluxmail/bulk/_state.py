@@ -74,14 +74,17 @@ class _Tally:
         self._progress.advance(done, self.result["failed"])
 
     def success(self, index: int, result: SendResult) -> None:
-        from ..mailer._facade import _receipt
-
         if self.journal is not None:
             self.journal.outcome(index, "accepted")
-        receipt: SendReceipt = _receipt(result)
+        receipt: SendReceipt | None = None
+        if self._on_success is not None or result.refused:  # (_receipt logs the refused)
+            from ..mailer._facade import _receipt
+
+            receipt = _receipt(result)
         self.result["sent"] += 1
         self._advance()
         if self._on_success is not None:
+            assert receipt is not None
             self._on_success(index, receipt)
 
     def failure(self, index: int, exc: FluxMailException) -> None:

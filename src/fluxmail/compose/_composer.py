@@ -24,7 +24,6 @@ MIME structure, from the inside out::
 
 from __future__ import annotations
 
-import binascii
 import io
 import os
 import time
@@ -60,6 +59,8 @@ from ._mime import (
     unstructured,
 )
 from ._preview import preview
+from ._reuse import SHARED
+from ._reuse import base64_lines as _base64_lines
 
 __all__ = ["compose", "preview"]
 
@@ -93,24 +94,23 @@ def compose(
     """
     utf8 = message.needs_smtputf8
     msg_id = _message_id(message, domain, message_id)
-    now = now or datetime.now().astimezone()
-    header = _message_headers(message, msg_id, now, bcc_header)
+    if now is None:
+        now, date = _clock()
+    else:
+        date = date_header(now)
+    header = _message_headers(message, msg_id, date, bcc_header)
     mime_headers, pieces = _structure(message, now)
-    out = io.BytesIO()
     head = header.encode("utf-8" if utf8 else "ascii")
-    out.write(head)
-    out.write(b"MIME-Version: 1.0\r\n")
-    out.write(mime_headers)
-    out.write(b"\r\n")
     clean = _clean(head) and _clean(mime_headers)
+    out = _Output([head, b"MIME-Version: 1.0\r\n", mime_headers, b"\r\n"])
     for piece in pieces:
         if isinstance(piece, Attachment):  # base64 in 76-column CRLF lines: clean
             for lines in _base64_blocks(piece):
-                out.write(lines)
+                out.add(lines)
         else:
             clean = clean and _clean(piece)
-            out.write(piece)
-    data = out.getvalue()  # the buffer itself, not a copy
+            out.add(piece)
+    data = out.value()
     del out
     envelope = Envelope(
         mail_from=message.sender.addr_spec,
@@ -120,9 +120,56 @@ def compose(
     return Composed(envelope=envelope, data=data, message_id=msg_id, clean=clean)
 
 
+class _Output:
+    """The message bytes: pieces joined once (one copy) while they are small; beyond
+    ``_JOIN_LIMIT`` written on into one buffer, so that a large attachment is never held
+    twice (its blocks and the message made of them)."""
+
+    def __init__(self, pieces: list[bytes]) -> None:
+        self._pieces = pieces
+        self._held = sum(map(len, pieces))
+        self._buffer: io.BytesIO | None = None
+
+    def add(self, piece: bytes) -> None:
+        self._pieces.append(piece)
+        self._held += len(piece)
+        if self._held > _JOIN_LIMIT:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._buffer is None:
+            self._buffer = io.BytesIO()
+        for piece in self._pieces:
+            self._buffer.write(piece)
+        self._pieces, self._held = [], 0
+
+    def value(self) -> bytes:
+        if self._buffer is None:
+            return b"".join(self._pieces)
+        self._flush()
+        return self._buffer.getvalue()  # the buffer itself, not a copy
+
+
+_JOIN_LIMIT = 4 << 20
+
+
 def _clean(piece: bytes) -> bool:
     """CRLF-only, ends with CRLF (or is empty), no line over 998 octets: so the whole
     message is, when every piece is (see ``Composed.clean``)."""
+    if len(piece) < 1024 or len(piece) > _REMEMBERED_TEXT:
+        return _clean_now(piece)
+    return _clean_remembered(piece)  # a body shared by a batch: checked once
+
+
+_REMEMBERED_TEXT = 1 << 15  # bodies up to this size are encoded and checked once per batch
+
+
+@lru_cache(maxsize=32)
+def _clean_remembered(piece: bytes) -> bool:
+    return _clean_now(piece)
+
+
+def _clean_now(piece: bytes) -> bool:
     crlf = piece.count(b"\r\n")
     if piece.count(b"\r") != crlf or piece.count(b"\n") != crlf:
         return False
@@ -153,8 +200,31 @@ def _pairs(addresses: tuple[Address, ...]) -> list[tuple[str, str]]:
     return [(address.display_name, address.addr_spec) for address in addresses]
 
 
-def _message_headers(message: Message, msg_id: str, now: datetime, bcc: bool = False) -> str:
-    lines = [f"Date: {date_header(now)}\r\n", address_header("From", _pairs((message.sender,)))]
+_last_second: tuple[int, datetime, str] = (-1, datetime.min, "")
+
+
+def _clock() -> tuple[datetime, str]:
+    """Now (local time) and its Date header text, worked out once per second: a batch
+    makes thousands of messages a second, all with the same Date."""
+    global _last_second
+    wall = time.time()
+    second, moment, text = _last_second
+    if second != int(wall):
+        moment = datetime.fromtimestamp(wall).astimezone()
+        text = date_header(moment)
+        _last_second = (int(wall), moment, text)  # (one tuple: atomic for other threads)
+    return moment, text
+
+
+@lru_cache(maxsize=32)
+def _from_header(display: str, spec: str) -> str:
+    """The From line (pure): a batch has one sender, so it is folded once."""
+    return address_header("From", [(display, spec)])
+
+
+def _message_headers(message: Message, msg_id: str, date: str, bcc: bool = False) -> str:
+    sender = message.sender
+    lines = [f"Date: {date}\r\n", _from_header(sender.display_name, sender.addr_spec)]
     if message.reply_to:
         lines.append(address_header("Reply-To", _pairs(message.reply_to)))
     if message.recipients:
@@ -217,11 +287,20 @@ def _invite_parts(invite: Invite, now: datetime) -> tuple[_Part, Attachment]:
 
 
 def _text_part(text: str, subtype: str) -> _Part:
-    encoding, payload = text_body(text)
+    if len(text) <= _REMEMBERED_TEXT:
+        encoding, payload = _text_body_remembered(text)
+    else:
+        encoding, payload = text_body(text)
     headers = (
         f"Content-Type: text/{subtype}; charset=utf-8\r\nContent-Transfer-Encoding: {encoding}\r\n"
     )
     return headers.encode("ascii"), [payload]
+
+
+@lru_cache(maxsize=16)
+def _text_body_remembered(text: str) -> tuple[str, bytes]:
+    """:func:`text_body` (pure) of a body seen before: once per batch, not per message."""
+    return text_body(text)
 
 
 def _file_part(attachment: Attachment, disposition: str) -> _Part:
@@ -271,14 +350,28 @@ def _base64_blocks(attachment: Attachment) -> Iterator[bytes]:
     """The attachment as base64 in 76-column CRLF lines (RFC 2045 6.8), a block at a
     time; a file is re-opened as a regular file (never a FIFO or device swapped in after
     create()) and never held whole in memory."""
-    if attachment.data is not None:
-        view = memoryview(attachment.data)
+    data = attachment.data
+    if data is not None:
+        if type(data) is bytes and len(data) <= _BLOCK:  # (immutable: safe to remember)
+            yield SHARED.lines(data)
+            return
+        view = memoryview(data)
         for start in range(0, len(view), _BLOCK):
             yield _base64_lines(view[start : start + _BLOCK])
         return
     with _reading(attachment) as file:
-        while block := file.read(_BLOCK):
+        # sized by the file's size at create() (a read of _BLOCK would allocate ~1 MB)
+        want = min(_BLOCK, max(attachment.size, 0) + 1)
+        block = file.read(want)
+        if len(block) < want:  # the whole file: one shared by a batch is encoded once
+            if block:
+                yield SHARED.lines(block)
+            return
+        if want < _BLOCK:  # it grew since: on in whole blocks (whole base64 lines)
+            block += file.read(_BLOCK - want)
+        while block:
             yield _base64_lines(block)
+            block = file.read(_BLOCK)
 
 
 @contextmanager
@@ -295,13 +388,6 @@ def _reading(attachment: Attachment) -> Iterator[IO[bytes]]:
         raise InvalidMessageError(
             f"attachments: cannot read {str(attachment.path)!r}: {exc.strerror}"
         ) from exc
-
-
-def _base64_lines(block: bytes | memoryview) -> bytes:
-    encoded = binascii.b2a_base64(block, newline=False)
-    lines = [encoded[i : i + 76] for i in range(0, len(encoded), 76)]
-    lines.append(b"")
-    return b"\r\n".join(lines)
 
 
 def _multipart(subtype: str, parts: list[_Part], params: str = "") -> _Part:

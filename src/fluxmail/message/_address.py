@@ -26,9 +26,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 
 from ..envelope import ascii_domain
-from ..errors import HeaderInjectionError, InvalidAddressError, InvalidMessageError
+from ..errors import (
+    FluxMailException,
+    HeaderInjectionError,
+    InvalidAddressError,
+    InvalidMessageError,
+)
 
 __all__ = [
     "Address",
@@ -86,12 +92,41 @@ def parse_address(value: str | Address, *, field: str) -> Address:
     HeaderInjectionError (CR/LF/NUL) or InvalidMessageError (wrong type).
     """
     if isinstance(value, Address):
-        display, local, domain = check_mailbox(
-            value.display_name, value.local, value.domain, field
-        )
+        parts = (value.display_name, value.local, value.domain)
+        if all(type(part) is str for part in parts) and _valid_parts(*parts) == parts[:2]:
+            display, local, domain = parts  # checked before: the same answer
+        else:
+            display, local, domain = check_mailbox(*parts, field)
+    elif type(value) is str and (known := _valid_mailbox(value)) is not None:
+        display, local, domain = known
     else:
         display, local, domain = split_mailbox(value, field)
     return Address(local, domain, display)
+
+
+# The checks are pure: an address seen before (the sender of every message of a batch, a
+# recipient written again) gets its answer from here. Only valid ones are remembered; an
+# invalid one is checked again, so that its error names the field it came in.
+_SEEN = 4096
+
+
+@lru_cache(maxsize=_SEEN)
+def _valid_mailbox(value: str) -> tuple[str, str, str] | None:
+    try:
+        return split_mailbox(value, "")
+    except FluxMailException:
+        return None
+
+
+@lru_cache(maxsize=_SEEN)
+def _valid_parts(display: str, local: str, domain: str) -> tuple[str, str] | None:
+    """``(display, local)`` when the parts pass :func:`check_mailbox` with ``domain``
+    already in its ASCII form (an Address as fluxmail makes it), else None."""
+    try:
+        checked = check_mailbox(display, local, domain, "")
+    except FluxMailException:
+        return None
+    return checked[:2] if checked[2] == domain else None
 
 
 def parse_addresses(

@@ -41,8 +41,34 @@ def stuff(data: bytes) -> tuple[bytes, bytes]:
     preceded by CRLF when ``body`` does not end with one."""
     if data.startswith(b"."):
         data = b"." + data
-    data = data.replace(b"\r\n.", b"\r\n..")  # the same object when there is no match
+    if _has_dot_line(data):
+        data = data.replace(b"\r\n.", b"\r\n..")
     return data, b".\r\n" if not data or data.endswith(CRLF) else b"\r\n.\r\n"
+
+
+_SCAN_FROM = 4096  # below this, one replace() is as cheap as looking first
+_DOTS_PER_KB = 2  # more dots than this (plus a base) and the scan gives way to replace()
+
+
+def _has_dot_line(data: bytes) -> bool:
+    """Whether some line after the first starts with a dot (``CRLF .``), or maybe does.
+
+    A large message is mostly base64, which has no dots: finding each dot with memchr
+    and looking at the octet before it is ~10x faster than the 3-octet search that
+    ``replace`` does. Text with many dots stops the scan early (True: replace decides)."""
+    if len(data) < _SCAN_FROM:
+        return True
+    find = data.find
+    budget = 64 + len(data) // 1024 * _DOTS_PER_KB
+    pos = find(b".", 1)
+    while pos >= 0:
+        if data[pos - 1] == 10:  # LF: in CRLF-only data, CRLF "."
+            return True
+        budget -= 1
+        if budget < 0:
+            return True
+        pos = find(b".", pos + 1)
+    return False
 
 
 def check_line_length(data: bytes, limit: int = MAX_LINE) -> None:

@@ -17,7 +17,9 @@ import ssl
 from dataclasses import dataclass
 from typing import TypeVar
 
-E = TypeVar("E", bound=BaseException)
+from ..errors import FluxMailException
+
+E = TypeVar("E", bound=FluxMailException)
 
 #: How long a client on port 465 without implicit TLS waits for a greeting. A TLS server
 #: sends nothing until it gets a ClientHello, so the full timeout (30 s by default) would
@@ -132,13 +134,9 @@ def make(key: str, **values: object) -> Hint:
 
 
 def attach(exc: E, hint: Hint | None) -> E:
-    """Append the hint's API wording to ``exc``'s message and keep the hint on it."""
-    if hint is None:
-        return exc
-    text = str(exc.args[0]) if exc.args else ""
-    exc.args = (f"{text}: {hint.api}" if text else hint.api, *exc.args[1:])
-    exc.hint = hint  # type: ignore[attr-defined]  # FluxMailException declares it
-    return exc
+    """``exc`` with the hint's API wording at the end of its message and the hint kept on
+    it (a copy: errors are not changed once built); ``exc`` itself when there is none."""
+    return exc if hint is None else exc.with_hint(hint)
 
 
 def cli_wording(message: str, hint: Hint | None) -> str:

@@ -58,7 +58,16 @@ class ReplyParser:
     code. Raises :class:`ProtocolError` on garbage or when a cap is exceeded.
     """
 
-    __slots__ = ("_buf", "_code", "_lines", "_max_line", "_max_lines", "_max_reply", "_size")
+    __slots__ = (
+        "_buf",
+        "_code",
+        "_lines",
+        "_max_line",
+        "_max_lines",
+        "_max_reply",
+        "_pos",
+        "_size",
+    )
 
     def __init__(
         self, *, max_line: int = MAX_LINE, max_lines: int = MAX_LINES, max_reply: int = MAX_REPLY
@@ -66,7 +75,8 @@ class ReplyParser:
         self._max_line = max_line
         self._max_lines = max_lines
         self._max_reply = max_reply
-        self._buf = bytearray()
+        self._buf = b""  # what was received; ``_pos`` is where the unread part starts
+        self._pos = 0
         self._lines: list[str] = []
         self._code = 0
         self._size = 0
@@ -74,28 +84,42 @@ class ReplyParser:
     @property
     def buffered(self) -> int:
         """Bytes received but not yet part of a returned reply."""
-        return len(self._buf) + self._size
+        return len(self._buf) - self._pos + self._size
 
     def feed(self, data: bytes) -> None:
-        self._buf += data
-        if len(self._buf) - self._buf.rfind(b"\n") - 1 > self._max_line:
+        buf = self._buf[self._pos :] + data if self._pos < len(self._buf) else bytes(data)
+        self._buf, self._pos = buf, 0
+        if len(buf) - buf.rfind(b"\n") - 1 > self._max_line:
             raise ProtocolError(f"server sent a reply line longer than {self._max_line} bytes")
 
     def discard(self) -> None:
         """Forget everything buffered (after ``220`` to STARTTLS: response injection)."""
-        self._buf.clear()
+        self._buf = b""
+        self._pos = 0
         self._lines = []
         self._code = 0
         self._size = 0
 
     def next_reply(self) -> Reply | None:
         """The next complete reply, or ``None`` if more bytes are needed."""
+        buf = self._buf
         while True:
-            end = self._buf.find(b"\n")
+            end = buf.find(b"\n", self._pos)
             if end < 0:
                 return None
-            raw = bytes(self._buf[:end])
-            del self._buf[: end + 1]
+            raw = buf[self._pos : end]
+            self._pos = end + 1
+            if (
+                not self._lines  # a one-line reply, well formed: the common case
+                and len(raw) <= self._max_line
+                and raw[3:4] == b" "
+                and raw[:3].isdigit()
+                and raw[0] in _FIRST_DIGITS
+                and self._max_lines >= 1
+            ):
+                line = raw[:-1] if raw.endswith(b"\r") else raw
+                if len(line) + 2 <= self._max_reply:
+                    return Reply(int(line[:3]), (line[4:].decode("utf-8", "replace"),))
             reply = self._take_line(raw)
             if reply is not None:
                 return reply
@@ -125,6 +149,9 @@ class ReplyParser:
         self._lines = []
         self._size = 0
         return reply
+
+
+_FIRST_DIGITS = frozenset(b"2345")
 
 
 def _show(raw: bytes) -> str:
@@ -203,11 +230,12 @@ def collect(parser: ReplyParser, wanted: int, into: list[Reply]) -> bool:
     only answers commands, so a caller that finds ``parser.buffered`` afterwards must not
     take them as the answer to its next command (see :func:`out_of_step`).
     """
-    while len(into) < wanted:
-        reply = parser.next_reply()
+    next_reply, append = parser.next_reply, into.append  # (per message: 4 replies)
+    for _ in range(wanted - len(into)):
+        reply = next_reply()
         if reply is None:
             return False
-        into.append(reply)
+        append(reply)
         if reply.code == 421:
             return True
     return True

@@ -117,8 +117,10 @@ class SMTPConnection:
         message's MAIL/RCPT/DATA go out in the same write as this final dot: one round
         trip per message. The next call must send that message (anything else drops the
         connection first); its envelope replies are already in."""
-        check_envelope(composed)  # before connecting: CR, LF or NUL in an address
         ahead = self._session.ahead if self._session is not None else None
+        if ahead is None or ahead.composed is not composed:
+            check_envelope(composed)  # before connecting: CR, LF or NUL in an address
+        # (else its envelope went out ahead: plan_message made these checks then)
         if ahead is not None and ahead.composed is not composed:
             self._drop()  # another message's transaction is open: never end it
         if self._stream is not None and not self._idle_and_quiet(self._stream):

@@ -114,9 +114,10 @@ class SMTPTransport(Transport, AsyncTransport):
             except FluxMailException as exc:
                 delay = attempts.after(exc, reused=False, still_open=False)
                 if delay is None:
-                    exc.attempts = tries  # "after N attempts" in the CLI
                     _pipeline.chained(exc)
-                    raise
+                    if tries == 1:
+                        raise
+                    raise exc.with_attempts(tries) from exc.__cause__  # "after N attempts"
             self._sleep(delay)
 
     def _send_once(self, composed: Composed) -> SendResult:
