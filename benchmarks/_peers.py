@@ -380,14 +380,16 @@ def run_fluxmail_with(port: int, kind: str, count: int, connections: int) -> int
 
 
 @contender("fluxmail-async", "await BulkSender(mailer).send_batch_async(list, connections=N)")
-def run_fluxmail_async(port: int, kind: str, count: int, connections: int) -> int:
+def run_fluxmail_async(
+    port: int, kind: str, count: int, connections: int, processes: int = 0
+) -> int:
     from fluxmail import BulkSender
 
     pdf = pdf_path()
 
     async def main() -> Any:
         messages = [fluxmail_spec(i, kind, pdf) for i in range(count)]
-        sender = BulkSender(_mailer(port))
+        sender = BulkSender(_mailer(port), compose_processes=processes)
         return await sender.send_batch_async(messages, progress=False, connections=connections)
 
     return _check_batch(asyncio.run(main()), count)
@@ -396,6 +398,12 @@ def run_fluxmail_async(port: int, kind: str, count: int, connections: int) -> in
 REUSE["fluxmail-async-16"] = "send_batch_async(list, connections=16): a pool of 16"
 RUNNERS["fluxmail-async-16"] = lambda port, kind, count, _c: run_fluxmail_async(
     port, kind, count, 16
+)
+REUSE["fluxmail-async-16p"] = (
+    "send_batch_async(list, connections=16) with BulkSender(compose_processes=2)"
+)
+RUNNERS["fluxmail-async-16p"] = lambda port, kind, count, _c: run_fluxmail_async(
+    port, kind, count, 16, 2
 )
 
 

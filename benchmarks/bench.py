@@ -65,7 +65,7 @@ FLUX_NAMES = ["fluxmail-bulk", "fluxmail-with", "fluxmail-async"]
 # a same-run ceiling: our own lean pipelining client (_lean.py), not a library
 LEAN = "lean-pipelining"
 LOOPBACK = PEER_NAMES + FLUX_NAMES + [LEAN]
-POOL = ["aiosmtplib-16", "fluxmail-async-16"]
+POOL = ["aiosmtplib-16", "fluxmail-async-16", "fluxmail-async-16p"]
 LATENCY = ["smtplib", "aiosmtplib", "fluxmail-bulk", "fluxmail-with", "fluxmail-async"]
 MEMORY = [("fluxmail-bulk", "small"), ("fluxmail-bulk", "rich"), ("smtplib", "small")]
 # one more: a few messages, each with a BIG_MB attachment; the peak must stay below 2x it

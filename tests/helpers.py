@@ -273,3 +273,14 @@ def raise_refusal(smtp_code: int, enhanced_code: str) -> None:
         enhanced_code=enhanced_code,
         server_message="mailbox full",
     )
+
+
+def max_in_any_window(times: list[float], window: float = 1.0) -> int:
+    """The most of ``times`` in any half-open window of ``window`` seconds."""
+    times = sorted(times)
+    best, start = 0, 0
+    for end, moment in enumerate(times):
+        while moment - times[start] >= window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best

@@ -19,6 +19,7 @@ from fluxmail import (
     RecipientsRefusedError,
 )
 from fluxmail.delivery._ratelimit import WINDOW, RateLimiter
+from helpers import max_in_any_window
 from servers import Close, DropMidData, FaultServer, FaultSession, Reply, SMTPTestServer
 
 MakeFault = Callable[..., FaultServer]
@@ -230,16 +231,6 @@ def test_async_iterable_input(smtp_server: SMTPTestServer) -> None:
     mailer = FluxMail(**smtp_server.fluxmail_kwargs())
     result = asyncio.run(BulkSender(mailer).send_batch_async(generate(), progress=False))
     assert result["sent"] == 6
-
-
-def max_in_any_window(times: list[float], window: float = 1.0) -> int:
-    times = sorted(times)
-    best, start = 0, 0
-    for end, moment in enumerate(times):
-        while moment - times[start] >= window:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
 
 
 @pytest.mark.slow

@@ -46,6 +46,7 @@ from ..errors import (
     UnsupportedOperationError,
 )
 from ..transports.base import Item
+from ._processes import CHUNK, ComposePool, Made, Order, compose_one
 from ._progress import make_progress
 from ._state import (
     BulkResult,
@@ -87,6 +88,9 @@ class BulkSender:
         journal: a file that makes the batch resumable.
         resend_unknown: with a journal, resend messages whose outcome is unknown.
         journal_fsync: fsync the journal after each record.
+        compose_processes: ``send_batch_async`` only: validate and compose the messages
+            in that many worker processes while the event loop only sends (see
+            ``docs/bulk.md``); 0, the default, composes in the event loop.
 
     Raises:
         UnsupportedOperationError: ``unsupported_operation``: an Outlook mailer.
@@ -109,11 +113,18 @@ class BulkSender:
         journal: str | os.PathLike[str] | None = None,
         resend_unknown: bool = False,
         journal_fsync: bool = True,
+        compose_processes: int = 0,
     ) -> None:
         if mailer.object_type.value == "outlook":
             raise UnsupportedOperationError("BulkSender needs an SMTP (or console/file) mailer")
         if isinstance(connections, bool) or not isinstance(connections, int) or connections < 1:
             raise ConfigurationError("connections must be a whole number >= 1")
+        if (
+            isinstance(compose_processes, bool)
+            or not isinstance(compose_processes, int)
+            or compose_processes < 0
+        ):
+            raise ConfigurationError("compose_processes must be a whole number >= 0")
         if journal is not None and not isinstance(journal, (str, os.PathLike)):
             raise ConfigurationError("journal must be a file path")
         for name, flag in (("resend_unknown", resend_unknown), ("journal_fsync", journal_fsync)):
@@ -124,6 +135,7 @@ class BulkSender:
         self.journal = journal
         self.resend_unknown = resend_unknown
         self.journal_fsync = journal_fsync
+        self.compose_processes = compose_processes
         self._config: SmtpConfig | None = getattr(mailer, "config", None)
 
     @property
@@ -140,33 +152,48 @@ class BulkSender:
         return Journal(self.journal, fsync=self.journal_fsync)
 
     def _compose(self, spec: MessageSpec, message_id: str | None = None) -> Composed:
-        if not isinstance(spec, Mapping):
-            raise ConfigurationError("each message must be a dict of create() arguments")
-        return self.mailer.compose(self.mailer.build_message(**spec), message_id=message_id)
+        return compose_one(self.mailer, spec, message_id)
 
     def _prepare(self, index: int, spec: MessageSpec, tally: _Tally) -> _Item | None:
         """The message ready to send, or None when it failed validation or the journal
         says an earlier run finished it (or left its outcome unknown)."""
-        tally.result["total"] += 1
-        journal, key, message_id = tally.journal, "", None
         try:
-            if journal is not None:
-                key = message_key(spec) if isinstance(spec, Mapping) else ""
-                entry = journal.check(index, key)
-                if entry is not None:
-                    if entry.state in DONE:
-                        tally.skip()
-                        return None
-                    if entry.state in UNKNOWN and not self.resend_unknown:
-                        tally.failure(index, entry.unknown_error(index))
-                        return None
-                    message_id = entry.message_id
+            admitted = self._admit(index, spec, tally)
+            if admitted is None:
+                return None
+            key, message_id = admitted
             return index, self._compose(spec, message_id), key
         except FluxMailException as exc:
-            if isinstance(exc, (MissingDependencyError, JournalMismatchError)):
-                raise tally.abort(exc) from None
-            tally.failure(index, exc)
+            self._refuse(index, exc, tally)
             return None
+
+    def _admit(
+        self, index: int, spec: MessageSpec, tally: _Tally
+    ) -> tuple[str, str | None] | None:
+        """Count the message and ask the journal: its key and the Message-ID to compose it
+        with, or None when an earlier run finished it (or left its outcome unknown)."""
+        tally.result["total"] += 1
+        journal, key, message_id = tally.journal, "", None
+        if journal is not None:
+            key = message_key(spec) if isinstance(spec, Mapping) else ""
+            entry = journal.check(index, key)
+            if entry is not None:
+                if entry.state in DONE:
+                    tally.skip()
+                    return None
+                if entry.state in UNKNOWN and not self.resend_unknown:
+                    tally.failure(index, entry.unknown_error(index))
+                    return None
+                message_id = entry.message_id
+        return key, message_id
+
+    @staticmethod
+    def _refuse(index: int, exc: FluxMailException, tally: _Tally) -> None:
+        """A message that could not be prepared fails alone, unless the error stops the
+        batch (a missing dependency, a journal of other messages)."""
+        if isinstance(exc, (MissingDependencyError, JournalMismatchError)):
+            raise tally.abort(exc) from None
+        tally.failure(index, exc)
 
     # --- sync -------------------------------------------------------------------------
 
@@ -315,12 +342,13 @@ class BulkSender:
         with make_progress(progress, _total(messages)) as bar:
             tally = _Tally(on_success, on_error, bar, journal, _total(messages))
             hooks = _AsyncHooks(tally, RateLimiter(max_per_second))
-            workers = [
+            workers = _Workers(
                 asyncio.create_task(transport.send_many_async(queue, hooks)) for _ in range(pool)
-            ]
+            )
+            produce = self._produce_composed if self.compose_processes else self._produce
             try:
                 try:
-                    await self._produce(messages, queue, tally, hooks, workers)
+                    await produce(messages, queue, tally, hooks, workers)
                 except Exception:
                     # the input failed: what was taken from it still goes out, then the
                     # error is raised (a batch stopped between two messages)
@@ -349,14 +377,115 @@ class BulkSender:
         queue: asyncio.Queue[Item | None],
         tally: _Tally,
         hooks: _Hooks,
-        workers: list[asyncio.Task[None]],
+        workers: _Workers,
     ) -> None:
         index = 0
         async for spec in _each(messages):
             item = self._prepare(index, spec, tally)
             index += 1
             if item is not None:
-                await _offer(queue, hooks.item(item), workers)
+                await _feed(queue, hooks.item(item), workers)
+
+    async def _produce_composed(
+        self,
+        messages: Iterable[MessageSpec] | AsyncIterable[MessageSpec],
+        queue: asyncio.Queue[Item | None],
+        tally: _Tally,
+        hooks: _Hooks,
+        workers: _Workers,
+    ) -> None:
+        """``_produce`` with the composing done in worker processes, a few chunks ahead:
+        a reader task asks the journal and sends chunks out; here they are taken back, in
+        input order, and fed to the connections. An error of the input is raised once
+        what was taken from it went out."""
+        pool = ComposePool(self.mailer, self.compose_processes, self._compose)
+        reader = asyncio.ensure_future(self._order(messages, tally, pool))
+        try:
+            while (made := await pool.next()) is not None:
+                await self._offer_made(made, queue, tally, hooks, workers)
+            await reader
+        finally:
+            # no await from here on: a cancelled or stopped batch must reach the
+            # connections' tasks before any of them writes another message
+            reader.cancel()
+            reader.add_done_callback(_retrieved)
+            pool.close()
+
+    async def _order(
+        self,
+        messages: Iterable[MessageSpec] | AsyncIterable[MessageSpec],
+        tally: _Tally,
+        pool: ComposePool,
+    ) -> None:
+        try:
+            orders: list[Order] = []
+            index = 0
+            async for spec in _each(messages):
+                try:
+                    admitted = self._admit(index, spec, tally)
+                except FluxMailException as exc:
+                    self._refuse(index, exc, tally)
+                    admitted = None
+                if admitted is not None:
+                    orders.append((index, admitted[0], spec, admitted[1]))
+                index += 1
+                # a full chunk, or any chunk while a worker idles (a slow input, the start)
+                if orders and (len(orders) >= CHUNK or pool.idle):
+                    await pool.room()
+                    pool.submit(orders)
+                    orders = []
+            if orders:
+                await pool.room()
+                pool.submit(orders)
+        finally:
+            pool.end()
+
+    async def _offer_made(
+        self,
+        made: list[tuple[Order, Made]],
+        queue: asyncio.Queue[Item | None],
+        tally: _Tally,
+        hooks: _Hooks,
+        workers: _Workers,
+    ) -> None:
+        """Composed messages to the queue; what failed to compose fails (or stops the
+        batch) as it would have here."""
+        for (index, key, _, _), result in made:
+            if isinstance(result, FluxMailException):
+                self._refuse(index, result, tally)
+            elif isinstance(result, Exception):
+                raise result  # (as composing it here would have raised)
+            else:
+                await _feed(queue, hooks.item((index, result, key)), workers)
+
+
+def _retrieved(task: asyncio.Future[None]) -> None:
+    """(The reader's error, if any, was raised already or is beside the point now.)"""
+    if not task.cancelled():
+        task.exception()
+
+
+class _Workers(list["asyncio.Task[None]"]):
+    """The connections' tasks; ``running`` turns False as soon as one of them ends."""
+
+    def __init__(self, tasks: Iterable[asyncio.Task[None]]) -> None:
+        super().__init__(tasks)
+        self.running = True
+        for task in self:
+            task.add_done_callback(self._ended)
+
+    def _ended(self, _: asyncio.Task[None]) -> None:
+        self.running = False
+
+
+async def _feed(queue: asyncio.Queue[Item | None], item: Item, workers: _Workers) -> None:
+    """Put ``item`` on the queue: at once while there is room and every worker runs (no
+    task, no wait per message), else through ``_offer``, which raises the error of a
+    worker that stopped the batch rather than wait for room no worker will make."""
+    if workers.running and not queue.full():
+        queue.put_nowait(item)
+    else:
+        await _offer(queue, item, workers)
 
 
 __all__ = ["BulkResult", "BulkSender"]

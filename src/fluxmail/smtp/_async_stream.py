@@ -48,6 +48,8 @@ class _ClientProtocol(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._waiter: asyncio.Future[None] | None = None
         self._expired = False
+        self._deadline: float | None = None  # loop time; None: no wait is timed now
+        self._timer: asyncio.TimerHandle | None = None  # fires at or before _deadline
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -74,6 +76,7 @@ class _ClientProtocol(asyncio.Protocol):
         if exc is not None and self.error is None:
             self.error = exc
         self._wake()
+        self.close_timer()
 
     def resume_writing(self) -> None:
         self._wake()
@@ -95,21 +98,57 @@ class _ClientProtocol(asyncio.Protocol):
         raw, transport = self.raw, self.transport
         assert raw is not None
         assert transport is not None
+        self.check_writable()
+        if transport.get_write_buffer_size():
+            return False
+        return transport is raw or raw.get_write_buffer_size() == 0
+
+    def check_writable(self) -> None:
+        """Raise if the connection failed or the server hung up (see :meth:`flushed`)."""
         if self.error is not None:
             raise self.error
+        raw = self.raw
+        assert raw is not None
         if self.lost or self.eof or raw.is_closing():
             raise ServerClosedError()
-        return transport.get_write_buffer_size() == 0 and raw.get_write_buffer_size() == 0
 
-    def arm(self, delay: float) -> asyncio.TimerHandle:
-        """Start a deadline ``delay`` seconds from now for the waits that follow; cancel
-        it when done."""
+    def arm(self, delay: float) -> None:
+        """Start a deadline ``delay`` seconds from now for the waits that follow; call
+        :meth:`disarm` when done.
+
+        One timer per connection serves every deadline: a later deadline keeps the
+        pending timer, which on firing moves itself to the current deadline (a batch
+        arms a deadline for every reply it reads, and a timer scheduled and cancelled
+        per reply would cost more than the reply)."""
         self._expired = False
-        return self._loop.call_later(max(delay, 0.0), self._expire)
+        deadline = self._deadline = self._loop.time() + max(delay, 0.0)
+        timer = self._timer
+        if timer is None or timer.when() > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timer = self._loop.call_at(deadline, self._expire)
+
+    def disarm(self) -> None:
+        """No wait is timed any more (the timer, if pending, will find nothing to do)."""
+        self._deadline = None
 
     def _expire(self) -> None:
+        self._timer = None
+        deadline = self._deadline
+        if deadline is None:
+            return
+        if self._loop.time() < deadline:  # re-armed later since: follow the deadline
+            self._timer = self._loop.call_at(deadline, self._expire)
+            return
         self._expired = True
         self._wake()
+
+    def close_timer(self) -> None:
+        """Drop the pending timer (the connection is going away)."""
+        self._deadline = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     async def wait(self, nap: float | None = None) -> None:
         """Sleep until woken (data, flow control, loss) or ``nap`` seconds passed.
@@ -179,28 +218,28 @@ class AsyncStream:
         """Write ``data`` and wait, at most ``timeout`` seconds, until the kernel has every
         byte. A failed or hung-up connection raises before anything is written."""
         proto = self._proto
-        proto.flushed()  # raises if the connection already failed
+        proto.check_writable()  # raises if the connection already failed
         assert proto.transport is not None
         proto.transport.write(data)
         if proto.flushed():
             return
-        timer = proto.arm(timeout)
+        proto.arm(timeout)
         try:
             while not proto.flushed():
                 await proto.wait(_NAP)
         finally:
-            timer.cancel()
+            proto.disarm()
 
     async def receive(self, deadline: float) -> None:
         """Wait for more bytes for the parser until ``deadline`` (``time.monotonic()``);
         raises TimeoutError, ServerClosedError or the parser's ProtocolError."""
         proto = self._proto
         proto.check_readable()
-        timer = proto.arm(deadline - time.monotonic())
+        proto.arm(deadline - time.monotonic())
         try:
             await proto.wait()
         finally:
-            timer.cancel()
+            proto.disarm()
 
     async def take_input(self) -> bool:
         """Let whatever already arrived reach the parser, without waiting; False once the
@@ -249,6 +288,7 @@ class AsyncStream:
     def abort(self) -> None:
         """Close the connection at once, without a word."""
         proto = self._proto
+        proto.close_timer()
         if proto.transport is not None:
             proto.transport.abort()
         if proto.raw is not None:
