@@ -10,7 +10,7 @@ import pytest
 
 from fluxmail import DKIM, BulkSender, EmailInstance, FluxMail
 from fluxmail.cli.localserver import LocalSMTPServer
-from fluxmail.mailer._facade import SendReceipt
+from fluxmail.mailer import SendReceipt
 from fluxmail.message import Address, Attachment, Message
 from fluxmail.oauth import GoogleOAuth2, MicrosoftOAuth2
 from fluxmail.pytest_plugin import fluxmail_outbox

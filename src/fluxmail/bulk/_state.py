@@ -23,7 +23,7 @@ from ..errors import FluxMailException, SMTPResponseError
 from ._progress import Progress
 
 if TYPE_CHECKING:
-    from ..mailer._facade import SendReceipt
+    from ..mailer._receipt import SendReceipt
     from ..smtp import SendResult
     from ..transports.base import Item
 
@@ -78,7 +78,7 @@ class _Tally:
             self.journal.outcome(index, "accepted")
         receipt: SendReceipt | None = None
         if self._on_success is not None or result.refused:  # (_receipt logs the refused)
-            from ..mailer._facade import _receipt
+            from ..mailer._receipt import _receipt
 
             receipt = _receipt(result)
         self.result["sent"] += 1

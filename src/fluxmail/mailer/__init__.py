@@ -2,6 +2,7 @@
 display(), from_env(); ``_pending`` keeps the message between create() and send(),
 ``_prebuilt`` readies a message the caller built (``send_message()``)."""
 
-from ._facade import FluxMail, SendReceipt
+from ._facade import FluxMail
+from ._receipt import SendReceipt
 
 __all__ = ["FluxMail", "SendReceipt"]
