@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from types import MappingProxyType
 
 from ..errors import ProtocolError
@@ -188,27 +189,27 @@ class Capabilities:
     def has(self, keyword: str) -> bool:
         return keyword.upper() in self.keywords
 
-    @property
+    @cached_property  # (asked for every message of a batch)
     def pipelining(self) -> bool:
         return self.has("PIPELINING")
 
-    @property
+    @cached_property
     def starttls(self) -> bool:
         return self.has("STARTTLS")
 
-    @property
+    @cached_property
     def smtputf8(self) -> bool:
         return self.has("SMTPUTF8")
 
-    @property
+    @cached_property
     def eightbitmime(self) -> bool:
         return self.has("8BITMIME")
 
-    @property
+    @cached_property
     def enhanced_status_codes(self) -> bool:
         return self.has("ENHANCEDSTATUSCODES")
 
-    @property
+    @cached_property
     def max_size(self) -> int | None:
         """The SIZE limit in bytes; ``None`` when not advertised or unlimited (0)."""
         if not self.has("SIZE"):
@@ -216,7 +217,7 @@ class Capabilities:
         value = self.keywords["SIZE"].split(" ", 1)[0]
         return int(value) if value.isdigit() and int(value) > 0 else None
 
-    @property
+    @cached_property
     def size(self) -> bool:
         """SIZE was advertised (with or without a limit): MAIL may carry ``SIZE=``."""
         return self.has("SIZE")

@@ -14,7 +14,7 @@ from typing import NoReturn, TypeVar
 
 from ..envelope import Composed
 from ..errors import FluxMailException, ProtocolError
-from ._actions import Answer, Conversation, Exchange, Failure, NextMessage, StartTLS
+from ._actions import Answer, Conversation, Exchange, Failure, NextMessage
 from ._common import (
     QUIT_TIMEOUT,
     WRITE_CHUNK,
@@ -171,12 +171,12 @@ class SMTPConnection:
             while True:
                 try:
                     result: Answer = []
-                    if isinstance(action, StartTLS):
-                        self._starttls()
+                    if isinstance(action, Exchange):
+                        result = self._exchange(action, exchange_timeout(self.config, action))
                     elif isinstance(action, NextMessage):
                         result = upcoming() if upcoming is not None else None
                     else:
-                        result = self._exchange(action, exchange_timeout(self.config, action))
+                        self._starttls()
                 except Failure as failure:
                     action = conversation.throw(failure)
                 except BaseException as exc:  # the caller's upcoming(), an interrupt
@@ -271,24 +271,24 @@ class SMTPConnection:
                 log_replies(replies, self._session, exchange.stage)
 
     def _write(self, stream: SyncStream, exchange: Exchange, timeout: float) -> None:
-        """Write ``data`` + ``tail`` in slices, each with its own deadline. Before each
-        slice of message data, look for input: a server that spoke or hung up in the
-        middle of DATA gets nothing more (a final dot is never written to a server known
-        to be gone, or to one that already answered)."""
+        """Write ``data`` + ``tail`` in slices, each with its own deadline (the tail goes
+        with the last slice, never copied onto it). Before each slice of message data,
+        look for input: a server that spoke or hung up in the middle of DATA gets nothing
+        more (a final dot is never written to a server known to be gone, or to one that
+        already answered)."""
         data, tail = exchange.data, exchange.tail
-        if len(data) + len(tail) <= WRITE_CHUNK:
-            pieces: list[bytes | memoryview] = [data + tail if tail else data]
+        if len(data) <= WRITE_CHUNK:
+            pieces: list[bytes | memoryview] = [data]
         else:
             view = memoryview(data)
             pieces = [view[i : i + WRITE_CHUNK] for i in range(0, len(data), WRITE_CHUNK)]
-            if tail:
-                pieces.append(tail)
-        for piece in pieces:
+        last = len(pieces) - 1
+        for i, piece in enumerate(pieces):
             if exchange.guarded:
                 early = self._early(stream)
                 if early is not None:
                     raise early
-            stream.write(piece, timeout)
+            stream.write(piece, timeout, tail if i == last else b"")
 
     def _early(self, stream: SyncStream, *, after_failure: bool = False) -> Failure | None:
         """What the server sent (or that it left) before the write finished, as a Failure

@@ -18,6 +18,8 @@ from ._common import READ_SIZE, log
 from ._errors import ServerClosedError
 from ._replies import ReplyParser
 
+_JOIN_BELOW = 1 << 16  # TLS: a smaller message is joined to its tail, one record
+
 
 def pause() -> None:
     """Nothing to wait for (the asyncio twin lets the event loop run once)."""
@@ -59,27 +61,37 @@ class SyncStream:
         self._sock.settimeout(timeout)
         self._sock = context.wrap_socket(self._sock, server_hostname=server_hostname)
 
-    def write(self, data: bytes | memoryview, timeout: float) -> None:
-        """Write ``data``, at most ``timeout`` seconds; when this returns, the kernel has
-        every byte."""
+    def write(self, data: bytes | memoryview, timeout: float, tail: bytes = b"") -> None:
+        """Write ``data`` then ``tail``, at most ``timeout`` seconds; when this returns,
+        the kernel has every byte. A plain socket gathers both in one ``sendmsg`` (a
+        message is not copied to append its final dot)."""
         sock = self._sock
         if not self._plain:
             sock.settimeout(timeout)
-            sock.sendall(data)
+            if tail and len(data) <= _JOIN_BELOW:
+                sock.sendall(b"".join((data, tail)))  # one TLS record
+            else:
+                sock.sendall(data)
+                sock.sendall(tail)
             return
-        deadline = 0.0
-        while True:
-            try:
-                sent = sock.send(data)
-            except BlockingIOError:
-                sent = 0
-            if sent == len(data):
-                return
-            if sent:
-                data = memoryview(data)[sent:]
-            if not deadline:
-                deadline = time.monotonic() + timeout
+        try:
+            sent = sock.sendmsg((data, tail)) if tail else sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        if sent == len(data) + len(tail):
+            return
+        deadline = time.monotonic() + timeout  # (the kernel's buffer is full)
+        if sent < len(data):
+            self._send_all(memoryview(data)[sent:], deadline)
+            sent = len(data)
+        self._send_all(memoryview(tail)[sent - len(data) :], deadline)
+
+    def _send_all(self, data: memoryview, deadline: float) -> None:
+        sock = self._sock
+        while data:
             self._wait(self._writable, deadline)
+            with contextlib.suppress(BlockingIOError):
+                data = data[sock.send(data) :]
 
     def receive(self, deadline: float) -> None:
         """Read more bytes for the parser until ``deadline`` (``time.monotonic()``);
