@@ -15,6 +15,7 @@ what the server sent); the session decides what it means.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from types import TracebackType
 from typing import NoReturn, TypeVar
@@ -27,6 +28,7 @@ from ._common import (
     QUIT_TIMEOUT,
     WRITE_CHUNK,
     exchange_timeout,
+    log,
     log_exchange,
     log_replies,
     tls_context,
@@ -256,9 +258,11 @@ class AsyncSMTPConnection:
             raise Failure(ProtocolError(OUT_OF_STEP.format(host=self.config.host)))
         written = False
         replies: list[Reply] = []
+        debug = log.isEnabledFor(logging.DEBUG)  # (asked once: per message, it adds up)
         try:
             if exchange.data or exchange.tail:
-                log_exchange(exchange)
+                if debug:
+                    log_exchange(exchange)
                 await self._write(stream, exchange, timeout)
             written = True
             await self._read(stream, exchange, time.monotonic() + timeout, replies)
@@ -278,7 +282,7 @@ class AsyncSMTPConnection:
             self._drop()
             raise
         finally:
-            if written and replies:
+            if debug and written and replies:
                 log_replies(replies, self._session, exchange.stage)
 
     async def _write(self, stream: AsyncStream, exchange: Exchange, timeout: float) -> None:

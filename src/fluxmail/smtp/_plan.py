@@ -9,6 +9,7 @@ offered, SIZE exceeded, 8-bit data the server cannot take, no recipients).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from ..envelope import Composed
 from ..errors import (
@@ -38,6 +39,7 @@ def command(verb: str, *args: str) -> bytes:
     return " ".join((verb, *args)).encode("utf-8") + CRLF
 
 
+@lru_cache(maxsize=4096)  # a batch's sender, every message: the check is pure
 def _path(address: str) -> str:
     check_argument(address, "envelope address")
     if "<" in address or ">" in address or address != address.strip():
@@ -87,7 +89,7 @@ def plan_message(caps: Capabilities, composed: Composed, *, host: str) -> Plan:
         raise InvalidMessageError("the envelope has no recipients")
     addresses = (env.mail_from, *env.rcpt_to)
     paths = [_path(a) if a else "<>" for a in addresses]
-    utf8 = env.smtputf8 or not all(a.isascii() for a in addresses)
+    utf8 = env.smtputf8 or not "".join(addresses).isascii()
     if utf8 and not caps.smtputf8:
         raise SMTPUTF8UnsupportedError(
             f"an address needs SMTPUTF8 (non-ASCII local part) and {host} does not offer "

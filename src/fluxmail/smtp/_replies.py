@@ -125,6 +125,39 @@ class ReplyParser:
             if reply is not None:
                 return reply
 
+    def take(self, wanted: int, into: list[Reply]) -> bool:
+        """:func:`collect` (which see): the loop of :meth:`next_reply` over the buffer,
+        with its one-line case read in place (a pipelined message has 4 replies)."""
+        buf, append = self._buf, into.append
+        count = wanted - len(into)
+        fast = not self._lines and self._max_lines >= 1
+        limit = min(self._max_line, self._max_reply - 2)
+        while count > 0:
+            pos = self._pos
+            end = buf.find(b"\n", pos)
+            if end < 0:
+                return False
+            if fast and 4 <= end - pos <= limit and buf[pos + 3] == 32:  # "NNN text"
+                head = buf[pos : pos + 3]
+                if head.isdigit() and head[0] in _FIRST_DIGITS:
+                    self._pos = end + 1
+                    stop = end - 1 if buf[end - 1] == 13 else end
+                    reply = Reply(int(head), (buf[pos + 4 : stop].decode("utf-8", "replace"),))
+                    append(reply)
+                    count -= 1
+                    if reply.code == 421:
+                        return True
+                    continue
+            other = self.next_reply()  # multi-line, garbage, over a cap: the full rules
+            if other is None:
+                return False
+            append(other)
+            count -= 1
+            if other.code == 421:
+                return True
+            fast = not self._lines
+        return True
+
     def _take_line(self, raw: bytes) -> Reply | None:
         if len(raw) > self._max_line:
             raise ProtocolError(f"server sent a reply line longer than {self._max_line} bytes")
@@ -231,15 +264,7 @@ def collect(parser: ReplyParser, wanted: int, into: list[Reply]) -> bool:
     only answers commands, so a caller that finds ``parser.buffered`` afterwards must not
     take them as the answer to its next command (see :func:`out_of_step`).
     """
-    next_reply, append = parser.next_reply, into.append  # (per message: 4 replies)
-    for _ in range(wanted - len(into)):
-        reply = next_reply()
-        if reply is None:
-            return False
-        append(reply)
-        if reply.code == 421:
-            return True
-    return True
+    return parser.take(wanted, into)
 
 
 def drain(parser: ReplyParser) -> list[Reply]:

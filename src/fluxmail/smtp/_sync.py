@@ -8,6 +8,7 @@ conversation over a socket (``SyncStream``). Generated from the asyncio driver
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from types import TracebackType
 from typing import NoReturn, TypeVar
@@ -19,6 +20,7 @@ from ._common import (
     QUIT_TIMEOUT,
     WRITE_CHUNK,
     exchange_timeout,
+    log,
     log_exchange,
     log_replies,
     tls_context,
@@ -245,9 +247,11 @@ class SMTPConnection:
             raise Failure(ProtocolError(OUT_OF_STEP.format(host=self.config.host)))
         written = False
         replies: list[Reply] = []
+        debug = log.isEnabledFor(logging.DEBUG)  # (asked once: per message, it adds up)
         try:
             if exchange.data or exchange.tail:
-                log_exchange(exchange)
+                if debug:
+                    log_exchange(exchange)
                 self._write(stream, exchange, timeout)
             written = True
             self._read(stream, exchange, time.monotonic() + timeout, replies)
@@ -267,7 +271,7 @@ class SMTPConnection:
             self._drop()
             raise
         finally:
-            if written and replies:
+            if debug and written and replies:
                 log_replies(replies, self._session, exchange.stage)
 
     def _write(self, stream: SyncStream, exchange: Exchange, timeout: float) -> None:
