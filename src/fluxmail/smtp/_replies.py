@@ -128,7 +128,10 @@ class ReplyParser:
     def take(self, wanted: int, into: list[Reply]) -> bool:
         """:func:`collect` (which see): the loop of :meth:`next_reply` over the buffer,
         with its one-line case read in place (a pipelined message has 4 replies)."""
-        buf, append = self._buf, into.append
+        buf = self._buf
+        if self._pos == len(buf):  # nothing unread (before the first read of an exchange)
+            return wanted <= len(into)
+        append = into.append
         count = wanted - len(into)
         fast = not self._lines and self._max_lines >= 1
         limit = min(self._max_line, self._max_reply - 2)
