@@ -22,11 +22,12 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from engine_client import Connect, msg
 from fluxmail import BulkSender, FluxMail
 from fluxmail.errors import ProtocolError
 from fluxmail.smtp._replies import Reply, ReplyParser, collect
 from fluxmail.smtp._sync_stream import SyncStream
-from servers import FaultServer
+from servers import FaultServer, SMTPTestServer
 
 MakeFault = Callable[..., FaultServer]
 
@@ -208,3 +209,22 @@ def test_the_transcript_shows_the_envelope_written_ahead(
         assert f"C: RCPT TO:<user{i}@example.com>" in caplog.text
     assert caplog.text.count("C: DATA") == 3
     assert "secret-body" not in caplog.text
+
+
+# --- the same bytes over TLS and in plain text -----------------------------------------
+
+
+@pytest.mark.parametrize("tls", ["plain", "starttls", "ssl"])
+def test_small_and_large_messages_arrive_as_written(
+    connect: Connect, make_server: Callable[..., SMTPTestServer], tls: str
+) -> None:
+    """The tail is joined to a small message over TLS (one record), written after a large
+    one, and gathered with either on a plain socket: the server gets the same bytes."""
+    server = make_server(tls="none" if tls == "plain" else tls)
+    client = connect(server.smtp_config())
+    line = b"x" * 76 + b"\r\n"
+    bodies = [b"Hello\r\n", line * 2000, line * 20000]  # 7 B, 156 KB, 1.5 MB (> a slice)
+    for body in bodies:
+        client.send(msg(data=b"Subject: t\r\n\r\n" + body))
+    assert [m.data for m in server.messages] == [b"Subject: t\r\n\r\n" + b for b in bodies]
+    assert all(m.tls == (tls != "plain") for m in server.messages)
