@@ -161,9 +161,10 @@ class _Hooks:
 
     def ready(self, key: int, composed: Composed) -> bool:
         limiter = self._limiter
-        if limiter.wait(limiter.clock()) > 0:
-            return False  # its slot is not due: it waits for its own turn
-        limiter.take(limiter.clock())
+        if limiter.enabled:
+            if limiter.wait(limiter.clock()) > 0:
+                return False  # its slot is not due: it waits for its own turn
+            limiter.take(limiter.clock())
         self._sending(key, composed)
         return True
 

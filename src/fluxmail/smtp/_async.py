@@ -15,18 +15,20 @@ what the server sent); the session decides what it means.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from types import TracebackType
 from typing import NoReturn, TypeVar
 
 from ..envelope import Composed
 from ..errors import FluxMailException, ProtocolError
-from ._actions import Answer, Conversation, Exchange, Failure, NextMessage, StartTLS
+from ._actions import Answer, Conversation, Exchange, Failure, NextMessage
 from ._async_stream import AsyncStream, pause
 from ._common import (
     QUIT_TIMEOUT,
     WRITE_CHUNK,
     exchange_timeout,
+    log,
     log_exchange,
     log_replies,
     tls_context,
@@ -178,14 +180,14 @@ class AsyncSMTPConnection:
             while True:
                 try:
                     result: Answer = []
-                    if isinstance(action, StartTLS):
-                        await self._starttls()
-                    elif isinstance(action, NextMessage):
-                        result = upcoming() if upcoming is not None else None
-                    else:
+                    if isinstance(action, Exchange):
                         result = await self._exchange(
                             action, exchange_timeout(self.config, action)
                         )
+                    elif isinstance(action, NextMessage):
+                        result = upcoming() if upcoming is not None else None
+                    else:
+                        await self._starttls()
                 except Failure as failure:
                     action = conversation.throw(failure)
                 except BaseException as exc:  # the caller's upcoming(), an interrupt
@@ -256,9 +258,11 @@ class AsyncSMTPConnection:
             raise Failure(ProtocolError(OUT_OF_STEP.format(host=self.config.host)))
         written = False
         replies: list[Reply] = []
+        debug = log.isEnabledFor(logging.DEBUG)  # (asked once: per message, it adds up)
         try:
             if exchange.data or exchange.tail:
-                log_exchange(exchange)
+                if debug:
+                    log_exchange(exchange)
                 await self._write(stream, exchange, timeout)
             written = True
             await self._read(stream, exchange, time.monotonic() + timeout, replies)
@@ -278,28 +282,28 @@ class AsyncSMTPConnection:
             self._drop()
             raise
         finally:
-            if written and replies:
+            if debug and written and replies:
                 log_replies(replies, self._session, exchange.stage)
 
     async def _write(self, stream: AsyncStream, exchange: Exchange, timeout: float) -> None:
-        """Write ``data`` + ``tail`` in slices, each with its own deadline. Before each
-        slice of message data, look for input: a server that spoke or hung up in the
-        middle of DATA gets nothing more (a final dot is never written to a server known
-        to be gone, or to one that already answered)."""
+        """Write ``data`` + ``tail`` in slices, each with its own deadline (the tail goes
+        with the last slice, never copied onto it). Before each slice of message data,
+        look for input: a server that spoke or hung up in the middle of DATA gets nothing
+        more (a final dot is never written to a server known to be gone, or to one that
+        already answered)."""
         data, tail = exchange.data, exchange.tail
-        if len(data) + len(tail) <= WRITE_CHUNK:
-            pieces: list[bytes | memoryview] = [data + tail if tail else data]
+        if len(data) <= WRITE_CHUNK:
+            pieces: list[bytes | memoryview] = [data]
         else:
             view = memoryview(data)
             pieces = [view[i : i + WRITE_CHUNK] for i in range(0, len(data), WRITE_CHUNK)]
-            if tail:
-                pieces.append(tail)
-        for piece in pieces:
+        last = len(pieces) - 1
+        for i, piece in enumerate(pieces):
             if exchange.guarded:
                 early = await self._early(stream)
                 if early is not None:
                     raise early
-            await stream.write(piece, timeout)
+            await stream.write(piece, timeout, tail if i == last else b"")
 
     async def _early(self, stream: AsyncStream, *, after_failure: bool = False) -> Failure | None:
         """What the server sent (or that it left) before the write finished, as a Failure

@@ -214,13 +214,17 @@ class AsyncStream:
         proto.transport = transport
         proto.tls = True
 
-    async def write(self, data: bytes | memoryview, timeout: float) -> None:
-        """Write ``data`` and wait, at most ``timeout`` seconds, until the kernel has every
-        byte. A failed or hung-up connection raises before anything is written."""
+    async def write(self, data: bytes | memoryview, timeout: float, tail: bytes = b"") -> None:
+        """Write ``data`` then ``tail`` and wait, at most ``timeout`` seconds, until the
+        kernel has every byte. A failed or hung-up connection raises before anything is
+        written."""
         proto = self._proto
         proto.check_writable()  # raises if the connection already failed
         assert proto.transport is not None
-        proto.transport.write(data)
+        if tail:
+            proto.transport.writelines((data, tail))
+        else:
+            proto.transport.write(data)
         if proto.flushed():
             return
         proto.arm(timeout)

@@ -61,6 +61,8 @@ def log_exchange(exchange: Exchange) -> None:
     if not exchange.data or not log.isEnabledFor(logging.DEBUG):
         return
     text = exchange.log if exchange.log is not None else exchange.data.decode("utf-8", "replace")
+    if exchange.ahead:  # the next message's envelope, written behind the final dot
+        text += "\n" + exchange.tail.split(b".\r\n", 1)[1].decode("utf-8", "replace")
     for line in text.splitlines():
         log.debug("C: %s", line)
 

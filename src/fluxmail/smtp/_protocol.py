@@ -23,229 +23,32 @@ docs/errors.md, "Where the final dot is".
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..envelope import Composed
 from ..errors import (
     AuthenticationError,
     ConnectError,
     FluxMailException,
-    HeaderInjectionError,
-    InvalidAddressError,
-    InvalidMessageError,
-    MessageRefusedError,
-    MessageTooLargeError,
     ProtocolError,
     SMTPResponseError,
-    SMTPUTF8UnsupportedError,
     TLSRequiredError,
 )
-from ._actions import CRLF, Action, Conversation, Exchange, Failure, NextMessage, StartTLS
+from ._actions import Action, Answer, Conversation, Exchange, Failure, NextMessage, StartTLS
 from ._auth import AUTHENTICATORS, Credentials
-from ._data import check_line_length, normalize_newlines, stuff
 from ._errors import reply_error
 from ._hints import attach
 from ._hints import make as make_hint
 from ._options import SmtpConfig
+from ._outcome import Outcome, closing_reply, judge_envelope, rcpt_failure
+from ._plan import Plan, check_envelope, command, plan_message
 from ._replies import Capabilities, Reply
 from ._results import SendResult, SessionInfo
 from ._transfer import Phase, Transfer
 
-# --- commands and data ----------------------------------------------------------------
+__all__ = ["Ahead", "Session", "Upcoming", "check_envelope", "command", "plan_message"]
 
-
-def check_argument(value: str, what: str = "SMTP command argument") -> str:
-    """Refuse CR, LF and NUL: they would end the command and start another one."""
-    if "\r" in value or "\n" in value or "\0" in value:
-        raise HeaderInjectionError(f"{what} contains CR, LF or NUL")
-    return value
-
-
-def command(verb: str, *args: str) -> bytes:
-    """``verb arg ...`` + CRLF, UTF-8 encoded; every argument is checked."""
-    for arg in args:
-        check_argument(arg)
-    return " ".join((verb, *args)).encode("utf-8") + CRLF
-
-
-def _path(address: str) -> str:
-    check_argument(address, "envelope address")
-    if "<" in address or ">" in address or address != address.strip():
-        raise InvalidAddressError(f"envelope address {address!r} is not a bare addr-spec")
-    return f"<{address}>"
-
-
-@dataclass(frozen=True)
-class Plan:
-    """One message, checked and turned into bytes, ready for a transaction.
-
-    The DATA bytes are ``payload`` followed by ``tail`` (see :func:`stuff`). ``size`` is
-    the message's size as RFC 1870 counts it: CRLF line ends, not the dots added for
-    transparency nor the terminating ``.`` CRLF."""
-
-    message_id: str
-    mail: bytes
-    rcpts: tuple[tuple[str, bytes], ...]
-    payload: bytes = field(repr=False)
-    tail: bytes = b".\r\n"
-    size: int = 0
-
-    def envelope(self, rcpts: tuple[tuple[str, bytes], ...]) -> bytes:
-        """MAIL + RCPTs + DATA in one piece (a pipelined envelope)."""
-        return self.mail + b"".join(cmd for _, cmd in rcpts) + b"DATA\r\n"
-
-
-def check_envelope(composed: Composed) -> None:
-    """The checks that need no server, done before connecting: recipients present, each
-    address a bare addr-spec without CR, LF or NUL."""
-    env = composed.envelope
-    if not env.rcpt_to:
-        raise InvalidMessageError("the envelope has no recipients")
-    for address in (env.mail_from, *env.rcpt_to):
-        if address:
-            _path(address)
-
-
-def plan_message(caps: Capabilities, composed: Composed, *, host: str) -> Plan:
-    """Check ``composed`` against the server's capabilities and build its bytes.
-
-    Raises before anything is sent: SMTPUTF8 needed but not offered, SIZE exceeded,
-    CR/LF/NUL in an address, no recipients.
-    """
-    env = composed.envelope
-    if not env.rcpt_to:
-        raise InvalidMessageError("the envelope has no recipients")
-    addresses = (env.mail_from, *env.rcpt_to)
-    paths = [_path(a) if a else "<>" for a in addresses]
-    utf8 = env.smtputf8 or not all(a.isascii() for a in addresses)
-    if utf8 and not caps.smtputf8:
-        raise SMTPUTF8UnsupportedError(
-            f"an address needs SMTPUTF8 (non-ASCII local part) and {host} does not offer "
-            "it; nothing was sent",
-            smtp_code=553,
-            enhanced_code="5.6.7",
-        )
-    # our composer's bytes are CRLF-only with short lines (checked as it built them)
-    normalized = composed.data if composed.clean else normalize_newlines(composed.data)
-    payload, tail = stuff(normalized)
-    size = len(normalized) + len(tail) - 3  # RFC 1870: the stuffed dots do not count
-    params = []
-    if caps.size:
-        params.append(f"SIZE={size}")
-        limit = caps.max_size
-        if limit is not None and size > limit:
-            raise MessageTooLargeError(
-                f"the message is {size} bytes and {host} accepts at most "
-                f"{limit}; nothing was sent",
-                smtp_code=552,
-                enhanced_code="5.3.4",
-            )
-    if not composed.clean:
-        check_line_length(normalized)
-    del normalized
-    if not payload.isascii():
-        params += _eight_bit(caps, utf8, host)
-    if utf8:
-        params.append("SMTPUTF8")
-    return Plan(
-        message_id=composed.message_id,
-        mail=command(f"MAIL FROM:{paths[0]}", *params),
-        rcpts=tuple(
-            (addr, command(f"RCPT TO:{path}"))
-            for addr, path in zip(env.rcpt_to, paths[1:], strict=True)
-        ),
-        payload=payload,
-        tail=tail,
-        size=size,
-    )
-
-
-def _eight_bit(caps: Capabilities, utf8: bool, host: str) -> list[str]:
-    """The MAIL parameter that announces 8-bit data (RFC 6152), or the refusal when the
-    server cannot take it. Only foreign bytes (Django's ``8bit`` parts) get here without
-    SMTPUTF8: fluxmail's composer writes 7-bit bodies. They are not re-encoded (that
-    would change bytes the caller, or a DKIM signature, fixed): see docs/security.md."""
-    if caps.eightbitmime:
-        return ["BODY=8BITMIME"]
-    if utf8 and caps.smtputf8:  # RFC 6531 3.3: an SMTPUTF8 server takes 8-bit data
-        return []
-    raise MessageRefusedError(
-        f"the message has 8-bit data (non-ASCII bytes, such as a Content-Transfer-Encoding: "
-        f"8bit part) and {host} does not offer 8BITMIME (RFC 6152); encode those parts as "
-        "quoted-printable or base64; nothing was sent",
-        smtp_code=554,
-        enhanced_code="5.6.3",
-        code="eightbitmime_unsupported",
-    )
-
-
-# --- transactions ---------------------------------------------------------------------
-
-
-@dataclass
-class Outcome:
-    accepted: list[str] = field(default_factory=list)
-    refused: dict[str, tuple[int, str]] = field(default_factory=dict)
-    deferred: list[tuple[str, bytes]] = field(default_factory=list)  # 452: try again
-    why_deferred: dict[str, tuple[int, str]] = field(default_factory=dict)
-    final: Reply | None = None
-
-    def judge(self, rcpt: tuple[str, bytes], reply: Reply) -> None:
-        if reply.code in (250, 251):
-            self.accepted.append(rcpt[0])
-        elif reply.code == 452:  # "too many recipients": in a further transaction
-            self.deferred.append(rcpt)
-            self.why_deferred[rcpt[0]] = (reply.code, reply.text)
-        else:
-            self.refused[rcpt[0]] = (reply.code, reply.text)
-
-    def defer(self, rcpt: tuple[str, bytes], why: tuple[int, str]) -> None:
-        self.deferred.append(rcpt)
-        self.why_deferred[rcpt[0]] = why
-
-    def all_refused(self) -> dict[str, tuple[int, str]]:
-        return {**self.refused, **self.why_deferred}
-
-
-def judge_envelope(
-    rcpts: tuple[tuple[str, bytes], ...], replies: list[Reply], *, host: str
-) -> tuple[Outcome, FluxMailException | None, bool]:
-    """Judge the replies to a pipelined ``MAIL, RCPT..., DATA`` (see :meth:`Plan.envelope`).
-
-    Returns the recipients' outcome, the error that ends the transaction (or ``None`` when
-    the server is waiting for the data), and whether the server opened DATA (354) anyway,
-    in which case a lone dot must end the empty message before ``RSET``.
-    """
-    outcome = Outcome()
-    for rcpt, reply in zip(rcpts, replies[1:], strict=False):
-        outcome.judge(rcpt, reply)
-    data = replies[-1] if len(replies) == len(rcpts) + 2 else None
-    data_open = data is not None and data.code == 354
-    mail = replies[0]
-    closing = _closing(replies)
-    failure: FluxMailException | None = None
-    if closing is not None:  # 421: the server is going away
-        stage = "mail" if len(replies) == 1 else "data" if data is not None else "rcpt"
-        failure = reply_error(stage, closing, host=host, refused=outcome.refused)
-    elif not 200 <= mail.code < 300:
-        failure = reply_error("mail", mail, host=host)
-    elif not outcome.accepted:
-        failure = _rcpt_failure(outcome, host)
-    elif data is not None and data.code != 354:
-        failure = reply_error("data", data, host=host, refused=outcome.refused)
-    return outcome, failure, data_open
-
-
-def _closing(replies: list[Reply]) -> Reply | None:
-    return replies[-1] if replies and replies[-1].code == 421 else None
-
-
-def _rcpt_failure(outcome: Outcome, host: str) -> FluxMailException:
-    refused = outcome.all_refused()
-    codes = [code for code, _ in refused.values()]
-    code = next((c for c in codes if 400 <= c < 500), codes[0])
-    text = next(t for c, t in refused.values() if c == code)
-    return reply_error("rcpt", Reply(code, (text,)), host=host, refused=refused)
+_NEXT_MESSAGE = NextMessage()
 
 
 @dataclass(frozen=True)
@@ -322,7 +125,7 @@ class Session:
             self.transfer.answered()
         assert isinstance(answer, list)
         answer = secrets.replies(answer)
-        if _closing(answer) is not None:
+        if closing_reply(answer) is not None:
             self.closing = True
         return answer
 
@@ -486,15 +289,26 @@ class Session:
         final dot when this is the message's last transaction and the server offers
         PIPELINING.
         """
-        if ahead is not None:
-            outcome = yield from self._pipelined_envelope(plan, rcpts, ahead.replies)
-        elif self.caps.pipelining:
-            outcome = yield from self._pipelined_envelope(plan, rcpts)
+        if ahead is not None or self.caps.pipelining:
+            if ahead is not None:  # its replies are in: judged without another exchange
+                replies = ahead.replies
+            else:
+                exchange = Exchange(plan.envelope(rcpts), len(rcpts) + 2, "mail")
+                replies = yield from self.ask(exchange)
+            outcome, failure, data_open = judge_envelope(rcpts, replies, host=self.host)
+            if failure is not None:
+                yield from self._reset(self.closing, data_open=data_open)
+                raise failure
         else:
             outcome = yield from self._stepwise_envelope(plan, rcpts)
         following = None
         if pipeline and self.caps.pipelining and not outcome.deferred:
-            following = yield from self._next_message()
+            try:  # the driver answers with the caller's upcoming() (see _plan_ahead)
+                upcoming = yield _NEXT_MESSAGE
+            except BaseException:
+                self.closing = True
+                raise
+            following = self._plan_ahead(upcoming)
         log = f"<message data: {plan.size} bytes> ."
         if following is None:
             exchange = Exchange(
@@ -512,7 +326,7 @@ class Session:
                 plan.payload,
                 1 + len(following[1].rcpts) + 2,
                 "dot",
-                log=log + "\n" + envelope.decode("utf-8", "replace"),
+                log=log,
                 message_id=plan.message_id,
                 tail=plan.tail + envelope,
                 ahead=len(following[1].rcpts) + 2,
@@ -545,19 +359,14 @@ class Session:
             return judge_envelope(ahead.plan.rcpts, replies, host=self.host)[1]
         return lost
 
-    def _next_message(self) -> Conversation[tuple[Composed, Plan] | None]:
-        """The next message and its plan, or None (none, or it fails its checks: then it
-        fails on its own when it is sent, before anything of it is written).
+    def _plan_ahead(self, composed: Answer) -> tuple[Composed, Plan] | None:
+        """The next message (what the driver answered to :class:`NextMessage`: the
+        caller's ``upcoming()``) and its plan, or None (none, or it fails its checks:
+        then it fails on its own when it is sent, before anything of it is written).
 
-        The driver answers :class:`NextMessage` with the caller's ``upcoming()``. If that
-        raised, the server is waiting for this message's data, which must never be ended
-        now: the session is over (the driver drops the connection) and the error goes on.
-        """
-        try:
-            composed = yield NextMessage()
-        except BaseException:
-            self.closing = True
-            raise
+        If ``upcoming()`` raised, the server is waiting for this message's data, which
+        must never be ended now: the session is over (the driver drops the connection)
+        and the error goes on (see :meth:`transaction`)."""
         if composed is None:
             return None
         assert isinstance(composed, Composed)
@@ -565,21 +374,6 @@ class Session:
             return composed, plan_message(self.caps, composed, host=self.host)
         except FluxMailException:
             return None
-
-    def _pipelined_envelope(
-        self,
-        plan: Plan,
-        rcpts: tuple[tuple[str, bytes], ...],
-        replies: list[Reply] | None = None,
-    ) -> Conversation[Outcome]:
-        if replies is None:
-            exchange = Exchange(plan.envelope(rcpts), len(rcpts) + 2, "mail")
-            replies = yield from self.ask(exchange)
-        outcome, failure, data_open = judge_envelope(rcpts, replies, host=self.host)
-        if failure is None:
-            return outcome
-        yield from self._reset(self.closing, data_open=data_open)
-        raise failure
 
     def _stepwise_envelope(
         self, plan: Plan, rcpts: tuple[tuple[str, bytes], ...]
@@ -599,7 +393,7 @@ class Session:
             outcome.judge(rcpt, reply)
         if not outcome.accepted:
             yield from self._reset(False)
-            raise _rcpt_failure(outcome, self.host)
+            raise rcpt_failure(outcome, self.host)
         data = yield from self._one(Exchange(b"DATA\r\n", 1, "data"))
         if data.code != 354:
             yield from self._reset(self.closing)

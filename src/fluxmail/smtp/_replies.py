@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from types import MappingProxyType
 
 from ..errors import ProtocolError
@@ -124,6 +125,42 @@ class ReplyParser:
             if reply is not None:
                 return reply
 
+    def take(self, wanted: int, into: list[Reply]) -> bool:
+        """:func:`collect` (which see): the loop of :meth:`next_reply` over the buffer,
+        with its one-line case read in place (a pipelined message has 4 replies)."""
+        buf = self._buf
+        if self._pos == len(buf):  # nothing unread (before the first read of an exchange)
+            return wanted <= len(into)
+        append = into.append
+        count = wanted - len(into)
+        fast = not self._lines and self._max_lines >= 1
+        limit = min(self._max_line, self._max_reply - 2)
+        while count > 0:
+            pos = self._pos
+            end = buf.find(b"\n", pos)
+            if end < 0:
+                return False
+            if fast and 4 <= end - pos <= limit and buf[pos + 3] == 32:  # "NNN text"
+                head = buf[pos : pos + 3]
+                if head.isdigit() and head[0] in _FIRST_DIGITS:
+                    self._pos = end + 1
+                    stop = end - 1 if buf[end - 1] == 13 else end
+                    reply = Reply(int(head), (buf[pos + 4 : stop].decode("utf-8", "replace"),))
+                    append(reply)
+                    count -= 1
+                    if reply.code == 421:
+                        return True
+                    continue
+            other = self.next_reply()  # multi-line, garbage, over a cap: the full rules
+            if other is None:
+                return False
+            append(other)
+            count -= 1
+            if other.code == 421:
+                return True
+            fast = not self._lines
+        return True
+
     def _take_line(self, raw: bytes) -> Reply | None:
         if len(raw) > self._max_line:
             raise ProtocolError(f"server sent a reply line longer than {self._max_line} bytes")
@@ -188,27 +225,27 @@ class Capabilities:
     def has(self, keyword: str) -> bool:
         return keyword.upper() in self.keywords
 
-    @property
+    @cached_property  # (asked for every message of a batch)
     def pipelining(self) -> bool:
         return self.has("PIPELINING")
 
-    @property
+    @cached_property
     def starttls(self) -> bool:
         return self.has("STARTTLS")
 
-    @property
+    @cached_property
     def smtputf8(self) -> bool:
         return self.has("SMTPUTF8")
 
-    @property
+    @cached_property
     def eightbitmime(self) -> bool:
         return self.has("8BITMIME")
 
-    @property
+    @cached_property
     def enhanced_status_codes(self) -> bool:
         return self.has("ENHANCEDSTATUSCODES")
 
-    @property
+    @cached_property
     def max_size(self) -> int | None:
         """The SIZE limit in bytes; ``None`` when not advertised or unlimited (0)."""
         if not self.has("SIZE"):
@@ -216,7 +253,7 @@ class Capabilities:
         value = self.keywords["SIZE"].split(" ", 1)[0]
         return int(value) if value.isdigit() and int(value) > 0 else None
 
-    @property
+    @cached_property
     def size(self) -> bool:
         """SIZE was advertised (with or without a limit): MAIL may carry ``SIZE=``."""
         return self.has("SIZE")
@@ -230,15 +267,7 @@ def collect(parser: ReplyParser, wanted: int, into: list[Reply]) -> bool:
     only answers commands, so a caller that finds ``parser.buffered`` afterwards must not
     take them as the answer to its next command (see :func:`out_of_step`).
     """
-    next_reply, append = parser.next_reply, into.append  # (per message: 4 replies)
-    for _ in range(wanted - len(into)):
-        reply = next_reply()
-        if reply is None:
-            return False
-        append(reply)
-        if reply.code == 421:
-            return True
-    return True
+    return parser.take(wanted, into)
 
 
 def drain(parser: ReplyParser) -> list[Reply]:

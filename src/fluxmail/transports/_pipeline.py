@@ -145,7 +145,7 @@ class Batch:
 
     def _deliver(self, conn: SMTPConnection, key: int, composed: Composed) -> SMTPConnection:
         run = self.run_
-        attempts = self.transport._attempts()
+        attempts: policy.Attempts | None = None  # made at the first failure (most have none)
         lost = conn.lost_ahead(composed)  # its envelope went out ahead, then the connection
         while True:
             reused = conn.is_open or lost is not None
@@ -167,6 +167,8 @@ class Batch:
                 run.in_flight = None
                 run.finish(key, result)
                 return conn
+            if attempts is None:
+                attempts = self.transport._attempts()
             wait = attempts.after(error, reused=reused, still_open=conn.is_open)
             if wait is None:
                 return _give_up(run, conn, key, error, connected)
