@@ -80,7 +80,7 @@ QUIET_LIMIT = 0.10  # other processes' CPU share above which a scenario is flagg
 SOURCE_PAYLOAD = {"small": 1250, "rich": 73000}
 
 # The issue's targets for fluxmail.
-TARGET_SMALL, TARGET_RICH, TARGET_POOL, TARGET_LATENCY, TARGET_MEMORY_MB = 3.0, 1.5, 0.85, 3.5, 20
+TARGET_SMALL, TARGET_RICH, TARGET_POOL, TARGET_LATENCY, TARGET_MEMORY_MB = 3.0, 1.5, 0.5, 3.5, 20
 
 
 @dataclass
