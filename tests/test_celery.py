@@ -30,6 +30,7 @@ from fluxmail.scale._limiter import FleetLimiter, MemorySpacer, RedisSpacer
 from fluxmail.scale._memstore import MemoryStore
 from fluxmail.scale._payload import make_payload, read_payload
 from fluxmail.scale._store import RedisStore, Store
+from helpers import max_in_any_window
 from redis_fixture import RedisServer
 from servers import Close, FaultServer, SMTPTestServer
 
@@ -49,16 +50,6 @@ def message(i: int = 0, **extra: Any) -> dict[str, Any]:
 
 def received_ids(server: SMTPTestServer | FaultServer) -> list[str]:
     return [str(m.message["Message-ID"]) for m in server.messages]
-
-
-def max_in_any_window(times: list[float], width: float = 1.0) -> int:
-    times = sorted(times)
-    best = start = 0
-    for end, t in enumerate(times):
-        while t - times[start] >= width:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
 
 
 # --- claim stores ---------------------------------------------------------------------------

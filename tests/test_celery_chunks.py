@@ -29,23 +29,12 @@ from fluxmail.scale import LocalFleet
 from fluxmail.scale._decide import sending
 from fluxmail.scale._payload import make_payload
 from fluxmail.scale._store import Write
-from helpers import batch, wait_until
+from helpers import batch, max_in_any_window, wait_until
 from redis_fixture import RedisServer, StartWorkers
 from servers import FaultServer, FaultSession, SMTPTestServer, Stall
 
 MakeServer = Callable[..., SMTPTestServer]
 MakeFault = Callable[..., FaultServer]
-
-
-def max_in_any_window(times: list[float], width: float = 1.0) -> int:
-    """The most receive times in any half-open window [t, t + width)."""
-    times = sorted(times)
-    best = start = 0
-    for end, t in enumerate(times):
-        while t - times[start] >= width:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
 
 
 def fixed_ids(count: int, tag: str = "m") -> list[str | None]:

@@ -14,23 +14,12 @@ from collections.abc import Callable
 import pytest
 
 from celery_app import make_app
-from helpers import batch, wait_until
+from helpers import batch, max_in_any_window, wait_until
 from redis_fixture import RedisServer, StartWorkers
 from servers import PASSWORD, USERNAME, FaultServer, FaultSession, Reply, SMTPTestServer, Stall
 
 MakeServer = Callable[..., SMTPTestServer]
 MakeFault = Callable[..., FaultServer]
-
-
-def max_in_any_window(times: list[float], width: float = 1.0) -> int:
-    """The most receive times in any half-open window [t, t + width)."""
-    times = sorted(times)
-    best = start = 0
-    for end, t in enumerate(times):
-        while t - times[start] >= width:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
 
 
 def test_workers_deliver_retry_refuse_and_reuse_one_connection(
