@@ -1,4 +1,4 @@
-"""A lean pipelining SMTP client: the same-run ceiling of what Python can do here.
+"""A lean pipelining SMTP client: a same-run reference for a Python client with no rules.
 
 A benchmark reference only (``bench.py``'s ``lean-pipelining`` row); nothing in ``src/``
 imports it. It sends the bench's small and rich messages over one connection the fastest

@@ -409,7 +409,8 @@ RUNNERS["fluxmail-async-16p"] = lambda port, kind, count, _c: run_fluxmail_async
 
 @contender(
     "lean-pipelining",
-    "benchmarks/_lean.py: template MIME, no validation, one write per message (a ceiling)",
+    "benchmarks/_lean.py: template MIME, no validation, one write per message, composes"
+    " while nothing is in flight (a reference)",
 )
 def run_lean(port: int, kind: str, count: int, connections: int) -> int:
     import _lean

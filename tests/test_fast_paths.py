@@ -339,6 +339,39 @@ def test_big_message_is_sent_before_the_next_is_composed(
     assert session.chunk_of("MAIL", 3) == session.dots[2]
 
 
+def test_the_message_after_next_is_composed_while_a_dot_is_answered(
+    make_fault_server: Any,
+) -> None:
+    """A blocking batch takes message k+2 from its input after message k's final dot
+    (with k+1's envelope) is written and before its replies are read: composing
+    overlaps the server's work. Never more than two messages ahead."""
+    from fluxmail import BulkSender, FluxMail
+
+    server = make_fault_server()
+    events: list[tuple[str, int]] = []
+    count = 6
+
+    def messages() -> Any:
+        for index in range(count):
+            events.append(("take", index))
+            yield {
+                "subject": f"Hi {index}",
+                "recipients": [f"user{index}@example.com"],
+                "body": f"body {index}",
+                "sender": "noreply@myapp.com",
+            }
+
+    mailer = FluxMail(**server.fluxmail_kwargs())
+    result = BulkSender(mailer).send_batch(
+        messages(), on_success=lambda index, _: events.append(("sent", index)), progress=False
+    )
+    assert result["sent"] == count
+    for k in range(count - 2):
+        assert events.index(("take", k + 2)) < events.index(("sent", k)), events
+    for k in range(count - 3):
+        assert events.index(("take", k + 3)) > events.index(("sent", k)), events
+
+
 def test_joined_and_buffered_output_are_the_same_bytes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -79,10 +79,12 @@ def test_keyboard_interrupt(make_fault_server: MakeFault, tmp_path: Path, mode: 
     resume_and_count(server, messages, path, mode)
 
 
-def _breaking(messages: list[dict[str, Any]], at: int) -> Iterator[dict[str, Any]]:
+def _breaking(
+    messages: list[dict[str, Any]], at: int, error: type[BaseException] = RuntimeError
+) -> Iterator[dict[str, Any]]:
     for index, message in enumerate(messages):
         if index == at:
-            raise RuntimeError("the input broke")
+            raise error("the input broke")
         yield message
 
 
@@ -112,6 +114,29 @@ def test_the_input_raises(
     assert len(server.messages) == sent
     check_stopped(path, ahead=broken - 1 if mode == "sync" else None)
     resume_and_count(server, messages, path, mode)
+
+
+def test_an_interrupt_while_a_dot_is_answered_waits_for_the_answer(
+    make_fault_server: MakeFault, tmp_path: Path
+) -> None:
+    """Sync batches compose the message after next while the replies to a final dot are
+    awaited: a KeyboardInterrupt raised there (by the input) waits for those replies, so
+    the message whose dot was written gets its outcome instead of an unknown one."""
+    server = make_fault_server()
+    path = tmp_path / "run.jsonl"
+    messages = batch(TOTAL)
+    broken = 4  # taken while message 2's dot (and message 3's envelope) is answered
+    with pytest.raises(KeyboardInterrupt):
+        run_batch(
+            FluxMail(**server.fluxmail_kwargs()),
+            _breaking(messages, broken, KeyboardInterrupt),
+            "sync",
+            journal=path,
+        )
+    assert len(server.messages) == broken - 1
+    assert last_states(path)[broken - 2] == "accepted"
+    check_stopped(path, ahead=broken - 1)
+    resume_and_count(server, messages, path, "sync")
 
 
 def test_asyncio_cancellation(make_fault_server: MakeFault, tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import NoReturn, TypeVar
 
@@ -120,12 +121,23 @@ class AsyncSMTPConnection:
     async def send(self, composed: Composed) -> SendResult:
         return await self.send_pipelined(composed, None)
 
-    async def send_pipelined(self, composed: Composed, upcoming: Upcoming | None) -> SendResult:
+    async def send_pipelined(
+        self,
+        composed: Composed,
+        upcoming: Upcoming | None,
+        meanwhile: Callable[[], None] | None = None,
+    ) -> SendResult:
         """``send(composed)``; then, if the server offers PIPELINING and ``upcoming()``
         (asked right before the final dot is written) returns the next message, that
         message's MAIL/RCPT/DATA go out in the same write as this final dot: one round
         trip per message. The next call must send that message (anything else drops the
-        connection first); its envelope replies are already in."""
+        connection first); its envelope replies are already in.
+
+        ``meanwhile()`` is called once the write ending the message's data has reached
+        the kernel, before its replies are read: work that overlaps the server's (a
+        batch composes its next message there). It should not raise; what it raises is
+        handled as an interrupt at that moment would be (the connection is dropped, the
+        message's outcome is unknown)."""
         ahead = self._session.ahead if self._session is not None else None
         if ahead is None or ahead.composed is not composed:
             check_envelope(composed)  # before connecting: CR, LF or NUL in an address
@@ -138,7 +150,7 @@ class AsyncSMTPConnection:
         assert self._session is not None
         try:
             conversation = self._session.send_message(composed, upcoming is not None)
-            return await self._run(conversation, upcoming)
+            return await self._run(conversation, upcoming, meanwhile)
         finally:
             if not self._usable:
                 self._drop()
@@ -173,8 +185,14 @@ class AsyncSMTPConnection:
         return error or self._io_error("mail", ServerClosedError())
 
     # the driver loop
-    async def _run(self, conversation: Conversation[T], upcoming: Upcoming | None = None) -> T:
-        """Execute actions until the conversation returns; failures are thrown into it."""
+    async def _run(
+        self,
+        conversation: Conversation[T],
+        upcoming: Upcoming | None = None,
+        meanwhile: Callable[[], None] | None = None,
+    ) -> T:
+        """Execute actions until the conversation returns; failures are thrown into it.
+        ``meanwhile`` runs while the replies to a write ending a message are awaited."""
         try:
             action = next(conversation)
             while True:
@@ -182,7 +200,9 @@ class AsyncSMTPConnection:
                     result: Answer = []
                     if isinstance(action, Exchange):
                         result = await self._exchange(
-                            action, exchange_timeout(self.config, action)
+                            action,
+                            exchange_timeout(self.config, action),
+                            meanwhile if action.message_id is not None else None,
                         )
                     elif isinstance(action, NextMessage):
                         result = upcoming() if upcoming is not None else None
@@ -249,9 +269,16 @@ class AsyncSMTPConnection:
             self._drop()
             raise
 
-    async def _exchange(self, exchange: Exchange, timeout: float) -> list[Reply]:
+    async def _exchange(
+        self,
+        exchange: Exchange,
+        timeout: float,
+        meanwhile: Callable[[], None] | None = None,
+    ) -> list[Reply]:
         """Perform one exchange; any failure drops the connection and is reported as a
-        :class:`Failure` (an interrupt or a cancellation is re-raised as it is)."""
+        :class:`Failure` (an interrupt or a cancellation is re-raised as it is).
+        ``meanwhile()`` runs between the write and the read (its time is not taken from
+        the read's deadline)."""
         stream = self._stream
         if stream is None or (self._out_of_step and not exchange.guarded):
             self._drop()  # (a guarded write reports the surplus as an early reply)
@@ -265,6 +292,8 @@ class AsyncSMTPConnection:
                     log_exchange(exchange)
                 await self._write(stream, exchange, timeout)
             written = True
+            if meanwhile is not None:
+                meanwhile()
             await self._read(stream, exchange, time.monotonic() + timeout, replies)
             return replies
         except Failure:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import NoReturn, TypeVar
 
@@ -113,12 +114,23 @@ class SMTPConnection:
     def send(self, composed: Composed) -> SendResult:
         return self.send_pipelined(composed, None)
 
-    def send_pipelined(self, composed: Composed, upcoming: Upcoming | None) -> SendResult:
+    def send_pipelined(
+        self,
+        composed: Composed,
+        upcoming: Upcoming | None,
+        meanwhile: Callable[[], None] | None = None,
+    ) -> SendResult:
         """``send(composed)``; then, if the server offers PIPELINING and ``upcoming()``
         (asked right before the final dot is written) returns the next message, that
         message's MAIL/RCPT/DATA go out in the same write as this final dot: one round
         trip per message. The next call must send that message (anything else drops the
-        connection first); its envelope replies are already in."""
+        connection first); its envelope replies are already in.
+
+        ``meanwhile()`` is called once the write ending the message's data has reached
+        the kernel, before its replies are read: work that overlaps the server's (a
+        batch composes its next message there). It should not raise; what it raises is
+        handled as an interrupt at that moment would be (the connection is dropped, the
+        message's outcome is unknown)."""
         ahead = self._session.ahead if self._session is not None else None
         if ahead is None or ahead.composed is not composed:
             check_envelope(composed)  # before connecting: CR, LF or NUL in an address
@@ -131,7 +143,7 @@ class SMTPConnection:
         assert self._session is not None
         try:
             conversation = self._session.send_message(composed, upcoming is not None)
-            return self._run(conversation, upcoming)
+            return self._run(conversation, upcoming, meanwhile)
         finally:
             if not self._usable:
                 self._drop()
@@ -166,15 +178,25 @@ class SMTPConnection:
         return error or self._io_error("mail", ServerClosedError())
 
     # the driver loop
-    def _run(self, conversation: Conversation[T], upcoming: Upcoming | None = None) -> T:
-        """Execute actions until the conversation returns; failures are thrown into it."""
+    def _run(
+        self,
+        conversation: Conversation[T],
+        upcoming: Upcoming | None = None,
+        meanwhile: Callable[[], None] | None = None,
+    ) -> T:
+        """Execute actions until the conversation returns; failures are thrown into it.
+        ``meanwhile`` runs while the replies to a write ending a message are awaited."""
         try:
             action = next(conversation)
             while True:
                 try:
                     result: Answer = []
                     if isinstance(action, Exchange):
-                        result = self._exchange(action, exchange_timeout(self.config, action))
+                        result = self._exchange(
+                            action,
+                            exchange_timeout(self.config, action),
+                            meanwhile if action.message_id is not None else None,
+                        )
                     elif isinstance(action, NextMessage):
                         result = upcoming() if upcoming is not None else None
                     else:
@@ -238,9 +260,16 @@ class SMTPConnection:
             self._drop()
             raise
 
-    def _exchange(self, exchange: Exchange, timeout: float) -> list[Reply]:
+    def _exchange(
+        self,
+        exchange: Exchange,
+        timeout: float,
+        meanwhile: Callable[[], None] | None = None,
+    ) -> list[Reply]:
         """Perform one exchange; any failure drops the connection and is reported as a
-        :class:`Failure` (an interrupt or a cancellation is re-raised as it is)."""
+        :class:`Failure` (an interrupt or a cancellation is re-raised as it is).
+        ``meanwhile()`` runs between the write and the read (its time is not taken from
+        the read's deadline)."""
         stream = self._stream
         if stream is None or (self._out_of_step and not exchange.guarded):
             self._drop()  # (a guarded write reports the surplus as an early reply)
@@ -254,6 +283,8 @@ class SMTPConnection:
                     log_exchange(exchange)
                 self._write(stream, exchange, timeout)
             written = True
+            if meanwhile is not None:
+                meanwhile()
             self._read(stream, exchange, time.monotonic() + timeout, replies)
             return replies
         except Failure:

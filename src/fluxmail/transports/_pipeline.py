@@ -104,6 +104,45 @@ class _Run:
                 self.hooks.abandoned(key, error)
 
 
+class _Feed:
+    """The input of a blocking batch, taken up to two messages ahead of the one sent.
+
+    The next message is composed before the current one's final dot (its envelope goes
+    out with that dot); the one after it is composed by :meth:`prefetch` while the
+    replies to that write are awaited, so that composing overlaps the server's work
+    instead of adding to it. An exception the input raises there is kept and raised
+    by :meth:`take` once the replies are in, where it would have been raised without
+    the overlap (the message whose dot was written still gets its outcome).
+    """
+
+    def __init__(self, items: Iterable[Item]) -> None:
+        self._items = iter(items)
+        self._later: Item | None = None  # composed during the wait, after ``ahead``
+        self._error: BaseException | None = None
+
+    def take(self) -> Item | None:
+        """The next message (composing it now if it is not ready), or None at the end."""
+        if self._later is not None:
+            item, self._later = self._later, None
+            return item
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        return next(self._items, None)
+
+    def prefetch(self, ahead: Item | None) -> None:
+        """Compose the message after ``ahead`` (the next one), unless ``ahead`` is big:
+        a message over :data:`AHEAD_LIMIT` is sent before the next one is composed."""
+        if ahead is None or self._later is not None or self._error is not None:
+            return
+        if len(ahead[1].data) > AHEAD_LIMIT:
+            return
+        try:
+            self._later = next(self._items, None)
+        except BaseException as exc:  # the input's own error, or an interrupt: later
+            self._error = exc
+
+
 class Batch:
     """The blocking loop."""
 
@@ -111,6 +150,7 @@ class Batch:
         self.transport = transport
         self.hooks = hooks
         self.run_ = _Run(hooks)
+        self._feed: _Feed | None = None
 
     def run(self, items: Iterable[Item], held: SMTPConnection | None = None) -> SMTPConnection:
         """Deliver ``items``. On ``held`` (a held connection) when given: it is left open
@@ -119,21 +159,22 @@ class Batch:
         run = self.run_
         conn = held or SMTPConnection(self.transport.config)
         keep = held is not None
+        feed = self._feed = _Feed(items)
         try:
-            messages = iter(items)
-            item = next(messages, None)
+            item = feed.take()
             while item is not None:
                 key, composed = item
                 item = None  # (no reference left to a message once it is sent)
-                big = len(composed.data) > AHEAD_LIMIT
-                if not big:
-                    run.ahead = next(messages, None)  # prepared before the dot of item
+                if run.ahead is None and len(composed.data) <= AHEAD_LIMIT:
+                    run.ahead = feed.take()  # prepared before the dot of item
                 if key not in run.started:
                     self.hooks.start(key, composed)
                     run.started[key] = composed
                 conn = self._deliver(conn, key, composed)
                 del composed
-                item, run.ahead = next(messages, None) if big else run.ahead, None
+                item, run.ahead = run.ahead, None
+                if item is None:
+                    item = feed.take()
         except BaseException as exc:
             run.abandon(exc)
             keep = False
@@ -142,6 +183,11 @@ class Batch:
             if not keep:
                 conn.close()  # an envelope written ahead is dropped, never ended
         return conn
+
+    def _prefetch(self) -> None:
+        """While the replies to a final dot are awaited: compose the message after next."""
+        if self._feed is not None:
+            self._feed.prefetch(self.run_.ahead)
 
     def _deliver(self, conn: SMTPConnection, key: int, composed: Composed) -> SMTPConnection:
         run = self.run_
@@ -160,7 +206,7 @@ class Batch:
                     connected = True
                 run.dotting(key)
                 run.in_flight = key
-                result = conn.send_pipelined(composed, run.upcoming)
+                result = conn.send_pipelined(composed, run.upcoming, self._prefetch)
             except FluxMailException as exc:
                 run.in_flight, error = None, exc
             else:
