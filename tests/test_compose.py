@@ -6,6 +6,7 @@ from __future__ import annotations
 import email
 import email.policy
 import email.utils
+import os
 import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -73,6 +74,32 @@ def test_date_header() -> None:
     naive = datetime(2024, 6, 1, 12, 0, 0)
     header = str(parse(compose(build(), now=naive))["Date"])
     assert email.utils.parsedate_to_datetime(header) == naive.astimezone()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX")
+def test_message_ids_of_a_forked_child_differ_from_its_parent() -> None:
+    """The ids' per-process part is drawn again after fork(): two processes composing
+    at the same microsecond never make the same id (compose_processes forks)."""
+    message = build(sender="me@sender.example")
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its ids, then out at once (no pytest teardown here)
+        ids = [compose(message).message_id for _ in range(3)]
+        os.write(write, "\n".join(ids).encode())
+        os._exit(0)
+    os.close(write)
+    ours = [compose(message).message_id for _ in range(3)]
+    with os.fdopen(read) as pipe:
+        theirs = pipe.read().split("\n")
+    assert os.waitpid(pid, 0)[1] == 0
+
+    def unique_part(i: str) -> str:
+        return i.split(".")[1][:8]
+
+    assert len(theirs) == 3
+    assert {unique_part(i) for i in theirs} != {unique_part(i) for i in ours}
+    counters = [int(i.split(".")[1].split("@")[0][8:], 16) for i in ours]
+    assert counters[1] == (counters[0] + 1) % 2**32
 
 
 def test_message_id_unique_and_domain() -> None:

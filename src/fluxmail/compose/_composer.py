@@ -25,7 +25,6 @@ MIME structure, from the inside out::
 from __future__ import annotations
 
 import io
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,7 +41,7 @@ from ..errors import (
 )
 from ..message import Address, Attachment, Message
 from ..message._address import normalize_domain
-from ..message._fields import check_msg_id
+from ..message._fields import check_msg_id, new_message_id
 from ..message._invite import Invite
 from ._calendar import ICS_FILENAME
 from ._calendar import render as render_invite
@@ -185,7 +184,7 @@ def _message_id(message: Message, domain: str | None, given: str | None) -> str:
     if given is not None:
         return check_msg_id(given, "message_id")
     host = message.sender.domain if domain is None else _id_domain(domain)
-    return f"<{time.time_ns() // 1000:x}.{os.urandom(8).hex()}@{host}>"
+    return new_message_id(host)
 
 
 @lru_cache(maxsize=32)

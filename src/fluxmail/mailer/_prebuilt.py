@@ -23,9 +23,7 @@ from __future__ import annotations
 import email.errors
 import email.policy
 import email.utils
-import os
 import re
-import time
 from collections.abc import Iterable
 from email.message import Message as StdlibMessage
 
@@ -33,6 +31,7 @@ from ..envelope import Composed, Envelope
 from ..errors import HeaderInjectionError, InvalidAddressError, InvalidMessageError
 from ..message import Address, parse_address
 from ..message._address import normalize_domain
+from ..message._fields import new_message_id
 
 MAX_LINE = 998
 MAX_SIZE = 100 * 1024 * 1024  # far above any server's SIZE; a guard against a wrong file
@@ -57,7 +56,7 @@ def prebuilt(
     extra = b""
     if not msg_id:
         host = normalize_domain(domain, "domain") if domain else sender.domain
-        msg_id = f"<{time.time_ns() // 1000:x}.{os.urandom(8).hex()}@{host}>"
+        msg_id = new_message_id(host)
         extra += f"Message-ID: {msg_id}\r\n".encode()
     if not _first(fields, "date"):
         extra += f"Date: {email.utils.formatdate(localtime=True)}\r\n".encode()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import os
-import time
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
@@ -22,7 +21,7 @@ from typing import Any
 from .._env import env_str
 from ..errors import ConfigurationError, InvalidAddressError, InvalidMessageError
 from ..message import Address, Invite, build_message, parse_address
-from ..message._fields import check_msg_id
+from ..message._fields import check_msg_id, new_message_id
 
 VERSION = 1
 _FILE_OPTIONS = ("attachments", "inline_images")
@@ -71,11 +70,6 @@ def read_payload(payload: object) -> tuple[str, str, dict[str, Any]]:
     ):
         raise InvalidMessageError("malformed fluxmail message payload")
     return mid, enqueue, decode_message(message)
-
-
-def new_message_id(domain: str) -> str:
-    """``<time.random@domain>``, the composer's own format (unique across processes)."""
-    return f"<{time.time_ns() // 1000:x}.{os.urandom(8).hex()}@{domain}>"
 
 
 def message_domain(
