@@ -10,7 +10,7 @@ from ._errors import reply_error
 from ._replies import Reply
 
 
-@dataclass
+@dataclass(slots=True)
 class Outcome:
     accepted: list[str] = field(default_factory=list)
     refused: dict[str, tuple[int, str]] = field(default_factory=dict)

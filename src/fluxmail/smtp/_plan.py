@@ -8,8 +8,8 @@ offered, SIZE exceeded, 8-bit data the server cannot take, no recipients).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import NamedTuple
 
 from ..envelope import Composed
 from ..errors import (
@@ -39,6 +39,11 @@ def command(verb: str, *args: str) -> bytes:
     return " ".join((verb, *args)).encode("utf-8") + CRLF
 
 
+@lru_cache(maxsize=4096)  # a batch's recipients seen again: the command is pure
+def _rcpt_command(address: str) -> bytes:
+    return command(f"RCPT TO:{_path(address)}")
+
+
 @lru_cache(maxsize=4096)  # a batch's sender, every message: the check is pure
 def _path(address: str) -> str:
     check_argument(address, "envelope address")
@@ -47,20 +52,22 @@ def _path(address: str) -> str:
     return f"<{address}>"
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(NamedTuple):
     """One message, checked and turned into bytes, ready for a transaction.
 
     The DATA bytes are ``payload`` followed by ``tail`` (see :func:`stuff`). ``size`` is
     the message's size as RFC 1870 counts it: CRLF line ends, not the dots added for
-    transparency nor the terminating ``.`` CRLF."""
+    transparency nor the terminating ``.`` CRLF. (A tuple: one is made per message.)"""
 
     message_id: str
     mail: bytes
     rcpts: tuple[tuple[str, bytes], ...]
-    payload: bytes = field(repr=False)
+    payload: bytes
     tail: bytes = b".\r\n"
     size: int = 0
+
+    def __repr__(self) -> str:
+        return f"Plan(message_id={self.message_id!r}, size={self.size})"  # (no payload)
 
     def envelope(self, rcpts: tuple[tuple[str, bytes], ...]) -> bytes:
         """MAIL + RCPTs + DATA in one piece (a pipelined envelope)."""
@@ -87,9 +94,10 @@ def plan_message(caps: Capabilities, composed: Composed, *, host: str) -> Plan:
     env = composed.envelope
     if not env.rcpt_to:
         raise InvalidMessageError("the envelope has no recipients")
-    addresses = (env.mail_from, *env.rcpt_to)
-    paths = [_path(a) if a else "<>" for a in addresses]
-    utf8 = env.smtputf8 or not "".join(addresses).isascii()
+    mail_from = env.mail_from
+    mail_path = _path(mail_from) if mail_from else "<>"
+    rcpts = tuple((address, _rcpt_command(address)) for address in env.rcpt_to)
+    utf8 = env.smtputf8 or not "".join((mail_from, *env.rcpt_to)).isascii()
     if utf8 and not caps.smtputf8:
         raise SMTPUTF8UnsupportedError(
             f"an address needs SMTPUTF8 (non-ASCII local part) and {host} does not offer "
@@ -121,11 +129,8 @@ def plan_message(caps: Capabilities, composed: Composed, *, host: str) -> Plan:
         params.append("SMTPUTF8")
     return Plan(
         message_id=composed.message_id,
-        mail=command(f"MAIL FROM:{paths[0]}", *params),
-        rcpts=tuple(
-            (addr, command(f"RCPT TO:{path}"))
-            for addr, path in zip(env.rcpt_to, paths[1:], strict=True)
-        ),
+        mail=command(f"MAIL FROM:{mail_path}", *params),
+        rcpts=rcpts,
         payload=payload,
         tail=tail,
         size=size,

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from types import MappingProxyType
+from typing import NamedTuple
 
 from ..errors import ProtocolError
 
@@ -23,9 +24,9 @@ MAX_REPLY = 65536
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?=\s|$)")
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """One complete (possibly multi-line) server reply."""
+class Reply(NamedTuple):
+    """One complete (possibly multi-line) server reply. (A tuple: a pipelined message
+    gets four.)"""
 
     code: int
     lines: tuple[str, ...]

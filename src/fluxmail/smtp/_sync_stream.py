@@ -29,7 +29,8 @@ class SyncStream:
     """One blocking connection to an SMTP server, feeding ``parser``.
 
     A plain TCP socket is non-blocking and waited on with ``poll``: a write is one
-    ``send`` when the kernel has room, a read one ``poll`` and one ``recv``, and no
+    ``send`` when the kernel has room, a read one ``recv`` (and a ``poll`` when nothing
+    has arrived yet), and no
     ``settimeout`` ioctl per call (a socket timeout costs one on every change, and a read
     before a deadline changes it each time). After STARTTLS (or with implicit TLS) the
     ``SSLSocket`` keeps its own timeout, since its reads may need writes and the reverse.
@@ -98,11 +99,14 @@ class SyncStream:
         raises TimeoutError, ServerClosedError or the parser's ProtocolError."""
         sock = self._sock
         if self._plain:
-            self._wait(self._readable, deadline)
-            try:
+            try:  # the replies are often in already (a batch composes while it waits)
                 data = sock.recv(READ_SIZE)
-            except BlockingIOError:  # woken for nothing: the caller reads again
-                return
+            except BlockingIOError:
+                self._wait(self._readable, deadline)
+                try:
+                    data = sock.recv(READ_SIZE)
+                except BlockingIOError:  # woken for nothing: the caller reads again
+                    return
         else:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
