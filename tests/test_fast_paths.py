@@ -395,3 +395,29 @@ def test_the_remembered_from_line_is_the_folded_one(display: str, spec: str) -> 
     expected = address_header("From", [(display, spec)])
     assert _composer._from_header(display, spec) == expected
     assert _composer._from_header(display, spec) == expected
+
+
+# --- a short plain header is written on one line --------------------------------------------
+
+
+def test_a_short_plain_header_is_what_folding_gives() -> None:
+    """``unstructured`` writes a plain value that fits on one line as it is; that must be
+    exactly what folding its words gives (extra spaces kept, nothing encoded)."""
+    from fluxmail.compose._mime import MAX_LINE, _is_plain, _words, fold, unstructured
+
+    rng = random.Random(14)
+    alphabet = "ab  Z.-:;,!()[]=_'\"/\\~"  # (a tab or "=?" is not plain: encoded instead)
+    seen_short = seen_long = 0
+    for _ in range(3000):
+        value = "".join(rng.choice(alphabet) for _ in range(rng.randrange(1, 150)))
+        name = rng.choice(["Subject", "X-A", "X-Long-Header-Name"])
+        if not _is_plain(value):
+            continue
+        folded = fold(name, _words(value))
+        if len(name) + 2 + len(value) <= MAX_LINE:
+            seen_short += 1
+            assert unstructured(name, value) == folded == f"{name}: {value}\r\n"
+        else:
+            seen_long += 1
+    assert seen_short > 300
+    assert seen_long > 100

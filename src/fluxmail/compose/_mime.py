@@ -157,6 +157,8 @@ def unstructured(name: str, value: str, *, raw_ascii: bool = False) -> str:
     if raw_ascii and value.isascii():
         return fold_text(name, value)
     if _is_plain(value):
+        if len(name) + 2 + len(value) <= MAX_LINE:  # one line: what folding would give
+            return f"{name}: {value}\r\n"
         words = _words(value)
         if _fits(name, words):
             return fold(name, words)

@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from .._env import settings_from_env
+from ..compose._composer import compose
 from ..config import EmailInstance, EmailObject, SmtpConfig
 from ..envelope import Composed
 from ..errors import (
@@ -446,8 +447,6 @@ class FluxMail:
             assert b"audit@example.net" not in composed.data  # Bcc is never in the bytes
             ```
         """
-        from ..compose._composer import compose
-
         composed = compose(
             message or self._take_message(),
             domain=self.domain,
@@ -718,7 +717,7 @@ class FluxMail:
         return self._print_preview(message)
 
     def _print_preview(self, message: Message) -> str:
-        from ..compose._composer import compose, preview
+        from ..compose._composer import preview
 
         composed = compose(message, domain=self.domain, bcc_header=self._graph)
         text = preview(message, composed)

@@ -112,11 +112,13 @@ def parse_address(value: str | Address, *, field: str) -> Address:
     if isinstance(value, Address):
         parts = (value.display_name, value.local, value.domain)
         if all(type(part) is str for part in parts) and _valid_parts(*parts) == parts[:2]:
+            if type(value) is Address:
+                return value  # checked before, and immutable: itself
             display, local, domain = parts  # checked before: the same answer
         else:
             display, local, domain = check_mailbox(*parts, field)
     elif type(value) is str and (known := _valid_mailbox(value)) is not None:
-        display, local, domain = known
+        return known
     else:
         display, local, domain = split_mailbox(value, field)
     return Address(local, domain, display)
@@ -129,11 +131,13 @@ _SEEN = 4096
 
 
 @lru_cache(maxsize=_SEEN)
-def _valid_mailbox(value: str) -> tuple[str, str, str] | None:
+def _valid_mailbox(value: str) -> Address | None:
+    """The Address of a valid ``value`` (one object per value: it is immutable)."""
     try:
-        return split_mailbox(value, "")
+        display, local, domain = split_mailbox(value, "")
     except FluxMailException:
         return None
+    return Address(local, domain, display)
 
 
 @lru_cache(maxsize=_SEEN)
