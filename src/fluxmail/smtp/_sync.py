@@ -311,19 +311,29 @@ class SMTPConnection:
         look for input: a server that spoke or hung up in the middle of DATA gets nothing
         more (a final dot is never written to a server known to be gone, or to one that
         already answered)."""
-        data, tail = exchange.data, exchange.tail
-        if len(data) <= WRITE_CHUNK:
-            pieces: list[bytes | memoryview] = [data]
-        else:
-            view = memoryview(data)
-            pieces = [view[i : i + WRITE_CHUNK] for i in range(0, len(data), WRITE_CHUNK)]
+        data, tail, guarded = exchange.data, exchange.tail, exchange.guarded
+        if len(data) <= WRITE_CHUNK:  # one slice (most messages)
+            self._write_slice(stream, data, tail, guarded, timeout)
+            return
+        view = memoryview(data)
+        pieces = [view[i : i + WRITE_CHUNK] for i in range(0, len(data), WRITE_CHUNK)]
         last = len(pieces) - 1
         for i, piece in enumerate(pieces):
-            if exchange.guarded:
-                early = self._early(stream)
-                if early is not None:
-                    raise early
-            stream.write(piece, timeout, tail if i == last else b"")
+            self._write_slice(stream, piece, tail if i == last else b"", guarded, timeout)
+
+    def _write_slice(
+        self,
+        stream: SyncStream,
+        piece: bytes | memoryview,
+        tail: bytes,
+        guarded: bool,
+        timeout: float,
+    ) -> None:
+        if guarded:
+            early = self._early(stream)
+            if early is not None:
+                raise early
+        stream.write(piece, timeout, tail)
 
     def _early(self, stream: SyncStream, *, after_failure: bool = False) -> Failure | None:
         """What the server sent (or that it left) before the write finished, as a Failure
