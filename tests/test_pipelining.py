@@ -198,13 +198,17 @@ def test_a_failing_final_dot_keeps_the_next_envelope(
 
 class DotHooks:
     """BatchHooks that write down what they hear; ``dotting`` notes when it was called
-    and what the server had of the message's data by then, and raises ``error`` for
-    message ``fail_at``."""
+    and what the server had of the message's data by then, and raises ``error`` the
+    ``nth`` time it is called for message ``fail_at``."""
 
     def __init__(
-        self, server: FaultServer, fail_at: int | None = None, error: Exception | None = None
+        self,
+        server: FaultServer,
+        fail_at: int | None = None,
+        error: Exception | None = None,
+        nth: int = 1,
     ) -> None:
-        self.server, self.fail_at, self.error = server, fail_at, error
+        self.server, self.fail_at, self.error, self.nth = server, fail_at, error, nth
         self.events: list[tuple[str, int, str]] = []
         self.dots: list[tuple[float, int, int]] = []  # (when, DATAs opened, bytes of the last)
 
@@ -221,7 +225,8 @@ class DotHooks:
         time.sleep(0.05)  # data written before this call would be at the server by now
         opened = self.server.transactions
         self.dots.append((when, len(opened), opened[-1].size if opened else -1))
-        if key == self.fail_at and self.error is not None:
+        calls = self.events.count(("dotting", key, ""))
+        if key == self.fail_at and calls == self.nth and self.error is not None:
             raise self.error
 
     def finished(self, key: int, outcome: Any) -> None:
@@ -331,3 +336,30 @@ def test_a_dotting_that_raises_abandons_the_message_without_its_data(
     assert server.transactions[1].size == 0
     assert subjects(server, received=True) == [0]
     assert len(server.sessions) == 1  # not retried
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_dotting_that_raises_before_a_follow_up_leaves_the_message_unknown(
+    make_fault_server: MakeFault, mode: str
+) -> None:
+    """Message 0's first transaction delivered it to one recipient; its dotting raises
+    before the follow-up for the other (452): the batch stops, and message 0 gets
+    neither an outcome nor "abandoned" (it was delivered, in part: unknown)."""
+    server = make_fault_server(max_recipients=1)
+    mailer = FluxMail(**server.fluxmail_kwargs(max_retries=3, retry_delay=0.01))
+    messages = batch(2)
+    messages[0]["recipients"] = ["a@example.com", "b@example.com"]
+    error = RuntimeError("claim store down")
+    hooks = dot_hooks(mode, server, fail_at=0, error=error, nth=2)
+    with pytest.raises(RuntimeError):
+        send_many(mode, mailer, messages, hooks)
+    assert hooks.events == [
+        ("start", 0, ""),
+        ("dotting", 0, ""),
+        ("ready", 1, ""),  # behind the follow-up's dot, which was never written
+        ("dotting", 0, ""),
+        ("abandoned", 1, "RuntimeError"),
+    ]
+    server.wait_closed()
+    assert server.completed() == [True, False]  # the follow-up's DATA open, never ended
+    assert server.transactions[1].size == 0

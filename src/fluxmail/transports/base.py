@@ -69,7 +69,9 @@ class BatchHooks(Protocol):
     whose ``dotting`` was never called cannot have been delivered, wherever the process
     stopped. Every ``send_many`` calls it when present (:func:`dotting`). An exception
     from it stops the batch before any byte of the data is written (an open DATA cannot
-    be ended without its dot: the connection is dropped) and the message is abandoned.
+    be ended without its dot: the connection is dropped) and the message is abandoned
+    (unknown instead if it raises before a 452 follow-up: the first transaction may
+    have delivered it).
     """
 
     def ready(self, key: int, composed: Composed) -> bool:
