@@ -31,7 +31,7 @@ from fluxmail.scale._payload import make_payload
 from fluxmail.scale._store import Write
 from helpers import batch, max_in_any_window, wait_until
 from redis_fixture import RedisServer, StartWorkers
-from servers import FaultServer, FaultSession, SMTPTestServer, Stall
+from servers import DEFAULT_CAPS, FaultServer, FaultSession, SMTPTestServer, Stall
 
 MakeServer = Callable[..., SMTPTestServer]
 MakeFault = Callable[..., FaultServer]
@@ -180,6 +180,62 @@ def test_a_worker_killed_mid_chunk_leaves_only_the_message_at_the_dot_unknown(
     assert all(results[i]["unknown"] == 0 for i in ids if i != ids[4])
     received = Counter(server.message_ids(received=True))
     assert received == Counter(ids)  # each once (the 5th too: the server had it)
+
+
+#: (capabilities, which DATA of the first session stalls, the messages unknown after it)
+STALLS = {
+    # no PIPELINING: the 5th message waits for its 354 alone
+    "stepwise": (("SIZE 10000000", "8BITMIME"), 5, []),
+    # the chunk's first message: its envelope went out alone
+    "pipelined-first": (DEFAULT_CAPS, 1, []),
+    # the 5th's envelope rode with the 4th's final dot: the 4th's reply is read with the
+    # 5th's envelope replies, so the 4th (its dot written, its outcome not read) is unknown
+    "pipelined-ahead": (DEFAULT_CAPS, 5, [3]),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", STALLS)
+def test_a_worker_killed_while_the_server_holds_the_354_leaves_that_message_unsent(
+    celery_workers: StartWorkers,
+    redis_server: RedisServer,
+    make_fault_server: MakeFault,
+    case: str,
+) -> None:
+    """The dot mark is set after the 354, right before the data: a SIGKILL while the
+    server holds a message's 354 leaves it unmarked (its data never left), so the next
+    worker sends it as if that try had not begun: once, never unknown."""
+    capabilities, stall_at, unknown = STALLS[case]
+    stalled = threading.Event()
+
+    def at_data(session: FaultSession) -> Stall | None:
+        if session.number == 1 and session.verbs().count("DATA") == stall_at:
+            stalled.set()
+            return Stall()
+        return None
+
+    server = make_fault_server({"DATA": at_data}, capabilities=capabilities)
+    settings = {"lease_seconds": 2}
+    host, port = server.host, server.port
+    (first,) = celery_workers(1, smtp_host=host, smtp_port=port, timeout=30, **settings)
+    _, fleet = make_app(redis_server.url, **settings)
+    ids = [i for i in fleet.enqueue_batch(batch(20)) if i]
+    wait_until(stalled.is_set, 30, f"the {stall_at}th DATA")
+    time.sleep(0.2)  # (the worker waits for the 354: nothing it could still do counts)
+    held = stall_at - 1  # the stalled message's index
+    assert fleet.results([ids[held]])[ids[held]]["status"] == "sending"
+    first.kill()
+
+    celery_workers(1, smtp_host=host, smtp_port=port, **settings)
+    results = fleet.wait(ids, timeout=60)
+    fleet.close()
+
+    statuses = [results[i]["status"] for i in ids]
+    expected = ["unknown" if n in unknown else "accepted" for n in range(20)]
+    assert statuses == expected
+    stalled_one = results[ids[held]]
+    assert (stalled_one["unknown"], stalled_one["attempts"]) == (0, 1)  # the try not counted
+    assert Counter(server.message_ids(received=True)) == Counter(ids)  # each once
 
 
 @pytest.fixture

@@ -18,8 +18,15 @@ from typing import Any
 
 import pytest
 
-from fluxmail import BulkSender, FluxMail, OutcomeUnknownError, RecipientsRefusedError
-from servers import Close, FaultServer, FaultSession, Reply
+from fluxmail import (
+    BulkSender,
+    FluxMail,
+    FluxMailException,
+    OutcomeUnknownError,
+    RecipientsRefusedError,
+)
+from fluxmail.errors import ConnectError
+from servers import DEFAULT_CAPS, Close, FaultServer, FaultSession, Reply
 
 MakeFault = Callable[..., FaultServer]
 MODES = ["sync", "async"]
@@ -184,3 +191,175 @@ def test_a_failing_final_dot_keeps_the_next_envelope(
     assert result["errors"][0][0] == 0
     assert subjects(server) == [1, 2]
     assert len(server.sessions) == 1
+
+
+# --- the dotting hook: after the 354, before the data ----------------------------------------
+
+
+class DotHooks:
+    """BatchHooks that write down what they hear; ``dotting`` notes when it was called
+    and what the server had of the message's data by then, and raises ``error`` the
+    ``nth`` time it is called for message ``fail_at``."""
+
+    def __init__(
+        self,
+        server: FaultServer,
+        fail_at: int | None = None,
+        error: Exception | None = None,
+        nth: int = 1,
+    ) -> None:
+        self.server, self.fail_at, self.error, self.nth = server, fail_at, error, nth
+        self.events: list[tuple[str, int, str]] = []
+        self.dots: list[tuple[float, int, int]] = []  # (when, DATAs opened, bytes of the last)
+
+    def ready(self, key: int, composed: Any) -> bool:
+        self.events.append(("ready", key, ""))
+        return True
+
+    def start(self, key: int, composed: Any) -> None:
+        self.events.append(("start", key, ""))
+
+    def dotting(self, key: int) -> None:
+        when = time.monotonic()
+        self.events.append(("dotting", key, ""))
+        time.sleep(0.05)  # data written before this call would be at the server by now
+        opened = self.server.transactions
+        self.dots.append((when, len(opened), opened[-1].size if opened else -1))
+        calls = self.events.count(("dotting", key, ""))
+        if key == self.fail_at and calls == self.nth and self.error is not None:
+            raise self.error
+
+    def finished(self, key: int, outcome: Any) -> None:
+        what = outcome.code if isinstance(outcome, FluxMailException) else "ok"
+        self.events.append(("finished", key, what))
+
+    def abandoned(self, key: int, error: BaseException) -> None:
+        self.events.append(("abandoned", key, type(error).__name__))
+
+
+class AsyncDotHooks(DotHooks):
+    async def start(self, key: int, composed: Any) -> None:  # type: ignore[override]
+        self.events.append(("start", key, ""))
+
+
+def dot_hooks(mode: str, server: FaultServer, **options: Any) -> DotHooks:
+    return (DotHooks if mode == "sync" else AsyncDotHooks)(server, **options)
+
+
+def send_many(mode: str, mailer: FluxMail, messages: list[dict[str, Any]], hooks: Any) -> None:
+    """The transport's ``send_many`` (or its async twin) with ``hooks``, no BulkSender."""
+    items = [(i, mailer.compose(mailer.build_message(**m))) for i, m in enumerate(messages)]
+    transport = mailer.transport
+    assert transport is not None
+    if mode == "sync":
+        transport.send_many(iter(items), hooks)
+        return
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    for item in [*items, None]:
+        queue.put_nowait(item)
+    asyncio.run(transport.send_many_async(queue, hooks))
+
+
+PIPELINING = {"pipelining": DEFAULT_CAPS, "stepwise": ("SIZE 10000000", "8BITMIME")}
+
+
+@pytest.mark.parametrize("caps", PIPELINING)
+@pytest.mark.parametrize("mode", MODES)
+def test_dotting_comes_after_the_354_and_before_the_data(
+    make_fault_server: MakeFault, mode: str, caps: str
+) -> None:
+    """Message 1 has two recipients and the server takes one per transaction (452 to the
+    second): a follow-up transaction. Message 2's first DATA gets 451: retried. Each
+    transaction's dotting comes after its 354 (the server's clock, before it wrote it)
+    and before any byte of its data; a DATA refused gets none."""
+    go_aheads: list[float] = []  # when the server was about to write each 354
+
+    def data(session: FaultSession) -> Any:
+        if len([v for v in session.verbs() if v == "DATA"]) == 4:  # message 2, first try
+            return Reply("451 4.3.0 Try again later")
+        go_aheads.append(time.monotonic())
+        return None
+
+    server = make_fault_server({"DATA": data}, max_recipients=1, capabilities=PIPELINING[caps])
+    mailer = FluxMail(**server.fluxmail_kwargs(max_retries=2, retry_delay=0.01))
+    messages = batch(3)
+    messages[1]["recipients"] = ["a@example.com", "b@example.com"]
+    hooks = dot_hooks(mode, server)
+    send_many(mode, mailer, messages, hooks)
+
+    assert [k for e, k, _ in hooks.events if e == "dotting"] == [0, 1, 1, 2]
+    assert [(k, w) for e, k, w in hooks.events if e == "finished"] == [
+        (0, "ok"),
+        (1, "ok"),
+        (2, "ok"),
+    ]
+    assert len(go_aheads) == len(hooks.dots) == 4  # one dotting per 354, none for the 451
+    for n, (when, opened, size) in enumerate(hooks.dots):
+        assert go_aheads[n] < when  # after its 354 ...
+        assert n + 1 == len(go_aheads) or when < go_aheads[n + 1]  # ... not the next one's
+        assert (opened, size) == (n + 1, 0)  # its DATA open, none of its data there
+    assert server.completed() == [True] * 4
+    assert subjects(server) == [0, 1, 1, 2]  # (message 1 once per transaction)
+    assert len(server.sessions) == 1
+
+
+@pytest.mark.parametrize(
+    "error",
+    [RuntimeError("claim store down"), ConnectError("claim store down")],
+    ids=["RuntimeError", "FluxMailException"],
+)
+@pytest.mark.parametrize("mode", MODES)
+def test_a_dotting_that_raises_abandons_the_message_without_its_data(
+    make_fault_server: MakeFault, mode: str, error: Exception
+) -> None:
+    """Message 1's dotting raises (its envelope went out behind message 0's dot, the 354
+    read): the batch stops with that error, not one byte of message 1's data is written,
+    and it is abandoned (deferred), as is message 2, started behind it. Never retried."""
+    server = make_fault_server()
+    mailer = FluxMail(**server.fluxmail_kwargs(max_retries=3, retry_delay=0.01))
+    hooks = dot_hooks(mode, server, fail_at=1, error=error)
+    with pytest.raises(type(error)) as info:
+        send_many(mode, mailer, batch(3), hooks)
+    assert info.value is error
+    assert hooks.events == [
+        ("start", 0, ""),
+        ("ready", 1, ""),  # behind message 0's dot
+        ("dotting", 0, ""),
+        ("finished", 0, "ok"),
+        ("ready", 2, ""),  # behind message 1's dot, which was never written
+        ("dotting", 1, ""),
+        ("abandoned", 1, type(error).__name__),
+        ("abandoned", 2, type(error).__name__),
+    ]
+    server.wait_closed()
+    assert server.completed() == [True, False]  # message 1's DATA open, never ended
+    assert server.transactions[1].size == 0
+    assert subjects(server, received=True) == [0]
+    assert len(server.sessions) == 1  # not retried
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_dotting_that_raises_before_a_follow_up_leaves_the_message_unknown(
+    make_fault_server: MakeFault, mode: str
+) -> None:
+    """Message 0's first transaction delivered it to one recipient; its dotting raises
+    before the follow-up for the other (452): the batch stops, and message 0 gets
+    neither an outcome nor "abandoned" (it was delivered, in part: unknown)."""
+    server = make_fault_server(max_recipients=1)
+    mailer = FluxMail(**server.fluxmail_kwargs(max_retries=3, retry_delay=0.01))
+    messages = batch(2)
+    messages[0]["recipients"] = ["a@example.com", "b@example.com"]
+    error = RuntimeError("claim store down")
+    hooks = dot_hooks(mode, server, fail_at=0, error=error, nth=2)
+    with pytest.raises(RuntimeError):
+        send_many(mode, mailer, messages, hooks)
+    assert hooks.events == [
+        ("start", 0, ""),
+        ("dotting", 0, ""),
+        ("ready", 1, ""),  # behind the follow-up's dot, which was never written
+        ("dotting", 0, ""),
+        ("abandoned", 1, "RuntimeError"),
+    ]
+    server.wait_closed()
+    assert server.completed() == [True, False]  # the follow-up's DATA open, never ended
+    assert server.transactions[1].size == 0

@@ -6,9 +6,10 @@
    cannot be composed, the release of claims with nothing to do);
 3. :meth:`Chunk.send` hands them to the transport's pipelined ``send_many`` on the
    worker's connection; its hooks take each rate-limit slot right before the message's
-   envelope is written, set its dot mark right before its final dot may be (the
-   transport's ``dotting`` hook), and pass each outcome to the scribe as the server
-   gives it (no round trip waited for, see :mod:`._scribe`);
+   envelope is written, set its dot mark once the server said 354, right before its
+   data is written (the transport's ``dotting`` hook: from then on its final dot may
+   be on the wire), and pass each outcome to the scribe as the server gives it (no
+   round trip waited for, see :mod:`._scribe`);
 4. :meth:`Chunk.settle` reads the scribe's replies and writes, in one compare-and-set,
    what the scribe could not (its claims nearly expired, Redis refused), puts back the
    messages whose dot was never written (nothing of them left the process) and releases
@@ -134,7 +135,7 @@ class Entry:
     before: Record | None = None  # what to put back if its try never begins
     attempt: Record | None = None  # its ``sending`` record, once written
     composed: Composed | None = None
-    marked: bool = False  # its dot mark was sent: its dot may be written
+    marked: bool = False  # its dot mark was sent: its data, and dot, may be written
     abandoned: bool = False  # the batch stopped before its dot was written
     result: Record | None = None  # its new record, once decided
     retry_in: float | None = None
@@ -364,8 +365,10 @@ class _Hooks:
             raise GiveBack(wait)
 
     def dotting(self, key: int) -> None:
-        """Its final dot may be written from now on: set its dot mark (sent before this
-        returns, its reply read later), unless the claims may be running out."""
+        """Its data is about to be written (the server said 354), so its final dot may
+        be from now on: set its dot mark (sent before this returns, its reply read
+        later), unless the claims may be running out (then it raises: nothing of its data
+        is written, it is given back)."""
         chunk, e = self.chunk, self.entries[key]
         try:
             now = time.monotonic()

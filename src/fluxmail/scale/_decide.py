@@ -14,12 +14,14 @@ The record of a message (one per Message-ID) moves through these states::
 
 ``sending`` is written, for a whole chunk of messages at once, before the first MAIL
 FROM. A claimant that dies *before* writing it leaves no trace, and the next delivery of
-the task simply sends. Right before each message's final '.' may be written (the
-spine's "dot written" state: the transport's ``dotting`` hook), its bit in the
-claimant's *dot marks* is set (``Record.mark`` is its index there). A claimant that dies
-after ``sending`` may have sent the final '.' of a marked message, so the next one
-records ``unknown`` (:func:`recover`); an unmarked one never got that far (its envelope
-at most), and is simply sent again (:func:`undotted`).
+the task simply sends. Once the server has answered a message's envelope with 354, right
+before its data is written (from then on its final '.' may be on the wire: the spine's
+"dot written" state, the transport's ``dotting`` hook), its bit in the claimant's *dot
+marks* is set (``Record.mark`` is its index there). A claimant that dies after
+``sending`` may have sent the final '.' of a marked message, so the next one records
+``unknown`` (:func:`recover`); an unmarked one never got that far (no byte of its data
+was written: its envelope at most, its 354 perhaps awaited), and is simply sent again
+(:func:`undotted`).
 """
 
 from __future__ import annotations

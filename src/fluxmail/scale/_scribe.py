@@ -1,10 +1,11 @@
 """Writes to Redis sent without waiting for their replies (see :class:`~._store.Scribe`).
 
 A dot mark must be in Redis before the message's final '.' can be on the wire, yet a
-round trip per message would halve a worker's rate. So the mark is *sent* before the
-envelope is written and its reply is read later: the bytes are in the kernel's socket
-buffer before the SMTP write begins, and a process killed after that still has them
-delivered (the kernel sends what a closed socket had buffered). The same connection
+round trip per message would halve a worker's rate. So the mark is *sent* once the
+server has said 354, right before the message data is written, and its reply is read
+later: the bytes are in the kernel's socket buffer before the SMTP write begins, and a
+process killed after that still has them delivered (the kernel sends what a closed
+socket had buffered). The same connection
 carries each outcome as soon as the server gave it. Replies are read in one go every
 few hundred writes and at the end of the chunk (:meth:`RedisScribe.drain`).
 """

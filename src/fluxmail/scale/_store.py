@@ -14,7 +14,7 @@ A third, ``{prefix}:queued:{message_id}``, is written when the message is enqueu
 
 A fourth, ``{prefix}:dots:{token}``, is one claimant's *dot marks*: a bitmap with one bit
 per message of a chunk, set (``SETBIT``, written without waiting for the reply) right
-before that message's envelope goes out; see :mod:`._decide`.
+before that message's data goes out (after the server's 354); see :mod:`._decide`.
 
 A worker works on a chunk of messages with a few calls per chunk, not per message:
 :meth:`Store.claim_many` (one round trip), :meth:`Store.write_many` (compare-and-set,
@@ -138,7 +138,7 @@ class Scribe(Protocol):
 
     def mark(self, index: int) -> None:
         """Set dot mark ``index``: sent before this returns (before the caller writes
-        the message's envelope), its reply read later."""
+        the message's data), its reply read later."""
         ...
 
     def record(self, message_id: str, record: Record) -> None: ...

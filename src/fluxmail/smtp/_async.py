@@ -126,6 +126,7 @@ class AsyncSMTPConnection:
         composed: Composed,
         upcoming: Upcoming | None,
         meanwhile: Callable[[], None] | None = None,
+        before_data: Callable[[], None] | None = None,
     ) -> SendResult:
         """``send(composed)``; then, if the server offers PIPELINING and ``upcoming()``
         (asked right before the final dot is written) returns the next message, that
@@ -137,7 +138,15 @@ class AsyncSMTPConnection:
         the kernel, before its replies are read: work that overlaps the server's (a
         batch composes its next message there). It should not raise; what it raises is
         handled as an interrupt at that moment would be (the connection is dropped, the
-        message's outcome is unknown)."""
+        message's outcome is unknown).
+
+        ``before_data()`` is called right before the first byte of the message's data is
+        written, once the envelope replies were judged (the server said 354): once per
+        transaction (a follow-up for recipients deferred with 452 gets its own call). It
+        marks the moment from which the final dot may reach the server. If it raises,
+        nothing of the data is written: the open DATA cannot be ended without its dot,
+        so the connection is dropped and the exception goes on (nothing was delivered
+        by that transaction)."""
         ahead = self._session.ahead if self._session is not None else None
         if ahead is None or ahead.composed is not composed:
             check_envelope(composed)  # before connecting: CR, LF or NUL in an address
@@ -150,7 +159,7 @@ class AsyncSMTPConnection:
         assert self._session is not None
         try:
             conversation = self._session.send_message(composed, upcoming is not None)
-            return await self._run(conversation, upcoming, meanwhile)
+            return await self._run(conversation, upcoming, meanwhile, before_data)
         finally:
             if not self._usable:
                 self._drop()
@@ -190,15 +199,19 @@ class AsyncSMTPConnection:
         conversation: Conversation[T],
         upcoming: Upcoming | None = None,
         meanwhile: Callable[[], None] | None = None,
+        before_data: Callable[[], None] | None = None,
     ) -> T:
         """Execute actions until the conversation returns; failures are thrown into it.
-        ``meanwhile`` runs while the replies to a write ending a message are awaited."""
+        ``meanwhile`` runs while the replies to a write ending a message are awaited;
+        ``before_data`` right before a message's data is written (see send_pipelined)."""
         try:
             action = next(conversation)
             while True:
                 try:
                     result: Answer = []
                     if isinstance(action, Exchange):
+                        if action.guarded and before_data is not None:
+                            before_data()  # raised: handled below, the write never begins
                         result = await self._exchange(
                             action,
                             exchange_timeout(self.config, action),
@@ -210,7 +223,7 @@ class AsyncSMTPConnection:
                         await self._starttls()
                 except Failure as failure:
                     action = conversation.throw(failure)
-                except BaseException as exc:  # the caller's upcoming(), an interrupt
+                except BaseException as exc:  # the caller's callbacks, an interrupt
                     self._drop()
                     action = conversation.throw(exc)
                 else:

@@ -8,7 +8,8 @@ being sent) only when the engine asks for it, right before that write.
 When the batch stops (an error that stops it, KeyboardInterrupt, an exception from the
 input, asyncio cancellation), every started message without an outcome is *abandoned*
 (deferred: none of its data left the process) except the one whose final dot may be on
-the wire at that moment (:attr:`_Run.in_flight`), whose outcome is unknown.
+the wire at that moment (:attr:`_Run.in_flight`: its data began to be written), whose
+outcome is unknown.
 """
 
 from __future__ import annotations
@@ -68,7 +69,9 @@ class _Run:
         self.ahead: Item | None = None  # the next message, maybe written ahead
         self.drained = False  # async: the end of the input was taken from the source
         self.started: dict[int, Composed] = {}  # started, no outcome yet
+        self.trying: int | None = None  # the message being sent now
         self.in_flight: int | None = None  # its final dot may have been written
+        self.refused: FluxMailException | None = None  # what the hooks' dotting raised
 
     def upcoming(self) -> Composed | None:
         """The engine asks, right before the current message's final dot: the next
@@ -88,10 +91,21 @@ class _Run:
             self.started[key] = composed
         return composed
 
-    def dotting(self, key: int) -> None:
-        """Right before the message's final dot may be written: the hooks' optional
-        ``dotting(key)`` (see :class:`~.base.BatchHooks`)."""
-        dotting(self.hooks, key)
+    def writing(self) -> None:
+        """The driver, right before the data of the message being tried is written (its
+        envelope accepted, the 354 read; again for a 452 follow-up transaction): the
+        hooks' optional ``dotting(key)`` (see :class:`~.base.BatchHooks`), then the
+        message is in flight. If ``dotting`` raises, no byte of the data is written and
+        the batch stops: the message is abandoned, not unknown (unless an earlier
+        transaction of it was in flight already)."""
+        key = self.trying
+        assert key is not None
+        try:
+            dotting(self.hooks, key)
+        except FluxMailException as exc:  # the hooks' own: it stops the batch, no retry
+            self.refused = exc
+            raise
+        self.in_flight = key
 
     def finish(self, key: int, outcome: SendResult | FluxMailException) -> None:
         self.started.pop(key, None)
@@ -204,10 +218,11 @@ class Batch:
                     conn = SMTPConnection(self.transport.config)
                     conn.open()
                     connected = True
-                run.dotting(key)
-                run.in_flight = key
-                result = conn.send_pipelined(composed, run.upcoming, self._prefetch)
+                run.trying = key
+                result = conn.send_pipelined(composed, run.upcoming, self._prefetch, run.writing)
             except FluxMailException as exc:
+                if exc is run.refused:
+                    raise  # the hooks' dotting (see _Run.writing)
                 run.in_flight, error = None, exc
             else:
                 run.in_flight = None
@@ -269,10 +284,11 @@ class AsyncBatch:
                     conn = AsyncSMTPConnection(self.transport.config)
                     await conn.open()
                     connected = True
-                run.dotting(key)
-                run.in_flight = key
-                result = await conn.send_pipelined(composed, run.upcoming)
+                run.trying = key
+                result = await conn.send_pipelined(composed, run.upcoming, None, run.writing)
             except FluxMailException as exc:
+                if exc is run.refused:
+                    raise  # the hooks' dotting (see _Run.writing)
                 run.in_flight, error = None, exc
             else:
                 run.in_flight = None

@@ -60,10 +60,18 @@ class BatchHooks(Protocol):
     was delivered, so it is deferred. A message whose final dot may have been written
     when the batch was interrupted gets neither: its outcome is unknown.
 
-    Optionally, ``dotting(key)``: called right before the message's final dot may be
-    written (before each try), for a caller that notes durably which messages may have
-    reached the server (the Celery fleet). Every ``send_many`` calls it when present
-    (:func:`dotting`); an exception from it stops the batch, the message abandoned.
+    Optionally, ``dotting(key)``: called right before the first byte of the message's
+    data is written, so right before its final dot may be: over SMTP once the server
+    accepted its envelope (its ``354`` read), before each try and before each follow-up
+    transaction for recipients deferred with 452; a transport without SMTP transactions
+    calls it right before handing the message over. It is for a caller that notes
+    durably which messages may have reached the server (the Celery fleet): a message
+    whose ``dotting`` was never called cannot have been delivered, wherever the process
+    stopped. Every ``send_many`` calls it when present (:func:`dotting`). An exception
+    from it stops the batch before any byte of the data is written (an open DATA cannot
+    be ended without its dot: the connection is dropped) and the message is abandoned
+    (unknown instead if it raises before a 452 follow-up: the first transaction may
+    have delivered it).
     """
 
     def ready(self, key: int, composed: Composed) -> bool:
@@ -119,6 +127,16 @@ def dotting(hooks: object, key: int) -> None:
         note(key)
 
 
+def _dotting_or_abandon(hooks: BatchHooks | AsyncBatchHooks, key: int) -> None:
+    """:func:`dotting` before a message is handed over; what it raises stops the batch,
+    the message abandoned (nothing of it was handed over)."""
+    try:
+        dotting(hooks, key)
+    except BaseException as exc:
+        hooks.abandoned(key, exc)
+        raise
+
+
 class AsyncBatchHooks(Protocol):
     """:class:`BatchHooks` for :meth:`AsyncTransport.send_many_async` (``start`` may
     await; ``ready`` is called from inside the send, so it never waits)."""
@@ -167,8 +185,8 @@ class Transport(ABC):
         message at a time with :meth:`send`."""
         for key, composed in items:
             hooks.start(key, composed)
+            _dotting_or_abandon(hooks, key)
             try:
-                dotting(hooks, key)
                 result = self.send(composed)
             except FluxMailException as exc:
                 if policy.stops_batch(exc):
@@ -214,8 +232,8 @@ class AsyncTransport(ABC):
         while (item := await source.get()) is not None:
             key, composed = item
             await hooks.start(key, composed)
+            _dotting_or_abandon(hooks, key)
             try:
-                dotting(hooks, key)
                 result = await self.send_async(composed)
             except FluxMailException as exc:
                 if policy.stops_batch(exc):
