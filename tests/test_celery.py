@@ -368,6 +368,32 @@ def test_attachment_gone_before_the_worker_ran_fails_that_message(
     fleet.close()
 
 
+def test_a_chunk_composes_each_message_as_it_is_sent_and_one_gone_fails_alone(
+    smtp_server: SMTPTestServer, tmp_path: Path
+) -> None:
+    """A chunk writes ``sending`` for all, then composes each message when the transport
+    takes it: one whose attachment vanished fails alone (attachment_not_found, nothing
+    of it sent), the others are delivered once, in order."""
+    path = tmp_path / "a.pdf"
+    path.write_bytes(b"%PDF")
+    payloads = [
+        make_payload(message(0)),
+        make_payload(message(1, attachments=[str(path)])),
+        make_payload(message(2)),
+    ]
+    path.unlink()
+    fleet = LocalFleet(lambda: FluxMail(**smtp_server.fluxmail_kwargs()))
+    results = fleet.courier().run_many(payloads)
+    assert [r["status"] for r in results] == ["accepted", "failed", "accepted"]
+    assert results[1]["error_code"] == "attachment_not_found"
+    assert [m.message["Subject"] for m in smtp_server.messages] == [
+        message(0)["subject"],
+        message(2)["subject"],
+    ]
+    assert fleet.result(results[1]["message_id"])["status"] == "failed"
+    fleet.close()
+
+
 def test_local_fleet_rate_limit_holds_on_the_server(smtp_server: SMTPTestServer) -> None:
     fleet = LocalFleet(lambda: FluxMail(**smtp_server.fluxmail_kwargs()), max_per_second=20)
     fleet.enqueue_batch([message(i) for i in range(25)])

@@ -1,15 +1,16 @@
 """One try at a chunk of messages: a few claim-store calls per chunk, not per message.
 
 1. :meth:`Chunk.claim` claims every message and reads its record (one round trip);
-2. :meth:`Chunk.prepare` composes them and writes, in one compare-and-set, ``sending``
-   for those to send (and what is already decided: a recovered unknown, a message that
-   cannot be composed, the release of claims with nothing to do);
+2. :meth:`Chunk.prepare` writes, in one compare-and-set, ``sending`` for those to send
+   (and what is already decided: a recovered unknown, the release of claims with nothing
+   to do);
 3. :meth:`Chunk.send` hands them to the transport's pipelined ``send_many`` on the
-   worker's connection; its hooks take each rate-limit slot right before the message's
-   envelope is written, set its dot mark once the server said 354, right before its
-   data is written (the transport's ``dotting`` hook: from then on its final dot may
-   be on the wire), and pass each outcome to the scribe as the server gives it (no
-   round trip waited for, see :mod:`._scribe`);
+   worker's connection, each composed as the transport takes it (one that cannot be
+   composed fails alone, recorded in step 4); its hooks take each rate-limit slot right
+   before the message's envelope is written, set its dot mark once the server said 354,
+   right before its data is written (the transport's ``dotting`` hook: from then on its
+   final dot may be on the wire), and pass each outcome to the scribe as the server
+   gives it (no round trip waited for, see :mod:`._scribe`);
 4. :meth:`Chunk.settle` reads the scribe's replies and writes, in one compare-and-set,
    what the scribe could not (its claims nearly expired, Redis refused), puts back the
    messages whose dot was never written (nothing of them left the process) and releases
@@ -24,7 +25,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -49,7 +50,7 @@ from ._store import Write
 if TYPE_CHECKING:
     from ..envelope import Composed
     from ..smtp import SendResult
-    from ..transports.base import Transport
+    from ..transports.base import Item, Transport
     from ._decide import Policy
     from ._limiter import FleetLimiter
     from ._store import Store
@@ -134,7 +135,6 @@ class Entry:
     current: Record | None = None  # the stored record, as far as this worker knows
     before: Record | None = None  # what to put back if its try never begins
     attempt: Record | None = None  # its ``sending`` record, once written
-    composed: Composed | None = None
     marked: bool = False  # its dot mark was sent: its data, and dot, may be written
     abandoned: bool = False  # the batch stopped before its dot was written
     result: Record | None = None  # its new record, once decided
@@ -239,15 +239,8 @@ class Chunk:
             elif e.result is not None:  # recovered, final
                 writes.append(Write(e.message_id, e.current, e.result, release=True))
         for e in self.to_send:
-            attempt = sending(e.before, self.token, e.enqueue_id, now).evolve(mark=e.index)
-            try:
-                e.composed = c.compose(e.message_id, e.options)
-            except FluxMailException as exc:
-                e.result, e.retry_in = outcome(attempt, exc, c.policy, now)
-                writes.append(Write(e.message_id, e.current, e.result, release=True))
-                continue
-            e.attempt = attempt
-            writes.append(Write(e.message_id, e.current, attempt, renew=False))
+            e.attempt = sending(e.before, self.token, e.enqueue_id, now).evolve(mark=e.index)
+            writes.append(Write(e.message_id, e.current, e.attempt, renew=False))
             ready.append(e)
         began = time.monotonic()
         done = c.store.write_many(self.token, writes, c.lease)
@@ -271,9 +264,8 @@ class Chunk:
             return
         transport = self.courier.transport()
         hooks = _Hooks(self)
-        items = ((e.index, e.composed) for e in self.to_send if e.composed is not None)
         try:
-            transport.send_many(items, hooks)
+            transport.send_many(self._composed(), hooks)
         except GiveBack as stop:
             self.wait = stop.wait
         except FluxMailException as exc:
@@ -285,6 +277,23 @@ class Chunk:
             for e in self.to_send:
                 if e.result is None and e.attempt is not None and not self._dotted(e):
                     e.result, e.retry_in = outcome(e.attempt, exc, policy, now)
+
+    def _composed(self) -> Iterator[Item]:
+        """Each message composed when the transport takes it: a blocking batch takes the
+        next ones while it waits for the server's replies, so composing overlaps the
+        wire (and a chunk never holds all its composed messages). One that cannot be
+        composed fails alone: settle() replaces its ``sending`` record with the outcome
+        (nothing of it was written)."""
+        c = self.courier
+        for e in self.to_send:
+            try:
+                composed = c.compose(e.message_id, e.options)
+            except FluxMailException as exc:
+                assert e.attempt is not None
+                e.result, e.retry_in = outcome(e.attempt, exc, c.policy, time.time())
+                continue
+            yield e.index, composed
+            del composed
 
     @staticmethod
     def _dotted(e: Entry) -> bool:
