@@ -82,25 +82,34 @@ class RedisCalls:
     def retrying(self, call: Callable[[bool], T], *, wait: bool = True) -> T:
         """``call(retried)``: ``retried`` is true once a try failed on the connection
         (its command may have run in Redis with the reply lost)."""
+        started = time.monotonic()
+        try:  # the common case first, with no set-up (a worker calls this per message)
+            return call(False)
+        except Exception as exc:  # what it means is decided below
+            failure = exc
         from ._deps import redis_module
 
         errors = redis_module().exceptions
         outage = (errors.ConnectionError, errors.TimeoutError)
-        deadline = time.monotonic() + (self.wait if wait else 0.0)
+        deadline = started + (self.wait if wait else 0.0)
         pause = _FIRST_PAUSE
-        retried = False
         while True:
-            try:
-                return call(retried)
-            except outage as exc:
+            if isinstance(failure, outage):
                 if time.monotonic() + pause > deadline:
-                    raise self.unavailable(exc) from exc
-                log.warning("%s unreachable (%s); trying again", self.where, type(exc).__name__)
-            except errors.RedisError as exc:
-                raise self.unavailable(exc) from exc
+                    raise self.unavailable(failure) from failure
+                log.warning(
+                    "%s unreachable (%s); trying again", self.where, type(failure).__name__
+                )
+            elif isinstance(failure, errors.RedisError):
+                raise self.unavailable(failure) from failure
+            else:
+                raise failure
             time.sleep(pause)
             pause = min(pause * 2, _LONGEST_PAUSE)
-            retried = True
+            try:
+                return call(True)
+            except Exception as exc:
+                failure = exc
 
     def unavailable(self, exc: Exception) -> ConnectError:
         waited = f" (waited {self.wait:g} s)" if self.wait else ""
