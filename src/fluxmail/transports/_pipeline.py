@@ -258,8 +258,8 @@ class AsyncBatch:
                 if key not in run.started:
                     await self.hooks.start(key, composed)
                     run.started[key] = composed
-                else:  # written ahead: a cancellation asked for meanwhile lands here,
-                    await asyncio.sleep(0)  # while none of its data has left
+                elif _cancelling(self.hooks):  # written ahead: a cancellation asked for
+                    await asyncio.sleep(0)  # meanwhile lands here, while none of its data left
                 conn = await self._deliver(conn, key, composed)
         except BaseException as exc:
             run.abandon(exc)
@@ -271,7 +271,7 @@ class AsyncBatch:
         self, conn: AsyncSMTPConnection, key: int, composed: Composed
     ) -> AsyncSMTPConnection:
         run = self.run_
-        attempts = self.transport._attempts()
+        attempts: policy.Attempts | None = None  # made at the first failure (most have none)
         lost = conn.lost_ahead(composed)  # its envelope went out ahead, then the connection
         while True:
             reused = conn.is_open or lost is not None
@@ -294,10 +294,20 @@ class AsyncBatch:
                 run.in_flight = None
                 run.finish(key, result)
                 return conn
+            if attempts is None:
+                attempts = self.transport._attempts()
             wait = attempts.after(error, reused=reused, still_open=conn.is_open)
             if wait is None:
                 return _give_up(run, conn, key, error, connected)
             await asyncio.sleep(wait)
+
+
+def _cancelling(hooks: AsyncBatchHooks) -> bool:
+    """The hooks' optional ``cancelling()``: has a cancellation of the batch been asked
+    for (by the user's callback, say) that has not landed yet? Without it: maybe, and the
+    loop lets the event loop run once before a message written ahead goes on."""
+    cancelling: Callable[[], bool] | None = getattr(hooks, "cancelling", None)
+    return True if cancelling is None else cancelling()
 
 
 def _give_up(run: _Run, conn: _C, key: int, error: FluxMailException, connected: bool) -> _C:
