@@ -181,18 +181,14 @@ class _AsyncHooks(_Hooks):
         self._batch = asyncio.current_task()  # the task a callback would cancel
 
     def cancelling(self) -> bool:
-        """Was a cancellation of the batch's task or of the calling connection's task
-        asked for (by a callback: nothing else runs in the meantime) that has not landed
-        yet? The connection then lets it land before a message written ahead goes on,
-        instead of giving the event loop a turn before every such message. Before Python
-        3.11 a task cannot tell: always maybe."""
-        if sys.version_info < (3, 11):
+        """Was a cancellation of the batch's task asked for (by a callback: nothing else
+        runs between two waits of a connection) that has not landed yet? A connection
+        then lets it land before a message written ahead goes on, instead of giving the
+        event loop a turn before every such message. Before Python 3.11 a task cannot
+        tell: always maybe."""
+        if sys.version_info < (3, 11) or self._batch is None:
             return True
-        batch, current = self._batch, asyncio.current_task()
-        return bool(
-            (batch is not None and batch.cancelling())
-            or (current is not None and current.cancelling())
-        )
+        return self._batch.cancelling() > 0
 
     async def start(self, key: int, composed: Composed) -> None:  # type: ignore[override]
         await self._limiter.acquire()

@@ -18,6 +18,7 @@ import ssl
 import time
 
 from ..errors import ProtocolError
+from ._common import READ_SIZE
 from ._errors import ServerClosedError
 from ._replies import ReplyParser
 
@@ -29,12 +30,17 @@ async def pause() -> None:
     await asyncio.sleep(0)
 
 
-class _ClientProtocol(asyncio.Protocol):
+class _ClientProtocol(asyncio.BufferedProtocol):
     """Feeds the parser and wakes the driver on data, flow control and connection loss.
 
     ``raw`` is the TCP transport; ``transport`` is what the driver writes to (TLS on top
     of ``raw`` after a handshake). A write is complete once both have empty buffers and
     ``raw`` did not fail: only then has the kernel every byte.
+
+    A buffered protocol: the transport reads into one buffer this connection keeps
+    (``recv_into``), where a plain protocol gets a fresh bytes object per read, which
+    asyncio allocates at 256 KiB and then shrinks (glibc may serve each one with
+    ``mmap``, ``mremap`` and ``munmap``: three system calls and a page fault per reply).
     """
 
     def __init__(self, parser: ReplyParser) -> None:
@@ -50,15 +56,19 @@ class _ClientProtocol(asyncio.Protocol):
         self._expired = False
         self._deadline: float | None = None  # loop time; None: no wait is timed now
         self._timer: asyncio.TimerHandle | None = None  # fires at or before _deadline
+        self._buffer = memoryview(bytearray(READ_SIZE))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.raw = self.transport = transport
         transport.set_write_buffer_limits(high=0)  # resume_writing once the kernel has all
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
         try:
-            self.parser.feed(data)
+            self.parser.feed(bytes(self._buffer[:nbytes]))
         except ProtocolError as exc:
             self.error = exc
         self._wake()

@@ -15,6 +15,7 @@ outcome is unknown.
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
@@ -246,6 +247,7 @@ class AsyncBatch:
 
     async def run(self, source: Source) -> None:
         run = self.run_ = _Run(self.hooks, source)
+        task = asyncio.current_task()
         conn = AsyncSMTPConnection(self.transport.config)
         try:
             while True:
@@ -258,7 +260,7 @@ class AsyncBatch:
                 if key not in run.started:
                     await self.hooks.start(key, composed)
                     run.started[key] = composed
-                elif _cancelling(self.hooks):  # written ahead: a cancellation asked for
+                elif _cancelling(self.hooks, task):  # written ahead: a cancellation asked for
                     await asyncio.sleep(0)  # meanwhile lands here, while none of its data left
                 conn = await self._deliver(conn, key, composed)
         except BaseException as exc:
@@ -302,10 +304,15 @@ class AsyncBatch:
             await asyncio.sleep(wait)
 
 
-def _cancelling(hooks: AsyncBatchHooks) -> bool:
-    """The hooks' optional ``cancelling()``: has a cancellation of the batch been asked
-    for (by the user's callback, say) that has not landed yet? Without it: maybe, and the
-    loop lets the event loop run once before a message written ahead goes on."""
+def _cancelling(hooks: AsyncBatchHooks, task: asyncio.Task[None] | None) -> bool:
+    """Was a cancellation asked for that has not landed yet: of this connection's
+    ``task``, or of the batch (the hooks' optional ``cancelling()``)? Only the user's
+    callbacks run between two waits of the task, so only they can have asked. Before
+    Python 3.11 (no ``Task.cancelling()``) or without the hook: maybe."""
+    if sys.version_info < (3, 11) or task is None:
+        return True
+    if task.cancelling():
+        return True
     cancelling: Callable[[], bool] | None = getattr(hooks, "cancelling", None)
     return True if cancelling is None else cancelling()
 
