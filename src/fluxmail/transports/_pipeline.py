@@ -247,7 +247,7 @@ class AsyncBatch:
 
     async def run(self, source: Source) -> None:
         run = self.run_ = _Run(self.hooks, source)
-        task = asyncio.current_task()
+        cancelling = _cancel_check(self.hooks, asyncio.current_task())
         conn = AsyncSMTPConnection(self.transport.config)
         try:
             while True:
@@ -260,7 +260,7 @@ class AsyncBatch:
                 if key not in run.started:
                     await self.hooks.start(key, composed)
                     run.started[key] = composed
-                elif _cancelling(self.hooks, task):  # written ahead: a cancellation asked for
+                elif cancelling():  # written ahead: a cancellation asked for
                     await asyncio.sleep(0)  # meanwhile lands here, while none of its data left
                 conn = await self._deliver(conn, key, composed)
         except BaseException as exc:
@@ -304,17 +304,16 @@ class AsyncBatch:
             await asyncio.sleep(wait)
 
 
-def _cancelling(hooks: AsyncBatchHooks, task: asyncio.Task[None] | None) -> bool:
+def _cancel_check(hooks: AsyncBatchHooks, task: asyncio.Task[None] | None) -> Callable[[], bool]:
     """Was a cancellation asked for that has not landed yet: of this connection's
     ``task``, or of the batch (the hooks' optional ``cancelling()``)? Only the user's
     callbacks run between two waits of the task, so only they can have asked. Before
-    Python 3.11 (no ``Task.cancelling()``) or without the hook: maybe."""
-    if sys.version_info < (3, 11) or task is None:
-        return True
-    if task.cancelling():
-        return True
-    cancelling: Callable[[], bool] | None = getattr(hooks, "cancelling", None)
-    return True if cancelling is None else cancelling()
+    Python 3.11 (no ``Task.cancelling()``) or without the hook: maybe, always."""
+    batch: Callable[[], bool] | None = getattr(hooks, "cancelling", None)
+    if sys.version_info < (3, 11) or task is None or batch is None:
+        return lambda: True
+    own = task.cancelling
+    return lambda: bool(own() or batch())
 
 
 def _give_up(run: _Run, conn: _C, key: int, error: FluxMailException, connected: bool) -> _C:
