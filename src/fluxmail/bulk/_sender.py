@@ -46,6 +46,7 @@ from ..errors import (
     UnsupportedOperationError,
 )
 from ..transports.base import Item
+from ._lane import Lane
 from ._processes import CHUNK, ComposePool, Made, Order, compose_one
 from ._progress import make_progress
 from ._state import (
@@ -57,7 +58,6 @@ from ._state import (
     _each,
     _Hooks,
     _Item,
-    _offer,
     _Tally,
     _total,
 )
@@ -338,23 +338,24 @@ class BulkSender:
     ) -> BulkResult:
         pool = connections or self.connections
         transport = self._transport()
-        queue: asyncio.Queue[Item | None] = asyncio.Queue(maxsize=2 * pool)
+        lane = Lane(2 * pool)
         with make_progress(progress, _total(messages)) as bar:
             tally = _Tally(on_success, on_error, bar, journal, _total(messages))
             hooks = _AsyncHooks(tally, RateLimiter(max_per_second))
-            workers = _Workers(
-                asyncio.create_task(transport.send_many_async(queue, hooks)) for _ in range(pool)
-            )
+            workers = [
+                asyncio.create_task(transport.send_many_async(lane, hooks)) for _ in range(pool)
+            ]
+            lane.serve(workers)
             produce = self._produce_composed if self.compose_processes else self._produce
             try:
                 try:
-                    await produce(messages, queue, tally, hooks, workers)
+                    await produce(messages, lane, tally, hooks)
                 except Exception:
                     # the input failed: what was taken from it still goes out, then the
                     # error is raised (a batch stopped between two messages)
-                    await self._finish(queue, workers)
+                    await self._finish(lane, workers)
                     raise
-                await self._finish(queue, workers)
+                await self._finish(lane, workers)
             except FluxMailException as exc:
                 raise tally.abort(exc) from exc.__cause__
             finally:
@@ -364,35 +365,46 @@ class BulkSender:
         return tally.result
 
     @staticmethod
-    async def _finish(
-        queue: asyncio.Queue[Item | None], workers: list[asyncio.Task[None]]
-    ) -> None:
+    async def _finish(lane: Lane, workers: list[asyncio.Task[None]]) -> None:
         for _ in workers:  # (a worker that stopped the batch raises here)
-            await _offer(queue, None, workers)
+            await lane.put(None)
         await asyncio.gather(*workers)
 
     async def _produce(
         self,
         messages: Iterable[MessageSpec] | AsyncIterable[MessageSpec],
-        queue: asyncio.Queue[Item | None],
+        lane: Lane,
         tally: _Tally,
         hooks: _Hooks,
-        workers: _Workers,
     ) -> None:
-        index = 0
-        async for spec in _each(messages):
+        if isinstance(messages, AsyncIterable):
+            index = 0
+            async for spec in messages:
+                await self._produce_one(index, spec, lane, tally, hooks)
+                index += 1
+            return
+        # a plain iterable is read here, without an async generator step per message
+        for index, spec in enumerate(messages):
             item = self._prepare(index, spec, tally)
-            index += 1
             if item is not None:
-                await _feed(queue, hooks.item(item), workers)
+                ready, item = hooks.item(item), None
+                if not lane.push(ready):
+                    await lane.put(ready)
+                del ready  # (not kept while the next one is composed: memory)
+
+    async def _produce_one(
+        self, index: int, spec: MessageSpec, lane: Lane, tally: _Tally, hooks: _Hooks
+    ) -> None:
+        item = self._prepare(index, spec, tally)
+        if item is not None:
+            await lane.put(hooks.item(item))
 
     async def _produce_composed(
         self,
         messages: Iterable[MessageSpec] | AsyncIterable[MessageSpec],
-        queue: asyncio.Queue[Item | None],
+        lane: Lane,
         tally: _Tally,
         hooks: _Hooks,
-        workers: _Workers,
     ) -> None:
         """``_produce`` with the composing done in worker processes, a few chunks ahead:
         a reader task asks the journal and sends chunks out; here they are taken back, in
@@ -402,7 +414,7 @@ class BulkSender:
         reader = asyncio.ensure_future(self._order(messages, tally, pool))
         try:
             while (made := await pool.next()) is not None:
-                await self._offer_made(made, queue, tally, hooks, workers)
+                await self._offer_made(made, lane, tally, hooks)
             await reader
         finally:
             # no await from here on: a cancelled or stopped batch must reach the
@@ -443,10 +455,9 @@ class BulkSender:
     async def _offer_made(
         self,
         made: list[tuple[Order, Made]],
-        queue: asyncio.Queue[Item | None],
+        lane: Lane,
         tally: _Tally,
         hooks: _Hooks,
-        workers: _Workers,
     ) -> None:
         """Composed messages to the queue; what failed to compose fails (or stops the
         batch) as it would have here."""
@@ -456,36 +467,15 @@ class BulkSender:
             elif isinstance(result, Exception):
                 raise result  # (as composing it here would have raised)
             else:
-                await _feed(queue, hooks.item((index, result, key)), workers)
+                ready = hooks.item((index, result, key))
+                if not lane.push(ready):
+                    await lane.put(ready)
 
 
 def _retrieved(task: asyncio.Future[None]) -> None:
     """(The reader's error, if any, was raised already or is beside the point now.)"""
     if not task.cancelled():
         task.exception()
-
-
-class _Workers(list["asyncio.Task[None]"]):
-    """The connections' tasks; ``running`` turns False as soon as one of them ends."""
-
-    def __init__(self, tasks: Iterable[asyncio.Task[None]]) -> None:
-        super().__init__(tasks)
-        self.running = True
-        for task in self:
-            task.add_done_callback(self._ended)
-
-    def _ended(self, _: asyncio.Task[None]) -> None:
-        self.running = False
-
-
-async def _feed(queue: asyncio.Queue[Item | None], item: Item, workers: _Workers) -> None:
-    """Put ``item`` on the queue: at once while there is room and every worker runs (no
-    task, no wait per message), else through ``_offer``, which raises the error of a
-    worker that stopped the batch rather than wait for room no worker will make."""
-    if workers.running and not queue.full():
-        queue.put_nowait(item)
-    else:
-        await _offer(queue, item, workers)
 
 
 __all__ = ["BulkResult", "BulkSender"]

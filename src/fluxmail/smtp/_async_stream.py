@@ -18,6 +18,7 @@ import ssl
 import time
 
 from ..errors import ProtocolError
+from ._common import READ_SIZE
 from ._errors import ServerClosedError
 from ._replies import ReplyParser
 
@@ -29,12 +30,17 @@ async def pause() -> None:
     await asyncio.sleep(0)
 
 
-class _ClientProtocol(asyncio.Protocol):
+class _ClientProtocol(asyncio.BufferedProtocol):
     """Feeds the parser and wakes the driver on data, flow control and connection loss.
 
     ``raw`` is the TCP transport; ``transport`` is what the driver writes to (TLS on top
     of ``raw`` after a handshake). A write is complete once both have empty buffers and
     ``raw`` did not fail: only then has the kernel every byte.
+
+    A buffered protocol: the transport reads into one buffer this connection keeps
+    (``recv_into``), where a plain protocol gets a fresh bytes object per read, which
+    asyncio allocates at 256 KiB and then shrinks (glibc may serve each one with
+    ``mmap``, ``mremap`` and ``munmap``: three system calls and a page fault per reply).
     """
 
     def __init__(self, parser: ReplyParser) -> None:
@@ -50,15 +56,19 @@ class _ClientProtocol(asyncio.Protocol):
         self._expired = False
         self._deadline: float | None = None  # loop time; None: no wait is timed now
         self._timer: asyncio.TimerHandle | None = None  # fires at or before _deadline
+        self._buffer = memoryview(bytearray(READ_SIZE))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.raw = self.transport = transport
         transport.set_write_buffer_limits(high=0)  # resume_writing once the kernel has all
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
         try:
-            self.parser.feed(data)
+            self.parser.feed(bytes(self._buffer[:nbytes]))
         except ProtocolError as exc:
             self.error = exc
         self._wake()
@@ -131,6 +141,7 @@ class _ClientProtocol(asyncio.Protocol):
     def disarm(self) -> None:
         """No wait is timed any more (the timer, if pending, will find nothing to do)."""
         self._deadline = None
+        self._waiter = None
 
     def _expire(self) -> None:
         self._timer = None
@@ -150,14 +161,28 @@ class _ClientProtocol(asyncio.Protocol):
             self._timer.cancel()
             self._timer = None
 
+    def waiter(self) -> asyncio.Future[None]:
+        """A future that data, flow control or a loss (or the armed deadline) resolves;
+        raises TimeoutError if the deadline passed already. Awaited once, then
+        :meth:`done_waiting`."""
+        if self._expired:
+            raise TimeoutError("timed out")
+        waiter = self._waiter = self._loop.create_future()
+        return waiter
+
+    def done_waiting(self) -> None:
+        """After a :meth:`waiter` resolved: raises TimeoutError if the armed deadline
+        passed meanwhile."""
+        self._waiter = None
+        if self._expired:
+            raise TimeoutError("timed out")
+
     async def wait(self, nap: float | None = None) -> None:
         """Sleep until woken (data, flow control, loss) or ``nap`` seconds passed.
 
         Raises TimeoutError once the armed deadline has passed.
         """
-        if self._expired:
-            raise TimeoutError("timed out")
-        waiter = self._waiter = self._loop.create_future()
+        waiter = self.waiter()
         timer = self._loop.call_later(nap, self._wake) if nap is not None else None
         try:
             await waiter
@@ -165,8 +190,7 @@ class _ClientProtocol(asyncio.Protocol):
             if timer is not None:
                 timer.cancel()
             self._waiter = None
-        if self._expired:
-            raise TimeoutError("timed out")
+        self.done_waiting()
 
 
 class AsyncStream:
@@ -175,6 +199,24 @@ class AsyncStream:
     def __init__(self, proto: _ClientProtocol) -> None:
         self._proto = proto
         self._loop = asyncio.get_running_loop()
+        # the raw socket, polled (never read: the event loop owns it) by quiet() and
+        # take_input(); one poll object per connection, registered once
+        self._readable: select.poll | None = None
+        raw = proto.raw
+        sock = raw.get_extra_info("socket") if raw is not None else None
+        if sock is not None:
+            self._readable = select.poll()
+            self._readable.register(sock.fileno(), select.POLLIN)
+
+    def _gone(self) -> bool:
+        """The server left, or the transport is closing here (nothing left to poll)."""
+        raw = self._proto.raw
+        return self._proto.eof or raw is None or raw.is_closing() or self._readable is None
+
+    def _input_waiting(self) -> bool:
+        """The socket has unread input (data, an EOF, a reset); call when not gone."""
+        assert self._readable is not None
+        return bool(self._readable.poll(0))
 
     @classmethod
     async def connect(
@@ -241,9 +283,10 @@ class AsyncStream:
         proto.check_readable()
         proto.arm(deadline - time.monotonic())
         try:
-            await proto.wait()
+            await proto.waiter()  # (awaited here: no coroutine of its own per reply)
         finally:
             proto.disarm()
+        proto.done_waiting()
 
     async def take_input(self) -> bool:
         """Let whatever already arrived reach the parser, without waiting; False once the
@@ -253,16 +296,8 @@ class AsyncStream:
         it first, so that a server that hung up before the dot is known to have done so.
         """
         proto = self._proto
-        raw = proto.raw
-        sock = raw.get_extra_info("socket") if raw is not None else None
         for _ in range(3):
-            if sock is None or proto.eof or proto.error is not None:
-                break
-            try:
-                readable, _, _ = select.select([sock.fileno()], [], [], 0)
-            except (OSError, ValueError):
-                break
-            if not readable:
+            if self._gone() or proto.error is not None or not self._input_waiting():
                 break
             await asyncio.sleep(0)
         if isinstance(proto.error, ProtocolError):
@@ -274,15 +309,7 @@ class AsyncStream:
 
         The socket is only polled, never read: the event loop still owns it.
         """
-        proto = self._proto
-        if proto.eof or proto.raw is None:
-            return False
-        sock = proto.raw.get_extra_info("socket")
-        try:
-            readable, _, _ = select.select([sock.fileno()], [], [], 0)
-        except (OSError, ValueError, AttributeError):
-            return False
-        return not readable
+        return not (self._gone() or self._input_waiting())
 
     def tls_details(self) -> ssl.SSLObject | None:
         transport = self._proto.transport

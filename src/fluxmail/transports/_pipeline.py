@@ -15,6 +15,7 @@ outcome is unknown.
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
@@ -246,6 +247,7 @@ class AsyncBatch:
 
     async def run(self, source: Source) -> None:
         run = self.run_ = _Run(self.hooks, source)
+        cancelling = _cancel_check(self.hooks, asyncio.current_task())
         conn = AsyncSMTPConnection(self.transport.config)
         try:
             while True:
@@ -258,8 +260,8 @@ class AsyncBatch:
                 if key not in run.started:
                     await self.hooks.start(key, composed)
                     run.started[key] = composed
-                else:  # written ahead: a cancellation asked for meanwhile lands here,
-                    await asyncio.sleep(0)  # while none of its data has left
+                elif cancelling():  # written ahead: a cancellation asked for
+                    await asyncio.sleep(0)  # meanwhile lands here, while none of its data left
                 conn = await self._deliver(conn, key, composed)
         except BaseException as exc:
             run.abandon(exc)
@@ -271,7 +273,7 @@ class AsyncBatch:
         self, conn: AsyncSMTPConnection, key: int, composed: Composed
     ) -> AsyncSMTPConnection:
         run = self.run_
-        attempts = self.transport._attempts()
+        attempts: policy.Attempts | None = None  # made at the first failure (most have none)
         lost = conn.lost_ahead(composed)  # its envelope went out ahead, then the connection
         while True:
             reused = conn.is_open or lost is not None
@@ -294,10 +296,24 @@ class AsyncBatch:
                 run.in_flight = None
                 run.finish(key, result)
                 return conn
+            if attempts is None:
+                attempts = self.transport._attempts()
             wait = attempts.after(error, reused=reused, still_open=conn.is_open)
             if wait is None:
                 return _give_up(run, conn, key, error, connected)
             await asyncio.sleep(wait)
+
+
+def _cancel_check(hooks: AsyncBatchHooks, task: asyncio.Task[None] | None) -> Callable[[], bool]:
+    """Was a cancellation asked for that has not landed yet: of this connection's
+    ``task``, or of the batch (the hooks' optional ``cancelling()``)? Only the user's
+    callbacks run between two waits of the task, so only they can have asked. Before
+    Python 3.11 (no ``Task.cancelling()``) or without the hook: maybe, always."""
+    batch: Callable[[], bool] | None = getattr(hooks, "cancelling", None)
+    if sys.version_info < (3, 11) or task is None or batch is None:
+        return lambda: True
+    own = task.cancelling
+    return lambda: bool(own() or batch())
 
 
 def _give_up(run: _Run, conn: _C, key: int, error: FluxMailException, connected: bool) -> _C:
