@@ -19,8 +19,8 @@ retryable failure, a refusal, an unknown outcome) and raises the fluxmail error.
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
-from typing import NamedTuple, TypeVar
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 from ..envelope import Composed
 from ._replies import Reply
@@ -29,7 +29,8 @@ CRLF = b"\r\n"
 T = TypeVar("T")
 
 
-class Exchange(NamedTuple):
+@dataclass(slots=True)  # (not frozen: its __init__ would pay a setattr call per field)
+class Exchange:
     """Write ``data`` then ``tail``, then read ``replies`` replies.
 
     ``log`` replaces ``data`` in the debug transcript (redaction, message bodies).
@@ -38,24 +39,22 @@ class Exchange(NamedTuple):
     a few bytes; it may also carry the next message's pipelined envelope, whose replies
     are the last ``ahead`` of ``replies``.
 
-    (A tuple: one or two are made per message.)
+    Not a tuple: error reporters that walk sequences item by item (local-variable
+    capture) would show ``data``, which may hold credentials or a message body.
 
     ``guarded``: the write is message data. Before each slice of it the driver looks for
     input: a server that spoke (or hung up) in the middle of DATA gets nothing more, the
     driver reports a :class:`Failure` with ``early=True`` and whatever it received.
     """
 
-    data: bytes
+    data: bytes = field(repr=False)
     replies: int
     stage: str
     log: str | None = None
     message_id: str | None = None
-    tail: bytes = b""
+    tail: bytes = field(default=b"", repr=False)
     ahead: int = 0
     guarded: bool = False
-
-    def __repr__(self) -> str:  # (never the data: message bodies, credentials)
-        return f"Exchange(stage={self.stage!r}, replies={self.replies}, log={self.log!r})"
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,8 +8,8 @@ offered, SIZE exceeded, 8-bit data the server cannot take, no recipients).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import NamedTuple
 
 from ..envelope import Composed
 from ..errors import (
@@ -52,22 +52,21 @@ def _path(address: str) -> str:
     return f"<{address}>"
 
 
-class Plan(NamedTuple):
+@dataclass(slots=True)  # (not frozen: its __init__ would pay a setattr call per field)
+class Plan:
     """One message, checked and turned into bytes, ready for a transaction.
 
     The DATA bytes are ``payload`` followed by ``tail`` (see :func:`stuff`). ``size`` is
     the message's size as RFC 1870 counts it: CRLF line ends, not the dots added for
-    transparency nor the terminating ``.`` CRLF. (A tuple: one is made per message.)"""
+    transparency nor the terminating ``.`` CRLF. Not a tuple, so that nothing shows the
+    payload (see :class:`~._actions.Exchange`)."""
 
     message_id: str
     mail: bytes
     rcpts: tuple[tuple[str, bytes], ...]
-    payload: bytes
+    payload: bytes = field(repr=False)
     tail: bytes = b".\r\n"
     size: int = 0
-
-    def __repr__(self) -> str:
-        return f"Plan(message_id={self.message_id!r}, size={self.size})"  # (no payload)
 
     def envelope(self, rcpts: tuple[tuple[str, bytes], ...]) -> bytes:
         """MAIL + RCPTs + DATA in one piece (a pipelined envelope)."""

@@ -23,7 +23,7 @@ docs/errors.md, "Where the final dot is".
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from dataclasses import dataclass
 
 from ..envelope import Composed
 from ..errors import (
@@ -51,7 +51,8 @@ __all__ = ["Ahead", "Session", "Upcoming", "check_envelope", "command", "plan_me
 _NEXT_MESSAGE = NextMessage()
 
 
-class Ahead(NamedTuple):
+@dataclass(slots=True)  # (not a tuple: see Exchange; not frozen: a setattr call per field)
+class Ahead:
     """The next message's envelope, written behind the previous message's final dot, and
     the server's replies to it. The server is then inside that message's transaction
     (possibly in DATA): the only way on is to send that message (or drop the connection;
