@@ -315,11 +315,15 @@ def test_big_message_is_sent_before_the_next_is_composed(
     monkeypatch.setattr(_pipeline, "AHEAD_LIMIT", 20_000)  # "big": over 20 KB here
     server = make_fault_server()
     bodies = ["small 0", "big 1 " + "x" * 70 + ("\n" + "y" * 70) * 400, "small 2", "small 3"]
-    pulled_with_received: list[int] = []
+    pulled_with_received: list[int] = []  # at each message's composing
+
+    class Recording(FluxMail):
+        def compose(self, message: Any = None, *, message_id: str | None = None) -> Any:
+            pulled_with_received.append(len(server.received))
+            return super().compose(message, message_id=message_id)
 
     def messages() -> Any:
         for index, body in enumerate(bodies):
-            pulled_with_received.append(len(server.received))
             yield {
                 "subject": f"Hi {index}",
                 "recipients": [f"user{index}@example.com"],
@@ -327,11 +331,11 @@ def test_big_message_is_sent_before_the_next_is_composed(
                 "sender": "noreply@myapp.com",
             }
 
-    mailer = FluxMail(**server.fluxmail_kwargs())
+    mailer = Recording(**server.fluxmail_kwargs())
     result = BulkSender(mailer).send_batch(messages(), progress=False)
     assert result == {"sent": 4, "failed": 0, "total": 4, "errors": []}
     assert [str(m.message["Subject"]) for m in server.messages] == [f"Hi {i}" for i in range(4)]
-    # message 1 (big) was taken ahead of message 0's dot; message 2 only once 1 had arrived
+    # message 1 (big) was composed ahead of message 0's dot; message 2 once 1 had arrived
     assert pulled_with_received[:3] == [0, 0, 2]
     (session,) = server.sessions
     assert session.chunk_of("MAIL", 1) == session.dots[0]  # small 0: 1's envelope ahead
@@ -342,17 +346,26 @@ def test_big_message_is_sent_before_the_next_is_composed(
 def test_the_message_after_next_is_composed_while_a_dot_is_answered(
     make_fault_server: Any,
 ) -> None:
-    """A blocking batch takes message k+2 from its input after message k's final dot
-    (with k+1's envelope) is written and before its replies are read: composing
-    overlaps the server's work. Never more than two messages ahead."""
+    """A blocking batch composes message k+2 after message k's final dot (with k+1's
+    envelope) is written and before its replies are read: composing overlaps the
+    server's work. The caller's input is read only at safe points: whenever it is asked
+    for a message, every message the server has is reported already."""
     from fluxmail import BulkSender, FluxMail
 
     server = make_fault_server()
     events: list[tuple[str, int]] = []
+    unreported: list[int] = []
     count = 6
+
+    class Recording(FluxMail):
+        def compose(self, message: Any = None, *, message_id: str | None = None) -> Any:
+            events.append(("compose", int(message.subject.split()[1])))
+            return super().compose(message, message_id=message_id)
 
     def messages() -> Any:
         for index in range(count):
+            sent = sum(1 for kind, _ in events if kind == "sent")
+            unreported.append(len(server.messages) - sent)
             events.append(("take", index))
             yield {
                 "subject": f"Hi {index}",
@@ -361,15 +374,16 @@ def test_the_message_after_next_is_composed_while_a_dot_is_answered(
                 "sender": "noreply@myapp.com",
             }
 
-    mailer = FluxMail(**server.fluxmail_kwargs())
+    mailer = Recording(**server.fluxmail_kwargs())
     result = BulkSender(mailer).send_batch(
         messages(), on_success=lambda index, _: events.append(("sent", index)), progress=False
     )
     assert result["sent"] == count
     for k in range(count - 2):
-        assert events.index(("take", k + 2)) < events.index(("sent", k)), events
+        assert events.index(("compose", k + 2)) < events.index(("sent", k)), events
     for k in range(count - 3):
-        assert events.index(("take", k + 3)) > events.index(("sent", k)), events
+        assert events.index(("compose", k + 3)) > events.index(("sent", k)), events
+    assert set(unreported) == {0}, unreported
 
 
 def test_joined_and_buffered_output_are_the_same_bytes(

@@ -12,6 +12,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+import multiprocessing
+import os
+import signal
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +24,7 @@ import pytest
 
 from fluxmail import BulkSender, FluxMail
 from hardening import MODES, batch, run_batch
-from servers import FaultServer
+from servers import FaultServer, SMTPTestServer
 
 MakeFault = Callable[..., FaultServer]
 TOTAL = 6
@@ -116,16 +120,15 @@ def test_the_input_raises(
     resume_and_count(server, messages, path, mode)
 
 
-def test_an_interrupt_while_a_dot_is_answered_waits_for_the_answer(
+def test_an_interrupt_from_the_input_comes_at_a_safe_point(
     make_fault_server: MakeFault, tmp_path: Path
 ) -> None:
-    """Sync batches compose the message after next while the replies to a final dot are
-    awaited: a KeyboardInterrupt raised there (by the input) waits for those replies, so
-    the message whose dot was written gets its outcome instead of an unknown one."""
+    """The input of a blocking batch is read only when no final dot awaits its reply: a
+    KeyboardInterrupt raised by it leaves every message sent with its outcome."""
     server = make_fault_server()
     path = tmp_path / "run.jsonl"
     messages = batch(TOTAL)
-    broken = 4  # taken while message 2's dot (and message 3's envelope) is answered
+    broken = 4
     with pytest.raises(KeyboardInterrupt):
         run_batch(
             FluxMail(**server.fluxmail_kwargs()),
@@ -137,6 +140,64 @@ def test_an_interrupt_while_a_dot_is_answered_waits_for_the_answer(
     assert last_states(path)[broken - 2] == "accepted"
     check_stopped(path, ahead=broken - 1)
     resume_and_count(server, messages, path, "sync")
+
+
+def test_an_interrupt_while_composing_stops_before_any_retry(make_server: Any) -> None:
+    """A Ctrl-C while the message after next is composed (in the wait for a final dot's
+    reply) is raised as soon as the message in flight has its outcome: a 451 on its dot
+    is its outcome then, not a reason to try again."""
+    server = make_server(fail={"DOT": 451})
+
+    class Interrupted(FluxMail):
+        def compose(self, message: Any = None, *, message_id: str | None = None) -> Any:
+            if message is not None and message.subject == "message 2":
+                raise KeyboardInterrupt
+            return super().compose(message, message_id=message_id)
+
+    errors: list[tuple[int, str]] = []
+    mailer = Interrupted(**server.fluxmail_kwargs(), max_retries=3, retry_delay=0.5)
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        run_batch(mailer, batch(TOTAL), "sync", on_error=lambda i, e: errors.append((i, e.code)))
+    assert time.monotonic() - started < 0.5  # no retry delay slept
+    assert server.connections == 1  # no new connection for a retry
+    assert errors == [(0, "message_refused")]  # message 0's outcome: its 451, once
+
+
+def test_a_slow_input_never_holds_a_reply_unread(tmp_path: Path) -> None:
+    """A process killed while its input is slow has every message the server accepted
+    journaled as accepted (the input is not read while a dot awaits its reply)."""
+    server = SMTPTestServer().start()
+    try:
+        path = tmp_path / "run.jsonl"
+        child = multiprocessing.get_context("fork").Process(
+            target=_send_slowly, args=(server.fluxmail_kwargs(), str(path))
+        )
+        child.start()
+        deadline = time.monotonic() + 10
+        while len(server.messages) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)  # the input is asleep now
+        os.kill(child.pid or 0, signal.SIGKILL)
+        child.join()
+        states = last_states(path)
+        received = {str(m.message["Subject"]) for m in server.messages}
+        assert received  # something went out before the kill
+        for index, state in states.items():
+            if f"message {index}" in received:
+                assert state == "accepted", states
+    finally:
+        server.stop()
+
+
+def _send_slowly(kwargs: dict[str, Any], path: str) -> None:
+    def slow() -> Iterator[dict[str, Any]]:
+        for index, message in enumerate(batch(TOTAL)):
+            if index == 3:
+                time.sleep(30)  # waiting for work
+            yield message
+
+    BulkSender(FluxMail(**kwargs), journal=path).send_batch(slow(), progress=False)
 
 
 def test_asyncio_cancellation(make_fault_server: MakeFault, tmp_path: Path) -> None:

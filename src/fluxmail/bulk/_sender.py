@@ -31,7 +31,6 @@ import os
 from collections.abc import (
     AsyncIterable,
     Iterable,
-    Iterator,
     Mapping,
 )
 from typing import TYPE_CHECKING
@@ -45,10 +44,10 @@ from ..errors import (
     MissingDependencyError,
     UnsupportedOperationError,
 )
-from ..transports.base import Item
 from ._lane import Lane
 from ._processes import CHUNK, ComposePool, Made, Order, compose_one
 from ._progress import make_progress
+from ._source import StagedSpecs
 from ._state import (
     BulkResult,
     MessageSpec,
@@ -250,7 +249,14 @@ class BulkSender:
                 tally = _Tally(on_success, on_error, bar, journal, _total(messages))
                 hooks = _Hooks(tally, RateLimiter(max_per_second))
                 try:
-                    transport.send_many(self._items(messages, tally, hooks), hooks)
+                    specs = StagedSpecs(
+                        messages,
+                        admit=lambda index, spec: self._admit(index, spec, tally),
+                        compose=self._compose,
+                        refuse=lambda index, exc: self._refuse(index, exc, tally),
+                        hooks=hooks,
+                    )
+                    transport.send_many(specs, hooks)
                 except FluxMailException as exc:
                     raise tally.abort(exc) from exc.__cause__
             return tally.result
@@ -262,16 +268,6 @@ class BulkSender:
         transport = self.mailer.transport
         assert transport is not None  # (Outlook was refused in __init__)
         return transport
-
-    def _items(
-        self, messages: Iterable[MessageSpec], tally: _Tally, hooks: _Hooks
-    ) -> Iterator[Item]:
-        for index, spec in enumerate(messages):
-            item = self._prepare(index, spec, tally)
-            if item is not None:
-                ready, item = hooks.item(item), None  # (the message is not kept here
-                yield ready  # while the next one is composed: memory, see _pipeline)
-                del ready
 
     # --- async ------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import FluxMailException
+from ..transports.base import OwnItems
 from ._decide import (
     Action,
     DeliveryResult,
@@ -265,7 +266,7 @@ class Chunk:
         transport = self.courier.transport()
         hooks = _Hooks(self)
         try:
-            transport.send_many(self._composed(), hooks)
+            transport.send_many(OwnItems(self._composed()), hooks)
         except GiveBack as stop:
             self.wait = stop.wait
         except FluxMailException as exc:

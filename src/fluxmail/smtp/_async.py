@@ -136,9 +136,9 @@ class AsyncSMTPConnection:
 
         ``meanwhile()`` is called once the write ending the message's data has reached
         the kernel, before its replies are read: work that overlaps the server's (a
-        batch composes its next message there). It should not raise; what it raises is
-        handled as an interrupt at that moment would be (the connection is dropped, the
-        message's outcome is unknown).
+        batch composes its next message there, and keeps what that raises for after
+        the outcome). It should not raise; what it raises is handled as an interrupt at
+        that moment would be (the connection is dropped, the message's outcome unknown).
 
         ``before_data()`` is called right before the first byte of the message's data is
         written, once the envelope replies were judged (the server said 354): once per

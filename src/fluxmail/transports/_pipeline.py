@@ -119,43 +119,46 @@ class _Run:
                 self.hooks.abandoned(key, error)
 
 
-class _Feed:
-    """The input of a blocking batch, taken up to two messages ahead of the one sent.
+def fits_ahead(composed: Composed) -> bool:
+    """A message small enough for the next one to be composed before it is sent (see
+    :data:`AHEAD_LIMIT`)."""
+    return len(composed.data) <= AHEAD_LIMIT
 
-    The next message is composed before the current one's final dot (its envelope goes
-    out with that dot); the one after it is composed by :meth:`prefetch` while the
-    replies to that write are awaited, so that composing overlaps the server's work
-    instead of adding to it. An exception the input raises there is kept and raised
-    by :meth:`take` once the replies are in, where it would have been raised without
-    the overlap (the message whose dot was written still gets its outcome).
+
+class _Feed:
+    """The input of a blocking batch (see :class:`~.base.Preparable`).
+
+    :meth:`take` runs at safe points only. :meth:`prepare`, while the replies to a final
+    dot are awaited, lets a Preparable input make the message after next, so that
+    composing overlaps the server's work; a plain iterable is never touched then. What
+    ``prepare()`` raises (an interrupt, a defect) is kept in :attr:`interrupted` and
+    raised by the batch once the message in flight has its outcome, before any retry.
     """
 
     def __init__(self, items: Iterable[Item]) -> None:
         self._items = iter(items)
-        self._later: Item | None = None  # composed during the wait, after ``ahead``
-        self._error: BaseException | None = None
+        self._prepare = getattr(items, "prepare", None)
+        self.interrupted: BaseException | None = None
 
     def take(self) -> Item | None:
-        """The next message (composing it now if it is not ready), or None at the end."""
-        if self._later is not None:
-            item, self._later = self._later, None
-            return item
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
+        """The next message, or None at the end (a safe point: the caller's code runs)."""
         return next(self._items, None)
 
-    def prefetch(self, ahead: Item | None) -> None:
-        """Compose the message after ``ahead`` (the next one), unless ``ahead`` is big:
-        a message over :data:`AHEAD_LIMIT` is sent before the next one is composed."""
-        if ahead is None or self._later is not None or self._error is not None:
+    def prepare(self, ahead: Item | None) -> None:
+        """Have the message after ``ahead`` (the next one) made, unless ``ahead`` is big."""
+        if self._prepare is None or self.interrupted is not None:
             return
-        if len(ahead[1].data) > AHEAD_LIMIT:
+        if ahead is None or not fits_ahead(ahead[1]):
             return
         try:
-            self._later = next(self._items, None)
-        except BaseException as exc:  # the input's own error, or an interrupt: later
-            self._error = exc
+            self._prepare()
+        except BaseException as exc:  # for after the outcome of the message in flight
+            self.interrupted = exc
+
+    def raise_interrupted(self) -> None:
+        if self.interrupted is not None:
+            error, self.interrupted = self.interrupted, None
+            raise error
 
 
 class Batch:
@@ -166,13 +169,14 @@ class Batch:
         self.hooks = hooks
         self.run_ = _Run(hooks)
         self._feed: _Feed | None = None
+        self._conn = SMTPConnection(transport.config)  # the connection in use
 
     def run(self, items: Iterable[Item], held: SMTPConnection | None = None) -> SMTPConnection:
         """Deliver ``items``. On ``held`` (a held connection) when given: it is left open
         for the next batch and returned (the one the batch ended on; closed if the batch
         raised); else on a connection of its own, closed at the end."""
         run = self.run_
-        conn = held or SMTPConnection(self.transport.config)
+        conn = self._conn = held or SMTPConnection(self.transport.config)
         keep = held is not None
         feed = self._feed = _Feed(items)
         try:
@@ -180,7 +184,7 @@ class Batch:
             while item is not None:
                 key, composed = item
                 item = None  # (no reference left to a message once it is sent)
-                if run.ahead is None and len(composed.data) <= AHEAD_LIMIT:
+                if run.ahead is None and fits_ahead(composed):
                     run.ahead = feed.take()  # prepared before the dot of item
                 if key not in run.started:
                     self.hooks.start(key, composed)
@@ -195,17 +199,18 @@ class Batch:
             keep = False
             raise
         finally:
-            if not keep:
-                conn.close()  # an envelope written ahead is dropped, never ended
+            if not keep:  # (the one _deliver opened last, also when it raised)
+                self._conn.close()  # an envelope written ahead is dropped, never ended
         return conn
 
     def _prefetch(self) -> None:
-        """While the replies to a final dot are awaited: compose the message after next."""
+        """While the replies to a final dot are awaited: the message after next."""
         if self._feed is not None:
-            self._feed.prefetch(self.run_.ahead)
+            self._feed.prepare(self.run_.ahead)
 
     def _deliver(self, conn: SMTPConnection, key: int, composed: Composed) -> SMTPConnection:
-        run = self.run_
+        run, feed = self.run_, self._feed
+        assert feed is not None
         attempts: policy.Attempts | None = None  # made at the first failure (most have none)
         lost = conn.lost_ahead(composed)  # its envelope went out ahead, then the connection
         while True:
@@ -216,7 +221,7 @@ class Batch:
                     error, lost = lost, None
                     raise error
                 if not reused:
-                    conn = SMTPConnection(self.transport.config)
+                    conn = self._conn = SMTPConnection(self.transport.config)
                     conn.open()
                     connected = True
                 run.trying = key
@@ -228,7 +233,13 @@ class Batch:
             else:
                 run.in_flight = None
                 run.finish(key, result)
+                feed.raise_interrupted()
                 return conn
+            if feed.interrupted is not None:  # interrupted while it was tried: no retry
+                error = chained(error)
+                if not policy.stops_batch(error, connected=connected):
+                    run.finish(key, error)  # (else the batch abandons it, as it would)
+                feed.raise_interrupted()
             if attempts is None:
                 attempts = self.transport._attempts()
             wait = attempts.after(error, reused=reused, still_open=conn.is_open)

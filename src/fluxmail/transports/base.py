@@ -23,7 +23,7 @@ Graph, say) can implement it without knowing about SMTP.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..delivery import policy
@@ -38,6 +38,8 @@ __all__ = [
     "AsyncTransport",
     "BatchHooks",
     "Item",
+    "OwnItems",
+    "Preparable",
     "SinkTransport",
     "Source",
     "Transport",
@@ -46,6 +48,49 @@ __all__ = [
 
 #: One message of a batch: the caller's number for it and the message.
 Item = tuple[int, "Composed"]
+
+
+class Preparable(Protocol):
+    """Items of a blocking batch that may be made ahead while a final dot is answered.
+
+    A blocking ``send_many`` takes each item (``next()``) only at a safe point: no final
+    dot on the wire without its reply read, every outcome so far recorded, so the
+    caller's code it runs (an input iterator, a callback) can block, raise or see the
+    process killed without leaving a message half known. ``prepare()`` is called while a
+    final dot's replies are awaited: it makes the next item ready (composes it) running
+    fluxmail's own code only, and keeps any error of that item for ``next()``. A plain
+    iterable is never touched in the wait.
+    """
+
+    def __iter__(self) -> Iterator[Item]: ...
+
+    def __next__(self) -> Item: ...
+
+    def prepare(self) -> None: ...
+
+
+class OwnItems:
+    """:class:`Preparable` over an iterator that runs fluxmail's own code only (the
+    fleet's chunk composing its claimed messages)."""
+
+    def __init__(self, items: Iterator[Item]) -> None:
+        self._items = items
+        self._ready: Item | None = None
+        self._ended = False
+
+    def __iter__(self) -> OwnItems:
+        return self
+
+    def __next__(self) -> Item:
+        if self._ready is not None:
+            item, self._ready = self._ready, None
+            return item
+        return next(self._items)
+
+    def prepare(self) -> None:
+        if self._ready is None and not self._ended:
+            self._ready = next(self._items, None)
+            self._ended = self._ready is None
 
 
 class BatchHooks(Protocol):
