@@ -381,19 +381,18 @@ class BulkSender:
             return
         # a plain iterable is read here, without an async generator step per message
         for index, spec in enumerate(messages):
-            item = self._prepare(index, spec, tally)
-            if item is not None:
-                ready, item = hooks.item(item), None
-                if not lane.push(ready):
-                    await lane.put(ready)
-                del ready  # (not kept while the next one is composed: memory)
+            await self._produce_one(index, spec, lane, tally, hooks)
 
     async def _produce_one(
         self, index: int, spec: MessageSpec, lane: Lane, tally: _Tally, hooks: _Hooks
     ) -> None:
+        """One message onto the lane (at once while it has room); nothing of it is kept
+        here while the next one is composed."""
         item = self._prepare(index, spec, tally)
         if item is not None:
-            await lane.put(hooks.item(item))
+            ready = hooks.item(item)
+            if not lane.push(ready):
+                await lane.put(ready)
 
     async def _produce_composed(
         self,

@@ -169,7 +169,7 @@ class Batch:
         self.hooks = hooks
         self.run_ = _Run(hooks)
         self._feed: _Feed | None = None
-        self._conn = SMTPConnection(transport.config)  # the connection in use
+        self._conn: SMTPConnection | None = None  # the connection in use (run, _deliver)
 
     def run(self, items: Iterable[Item], held: SMTPConnection | None = None) -> SMTPConnection:
         """Deliver ``items``. On ``held`` (a held connection) when given: it is left open
@@ -200,7 +200,7 @@ class Batch:
             raise
         finally:
             if not keep:  # (the one _deliver opened last, also when it raised)
-                self._conn.close()  # an envelope written ahead is dropped, never ended
+                (self._conn or conn).close()  # an envelope written ahead is dropped
         return conn
 
     def _prefetch(self) -> None:
