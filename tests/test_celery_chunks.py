@@ -11,6 +11,8 @@ fleet's limit in any one-second window while the machine's CPUs are kept busy.
 
 from __future__ import annotations
 
+import base64
+import json
 import subprocess
 import sys
 import threading
@@ -27,7 +29,7 @@ from fluxmail import FluxMail, Invite
 from fluxmail.errors import InvalidMessageError
 from fluxmail.scale import LocalFleet
 from fluxmail.scale._decide import sending
-from fluxmail.scale._payload import make_payload
+from fluxmail.scale._payload import make_payload, pack_chunk, read_chunk
 from fluxmail.scale._store import Write
 from helpers import batch, max_in_any_window, wait_until
 from redis_fixture import RedisServer, StartWorkers
@@ -66,6 +68,40 @@ def test_one_message_id_is_published_once_however_often_it_is_enqueued(
 
         with pytest.raises(InvalidMessageError):  # a fixed Message-ID is checked
             fleet.enqueue_batch(batch(1), message_ids=["no-angle-brackets"], on_error=_raise)
+    finally:
+        client.close()
+        fleet.close()
+
+
+def test_a_chunk_travels_packed_in_one_string_and_a_list_is_read_too(
+    redis_server: RedisServer, smtp_server: SMTPTestServer
+) -> None:
+    kwargs = smtp_server.fluxmail_kwargs()
+    app, fleet = make_app(redis_server.url, mailer=lambda: FluxMail(**kwargs))
+    client = redis_server.client()
+    try:
+        ids = fleet.enqueue_batch(batch(3), message_ids=fixed_ids(3, "p"))
+        (raw,) = client.lrange(QUEUE, 0, -1)
+        envelope = json.loads(raw)
+        args = json.loads(base64.b64decode(envelope["body"]))[0]
+        assert len(args) == 1
+        assert set(args[0]) == {"v", "chunk"}
+        assert isinstance(args[0]["chunk"], str)  # one string, not a dict per message
+        assert [p["id"] for p in read_chunk(args[0])] == ids
+
+        def run(argument: object) -> Any:  # the task body, in this process
+            return app.tasks["fluxmail.send"].apply(args=(argument,)).get()
+
+        packed = pack_chunk([make_payload(m) for m in batch(2)])
+        assert [r["status"] for r in run(packed)] == ["accepted", "accepted"]
+        as_list = [make_payload(m) for m in batch(2)]  # as an older publisher sent it
+        assert [r["status"] for r in run(as_list)] == ["accepted", "accepted"]
+        assert len(smtp_server.messages) == 4
+        for bad in ({"v": 1, "chunk": "[{"}, {"v": 1, "chunk": "{}"}, {"v": 2, "chunk": "[]"}):
+            with pytest.raises(InvalidMessageError) as caught:
+                run(bad)
+            assert caught.value.code == "invalid_message"
+        assert len(smtp_server.messages) == 4
     finally:
         client.close()
         fleet.close()

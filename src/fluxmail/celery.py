@@ -39,13 +39,14 @@ from urllib.parse import urlsplit
 from .errors import ConfigurationError, ConnectError, FluxMailException
 from .scale._decide import DeliveryResult, backoff, worker_fault
 from .scale._fleet import Fleet, MailerSource, Settings
-from .scale._payload import read_payload
+from .scale._payload import is_chunk, pack_chunk, read_chunk, read_payload
 from .scale._store import UNAVAILABLE
 
 __all__ = ["TASK_NAME", "CeleryFleet", "register"]
 
 TASK_NAME = "fluxmail.send"
-#: What a task carries: one message's payload, or a chunk of them.
+#: What a task carries: one message's payload, or a chunk of them (packed in one string,
+#: see :func:`~fluxmail.scale._payload.pack_chunk`, or as a list).
 Payload = dict[str, Any] | list[dict[str, Any]]
 #: Give-backs one task may take (retries, waits for a claim or the rate limit).
 MAX_GIVE_BACKS = 1000
@@ -135,8 +136,8 @@ class CeleryFleet(Fleet):
 
         Args:
             task: the bound Celery task (``self`` of the task).
-            payload: one message's payload, or a list of them (a chunk), as published by
-                ``enqueue()`` / ``enqueue_batch()``.
+            payload: one message's payload, or a chunk of them (packed, or a list), as
+                published by ``enqueue()`` / ``enqueue_batch()``.
 
         Returns:
             The message's result (a :class:`~fluxmail.scale.DeliveryResult` dict), or
@@ -150,10 +151,11 @@ class CeleryFleet(Fleet):
             InvalidMessageError: (``invalid_message``) the payload is not fluxmail's.
             RuntimeError: a task given back more than 1,000 times.
         """
-        payloads = payload if isinstance(payload, list) else [payload]
+        chunk = is_chunk(payload)
+        payloads = read_chunk(payload)
         if task.request.is_eager:
             results = self.courier().run_many(payloads)
-            return results if isinstance(payload, list) else results[0]
+            return results if chunk else results[0]
         try:
             courier = self.courier()
             courier.mailer  # noqa: B018 - a worker that cannot build it must not eat the queue
@@ -168,10 +170,10 @@ class CeleryFleet(Fleet):
         later = [(p, s) for p, s in zip(payloads, steps, strict=True) if s.retry_in is not None]
         if not later:
             results = [s.result() for s in steps]
-            return results if isinstance(payload, list) else results[0]
+            return results if chunk else results[0]
         self._check_give_backs(task, later[0][1].message_id)
         countdown = min(s.retry_in or 0.0 for _, s in later)
-        rest: Payload = [p for p, _ in later] if isinstance(payload, list) else payload
+        rest: Payload = pack_chunk([p for p, _ in later]) if chunk else payload
         self._give_back(task, min(countdown, MAX_COUNTDOWN), args=(rest,))
 
     def _give_back(
@@ -258,8 +260,8 @@ class CeleryFleet(Fleet):
 
     def _publish(self, payloads: list[dict[str, Any]], options: dict[str, Any]) -> None:
         """One task: a single message travels alone under its Message-ID as the task ID;
-        a chunk as a list, under a task ID of its own."""
-        args: tuple[Any, ...] = (payloads[0],) if len(payloads) == 1 else (payloads,)
+        a chunk packed in one string, under a task ID of its own."""
+        args = (payloads[0],) if len(payloads) == 1 else (pack_chunk(payloads),)
         task_id = str(payloads[0]["id"]) if len(payloads) == 1 else f"fluxmail-{uuid.uuid4()}"
         if self.app.conf.task_always_eager:
             self.task.apply_async(args=args, task_id=task_id, **options)

@@ -7,11 +7,18 @@ storage); given as ``(filename, bytes[, type])`` or as open binary files they tr
 base64; an ``invite=`` :class:`~fluxmail.Invite` travels as JSON (its fields, its uid
 fixed). The message is validated here, at enqueue time, exactly as the worker will
 rebuild it, so bad input fails in the caller and never reaches the queue.
+
+A chunk of payloads travels packed, ``{"v": 1, "chunk": "<the payloads' JSON>"}``: one
+string instead of a few dicts per message, so a Celery worker's consumer decodes, copies
+(the Redis transport keeps each unacknowledged message) and hands to its pool process one
+string, not thousands of objects (the pool process then waits about half as long
+between two chunks). A chunk published as a plain list of payloads is read too.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import os
 import uuid
 from collections.abc import Iterable, Mapping
@@ -70,6 +77,35 @@ def read_payload(payload: object) -> tuple[str, str, dict[str, Any]]:
     ):
         raise InvalidMessageError("malformed fluxmail message payload")
     return mid, enqueue, decode_message(message)
+
+
+def pack_chunk(payloads: list[dict[str, Any]]) -> dict[str, Any]:
+    """Payloads made by :func:`make_payload`, packed to travel as one task argument."""
+    return {"v": VERSION, "chunk": json.dumps(payloads, separators=(",", ":"))}
+
+
+def is_chunk(payload: object) -> bool:
+    """Whether a task's argument is a chunk (packed or a list), not one payload."""
+    return isinstance(payload, list) or (isinstance(payload, Mapping) and "chunk" in payload)
+
+
+def read_chunk(payload: object) -> list[Any]:
+    """The payloads a task's argument carries, in order (each still to be checked by
+    :func:`read_payload`)."""
+    if isinstance(payload, list):
+        return payload
+    if not (isinstance(payload, Mapping) and "chunk" in payload):
+        return [payload]
+    packed = payload["chunk"]
+    if payload.get("v") != VERSION or not isinstance(packed, str):
+        raise InvalidMessageError("not a fluxmail chunk (or from a newer version)")
+    try:
+        payloads = json.loads(packed)
+    except ValueError:
+        raise InvalidMessageError("malformed fluxmail chunk: not JSON") from None
+    if not isinstance(payloads, list):
+        raise InvalidMessageError("malformed fluxmail chunk: not a list of payloads")
+    return payloads
 
 
 def message_domain(
