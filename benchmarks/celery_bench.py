@@ -25,7 +25,10 @@ and the Redis round trips the workers waited for: every worker process counts th
 one of its Redis connections read a reply after having sent something (redis-py's
 ``send_packed_command`` then ``read_response``; kombu's included; commands sent without
 waiting and read in one go count once), and adds its count to a Redis key when it stops.
-Every worker, sink, proxy and redis-server is stopped at the end; every loop is bounded
+Two more columns say where a pool process's time goes, per message: the CPU its tasks
+took, and how long it waited between the end of one task and the start of the next
+(Celery's consumer handing it the next chunk). Every worker, sink, proxy and redis-server
+is stopped at the end; every loop is bounded
 in count and time.
 
     apt-get install -y postfix redis-server
@@ -104,12 +107,45 @@ def count_round_trips(redis_url: str) -> None:
     signals.worker_shutdown.connect(report, weak=False)
 
 
+TASK_TIMES_KEY = "fluxmail-bench:task-times"
+
+
+def time_tasks(redis_url: str) -> None:
+    """In a pool process: add up the CPU time its tasks take and the time it waits
+    between the end of one task and the start of the next (Celery handing it over), and
+    add both (microseconds) to TASK_TIMES_KEY when the process stops."""
+    import redis
+    from celery import signals
+
+    times = {"cpu": 0.0, "between": 0.0, "ended": 0.0, "cpu_at": 0.0}
+
+    def started(**_: Any) -> None:
+        if times["ended"]:
+            times["between"] += time.perf_counter() - times["ended"]
+        times["cpu_at"] = time.process_time()
+
+    def ended(**_: Any) -> None:
+        times["cpu"] += time.process_time() - times["cpu_at"]
+        times["ended"] = time.perf_counter()
+
+    def report(**_: Any) -> None:
+        client = redis.Redis.from_url(redis_url)
+        client.hincrby(TASK_TIMES_KEY, "cpu", int(times["cpu"] * 1e6))
+        client.hincrby(TASK_TIMES_KEY, "between", int(times["between"] * 1e6))
+        client.close()
+
+    signals.task_prerun.connect(started, weak=False)
+    signals.task_postrun.connect(ended, weak=False)
+    signals.worker_process_shutdown.connect(report, weak=False)
+
+
 if os.environ.get("FLUXMAIL_BENCH_REDIS"):
     from celery import Celery
 
     from fluxmail.celery import register
 
     count_round_trips(os.environ["FLUXMAIL_BENCH_REDIS"])
+    time_tasks(os.environ["FLUXMAIL_BENCH_REDIS"])
 
     app = Celery("fluxmail_bench", broker=os.environ["FLUXMAIL_BENCH_REDIS"])
     app.conf.update(
@@ -226,12 +262,13 @@ def time_celery(redis_url: str, port: int, count: int, processes: int) -> dict[s
     started = time.perf_counter()
     ids = [i for i in fleet.enqueue_batch([message(i) for i in range(count)]) if i]
     enqueue_rate = count / (time.perf_counter() - started)
-    client.delete(ROUND_TRIPS_KEY)
+    client.delete(ROUND_TRIPS_KEY, TASK_TIMES_KEY)
     before = redis_commands(client)
     with celery_worker(redis_url, port, processes):
         results = wait_quietly(fleet, ids, timeout=60 + count / 5)
         commands = redis_commands(client) - before
     round_trips = int(client.get(ROUND_TRIPS_KEY) or 0)
+    task_times = {k.decode(): int(v) for k, v in client.hgetall(TASK_TIMES_KEY).items()}
     client.close()
     fleet.close()
     statuses = {r["status"] for r in results.values()}
@@ -243,6 +280,8 @@ def time_celery(redis_url: str, port: int, count: int, processes: int) -> dict[s
         "enqueue": enqueue_rate,
         "commands": commands / count,
         "round_trips": round_trips / count,
+        "task_cpu_us": task_times.get("cpu", 0) / count,
+        "between_us": task_times.get("between", 0) / count,
     }
 
 
@@ -273,11 +312,13 @@ def print_rows(rows: list[Any]) -> None:
     print(
         f"\n{'scenario':<10} {'contender':<12} {'msgs':>6} {'msg/s':>9} {'x bulk':>7}"
         f"  {'enqueue/s':>9}  {'redis cmds/msg':>14}  {'round trips/msg':>15}"
+        f"  {'task cpu us/msg':>15}  {'between tasks us/msg':>20}"
     )
     for name, contender, count, rate, ratio, got in rows:
         extra = ""
         if got:
             extra = f"  {got['enqueue']:9.0f}  {got['commands']:14.2f}  {got['round_trips']:15.3f}"
+            extra += f"  {got['task_cpu_us']:15.0f}  {got['between_us']:20.0f}"
         print(f"{name:<10} {contender:<12} {count:>6} {rate:>9.1f} {ratio:>7.2f}{extra}")
 
 
