@@ -32,7 +32,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import IO
 
-from ..envelope import Composed, Envelope
+from ..envelope import Composed, Envelope, frozen_from
 from ..errors import (
     AttachmentNotFoundError,
     ConfigurationError,
@@ -111,11 +111,9 @@ def compose(
             out.add(piece)
     data = out.value()
     del out
-    envelope = Envelope(
-        mail_from=message.sender.addr_spec,
-        rcpt_to=tuple(address.addr_spec for address in message.envelope_recipients),
-        smtputf8=utf8,
-    )
+    rcpt_to = tuple(address.addr_spec for address in message.envelope_recipients)
+    fields = {"mail_from": message.sender.addr_spec, "rcpt_to": rcpt_to, "smtputf8": utf8}
+    envelope = frozen_from(Envelope, fields)
     return Composed._checked(envelope, data, msg_id, clean=clean)
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..envelope import Composed
+from ..envelope import Composed, frozen_from
 from ..errors import (
     AuthenticationError,
     ConnectError,
@@ -267,13 +267,14 @@ class Session:
             accepted += more.accepted
             refused.update(more.refused)
             pending = more.deferred
-        return SendResult(
-            message_id=plan.message_id,
-            accepted=tuple(accepted),
-            refused=refused,
-            smtp_code=first.final.code,
-            server_message=first.final.text,
-        )
+        result = {
+            "message_id": plan.message_id,
+            "accepted": tuple(accepted),
+            "refused": refused,
+            "smtp_code": first.final.code,
+            "server_message": first.final.text,
+        }
+        return frozen_from(SendResult, result)  # (SendResult() costs a setattr per field)
 
     def transaction(
         self,
