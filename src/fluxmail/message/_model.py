@@ -196,9 +196,12 @@ class Message:
     @property
     def envelope_recipients(self) -> tuple[Address, ...]:
         """To + Cc + Bcc, each mailbox once (first occurrence wins), in that order."""
+        everyone = (*self.recipients, *self.cc, *self.bcc)
+        if len(everyone) == 1:  # (most messages of a batch: nothing to compare)
+            return everyone
         seen: set[str] = set()
         out: list[Address] = []
-        for address in (*self.recipients, *self.cc, *self.bcc):
+        for address in everyone:
             key = address.addr_spec.lower()
             if key not in seen:
                 seen.add(key)
@@ -208,10 +211,10 @@ class Message:
     @property
     def needs_smtputf8(self) -> bool:
         """True when an address has a non-ASCII local part (RFC 6531/6532)."""
-        return any(
-            address.needs_smtputf8
-            for address in (self.sender, *self.recipients, *self.cc, *self.bcc, *self.reply_to)
-        )
+        for address in (self.sender, *self.recipients, *self.cc, *self.bcc, *self.reply_to):
+            if address.needs_smtputf8:  # (a loop: no generator per message)
+                return True
+        return False
 
 
 # --- validation ---------------------------------------------------------------------------
