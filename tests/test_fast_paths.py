@@ -461,3 +461,14 @@ def test_frozen_values_built_in_one_step_equal_their_init() -> None:
     assert plain.clean is False
     assert dataclasses.replace(composed).clean is False
     assert Composed._checked(plain.envelope, plain.data, plain.message_id, clean=False) == plain
+
+
+def test_message_ids_stay_unique_across_refills_of_their_random_pool() -> None:
+    """Message-IDs take 16 hex digits each from 4 KB of random bytes (512 ids per
+    draw): over several draws none repeats and each has the one format."""
+    from fluxmail.message._fields import new_message_id
+
+    ids = [new_message_id("example.com") for _ in range(1300)]
+    assert len(set(ids)) == len(ids)
+    randoms = {re.fullmatch(r"<[0-9a-f]+\.([0-9a-f]{16})@example\.com>", i)[1] for i in ids}  # type: ignore[index]
+    assert len(randoms) == len(ids)
