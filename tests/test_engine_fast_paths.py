@@ -112,6 +112,27 @@ def test_take_reads_a_pipelined_message_in_one_go() -> None:
     assert parser.buffered == 0
 
 
+def test_take_with_replies_remembered_reads_what_a_fresh_parser_reads() -> None:
+    """One parser over many exchanges (a connection of a batch) remembers one-line
+    replies by their bytes: each exchange still reads what a fresh parser reads, errors
+    and 421 included, and it remembers at most 32 of them."""
+    rng = random.Random(15)
+    for caps in ({}, {"max_line": 20}, {"max_reply": 30}, {"max_lines": 2}):
+        reused = ReplyParser(**caps)
+        for n in range(400):
+            pool = [*LINES, b"250 2.0.0 Ok: queued as %d\r\n" % n]
+            data = b"".join(rng.choice(pool) for _ in range(rng.randint(1, 6)))
+            wanted = rng.randint(1, 6)
+            expected = _outcome(_by_next_reply, [data], wanted, caps)
+            try:
+                got: object = (_by_take([data], wanted, reused), reused.buffered)
+            except ProtocolError as exc:
+                got = (("error", str(exc)), -1)
+            assert got == expected, (data, wanted, caps)
+            reused.discard()  # (what a dropped connection leaves behind: nothing)
+        assert 0 < len(reused._seen) <= 32
+
+
 # --- the blocking stream on a real peer ------------------------------------------------
 
 

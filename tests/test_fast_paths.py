@@ -435,3 +435,40 @@ def test_a_short_plain_header_is_what_folding_gives() -> None:
             seen_long += 1
     assert seen_short > 300
     assert seen_long > 100
+
+
+def test_frozen_values_built_in_one_step_equal_their_init() -> None:
+    """build_message, the composer and the SMTP session fill a Message, an Envelope, a
+    Composed and a SendResult through ``frozen_from``: every field is there, equal to
+    what the class's own ``__init__`` makes, and the values stay frozen."""
+    import dataclasses
+
+    from fluxmail.envelope import Composed, Envelope
+    from fluxmail.message import Message
+
+    message = build(cc=["cc@example.com"], priority="high", headers={"X-Tag": "a"})
+    composed = compose(message, now=MOMENT)
+    for value, cls in ((message, Message), (composed.envelope, Envelope)):
+        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(cls)}
+        assert set(vars(value)) == set(fields)
+        assert value == cls(**fields)
+        assert hash(value) == hash(cls(**fields))
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(value, dataclasses.fields(cls)[0].name, None)
+    assert composed.clean is True
+    assert set(vars(composed)) == {f.name for f in dataclasses.fields(Composed)}
+    plain = Composed(composed.envelope, composed.data, composed.message_id)
+    assert plain.clean is False
+    assert dataclasses.replace(composed).clean is False
+    assert Composed._checked(plain.envelope, plain.data, plain.message_id, clean=False) == plain
+
+
+def test_message_ids_stay_unique_across_refills_of_their_random_pool() -> None:
+    """Message-IDs take 16 hex digits each from 4 KB of random bytes (512 ids per
+    draw): over several draws none repeats and each has the one format."""
+    from fluxmail.message._fields import new_message_id
+
+    ids = [new_message_id("example.com") for _ in range(1300)]
+    assert len(set(ids)) == len(ids)
+    randoms = {re.fullmatch(r"<[0-9a-f]+\.([0-9a-f]{16})@example\.com>", i)[1] for i in ids}  # type: ignore[index]
+    assert len(randoms) == len(ids)

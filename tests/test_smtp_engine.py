@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import logging
 import ssl
 import time
@@ -34,7 +35,7 @@ from fluxmail.errors import (
     TLSRequiredError,
     TLSVerifyError,
 )
-from fluxmail.smtp import AsyncSMTPConnection
+from fluxmail.smtp import AsyncSMTPConnection, SendResult
 from servers import (
     PASSWORD,
     USERNAME,
@@ -65,6 +66,9 @@ def test_plain_send(connect: Connect, smtp_server: SMTPTestServer) -> None:
     assert result.refused == {}
     assert result.smtp_code == 250
     assert result.message_id == "<t1@example.com>"
+    fields = {f.name: getattr(result, f.name) for f in dataclasses.fields(SendResult)}
+    assert set(vars(result)) == set(fields)
+    assert result == SendResult(**fields)
     [received] = smtp_server.messages
     assert received.mail_from == "sender@example.com"
     assert received.rcpt_tos == [GOOD, OTHER]

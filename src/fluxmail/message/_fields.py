@@ -119,21 +119,23 @@ def new_message_id(host: str) -> str:
     taken from random bytes drawn 4 KB at a time (one system call per 512 ids, not one
     per id; drawn afresh in a forked child), so ids are unique and say nothing about
     each other."""
+    global _ID_HEX, _ID_LEFT
     with _ID_LOCK:
-        if len(_ID_POOL) < 8:
-            _ID_POOL[:] = os.urandom(4096)
-        random = _ID_POOL[-8:].hex()
-        del _ID_POOL[-8:]
+        if not _ID_LEFT:
+            _ID_HEX, _ID_LEFT = os.urandom(4096).hex(), 8192
+        _ID_LEFT -= 16  # each id takes the next 16 hex digits, never used again
+        random = _ID_HEX[_ID_LEFT : _ID_LEFT + 16]
     return f"<{time.time_ns() // 1000:x}.{random}@{host}>"
 
 
-_ID_POOL = bytearray()
+_ID_HEX = ""  # 4 KB of random bytes, in hex; the last _ID_LEFT digits are not used yet
+_ID_LEFT = 0
 _ID_LOCK = threading.Lock()
 
 
 def _forget_ids() -> None:
-    global _ID_LOCK
-    _ID_POOL.clear()  # (the parent's bytes: a child must not make the parent's ids)
+    global _ID_LOCK, _ID_HEX, _ID_LEFT
+    _ID_HEX, _ID_LEFT = "", 0  # (the parent's bytes: a child must not make the parent's ids)
     _ID_LOCK = threading.Lock()
 
 

@@ -18,6 +18,7 @@ from os import PathLike
 from pathlib import Path
 from typing import IO, Any, Literal, Union
 
+from ..envelope import frozen_from
 from ..errors import AttachmentNotFoundError, InvalidAddressError, InvalidMessageError
 from ._address import Address, check_text, parse_address, parse_addresses
 from ._fields import (
@@ -136,7 +137,7 @@ def open_regular_file(path: str | PathLike[str]) -> IO[bytes]:
         raise
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)  # (no slots: build_message makes it with frozen_from)
 class Message:
     """A validated email, independent of any transport: what ``create()`` holds.
 
@@ -195,9 +196,12 @@ class Message:
     @property
     def envelope_recipients(self) -> tuple[Address, ...]:
         """To + Cc + Bcc, each mailbox once (first occurrence wins), in that order."""
+        everyone = (*self.recipients, *self.cc, *self.bcc)
+        if len(everyone) == 1:  # (most messages of a batch: nothing to compare)
+            return everyone
         seen: set[str] = set()
         out: list[Address] = []
-        for address in (*self.recipients, *self.cc, *self.bcc):
+        for address in everyone:
             key = address.addr_spec.lower()
             if key not in seen:
                 seen.add(key)
@@ -207,10 +211,10 @@ class Message:
     @property
     def needs_smtputf8(self) -> bool:
         """True when an address has a non-ASCII local part (RFC 6531/6532)."""
-        return any(
-            address.needs_smtputf8
-            for address in (self.sender, *self.recipients, *self.cc, *self.bcc, *self.reply_to)
-        )
+        for address in (self.sender, *self.recipients, *self.cc, *self.bcc, *self.reply_to):
+            if address.needs_smtputf8:  # (a loop: no generator per message)
+                return True
+        return False
 
 
 # --- validation ---------------------------------------------------------------------------
@@ -266,25 +270,26 @@ def build_message(
         from ._html2text import html_to_text
 
         plain = html_to_text(text) or None
-    return Message(
-        subject=check_subject(subject),
-        sender=sender_address,
-        recipients=to,
-        body=text,
-        cc=copy,
-        bcc=blind,
-        reply_to=parse_addresses(reply_to, field="reply_to"),
-        html=html,
-        plain_body=plain,
-        attachments=load_attachments(attachments),
-        inline_images=load_inline_images(inline_images, html=html),
-        in_reply_to=None if in_reply_to is None else check_msg_id(in_reply_to, "in_reply_to"),
-        references=check_references(references),
-        priority=check_priority(priority),
-        unsubscribe_url=check_unsubscribe_url(unsubscribe_url),
-        extra_headers=check_extra_headers(headers),
-        invite=_resolve_invite(invite, to + copy),
-    )
+    fields = {  # every field, by name: frozen_from (a Message() call costs more than this)
+        "subject": check_subject(subject),
+        "sender": sender_address,
+        "recipients": to,
+        "body": text,
+        "cc": copy,
+        "bcc": blind,
+        "reply_to": parse_addresses(reply_to, field="reply_to"),
+        "html": html,
+        "plain_body": plain,
+        "attachments": load_attachments(attachments),
+        "inline_images": load_inline_images(inline_images, html=html),
+        "in_reply_to": None if in_reply_to is None else check_msg_id(in_reply_to, "in_reply_to"),
+        "references": check_references(references),
+        "priority": check_priority(priority),
+        "unsubscribe_url": check_unsubscribe_url(unsubscribe_url),
+        "extra_headers": check_extra_headers(headers),
+        "invite": _resolve_invite(invite, to + copy),
+    }
+    return frozen_from(Message, fields)
 
 
 def _resolve_invite(invite: object, to_and_cc: tuple[Address, ...]) -> Invite | None:

@@ -38,7 +38,7 @@ from ._common import (
 from ._errors import EarlyReplyError, ServerClosedError, io_error
 from ._options import SmtpConfig
 from ._protocol import Session, Upcoming, check_envelope
-from ._replies import OUT_OF_STEP, Reply, ReplyParser, collect, drain
+from ._replies import OUT_OF_STEP, Reply, ReplyParser, drain
 from ._results import SendResult, SessionInfo
 from ._tokens import aopen_with_token
 
@@ -155,7 +155,8 @@ class AsyncSMTPConnection:
             self._drop()  # another message's transaction is open: never end it
         if self._stream is not None and not self._idle_and_quiet(self._stream):
             self._drop()  # the server spoke or left while idle (421, timeout): start afresh
-        await self.open()
+        if not (self.is_open and self._info is not None):  # (else open() would return)
+            await self.open()
         assert self._session is not None
         try:
             conversation = self._session.send_message(composed, upcoming is not None)
@@ -334,8 +335,12 @@ class AsyncSMTPConnection:
         more (a final dot is never written to a server known to be gone, or to one that
         already answered)."""
         data, tail, guarded = exchange.data, exchange.tail, exchange.guarded
-        if len(data) <= WRITE_CHUNK:  # one slice (most messages)
-            await self._write_slice(stream, data, tail, guarded, timeout)
+        if len(data) <= WRITE_CHUNK:  # one slice (most messages): _write_slice, inline
+            if guarded:
+                early = await self._early(stream)
+                if early is not None:
+                    raise early
+            await stream.write(data, timeout, tail)
             return
         view = memoryview(data)
         pieces = [view[i : i + WRITE_CHUNK] for i in range(0, len(data), WRITE_CHUNK)]
@@ -361,6 +366,8 @@ class AsyncSMTPConnection:
         """What the server sent (or that it left) before the write finished, as a Failure
         with ``early``; None if it sent nothing (and, unless ``after_failure``, did not
         hang up)."""
+        if not after_failure and self._idle_and_quiet(stream):
+            return None  # nothing arrived and the server is there (most writes): no wait
         try:
             alive = await stream.take_input()
         except ProtocolError as exc:
@@ -378,7 +385,8 @@ class AsyncSMTPConnection:
     ) -> None:
         """Read the replies into ``replies``, all before one deadline: a trickling server
         cannot extend it."""
-        while not collect(self._parser, exchange.replies, replies):
+        take = self._parser.take  # (collect(), without a call of its own per read)
+        while not take(exchange.replies, replies):
             await stream.receive(deadline)
         if self._parser.buffered and exchange.stage != "starttls":
             self._out_of_step = True  # use these replies, then never this connection again

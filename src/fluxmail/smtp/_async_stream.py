@@ -305,11 +305,12 @@ class AsyncStream:
         return not proto.eof
 
     def quiet(self) -> bool:
-        """Nothing arrived and the server did not leave (a live idle session is silent).
+        """Nothing arrived and the server did not leave (a live idle session is silent);
+        False too when what arrived was refused (a parser's error waits to be raised).
 
         The socket is only polled, never read: the event loop still owns it.
         """
-        return not (self._gone() or self._input_waiting())
+        return not (self._gone() or self._proto.error is not None or self._input_waiting())
 
     def tls_details(self) -> ssl.SSLObject | None:
         transport = self._proto.transport

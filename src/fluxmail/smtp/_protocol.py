@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..envelope import Composed
+from ..envelope import Composed, frozen_from
 from ..errors import (
     AuthenticationError,
     ConnectError,
@@ -267,13 +267,14 @@ class Session:
             accepted += more.accepted
             refused.update(more.refused)
             pending = more.deferred
-        return SendResult(
-            message_id=plan.message_id,
-            accepted=tuple(accepted),
-            refused=refused,
-            smtp_code=first.final.code,
-            server_message=first.final.text,
-        )
+        result = {
+            "message_id": plan.message_id,
+            "accepted": tuple(accepted),
+            "refused": refused,
+            "smtp_code": first.final.code,
+            "server_message": first.final.text,
+        }
+        return frozen_from(SendResult, result)  # (SendResult() costs a setattr per field)
 
     def transaction(
         self,
@@ -310,27 +311,22 @@ class Session:
                 raise
             following = self._plan_ahead(upcoming)
         log = f"<message data: {plan.size} bytes> ."
+        # (positional, in Exchange's field order: data, replies, stage, log, message_id,
+        # tail, ahead, guarded; binding keywords costs more than the rest of the call)
         if following is None:
-            exchange = Exchange(
-                plan.payload,
-                1,
-                "dot",
-                log=log,
-                message_id=plan.message_id,
-                tail=plan.tail,
-                guarded=True,
-            )
+            exchange = Exchange(plan.payload, 1, "dot", log, plan.message_id, plan.tail, 0, True)
         else:
-            envelope = following[1].envelope(following[1].rcpts)
+            next_replies = len(following[1].rcpts) + 2
+            tail = plan.tail + following[1].envelope(following[1].rcpts)
             exchange = Exchange(
                 plan.payload,
-                1 + len(following[1].rcpts) + 2,
+                1 + next_replies,
                 "dot",
-                log=log,
-                message_id=plan.message_id,
-                tail=plan.tail + envelope,
-                ahead=len(following[1].rcpts) + 2,
-                guarded=True,
+                log,
+                plan.message_id,
+                tail,
+                next_replies,
+                True,
             )
         replies = yield from self.ask(exchange)
         final = replies[0]

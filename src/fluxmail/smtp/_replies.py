@@ -68,6 +68,7 @@ class ReplyParser:
         "_max_lines",
         "_max_reply",
         "_pos",
+        "_seen",
         "_size",
     )
 
@@ -82,6 +83,9 @@ class ReplyParser:
         self._lines: list[str] = []
         self._code = 0
         self._size = 0
+        # one-line replies read before, by their bytes (CRLF included): a batch's server
+        # says the same "250 2.1.0 Ok" and "354 ..." for every message
+        self._seen: dict[bytes, Reply] = {}
 
     @property
     def buffered(self) -> int:
@@ -136,17 +140,24 @@ class ReplyParser:
         count = wanted - len(into)
         fast = not self._lines and self._max_lines >= 1
         limit = min(self._max_line, self._max_reply - 2)
+        seen = self._seen
         while count > 0:
             pos = self._pos
             end = buf.find(b"\n", pos)
             if end < 0:
                 return False
             if fast and 4 <= end - pos <= limit and buf[pos + 3] == 32:  # "NNN text"
-                head = buf[pos : pos + 3]
-                if head.isdigit() and head[0] in _FIRST_DIGITS:
+                line = buf[pos : end + 1]
+                reply = seen.get(line)
+                if reply is None:
+                    head = line[:3]
+                    if head.isdigit() and head[0] in _FIRST_DIGITS:
+                        stop = -2 if line[-2] == 13 else -1
+                        reply = Reply(int(head), (line[4:stop].decode("utf-8", "replace"),))
+                        if len(seen) < _SEEN:  # (the replies that repeat come first)
+                            seen[line] = reply
+                if reply is not None:
                     self._pos = end + 1
-                    stop = end - 1 if buf[end - 1] == 13 else end
-                    reply = Reply(int(head), (buf[pos + 4 : stop].decode("utf-8", "replace"),))
                     append(reply)
                     count -= 1
                     if reply.code == 421:
@@ -190,6 +201,7 @@ class ReplyParser:
 
 
 _FIRST_DIGITS = frozenset(b"2345")
+_SEEN = 32  # one-line replies a parser remembers (a Reply is immutable: shared safely)
 
 
 def _show(raw: bytes) -> str:
