@@ -129,7 +129,11 @@ def test_take_with_replies_remembered_reads_what_a_fresh_parser_reads() -> None:
             except ProtocolError as exc:
                 got = (("error", str(exc)), -1)
             assert got == expected, (data, wanted, caps)
-            reused.discard()  # (what a dropped connection leaves behind: nothing)
+            remembered = dict(reused._seen)
+            assert {r.code for r in remembered.values()} <= {250, 354}
+            reused.discard()  # (what is left unread: nothing; and nothing remembered)
+            assert not reused._seen
+            reused._seen.update(remembered)  # (a live connection keeps them)
         assert 0 < len(reused._seen) <= 32
 
 

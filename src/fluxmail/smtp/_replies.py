@@ -83,8 +83,10 @@ class ReplyParser:
         self._lines: list[str] = []
         self._code = 0
         self._size = 0
-        # one-line replies read before, by their bytes (CRLF included): a batch's server
-        # says the same "250 2.1.0 Ok" and "354 ..." for every message
+        # one-line 250 and 354 replies read before, by their bytes (CRLF included): a
+        # batch's server says the same "250 2.1.0 Ok" and "354 ..." for every message.
+        # Nothing else is kept (an AUTH reply or a refusal may echo what the client
+        # said: it must not outlive its exchange, see smtp/_redact.py)
         self._seen: dict[bytes, Reply] = {}
 
     @property
@@ -105,6 +107,7 @@ class ReplyParser:
         self._lines = []
         self._code = 0
         self._size = 0
+        self._seen = {}
 
     def next_reply(self) -> Reply | None:
         """The next complete reply, or ``None`` if more bytes are needed."""
@@ -140,7 +143,6 @@ class ReplyParser:
         count = wanted - len(into)
         fast = not self._lines and self._max_lines >= 1
         limit = min(self._max_line, self._max_reply - 2)
-        seen = self._seen
         while count > 0:
             pos = self._pos
             end = buf.find(b"\n", pos)
@@ -148,14 +150,14 @@ class ReplyParser:
                 return False
             if fast and 4 <= end - pos <= limit and buf[pos + 3] == 32:  # "NNN text"
                 line = buf[pos : end + 1]
-                reply = seen.get(line)
+                reply = self._seen.get(line)
                 if reply is None:
                     head = line[:3]
                     if head.isdigit() and head[0] in _FIRST_DIGITS:
                         stop = -2 if line[-2] == 13 else -1
                         reply = Reply(int(head), (line[4:stop].decode("utf-8", "replace"),))
-                        if len(seen) < _SEEN:  # (the replies that repeat come first)
-                            seen[line] = reply
+                        if head in _KEPT and len(self._seen) < _SEEN:
+                            self._seen[line] = reply  # (the replies that repeat come first)
                 if reply is not None:
                     self._pos = end + 1
                     append(reply)
@@ -202,6 +204,7 @@ class ReplyParser:
 
 _FIRST_DIGITS = frozenset(b"2345")
 _SEEN = 32  # one-line replies a parser remembers (a Reply is immutable: shared safely)
+_KEPT = (b"250", b"354")  # the codes of those it may remember
 
 
 def _show(raw: bytes) -> str:
