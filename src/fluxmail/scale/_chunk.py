@@ -1,9 +1,10 @@
 """One try at a chunk of messages: a few claim-store calls per chunk, not per message.
 
 1. :meth:`Chunk.claim` claims every message and reads its record (one round trip);
-2. :meth:`Chunk.prepare` writes, in one compare-and-set, ``sending`` for those to send
-   (and what is already decided: a recovered unknown, the release of claims with nothing
-   to do);
+2. :meth:`Chunk.prepare` writes ``sending`` for those to send (and what is already
+   decided: a recovered unknown, the release of claims with nothing to do): one round
+   trip of ``SET NX`` where the record was absent, compare-and-set where another
+   claimant's record is there;
 3. :meth:`Chunk.send` hands them to the transport's pipelined ``send_many`` on the
    worker's connection, each composed as the transport takes it (one that cannot be
    composed fails alone, recorded in step 4); its hooks take each rate-limit slot right
@@ -11,10 +12,18 @@
    right before its data is written (the transport's ``dotting`` hook: from then on its
    final dot may be on the wire), and pass each outcome to the scribe as the server
    gives it (no round trip waited for, see :mod:`._scribe`);
-4. :meth:`Chunk.settle` reads the scribe's replies and writes, in one compare-and-set,
-   what the scribe could not (its claims nearly expired, Redis refused), puts back the
-   messages whose dot was never written (nothing of them left the process) and releases
-   the claims. Only then is the task acknowledged.
+4. :meth:`Chunk.settle` reads the scribe's replies and writes what the scribe could not
+   (a message that failed to compose, its claims nearly expired, Redis refused), puts
+   back the messages whose dot was never written (nothing of them left the process) and
+   releases the claims: one round trip of plain writes while the claims are certainly
+   this try's and the scribe lost nothing, else compare-and-set. Only then is the task
+   acknowledged.
+
+"Certainly this try's": before :data:`SAFE_PART` of the lease, counted from before the
+claim (or its last renewal). Then nobody else writes the records this try wrote under
+its token (a worker that outlived its claims compares with its own records, and writes
+without comparing only while its own claims are certain), which is what lets the
+scribe, prepare's ``SET NX`` and settle skip ``WATCH`` (:meth:`~._store.Write.unchecked`).
 
 Every decision is :mod:`._decide`'s, which reads the delivery policy.
 """
@@ -156,6 +165,7 @@ class Chunk:
         self.deadline = 0.0  # monotonic: until then the claims are certainly ours
         self.renew_at = 0.0
         self.wait: float = LOOK_AGAIN  # for messages put back untouched
+        self.prepared = False  # the ``sending`` records of to_send are written
         self.scribe = courier.store.scribe(self.token)
 
     def run(self) -> list[Step]:
@@ -231,32 +241,43 @@ class Chunk:
     # --- 2. prepare -----------------------------------------------------------------------
 
     def prepare(self) -> None:
+        """Write ``sending`` for the messages to send, and what is already decided. The
+        claims were just taken: while they are certainly this try's, a message whose
+        record was absent is written ``SET NX`` (without ``WATCH``); one whose record
+        exists (recovered, retried: its outlived claimant may still finish it) is
+        compare-and-set (:meth:`~._store.Write.unchecked`)."""
         c, now = self.courier, time.time()
+        sure = time.monotonic() < self.deadline
         writes: list[Write] = []
         ready: list[Entry] = []
         for e in self.held:
             if e.step is not None:  # nothing to do: let the claim go
-                writes.append(Write(e.message_id, None, None, change=False, release=True))
+                writes.append(
+                    Write(e.message_id, None, None, change=False, release=True, sure=sure)
+                )
             elif e.result is not None:  # recovered, final
-                writes.append(Write(e.message_id, e.current, e.result, release=True))
+                writes.append(Write(e.message_id, e.current, e.result, release=True, sure=sure))
         for e in self.to_send:
             e.attempt = sending(e.before, self.token, e.enqueue_id, now).evolve(mark=e.index)
-            writes.append(Write(e.message_id, e.current, e.attempt, renew=False))
+            writes.append(Write(e.message_id, e.current, e.attempt, renew=False, sure=sure))
             ready.append(e)
-        began = time.monotonic()
         done = c.store.write_many(self.token, writes, c.lease)
-        self._lease_from(began if ready else -1e9)
         written = {w.message_id for w, ok in zip(writes, done, strict=True) if ok}
         changed = [e for e in self.held if e.step is None and e.message_id not in written]
         for e in changed:  # another worker wrote meanwhile: let go, look again shortly
             e.attempt = e.result = None
             e.step = c.step(e.message_id, None, LOOK_AGAIN)
+        self.to_send = [e for e in ready if e.step is None]
+        self.prepared = True  # every ``attempt`` of to_send is stored
+        sure = time.monotonic() < self.deadline
         c.store.write_many(
             self.token,
-            [Write(e.message_id, None, None, change=False, release=True) for e in changed],
+            [
+                Write(e.message_id, None, None, change=False, release=True, sure=sure)
+                for e in changed
+            ],
             c.lease,
         )
-        self.to_send = [e for e in ready if e.step is None]
 
     # --- 3. send --------------------------------------------------------------------------
 
@@ -316,6 +337,9 @@ class Chunk:
         outcomes: list[tuple[Entry, Record | None, float | None]] = []
         record: Record | None
         now = time.time()
+        # Every ``sending`` record is stored and the scribe lost nothing: while the claims
+        # are certainly ours, only this try writes those records (no compare-and-set).
+        sure = self.prepared and self.scribe.intact and time.monotonic() < self.deadline
         for e in self.to_send:
             assert e.attempt is not None
             if e.result is None and self._dotted(e):  # interrupted (time limit, shutdown)
@@ -327,7 +351,15 @@ class Chunk:
                 record, retry_in = e.before, self.wait
             change = not (e.stored and record is e.result)
             writes.append(
-                Write(e.message_id, e.attempt, record, owned=False, release=True, change=change)
+                Write(
+                    e.message_id,
+                    e.attempt,
+                    record,
+                    owned=False,
+                    release=True,
+                    change=change,
+                    sure=sure,
+                )
             )
             outcomes.append((e, record, retry_in))
         done = c.store.write_many(self.token, writes, c.lease)
@@ -384,7 +416,8 @@ class _Hooks:
             now = time.monotonic()
             if now >= chunk.renew_at and now < chunk.deadline:
                 chunk.renew()
-            if time.monotonic() >= chunk.deadline:
+                now = time.monotonic()
+            if now >= chunk.deadline:
                 raise GiveBack(LOOK_AGAIN)
             chunk.scribe.mark(e.index)
         except FluxMailException as exc:  # Redis: do not send what cannot be marked

@@ -107,6 +107,8 @@ class MemoryStore:
             return [self._write(token, w, lease) for w in writes]
 
     def _write(self, token: str, w: Write, lease: float) -> bool:
+        if w.unchecked(token):  # as RedisStore: no comparison but "absent" for SET NX
+            return self._write_unchecked(token, w, lease)
         ours = self._claim_of(w.message_id) == token
         done = True
         if w.change:
@@ -119,6 +121,20 @@ class MemoryStore:
                 self._claims[w.message_id] = (token, self._clock() + lease)
         if w.release and ours:
             del self._claims[w.message_id]
+        return done
+
+    def _write_unchecked(self, token: str, w: Write, lease: float) -> bool:
+        mid, done = w.message_id, True
+        if w.change and w.record is None:
+            self._records.pop(mid, None)
+        elif w.change and w.record is not None:
+            done = w.expected is not None or mid not in self._records
+            if done:
+                self._records[mid] = w.record
+        if w.release:
+            self._claims.pop(mid, None)
+        elif w.change and w.owned and w.renew and self._claim_of(mid) is not None:
+            self._claims[mid] = (self._claims[mid][0], self._clock() + lease)
         return done
 
     def scribe(self, token: str) -> Scribe:

@@ -31,6 +31,10 @@ def resp(*parts: bytes | str | int) -> bytes:
     return b"".join(out)
 
 
+def _bulk(data: bytes) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(data), data)
+
+
 def _text(value: object) -> str | None:
     return value.decode() if isinstance(value, bytes) else None if value is None else str(value)
 
@@ -61,19 +65,28 @@ class RedisScribe:
         self._broken = False
         self._ttl_ms = ttl_ms
         self._calls = calls
+        # The fixed parts of the two commands sent per message, packed once:
+        # SETBIT <dots> <index> 1 and SET <record key> <json> PX <ttl>.
+        self._setbit = b"*4\r\n" + _bulk(b"SETBIT") + _bulk(dots_key.encode())
+        self._set_px = _bulk(b"PX") + _bulk(b"%d" % ttl_ms)
 
     def mark(self, index: int) -> None:
         if not self._marked:  # the marks live as long as the records that point at them
             self._marked = True
             self._held.append(resp(b"PEXPIRE", self._dots_key, self._ttl_ms))
-        self._held.append(resp(b"SETBIT", self._dots_key, index, b"1"))
+        bit = b"%d" % index
+        self._held.append(b"%s$%d\r\n%s\r\n$1\r\n1\r\n" % (self._setbit, len(bit), bit))
         self.flush()
 
     def record(self, message_id: str, record: Record) -> None:
         """Held until the next :meth:`mark`, :meth:`flush` or :meth:`drain` (one write
         for both: the next message's mark follows its predecessor's outcome at once)."""
-        key = self._record_key(message_id)
-        self._held.append(resp(b"SET", key, record.to_json(), b"PX", self._ttl_ms))
+        key = self._record_key(message_id).encode()
+        data = record.to_json().encode()
+        self._held.append(
+            b"*5\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n%s"
+            % (len(key), key, len(data), data, self._set_px)
+        )
 
     def renew(self, message_ids: list[str], token: str, lease: float) -> bool:
         """Extend the claims (one round trip): True if every one was still ``token``'s.
@@ -90,17 +103,15 @@ class RedisScribe:
         if not self._held:
             return
         data, count, self._held = b"".join(self._held), len(self._held), []
-
-        def send() -> None:
+        try:  # (per message: no closure, no retry loop on the way)
             if self._conn is None:
                 self._conn = self._pool.get_connection()
-            try:
-                self._conn.send_packed_command([data], check_health=False)
-            except BaseException:
-                self._drop()
-                raise
-
-        self._calls(send, wait=False)
+            self._conn.send_packed_command([data], check_health=False)
+        except BaseException as exc:
+            self._drop()
+            if isinstance(exc, Exception):
+                self._calls.fail(exc)  # what it means: a ConnectError for Redis's errors
+            raise
         self._unread += count
         if read and self._unread >= DRAIN_EVERY:
             self._read()

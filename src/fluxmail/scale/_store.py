@@ -17,15 +17,18 @@ per message of a chunk, set (``SETBIT``, written without waiting for the reply) 
 before that message's data goes out (after the server's 354); see :mod:`._decide`.
 
 A worker works on a chunk of messages with a few calls per chunk, not per message:
-:meth:`Store.claim_many` (one round trip), :meth:`Store.write_many` (compare-and-set,
-three round trips: ``WATCH``, ``MGET``, ``MULTI``...``EXEC``) and a :class:`Scribe`, which
+:meth:`Store.claim_many` (one round trip), :meth:`Store.write_many` (one round trip while
+the writer's claims are certainly its own, see :meth:`Write.unchecked`; two more for
+compare-and-set: ``WATCH`` + ``MGET``, ``MULTI``...``EXEC``) and a :class:`Scribe`, which
 sends dot marks and outcomes while the worker's claims are certainly its own, without
 waiting for replies (they are read in one go, :meth:`Scribe.drain`).
 
-Writes are compare-and-set (``WATCH`` + ``MULTI``, no Lua): :meth:`update` writes only
-while the claim is still the writer's *and* the record is still the one the writer last
-saw; :meth:`finish` needs only the latter. So a worker that outlived its claim can still
-record its outcome if nobody took over, and never overwrites what a successor recorded.
+Writes are compare-and-set (``WATCH`` + ``MULTI``, or ``SET NX`` over an absent record;
+no Lua): :meth:`update` writes only while the claim is still the writer's *and* the
+record is still the one the writer last saw; :meth:`finish` needs only the latter. So a
+worker that outlived its claim can still record its outcome if nobody took over, and
+never overwrites what a successor recorded. The only writes that compare nothing are
+those of a writer whose claims are certainly its own, over records it wrote itself.
 
 :class:`RedisStore` is the fleet's; :class:`~._memstore.MemoryStore` has the same semantics
 inside one process (eager mode, the in-process fallback, users' tests).
@@ -46,7 +49,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
 
 from ..errors import ConnectError
 from ._decide import Record
@@ -111,6 +114,15 @@ class RedisCalls:
             except Exception as exc:
                 failure = exc
 
+    def fail(self, exc: Exception) -> NoReturn:
+        """Raise what ``exc``, from a call tried once, means (as :meth:`retrying` with
+        ``wait=False``): a ConnectError for Redis's errors, else ``exc`` itself."""
+        from ._deps import redis_module
+
+        if isinstance(exc, redis_module().exceptions.RedisError):
+            raise self.unavailable(exc) from exc
+        raise exc
+
     def unavailable(self, exc: Exception) -> ConnectError:
         waited = f" (waited {self.wait:g} s)" if self.wait else ""
         return ConnectError(
@@ -130,7 +142,8 @@ class Write:
     ``owned``: only while the claim is the writer's (and it is renewed), as
     :meth:`Store.update`; otherwise as :meth:`Store.finish` (only the record must be
     unchanged). ``change=False`` writes nothing; ``release`` drops the claim if it is
-    the writer's."""
+    the writer's. ``sure``: the writer's claim is certainly its own (its lease is far
+    from over, see :meth:`unchecked`)."""
 
     message_id: str
     expected: Record | None
@@ -139,6 +152,29 @@ class Write:
     release: bool = False
     change: bool = True
     renew: bool = True  # (an owned write renews the claim unless told not to)
+    sure: bool = False
+
+    def unchecked(self, token: str) -> bool:
+        """True when this write needs no ``WATCH``: the claim is certainly ``token``'s
+        (so it is released, renewed, with a plain ``DEL``, ``PEXPIRE``) and
+
+        * nothing of the record changes, or
+        * the record was absent: ``SET NX`` compares with absent and sets in one
+          command (an outlived claimant's late write, before or after, is never lost:
+          whichever comes second is refused), or
+        * ``expected`` is ``token``'s own record (one token per try at a chunk):
+          while ``token`` holds the claim, only ``token`` writes a record it owns (a
+          worker that outlived its claim compares with its own records, written under
+          its own token, and writes without comparing only while its claims are
+          certainly its own, as here), so the record is still ``expected``.
+
+        Anything else (a record another claimant wrote: a recovered or retried message,
+        whose outlived claimant may still finish it) is compare-and-set."""
+        if not self.sure or not self.change:
+            return self.sure
+        if self.expected is None:
+            return self.record is not None
+        return self.expected.owner == token
 
 
 class Scribe(Protocol):
@@ -271,6 +307,9 @@ class RedisStore:
     def _keys(self, message_id: str) -> tuple[str, str]:
         return f"{self.prefix}:msg:{message_id}", f"{self.prefix}:claim:{message_id}"
 
+    def _record_key(self, message_id: str) -> str:
+        return f"{self.prefix}:msg:{message_id}"
+
     def get(self, message_id: str) -> Record | None:
         key = self._keys(message_id)[0]
         return _record(self.calls(lambda: self.client.get(key), wait=False))
@@ -393,14 +432,68 @@ class RedisStore:
         return self.calls.retrying(lambda retried: self._on_connection(take, retried))
 
     def write_many(self, token: str, writes: list[Write], lease: float) -> list[bool]:
-        """Two round trips: ``WATCH`` + ``MGET``, then ``MULTI`` ... ``EXEC`` (read and
-        decide again if another client wrote in between)."""
+        """One round trip for the writes that need no compare-and-set
+        (:meth:`Write.unchecked`: ``SET NX``, ``SET``, ``DEL``, ``PEXPIRE``); two more,
+        ``WATCH`` + ``MGET`` then ``MULTI`` ... ``EXEC``, for the others (read and
+        decide again if another client wrote in between). After a lost connection every
+        write is compare-and-set (the claims may have run out meanwhile; a write whose
+        reply was lost is recognised as done)."""
         if not writes:
             return []
+
+        def body(conn: Any, retried: bool) -> list[bool]:
+            plain = [] if retried else [i for i, w in enumerate(writes) if w.unchecked(token)]
+            done = [True] * len(writes)
+            if plain:
+                done_plain = self._write_plain(conn, [writes[i] for i in plain], lease)
+                for i, ok in zip(plain, done_plain, strict=True):
+                    done[i] = ok
+            if len(plain) < len(writes):
+                taken = set(plain)
+                rest = [i for i in range(len(writes)) if i not in taken]
+                checked = self._write_checked(conn, token, [writes[i] for i in rest], lease)
+                for i, ok in zip(rest, checked, strict=True):
+                    done[i] = ok
+            return done
+
+        return self.calls.retrying(lambda retried: self._on_connection(body, retried))
+
+    def _write_plain(self, conn: Any, writes: list[Write], lease: float) -> list[bool]:
+        """The unchecked writes, in one round trip; False where ``SET NX`` found a
+        record."""
+        commands: list[bytes] = []
+        first_set: list[int] = []  # where each SET NX is in ``commands`` (or -1)
+        released: list[str] = []
+        ttl = self.result_ttl_ms
+        for w in writes:
+            record_key, claim_key = self._keys(w.message_id)
+            first_set.append(-1)
+            if w.change:
+                if w.record is None:
+                    commands.append(_resp(b"DEL", record_key))
+                else:
+                    data = w.record.to_json()
+                    if w.expected is None:
+                        first_set[-1] = len(commands)
+                        commands.append(_resp(b"SET", record_key, data, b"NX", b"PX", ttl))
+                    else:
+                        commands.append(_resp(b"SET", record_key, data, b"PX", ttl))
+            if w.release:
+                released.append(claim_key)
+            elif w.change and w.owned and w.renew:
+                commands.append(_resp(b"PEXPIRE", claim_key, _ms(lease)))
+        if released:
+            commands.append(_resp(b"DEL", *released))
+        replies = _exchange(conn, commands) if commands else []
+        return [at < 0 or replies[at] is not None for at in first_set]
+
+    def _write_checked(
+        self, conn: Any, token: str, writes: list[Write], lease: float
+    ) -> list[bool]:
         keys = [self._keys(w.message_id) for w in writes]
         watched = [k for pair in keys for k in pair]
 
-        def attempt(conn: Any) -> list[bool] | None:
+        def attempt() -> list[bool] | None:
             raws = _exchange(conn, [_resp(b"WATCH", *watched), _resp(b"MGET", *watched)])[1]
             commands: list[bytes] = []
             done = [
@@ -420,14 +513,11 @@ class RedisStore:
             replies = _exchange(conn, [_resp(b"MULTI"), *commands, _resp(b"EXEC")])
             return None if replies[-1] is None else done  # None: a watched key changed
 
-        def body(conn: Any, retried: bool) -> list[bool]:
-            for _ in range(_WATCH_TRIES):
-                done = attempt(conn)
-                if done is not None:
-                    return done
-            raise RuntimeError(f"claim store: {watched[0]} kept changing under us")
-
-        return self.calls.retrying(lambda retried: self._on_connection(body, retried))
+        for _ in range(_WATCH_TRIES):
+            done = attempt()
+            if done is not None:
+                return done
+        raise RuntimeError(f"claim store: {watched[0]} kept changing under us")
 
     def _on_connection(self, body: Callable[[Any, bool], T], retried: bool) -> T:
         """``body(conn, retried)`` on a connection of the pool, commands packed here
@@ -475,7 +565,7 @@ class RedisStore:
         return RedisScribe(
             self.client,
             dots_key=self.dots_key(token),
-            record_key=lambda mid: self._keys(mid)[0],
+            record_key=self._record_key,
             claim_key=lambda mid: self._keys(mid)[1],
             ttl_ms=self.result_ttl_ms,
             calls=self.calls,
